@@ -1,0 +1,37 @@
+# robustlab: make demo | make test | make bench | make lint
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: demo test bench lint install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/robustlab bench run quick --out runs/demo --workers 2
+	$(VENV)/bin/robustlab report runs/demo -o runs/demo/report.html
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --durations=15
+
+bench: $(STAMP)
+	$(PY) -m pytest -q -m slow
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy src/robustlab
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,49 @@
+"""``robustlab list KIND``: registered names of a concept."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+# kind -> (module, registry attribute)
+_KINDS: dict[str, tuple[str, str]] = {
+    "data": ("robustlab.data", "DATASETS"),
+    "noise": ("robustlab.noise", "NOISES"),
+    "models": ("robustlab.models", "MODELS"),
+    "losses": ("robustlab.losses", "LOSSES"),
+    "attacks": ("robustlab.attacks", "ATTACKS"),
+    "objectives": ("robustlab.training.objectives", "OBJECTIVES"),
+    "corruptions": ("robustlab.shift", "CORRUPTIONS"),
+    "scores": ("robustlab.conformal", "SCORES"),
+    "specs": ("robustlab.bench", "SPECS"),
+}
+
+
+def _registry(kind: str) -> Any:
+    module, attr = _KINDS[kind]
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ModuleNotFoundError, AttributeError):
+        return None
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("list", help="list registered data sets, noise kinds, models, losses, attacks, ...")
+    p.add_argument("kind", choices=sorted(_KINDS), help="which registry to list")
+    p.add_argument("--tag", action="append", default=[], help="only items carrying this tag (repeatable)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    reg = _registry(args.kind)
+    if reg is None:
+        print(f"(no {args.kind} available in this installation)")
+        return 0
+    names = reg.available(tags=tuple(args.tag))
+    width = max((len(n) for n in names), default=4)
+    for name in names:
+        spec = reg.spec(name)
+        tags = ",".join(sorted(spec.tags))
+        print(f"{name:<{width}}  {spec.doc}  [{tags}]" + (f"  ({spec.reference})" if spec.reference else ""))
+    return 0

@@ -1,0 +1,17 @@
+"""Models: ``create(name, *, input_shape, num_classes, **kw)`` and ``available()``.
+
+``linear``, ``mlp``, ``lenet``, ``preact_resnet18``, ``wide_resnet``; :class:`Normalize` puts input
+normalization inside the model so attacks work in [0, 1].
+"""
+
+from __future__ import annotations
+
+from ._base import MODELS, Normalize, create, register_model
+from . import _mlp  # noqa: F401  (registers)
+
+__all__ = ["MODELS", "Normalize", "available", "create", "register_model"]
+
+
+def available() -> list[str]:
+    """Registered model names."""
+    return MODELS.available()

@@ -1,0 +1,16 @@
+"""Training: ``fit(model, data, *, loss, objective, ...)`` and the objective registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
+from ._fit import FitResult, fit, predict_logits, resolve_loss
+from ._objectives import OBJECTIVES, Batch, Objective, StandardObjective, compute_loss, register_objective
+from . import objectives  # noqa: F401  (registers the defence objectives)
+
+__all__ = [
+    "Batch", "FitResult", "OBJECTIVES", "Objective", "StandardObjective", "atomic_write_bytes",
+    "atomic_write_text", "compute_loss", "fit", "load_checkpoint", "objectives", "predict_logits",
+    "register_objective", "resolve_loss", "save_checkpoint",
+]

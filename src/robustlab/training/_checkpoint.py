@@ -1,0 +1,89 @@
+"""Atomic checkpoints that load without executing code (``torch.load(weights_only=True)``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_NAME = "model.pt"
+
+
+def _atomic_replace(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file and ``os.replace`` (never half-written)."""
+    _atomic_replace(Path(path), lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _resolve(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    return p / CHECKPOINT_NAME if p.is_dir() or p.suffix == "" else p
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
+    """Save ``model``'s state dict and its ``robustlab_config`` atomically; return the file path.
+
+    ``path`` is a ``.pt`` file or a run directory (then ``<dir>/model.pt``). ``extra`` must be JSON-able.
+    """
+    target = _resolve(path)
+    config = getattr(model, "robustlab_config", None)
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config_json": json.dumps(config) if config is not None else "",
+        "extra_json": json.dumps(extra or {}),
+        "format": "robustlab-checkpoint-v1",
+    }
+    _atomic_replace(target, lambda fh: torch.save(payload, fh))
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike[str], model: nn.Module | None = None,
+                    *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load a checkpoint with ``weights_only=True``; rebuild the model from its config unless given."""
+    target = _resolve(path)
+    if not target.exists():
+        raise FileNotFoundError(f"No checkpoint at '{target}' (expected a .pt file or a run directory with {CHECKPOINT_NAME}).")
+    payload = torch.load(target, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != "robustlab-checkpoint-v1":
+        raise ValueError(f"'{target}' is not a robustlab checkpoint.")
+    if model is None:
+        if not payload["config_json"]:
+            raise ValueError(f"Checkpoint '{target}' has no model config; pass the model to load into.")
+        from ..models import create
+
+        cfg = json.loads(payload["config_json"])
+        norm = cfg.get("normalize")
+        model = create(cfg["name"], input_shape=cfg["input_shape"], num_classes=cfg["num_classes"],
+                       normalize=tuple(norm) if norm else None, **_tuplify(cfg.get("kwargs", {})))
+    model.load_state_dict(payload["state_dict"])
+    model.robustlab_extra = json.loads(payload["extra_json"])  # type: ignore[assignment]
+    return model
+
+
+def _tuplify(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}

@@ -1,0 +1,201 @@
+"""``fit``: in-memory mini-batch training with a pluggable objective."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .._validation import check_in_range, check_int, check_option
+from ..data import ClassificationData
+from ._checkpoint import save_checkpoint
+from ._objectives import OBJECTIVES, Batch, Objective
+
+__all__ = ["FitResult", "fit", "predict_logits", "resolve_loss"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+class FitResult(NamedTuple):
+    """``(model, history)``; history maps metric name -> list over evaluated epochs."""
+
+    model: nn.Module
+    history: dict[str, list[float]]
+
+
+def resolve_loss(loss: Any, loss_kw: dict[str, Any] | None = None) -> Any:
+    """A registry name becomes a loss module; a callable is used as is."""
+    if isinstance(loss, str):
+        from ..losses import get
+
+        return get(loss, **(loss_kw or {}))
+    if callable(loss):
+        if loss_kw:
+            raise ValueError("The 'loss_kw' parameter of fit is only used with a registry name for 'loss'.")
+        return loss
+    raise TypeError(f"The 'loss' parameter of fit must be a registry name or a callable. Got {type(loss).__name__}.")
+
+
+def _resolve_objective(objective: Any, objective_kw: dict[str, Any] | None) -> Objective:
+    if isinstance(objective, str):
+        return OBJECTIVES.get(objective, **(objective_kw or {}))
+    if objective_kw:
+        raise ValueError("The 'objective_kw' parameter of fit is only used with a registry name for 'objective'.")
+    if not callable(objective):
+        raise TypeError(f"The 'objective' parameter of fit must be a registry name or an Objective. Got {objective!r}.")
+    return objective
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode, batched; restores the model's mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        dev = next((p.device for p in model.parameters()), x.device)
+        out = [model(x[i:i + batch_size].to(dev)) for i in range(0, x.shape[0], batch_size)]
+        return torch.cat(out) if out else torch.empty(0)
+    finally:
+        model.train(was_training)
+
+
+def _make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=False)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _lr_factor(schedule: str, step: int, total: int) -> float:
+    if schedule == "constant" or total <= 0:
+        return 1.0
+    frac = step / total
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+    return 0.01 if frac >= 0.75 else 0.1 if frac >= 0.5 else 1.0  # "step": /10 at 50% and 75%
+
+
+def fit(
+    model: nn.Module,
+    data: ClassificationData,
+    *,
+    loss: Any = "ce",
+    loss_kw: dict[str, Any] | None = None,
+    objective: Any = "standard",
+    objective_kw: dict[str, Any] | None = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    optimizer: str = "sgd",
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    schedule: str = "cosine",
+    seed: int = 0,
+    eval_every: int = 1,
+    progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str | torch.device | None = None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data.x_train, data.y_train`` and return ``(model, history)``.
+
+    Mini-batches are gathered from in-memory tensors with a seeded permutation (no DataLoader, no
+    per-sample Python work). ``loss`` is a registry name (``losses.get``) or a callable
+    ``(logits, target) -> scalar``; losses with ``needs_index`` get the batch's data-set indices.
+    ``objective`` is a registry name (``training.objectives``) or an :class:`Objective`.
+    ``schedule``: ``cosine`` (per step, to 0), ``step`` (/10 at 50% and 75% of training) or ``constant``.
+    History keys: ``epoch``, ``loss``, ``train_acc`` (on the given, possibly noisy, labels),
+    ``test_acc``, ``lr``, ``time_s`` and any objective metric as ``train_<name>``.
+    ``checkpoint`` (file or run directory) is written atomically at the end.
+    """
+    owner = "fit"
+    check_int(epochs, "epochs", 1, None, owner=owner)
+    check_int(batch_size, "batch_size", 1, None, owner=owner)
+    check_option(optimizer, "optimizer", OPTIMIZERS, owner=owner)
+    check_option(schedule, "schedule", SCHEDULES, owner=owner)
+    check_in_range(lr, "lr", 0.0, None, closed="neither", owner=owner)
+    check_in_range(momentum, "momentum", 0.0, 1.0, closed="left", owner=owner)
+    check_in_range(weight_decay, "weight_decay", 0.0, None, owner=owner)
+    check_int(eval_every, "eval_every", 0, None, owner=owner)
+    if not isinstance(data, ClassificationData):
+        raise TypeError(f"The 'data' parameter of fit must be a ClassificationData. Got {type(data).__name__}.")
+
+    dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
+    model.to(dev)
+    loss_fn = resolve_loss(loss, loss_kw)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(dev)
+    obj = _resolve_objective(objective, objective_kw)
+
+    x, y = data.x_train.to(dev), data.y_train.to(dev)
+    n = x.shape[0]
+    steps_per_epoch = max(1, math.ceil(n / batch_size))
+    total_steps = epochs * steps_per_epoch
+    gen = torch.Generator().manual_seed(int(seed))
+    obj_gen = torch.Generator(device=dev).manual_seed(int(seed) + 1)
+    obj.setup(model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, num_classes=data.num_classes,
+              num_train=n, generator=obj_gen)
+    opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    history: dict[str, list[float]] = {"epoch": [], "loss": [], "train_acc": [], "test_acc": [], "lr": [], "time_s": []}
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc="fit", unit="epoch", leave=False, disable=None)
+    step = 0
+    model.train()
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        obj.on_epoch_start(epoch)
+        perm = torch.randperm(n, generator=gen).to(dev)
+        loss_sum = torch.zeros((), device=dev)
+        metric_sums: dict[str, torch.Tensor] = {}
+        for start in range(0, n, batch_size):
+            idx = perm[start:start + batch_size]
+            factor = _lr_factor(schedule, step, total_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr * factor
+            value, metrics = obj(model, Batch(x[idx], y[idx], idx), loss_fn)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            w = idx.shape[0]
+            loss_sum += value.detach() * w
+            for k, v in metrics.items():
+                metric_sums[k] = metric_sums.get(k, torch.zeros((), device=dev)) + v.detach() * w
+            step += 1
+        record = eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs)
+        if record:
+            row = {"epoch": epoch + 1, "loss": float(loss_sum) / n, "lr": lr * _lr_factor(schedule, step, total_steps)}
+            for k, v in metric_sums.items():
+                row["train_acc" if k == "acc" else f"train_{k}"] = float(v) / n
+            row.setdefault("train_acc", float("nan"))
+            row["test_acc"] = (
+                float((predict_logits(model, data.x_test).argmax(1).cpu() == data.y_test).float().mean())
+                if data.x_test.shape[0] else float("nan")
+            )
+            model.train()
+            row["time_s"] = time.perf_counter() - t0
+            for k, v in row.items():
+                history.setdefault(k, []).append(float(v))
+            if callback is not None:
+                callback(epoch + 1, row)
+            if bar is not None:
+                bar.set_postfix(loss=f"{row['loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    if checkpoint is not None:
+        save_checkpoint(model, checkpoint, extra={"history": history})
+    return FitResult(model, history)
