@@ -56,9 +56,9 @@ class Registry(Generic[T]):
     1
     """
 
-    def __init__(self, kind: str, *, checks: str | None = None) -> None:
+    def __init__(self, kind: str, *, checks: str | tuple[str, ...] | None = None) -> None:
         self.kind = kind
-        self.checks = checks  # module path of the conformance battery for this concept
+        self.checks = checks  # module path(s) of the conformance battery for this concept
         self._specs: dict[str, Spec[T]] = {}
 
     # -- registration -------------------------------------------------------------------------

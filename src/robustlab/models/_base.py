@@ -12,7 +12,7 @@ from .._registry import Registry
 
 __all__ = ["MODELS", "Normalize", "create", "register_model"]
 
-MODELS: Registry[nn.Module] = Registry("model", checks="robustlab.testing._models")
+MODELS: Registry[nn.Module] = Registry("model", checks=("robustlab.testing._models", "robustlab.testing._models_ibp"))
 register_model = MODELS.register
 
 
