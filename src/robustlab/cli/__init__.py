@@ -44,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands that set ``accepts_free_options=True`` (e.g. ``train``) get unknown ``--name value``
+    # options as ``args.free_options`` and validate them; for every other command they are an error.
+    args, extras = parser.parse_known_args(argv)
+    if extras and getattr(args, "accepts_free_options", False):
+        args.free_options = extras
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .._registry import Registry
-from .._validation import check_reduction
+from .._validation import check_labels, check_reduction
 
-__all__ = ["LOSSES", "Loss", "reduce_loss", "register_loss"]
+__all__ = ["LOSSES", "IndexedLoss", "Loss", "reduce_loss", "register_loss"]
 
 LOSSES: Registry[nn.Module] = Registry("loss", checks="robustlab.testing._losses")
 register_loss = LOSSES.register
@@ -36,13 +37,23 @@ class Loss(nn.Module):
     """
 
     needs_index: bool = False
+    #: the functional form in ``robustlab.losses.functional`` this module wraps (``None``: override per_sample)
+    functional: ClassVar[Callable[..., torch.Tensor] | None] = None
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         self.reduction = check_reduction(reduction, owner=type(self).__name__)
 
+    def functional_kwargs(self, index: torch.Tensor | None = None) -> dict[str, Any]:
+        """Keyword arguments of :attr:`functional` equivalent to this module (state included) for ``index``."""
+        return self.hparams()
+
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        """Per-sample loss, shape (N,)."""
+        fn = type(self).functional
+        if fn is None:
+            raise NotImplementedError(f"{type(self).__name__} must define 'functional' or override per_sample.")
+        return fn(logits, target, **self.functional_kwargs(index), reduction="none")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         return reduce_loss(self.per_sample(logits, target, index), self.reduction)
@@ -54,3 +65,23 @@ class Loss(nn.Module):
     def extra_repr(self) -> str:
         items = {**self.hparams(), "reduction": self.reduction}
         return ", ".join(f"{k}={v!r}" for k, v in items.items())
+
+
+class IndexedLoss(Loss):
+    """Base of losses with per-sample state (buffers of length ``num_samples``) read and written by ``index``."""
+
+    needs_index = True
+    num_samples: int
+
+    def _rows(self, index: torch.Tensor | None, n: int) -> torch.Tensor:
+        """Validate the data-set indices of a batch of ``n`` samples and return them on the state's device."""
+        owner = type(self).__name__
+        if index is None:
+            raise ValueError(
+                f"{owner} keeps per-sample state and needs the batch's data-set indices: call "
+                "loss(logits, target, index=idx) (robustlab.training.fit passes them)."
+            )
+        check_labels(index, self.num_samples, name="index", owner=owner)
+        if index.shape[0] != n:
+            raise ValueError(f"index of {owner} has {index.shape[0]} entries for a batch of {n} samples.")
+        return index

@@ -1,21 +1,15 @@
 """Functional forms of every registered loss: ``f(logits, target, *, ..., reduction="mean")``.
 
-Each computes a per-sample vector first, then applies ``reduction``.
+Each validates its arguments, computes a per-sample vector (N,), then applies ``reduction`` in
+{"none", "mean", "sum"}. ``logits`` is (N, K) floating, ``target`` (N,) integer class indices.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from ._fn_margin import aldr_kl, comp_sum, cs, ensloss, ldr_kl, normalize_logits, ww, zloss
+from ._fn_prob import ce, focal, gce, js, label_smoothing, mae, mse, nce, nce_agce, nce_aul, nce_rce, rce, rll, sce, tgce
 
-from .._validation import check_classification_inputs, check_reduction
-from ._base import reduce_loss
-
-__all__ = ["ce"]
-
-
-def ce(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
-    r"""Cross-entropy :math:`\ell = -\log \mathrm{softmax}(f)_y = \log\sum_k e^{f_k} - f_y`."""
-    check_reduction(reduction, owner="ce")
-    check_classification_inputs(logits, target, owner="ce")
-    return reduce_loss(F.cross_entropy(logits, target, reduction="none"), reduction)
+__all__ = [
+    "aldr_kl", "ce", "comp_sum", "cs", "ensloss", "focal", "gce", "js", "label_smoothing", "ldr_kl", "mae", "mse",
+    "nce", "nce_agce", "nce_aul", "nce_rce", "normalize_logits", "rce", "rll", "sce", "tgce", "ww", "zloss",
+]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from ._base import MODELS, Normalize, create, register_model
 from . import _mlp  # noqa: F401  (registers)
+from . import _cnn  # noqa: F401  (registers)
+from ._resnet import Residual
 
-__all__ = ["MODELS", "Normalize", "available", "create", "register_model"]
+__all__ = ["MODELS", "Normalize", "Residual", "available", "create", "register_model"]
 
 
 def available() -> list[str]:

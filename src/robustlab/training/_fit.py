@@ -157,22 +157,36 @@ def fit(
         t0 = time.perf_counter()
         obj.on_epoch_start(epoch)
         perm = torch.randperm(n, generator=gen).to(dev)
-        loss_sum = torch.zeros((), device=dev)
-        metric_sums: dict[str, torch.Tensor] = {}
+        # Per-step values are only collected (no tensor arithmetic per step); the epoch means are one
+        # weighted reduction at the end. All batches have batch_size rows except possibly the last.
+        losses_seen: list[torch.Tensor] = []
+        metrics_seen: dict[str, list[torch.Tensor]] = {}
+        constant_lr = schedule == "constant"
+        if constant_lr:
+            for g in opt.param_groups:
+                g["lr"] = lr
         for start in range(0, n, batch_size):
             idx = perm[start:start + batch_size]
-            factor = _lr_factor(schedule, step, total_steps)
-            for g in opt.param_groups:
-                g["lr"] = lr * factor
+            if not constant_lr:
+                factor = _lr_factor(schedule, step, total_steps)
+                for g in opt.param_groups:
+                    g["lr"] = lr * factor
             value, metrics = obj(model, Batch(x[idx], y[idx], idx), loss_fn)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
-            w = idx.shape[0]
-            loss_sum += value.detach() * w
+            losses_seen.append(value.detach())
             for k, v in metrics.items():
-                metric_sums[k] = metric_sums.get(k, torch.zeros((), device=dev)) + v.detach() * w
+                metrics_seen.setdefault(k, []).append(v.detach())
             step += 1
+        weights = torch.full((len(losses_seen),), float(batch_size), device=dev)
+        weights[-1] = n - batch_size * (len(losses_seen) - 1)
+        loss_sum = (torch.stack(losses_seen).float() * weights).sum()
+        metric_sums = {
+            k: (torch.stack(vs).float().reshape(len(vs)) * weights).sum() if len(vs) == len(losses_seen)
+            else torch.stack(vs).float().mean() * n  # a metric reported on some steps only
+            for k, vs in metrics_seen.items()
+        }
         record = eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs)
         if record:
             row = {"epoch": epoch + 1, "loss": float(loss_sum) / n, "lr": lr * _lr_factor(schedule, step, total_steps)}

@@ -1,0 +1,79 @@
+"""Forward+backward time of every registered loss relative to cross-entropy (torch's fused kernel).
+
+Run: ``.venv/bin/python benchmarks/bench_losses.py [--repeats R] [--threads T]``. Shapes (N, C) in
+{(512, 10), (512, 1000)}, float32 CPU. Goal (issue 3): ldr_kl and aldr_kl <= 1.5x CE.
+Each figure is the median over R rounds of the mean time of a block of calls; losses are interleaved
+round by round so machine-load drift hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from robustlab import losses
+
+EXTRA = {"ldr_kl[softplus]": ("ldr_kl", {"normalize": "softplus"}),
+         "aldr_kl[mean_abs]": ("aldr_kl", {"normalize": "mean_abs"})}
+
+
+def _make(name: str, base: str, kw: dict, n: int):
+    spec = losses.LOSSES.spec(base)
+    args = {**spec.example_kwargs, **kw}
+    if "num_samples" in args:
+        args["num_samples"] = n
+    return losses.get(base, **args)
+
+
+def run(n: int, c: int, repeats: int, block: int) -> dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    logits0 = torch.randn(n, c, generator=g)
+    target = torch.randint(0, c, (n,), generator=g)
+    index = torch.arange(n)
+    names = {name: (name, {}) for name in losses.available()} | EXTRA
+    mods = {k: _make(k, b, kw, n) for k, (b, kw) in names.items()}
+    times: dict[str, list[float]] = {k: [] for k in mods}
+
+    def once(m):
+        x = logits0.detach().requires_grad_(True)
+        v = m(x, target, index=index) if m.needs_index else m(x, target)
+        v.backward()
+
+    for m in mods.values():  # warm-up
+        for _ in range(3):
+            once(m)
+    for _ in range(repeats):
+        for k, m in mods.items():
+            t0 = time.perf_counter()
+            for _ in range(block):
+                once(m)
+            times[k].append((time.perf_counter() - t0) / block)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--block", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    print(f"torch {torch.__version__}, threads={a.threads}, float32 CPU, fwd+bwd, median of {a.repeats} x {a.block}")
+    results = {shape: run(*shape, a.repeats, a.block) for shape in ((512, 10), (512, 1000))}
+    print(f"{'loss':<20}" + "".join(f"{f'(N,C)={s}':>30}" for s in results))
+    names = list(next(iter(results.values())))
+    for k in sorted(names, key=lambda k: (k != "ce", k)):
+        cells = []
+        for r in results.values():
+            cells.append(f"{r[k] * 1e6:9.1f} us  {r[k] / r['ce']:5.2f}x CE")
+        print(f"{k:<20}" + "".join(f"{c:>30}" for c in cells))
+    for goal in ("ldr_kl", "aldr_kl"):
+        worst = max(r[goal] / r["ce"] for r in results.values())
+        print(f"goal {goal} <= 1.5x CE: worst ratio {worst:.2f} -> {'OK' if worst <= 1.5 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Time one epoch of ``robustlab.training.fit`` against hand-written PyTorch loops.
+
+Peers, same model (MLP 64-256-256-10 on a 20 000-sample Gaussian mixture), same initial weights,
+same batch size (128), same optimizer (SGD, lr 0.05, momentum 0.9, no weight decay, constant lr):
+
+- ``hand``: the minimal in-memory loop (randperm, index, forward, cross_entropy, backward, step);
+- ``dataloader``: the same loop fed by ``torch.utils.data.DataLoader(TensorDataset, shuffle=True)``.
+
+``fit`` runs with ``eval_every=0, progress=False`` (no evaluation inside the epoch), once with the
+registry loss ``"ce"`` and once with ``F.cross_entropy`` as a plain callable. Runs are interleaved and
+repeated; the median epoch time of each is reported with the ratio to ``hand``. Goal: fit <= 1.05x hand.
+
+Run: ``.venv/bin/python benchmarks/bench_trainer.py [--repeats 7] [--n 20000] [--threads 1]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from robustlab import data, models
+from robustlab.training import fit
+
+
+def hand_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int, lr: float, seed: int) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    perm = torch.randperm(x.shape[0], generator=gen)
+    for start in range(0, x.shape[0], bs):
+        idx = perm[start:start + bs]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def dataloader_epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int, lr: float, seed: int) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    loader = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    model.train()
+    for xb, yb in loader:
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def fit_epoch(model: torch.nn.Module, d: data.ClassificationData, bs: int, lr: float, seed: int, loss: object) -> None:
+    fit(model, d, loss=loss, epochs=1, batch_size=bs, optimizer="sgd", lr=lr, momentum=0.9, weight_decay=0.0,
+        schedule="constant", seed=seed, eval_every=0, progress=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    d = data.load("gaussians", num_classes=10, dim=64, n_train=args.n, n_test=200, seed=0)
+    torch.manual_seed(0)
+    base = models.create("mlp", input_shape=d.input_shape, num_classes=10, hidden=(256, 256))
+    x, y, bs, lr = d.x_train, d.y_train, args.batch_size, 0.05
+
+    runners = {
+        "hand": lambda m, s: hand_epoch(m, x, y, bs, lr, s),
+        "dataloader": lambda m, s: dataloader_epoch(m, x, y, bs, lr, s),
+        "fit(ce)": lambda m, s: fit_epoch(m, d, bs, lr, s, "ce"),
+        "fit(F.cross_entropy)": lambda m, s: fit_epoch(m, d, bs, lr, s, F.cross_entropy),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for name, fn in runners.items():  # warm-up
+        fn(copy.deepcopy(base), 0)
+    for r in range(args.repeats):
+        order = list(runners) if r % 2 == 0 else list(reversed(runners))
+        for name in order:
+            m = copy.deepcopy(base)
+            t0 = time.perf_counter()
+            runners[name](m, r)
+            times[name].append(time.perf_counter() - t0)
+
+    steps = (args.n + bs - 1) // bs
+    hand = statistics.median(times["hand"])
+    print(f"bench_trainer: MLP 64-256-256-10, {args.n} samples, batch {bs} ({steps} steps/epoch), "
+          f"{args.threads} thread(s), {args.repeats} interleaved repeats, torch {torch.__version__}")
+    print(f"{'runner':<22} {'median s/epoch':>15} {'min':>8} {'us/step':>8} {'ratio vs hand':>14}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:<22} {med:>15.4f} {min(ts):>8.4f} {1e6 * med / steps:>8.0f} {med / hand:>14.3f}")
+    best = min(times["hand"])
+    for name in ("fit(ce)", "fit(F.cross_entropy)", "dataloader"):
+        print(f"min-time ratio {name} / hand: {min(times[name]) / best:.3f}")
+    ratio = statistics.median(times["fit(ce)"]) / hand
+    print(f"goal fit(ce) <= 1.05x hand (medians): {'MET' if ratio <= 1.05 else 'NOT MET'} ({ratio:.3f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The :class:`Attack` base class, the ``ATTACKS`` registry and shared tensor helpers.
+
+An attack is configured at construction and called as ``attack(model, x, y, *, targets=None,
+generator=None) -> x_adv``. The base call validates once, switches the model to eval mode (and restores
+it), enables grad, runs the subclass's ``_run`` (which must only use ``torch.autograd.grad`` w.r.t. the
+input, so parameter ``.grad`` is never touched), projects onto the ε-ball and [0, 1] and detaches.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._registry import Registry
+from .._validation import check_bool, check_image_batch, check_in_range, check_int, check_labels, check_option
+
+__all__ = [
+    "ATTACKS", "Attack", "NORMS", "register_attack", "project", "dlr_loss", "targeted_dlr_loss",
+    "margin", "check_logits_not_probabilities", "random_start", "l2_norm",
+]
+
+NORMS = ("linf", "l2")
+
+ATTACKS: Registry[Attack] = Registry("attack", checks="robustlab.testing._attacks")
+
+
+def register_attack(name: str, **kw: Any) -> Callable[[Any], Any]:
+    """Register an :class:`Attack` subclass (or factory) in ``ATTACKS``."""
+    return ATTACKS.register(name, **kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# shared helpers (assume valid input; no syncs)
+# ----------------------------------------------------------------------------------------------
+def _view_b(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-example (N,) tensor to broadcast against ``x`` (N, ...)."""
+    return v.view(-1, *([1] * (x.dim() - 1)))
+
+
+def l2_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-example L2 norm of a batch, shape (N,)."""
+    return v.flatten(1).norm(p=2, dim=1)
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project ``x_adv`` onto ``{‖x_adv − x‖_p ≤ eps} ∩ [0, 1]^d`` (out of place).
+
+    L∞: an exact box clip. L2: a radial rescale onto the ball, then the [0, 1] clip (which, since
+    ``x ∈ [0, 1]``, only moves coordinates toward ``x`` and so stays in the ball).
+    """
+    if norm == "linf":
+        return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+    if math.isinf(eps):
+        return x_adv.clamp(0.0, 1.0)
+    delta = x_adv - x
+    n = l2_norm(delta)
+    factor = torch.where(n > eps, eps / (n + 1e-12), torch.ones_like(n))
+    return (x + delta * _view_b(factor, x)).clamp_(0.0, 1.0)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example classification margin ``z_y − max_{j≠y} z_j`` (negative = misclassified)."""
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    return z_y - other
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Untargeted Difference-of-Logits-Ratio loss (Croce & Hein 2020), per example.
+
+    ``DLR = −(z_y − max_{j≠y} z_j) / (z_π1 − z_π3 + 1e-12)``, π the logits sorted descending.
+    Invariant to shifts and positive rescaling of the logits; needs at least 3 classes.
+    """
+    top3 = logits.topk(3, dim=1).values
+    return -margin(logits, y) / (top3[:, 0] - top3[:, 2] + 1e-12)
+
+
+def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR: ``−(z_y − z_t) / (z_π1 − ½(z_π3 + z_π4) + 1e-12)`` (Croce & Hein 2020).
+
+    With exactly 3 classes ``z_π4`` does not exist and ``z_π3`` is used in its place.
+    """
+    k = min(4, logits.shape[1])
+    top = logits.topk(k, dim=1).values
+    denom = top[:, 0] - 0.5 * (top[:, 2] + top[:, k - 1]) + 1e-12
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_t = logits.gather(1, targets[:, None]).squeeze(1)
+    return -(z_y - z_t) / denom
+
+
+def check_logits_not_probabilities(logits: torch.Tensor, owner: str) -> None:
+    """Warn when the model's outputs look like probabilities (non-negative rows summing to 1)."""
+    if logits.numel() == 0 or logits.shape[1] < 2:
+        return
+    with torch.no_grad():
+        sums = logits.detach().sum(1)
+        looks_like_probs = bool((logits.detach().min() >= 0) & ((sums - 1).abs().max() < 1e-4))
+    if looks_like_probs:
+        warnings.warn(
+            f"{owner}: the model's outputs are non-negative and each row sums to 1, so they look like "
+            "probabilities; attacks (cross-entropy, DLR, margin) need raw logits. Remove the final softmax "
+            "from the model.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+# ----------------------------------------------------------------------------------------------
+# base class
+# ----------------------------------------------------------------------------------------------
+class Attack:
+    """Base class: configure at construction, call as ``attack(model, x, y, *, targets=None)``.
+
+    Subclasses set ``name`` and implement ``_run(model, x, y, targets, generator) -> x_adv``; the
+    base ``__call__`` validates ``x`` ([0, 1] floats), ``y`` and ``targets``, puts the model in eval
+    mode (restoring its mode afterwards), enables grad, then projects the result onto the ε-ball and
+    [0, 1] and returns it detached. ``x`` is never modified and parameter ``.grad`` is never touched.
+    ``supports_targets`` says whether ``targets=`` is accepted.
+    """
+
+    name = "attack"
+    supports_targets = True
+    needs_three_classes = False
+
+    def __init__(self, *, eps: float, norm: str = "linf", generator: torch.Generator | None = None) -> None:
+        check_option(norm, "norm", NORMS, owner=self.name)
+        if norm == "linf":
+            check_in_range(eps, "eps", 0.0, 1.0, owner=self.name)
+        else:
+            check_in_range(eps, "eps", 0.0, None, owner=self.name)
+            if math.isinf(float(eps)):
+                raise ValueError(f"The 'eps' parameter of {self.name} must be a finite float in [0, inf). Got {eps!r} instead.")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"The 'generator' parameter of {self.name} must be a torch.Generator or None. "
+                            f"Got {type(generator).__name__} instead.")
+        self.eps = float(eps)
+        self.norm = norm
+        self.generator = generator
+
+    # -- public -------------------------------------------------------------------------------
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        targets: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Return adversarial examples for ``(x, y)``; with ``targets``, aim at those classes."""
+        if not isinstance(model, nn.Module) and not callable(model):
+            raise TypeError(f"The 'model' parameter of {self.name} must be a torch.nn.Module. Got {type(model).__name__}.")
+        if isinstance(x, torch.Tensor):
+            x = x.detach()
+        check_image_batch(x, "x", owner=self.name)
+        if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"'y' of {self.name} must be a tensor of shape ({x.shape[0]},) matching x. "
+                f"Got {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}."
+            )
+        if targets is not None:
+            if not self.supports_targets:
+                raise ValueError(f"The {self.name} attack is untargeted; it does not accept 'targets'.")
+            if not isinstance(targets, torch.Tensor) or targets.shape != y.shape:
+                raise ValueError(f"'targets' of {self.name} must be a tensor of shape {tuple(y.shape)} like y.")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"The 'generator' parameter of {self.name} must be a torch.Generator or None. "
+                            f"Got {type(generator).__name__} instead.")
+        gen = generator if generator is not None else self.generator
+        x = x.detach()
+        if x.shape[0] == 0 or self.eps == 0.0:
+            return x.clone()
+        was_training = getattr(model, "training", False)
+        if isinstance(model, nn.Module):
+            model.eval()
+        try:
+            with torch.enable_grad():
+                with torch.no_grad():
+                    logits = model(x[:1])
+                if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+                    raise TypeError(f"{self.name}: the model must return one (N, C) logits tensor. "
+                                    f"Got {type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}.")
+                num_classes = logits.shape[1]
+                check_labels(y, num_classes, "y", owner=self.name)
+                if targets is not None:
+                    check_labels(targets, num_classes, "targets", owner=self.name)
+                if self.needs_three_classes and num_classes < 3:
+                    raise ValueError(f"{self.name} uses the DLR loss, which needs at least 3 classes "
+                                     f"(it divides by z_π1 − z_π3); the model has {num_classes}. Use a CE-based attack.")
+                check_logits_not_probabilities(logits, self.name)
+                x_adv = self._run(model, x, y, targets, gen)
+        finally:
+            if isinstance(model, nn.Module):
+                model.train(was_training)
+        return project(x_adv.detach(), x, self.eps, self.norm)
+
+    def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             targets: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+    def _hyper(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("generator", "needs_three_classes", "name")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._hyper().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _check_steps(steps: Any, owner: str, name: str = "steps", low: int = 1) -> int:
+    return check_int(steps, name, low, None, owner=owner)
+
+
+def _check_bool(v: Any, name: str, owner: str) -> bool:
+    return check_bool(v, name, owner=owner)
+
+
+def rand(shape: Any, generator: torch.Generator | None, like: torch.Tensor, *, normal: bool = False) -> torch.Tensor:
+    """``torch.rand``/``randn`` drawn on the generator's device, returned on ``like``'s device and dtype."""
+    dev = generator.device if generator is not None else like.device
+    fn = torch.randn if normal else torch.rand
+    return fn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
+
+
+def randint(high: int, shape: Any, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """``torch.randint(0, high)`` on the generator's device, returned on ``like``'s device."""
+    dev = generator.device if generator is not None else like.device
+    return torch.randint(0, high, shape, generator=generator, device=dev).to(like.device)
+
+
+def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
+    """A uniform point of the L∞ box, or a uniform point of the L2 ball, around ``x``, clipped to [0, 1]."""
+    if norm == "linf":
+        u = rand(x.shape, generator, x)
+        return (x + eps * (2 * u - 1)).clamp_(0.0, 1.0)
+    d = x[0].numel()
+    g = rand(x.shape, generator, x, normal=True)
+    r = rand(x.shape[0], generator, x).pow(1.0 / d) * eps
+    g = g * _view_b(r / (l2_norm(g) + 1e-12), x)
+    return (x + g).clamp_(0.0, 1.0)

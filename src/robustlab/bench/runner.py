@@ -1,0 +1,333 @@
+"""The sweep driver and its executors (``local``: one child process per run; ``ray``: Ray core tasks).
+
+The driver alone writes the database. Protocol per run (see ``shift-and-sweeps.md`` B2.4):
+claim (``running``, one transaction) -> execute -> result (local: ``runs/<id>/result.json`` by temp
+file + atomic rename; Ray: the task's return value) -> ingest (one transaction). On start the driver
+ingests result files of runs left ``running`` by a dead driver and resets the others, so rerunning
+the same command resumes: completed runs are skipped, failed and interrupted runs are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as mp_wait
+from pathlib import Path
+from typing import Any
+
+from .._validation import check_in_range, check_int, check_option
+from ._worker import CONFIG_NAME, RESULT_NAME
+from .spec import BenchSpec, RunConfig, expand, load_spec
+from .store import ResultStore
+
+__all__ = ["EXECUTORS", "SweepResult", "default_threads", "run_sweep"]
+
+log = logging.getLogger(__name__)
+EXECUTORS = ("local", "ray")
+RUNS_DIR = "runs"
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did: counts over the grid and the wall time of this invocation."""
+
+    out: Path
+    spec: str
+    run_ids: list[str]
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    executed: int = 0
+    wall_s: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db(self) -> Path:
+        return self.out / "results.db"
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per run so that ``workers`` concurrent runs do not oversubscribe the cores."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS/Windows
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, workers))
+
+
+def run_sweep(
+    spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec,
+    out: str | os.PathLike[str],
+    *,
+    workers: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
+    timeout_s: float | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    mlflow_uri: str | None = None,
+) -> SweepResult:
+    """Run every grid point of ``spec`` not yet completed in ``out/results.db``; return the counts.
+
+    ``workers``: concurrent runs. ``threads``: torch threads per run (default: cores // workers).
+    ``timeout_s``: per-run wall-clock limit (kills only that run; default from the spec's ``run``
+    section, else none). A failing run is recorded as failed and the sweep goes on. Ctrl-C kills
+    the runs in flight, records them as interrupted and re-raises ``KeyboardInterrupt``.
+    """
+    check_int(workers, "workers", 1, None, owner="run_sweep")
+    check_option(executor, "executor", EXECUTORS, owner="run_sweep")
+    bs = load_spec(spec)
+    if timeout_s is None:
+        timeout_s = bs.run.get("timeout_s")
+    if timeout_s is not None:
+        check_in_range(timeout_s, "timeout_s", 0.0, None, closed="neither", owner="run_sweep")
+    if threads is None:
+        threads = default_threads(workers)
+    check_int(threads, "threads", 1, None, owner="run_sweep")
+    runs = expand(bs)
+    outp = Path(out).resolve()
+    (outp / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    res = SweepResult(out=outp, spec=bs.name, run_ids=[r.id for r in runs])
+    store = ResultStore(outp)
+    try:
+        store.record_sweep(bs.name, json.dumps(bs.source, sort_keys=True), executor=executor)
+        store.link_runs(bs.name, res.run_ids)
+        _recover(store, outp)
+        status = store.status_of(res.run_ids)
+        todo = [r for r in runs if status.get(r.id) != "completed"]
+        res.skipped = len(runs) - len(todo)
+        owner = f"{os.getpid()}@{socket.gethostname()}"
+        bar = _progress(len(todo), bs.name, progress)
+
+        def on_result(rc: RunConfig, result: dict[str, Any]) -> None:
+            store.finish(rc.id, result)
+            res.executed += 1
+            if result.get("status") == "completed":
+                res.completed += 1
+            else:
+                res.failed += 1
+                res.failures[rc.id] = str(result.get("error"))
+                log.warning("run %s (%s) failed: %s", rc.short_id, rc.describe(), result.get("error"))
+            if mlflow_uri:
+                _mlflow_log(mlflow_uri, bs.name, rc, result)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(failed=res.failed)
+
+        def claim(rc: RunConfig) -> Path:
+            rd = outp / RUNS_DIR / rc.id
+            if rd.exists():
+                shutil.rmtree(rd)  # a fresh attempt never sees files of an earlier one
+            rd.mkdir(parents=True)
+            (rd / CONFIG_NAME).write_text(json.dumps(rc.config, sort_keys=True, indent=1))
+            store.claim(rc.id, spec=bs.name, config=rc.config, labels=rc.labels, owner=owner, executor=executor)
+            return rd
+
+        def fail(rc: RunConfig, error: str, tb: str | None = None, duration: float | None = None) -> None:
+            on_result(rc, {"status": "failed", "error": error, "traceback": tb,
+                           "timings": {"total_s": duration}, "finished_at": time.time()})
+
+        opts = dict(threads=threads, timeout_s=timeout_s, checkpoint=bool(bs.run.get("checkpoints", False)),
+                    device=bs.run.get("device"))
+        try:
+            if executor == "local":
+                _run_local(todo, workers=workers, claim=claim, on_result=on_result, fail=fail, **opts)
+            else:
+                _run_ray(todo, workers=workers, address=ray_address, num_gpus=float(bs.run.get("num_gpus", 0)),
+                         claim=claim, on_result=on_result, fail=fail, **opts)
+        finally:
+            if bar is not None:
+                bar.close()
+        res.completed = res.skipped + res.completed
+    finally:
+        res.wall_s = time.time() - t0
+        store.close()
+    return res
+
+
+def _progress(total: int, name: str, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"bench {name}", unit="run", file=sys.stderr, dynamic_ncols=True)
+
+
+def _recover(store: ResultStore, out: Path) -> None:
+    """Ingest result files of runs left ``running``; mark the rest failed (they will be retried)."""
+    for rid, st in store.status_of().items():
+        if st != "running":
+            continue
+        rf = out / RUNS_DIR / rid / RESULT_NAME
+        if rf.exists():
+            try:
+                store.finish(rid, json.loads(rf.read_text()))
+                continue
+            except (json.JSONDecodeError, OSError) as e:  # cannot happen with atomic writes; be safe
+                log.warning("ignoring unreadable result file %s: %s", rf, e)
+        store.fail(rid, "interrupted: the driver stopped before this run finished; reset on restart")
+
+
+def _log_tail(rd: Path, n: int = 30) -> str:
+    try:
+        lines = (rd / "log.txt").read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+    except OSError:
+        return ""
+
+
+# -- local executor -----------------------------------------------------------------------------
+_PRELOAD = ["torch", "torch._dynamo", "yaml", "robustlab.bench._worker", "robustlab.data", "robustlab.models", "robustlab.losses",
+            "robustlab.training", "robustlab.noise", "robustlab.metrics", "robustlab.bench.evaluations"]
+
+
+def _mp_context() -> Any:
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        # Children fork from a server that has imported torch and robustlab once, instead of paying
+        # ~2 s of imports per run; the server never runs tensor ops, so forking it is safe.
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")  # pragma: no cover - Windows
+
+
+def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: float | None, checkpoint: bool,
+               device: str | None, claim: Callable[[RunConfig], Path],
+               on_result: Callable[[RunConfig, dict[str, Any]], None],
+               fail: Callable[..., None]) -> None:
+    from ._worker import child_main
+
+    ctx = _mp_context()
+    pending = list(todo)
+    live: dict[Any, tuple[RunConfig, Path, float]] = {}  # process -> (run, dir, start)
+    try:
+        while pending or live:
+            while pending and len(live) < workers:
+                rc = pending.pop(0)
+                rd = claim(rc)
+                p = ctx.Process(target=child_main, args=(str(rd), threads, checkpoint, device),
+                                name=f"robustlab-run-{rc.short_id}", daemon=False)
+                p.start()
+                live[p] = (rc, rd, time.time())
+            wait_for = 0.5
+            if timeout_s is not None:
+                nearest = min(start + timeout_s for _, _, start in live.values())
+                wait_for = max(0.01, min(wait_for, nearest - time.time()))
+            ready = mp_wait([p.sentinel for p in live], timeout=wait_for)
+            now = time.time()
+            for p in list(live):
+                rc, rd, start = live[p]
+                if p.sentinel in ready or not p.is_alive():
+                    p.join()
+                    del live[p]
+                    rf = rd / RESULT_NAME
+                    if p.exitcode == 0 and rf.exists():
+                        on_result(rc, json.loads(rf.read_text()))
+                    else:
+                        code = p.exitcode
+                        why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                        fail(rc, f"WorkerCrashed: the run's process died ({why}) without a result",
+                             _log_tail(rd), now - start)
+                elif timeout_s is not None and now - start > timeout_s:
+                    p.kill()
+                    p.join()
+                    del live[p]
+                    fail(rc, f"TimeoutError: the run exceeded its {timeout_s:g} s limit and was killed",
+                         _log_tail(rd), now - start)
+    except BaseException:
+        for p, (rc, rd, start) in list(live.items()):
+            p.kill()
+            p.join()
+            fail(rc, "interrupted: the sweep was stopped (Ctrl-C) while this run was in flight", _log_tail(rd),
+                 time.time() - start)
+        raise
+
+
+# -- Ray executor -------------------------------------------------------------------------------
+def _run_ray(todo: list[RunConfig], *, workers: int, address: str | None, num_gpus: float, threads: int,
+             timeout_s: float | None, checkpoint: bool, device: str | None,
+             claim: Callable[[RunConfig], Path], on_result: Callable[[RunConfig, dict[str, Any]], None],
+             fail: Callable[..., None]) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("The ray executor needs Ray: pip install 'robustlab[ray]'.") from None
+    from ._worker import ray_task
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if address:
+            ray.init(address=address, **kw)
+        else:  # a private local instance sized to the requested concurrency
+            ray.init(address="local", num_cpus=workers * threads, num_gpus=int(num_gpus * workers) if num_gpus else 0,
+                     object_store_memory=200 * 1024 * 1024, **kw)
+    try:
+        cluster_cpus = float(ray.cluster_resources().get("CPU", workers * threads))
+        limit = workers if not address else max(workers, int(2 * cluster_cpus // threads))
+        remote = ray.remote(num_cpus=threads, num_gpus=num_gpus, max_retries=1)(ray_task)
+        pending = list(todo)
+        live: dict[Any, tuple[RunConfig, Path, float]] = {}
+        try:
+            while pending or live:
+                while pending and len(live) < limit:
+                    rc = pending.pop(0)
+                    rd = claim(rc)
+                    ref = remote.remote(rc.config, threads, str(rd) if checkpoint else None, device)
+                    live[ref] = (rc, rd, time.time())
+                done, _ = ray.wait(list(live), num_returns=1, timeout=0.5)
+                now = time.time()
+                for ref in list(live):
+                    rc, rd, start = live[ref]
+                    if ref in done:
+                        del live[ref]
+                        try:
+                            result = ray.get(ref)
+                        except Exception as e:  # worker died (exceptions in runs are returned, not raised)
+                            fail(rc, f"WorkerCrashed: {type(e).__name__}: {e}", None, now - start)
+                            continue
+                        on_result(rc, result)
+                    elif timeout_s is not None and now - start > timeout_s:
+                        ray.cancel(ref, force=True)
+                        del live[ref]
+                        fail(rc, f"TimeoutError: the run exceeded its {timeout_s:g} s limit and was cancelled",
+                             None, now - start)
+        except BaseException:
+            for ref, (rc, _rd, start) in list(live.items()):
+                ray.cancel(ref, force=True)
+                fail(rc, "interrupted: the sweep was stopped (Ctrl-C) while this run was in flight", None,
+                     time.time() - start)
+            raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# -- optional MLflow mirror -----------------------------------------------------------------------
+def _mlflow_log(uri: str, spec: str, rc: RunConfig, result: dict[str, Any]) -> None:
+    """Mirror one finished run to MLflow, idempotent by the ``robustlab.run_id`` tag."""
+    try:
+        import mlflow
+    except ImportError:
+        raise ImportError("--mlflow needs MLflow: pip install mlflow.") from None
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(f"robustlab/{spec}")
+    exp_id = exp.experiment_id if exp else client.create_experiment(f"robustlab/{spec}")
+    found = client.search_runs([exp_id], filter_string=f"tags.`robustlab.run_id` = '{rc.id}'")
+    run = found[0] if found else client.create_run(exp_id, tags={"robustlab.run_id": rc.id}, run_name=rc.short_id)
+    rid = run.info.run_id
+    for k, v in rc.labels.items():
+        client.log_param(rid, k, str(v))
+    for name, value, step in result.get("metrics", []):
+        if value == value:  # skip NaN
+            client.log_metric(rid, name.replace("=", "_"), float(value), step=max(int(step), 0))
+    client.set_terminated(rid, status="FINISHED" if result.get("status") == "completed" else "FAILED")

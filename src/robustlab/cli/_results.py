@@ -1,0 +1,132 @@
+"""``robustlab results list|show|export DIR``: query a results database."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+_AXES = ("data", "noise", "model", "loss", "objective", "seed")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("results", help="list, show or export the runs of a results directory")
+    rsub = p.add_subparsers(dest="results_command", metavar="{list,show,export}")
+    rsub.required = True
+    ls = rsub.add_parser("list", help="one line per run: id, axes, status, duration, clean accuracy")
+    ls.add_argument("dir", help="results directory (or results.db)")
+    ls.add_argument("--status", choices=("running", "completed", "failed"), default=None)
+    ls.add_argument("--spec", default=None, help="only runs of this spec")
+    ls.set_defaults(func=list_cmd)
+    sh = rsub.add_parser("show", help="one run: config, metrics, artifacts, error")
+    sh.add_argument("dir")
+    sh.add_argument("run_id", help="run id or a unique prefix")
+    sh.set_defaults(func=show_cmd)
+    ex = rsub.add_parser("export", help="export runs with their final metrics (one row per run, or --long)")
+    ex.add_argument("dir")
+    ex.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
+    ex.add_argument("-o", "--output", default=None, help="output file (default: stdout for csv/json)")
+    ex.add_argument("--long", action="store_true", help="one row per (run, metric, step) instead of one per run")
+    ex.set_defaults(func=export_cmd)
+
+
+def _store(path: str) -> Any:
+    from ..bench import ResultStore
+
+    return ResultStore(path, readonly=True)
+
+
+def list_cmd(args: argparse.Namespace) -> int:
+    with _store(args.dir) as st:
+        runs = st.runs(spec=args.spec, status=args.status)
+        final = st.final_metrics()
+    print(f"{'run':<12}  " + "  ".join(f"{a:<14}" for a in _AXES) + f"  {'status':<9}  {'time_s':>7}  {'clean':>6}")
+    for r in runs:
+        clean = final.get(r["id"], {}).get("acc/clean")
+        dur = r.get("duration_s")
+        print(f"{r['id'][:12]}  " + "  ".join(f"{str(r['labels'].get(a)):<14}" for a in _AXES)
+              + f"  {r['status']:<9}  {'' if dur is None else f'{dur:7.2f}':>7}  {'' if clean is None else f'{clean:.3f}':>6}")
+    return 0
+
+
+def show_cmd(args: argparse.Namespace) -> int:
+    with _store(args.dir) as st:
+        r = st.run(args.run_id)
+    print(f"run {r['id']}\nspec {r['spec']}  status {r['status']}  attempts {r['attempts']}  "
+          f"duration {r.get('duration_s')} s")
+    print("labels: " + " ".join(f"{a}={r['labels'].get(a)}" for a in _AXES))
+    print("config: " + json.dumps(r["config"], sort_keys=True))
+    print(f"versions: robustlab {r.get('robustlab_version')}, torch {r.get('torch_version')}, git {r.get('git_commit')}")
+    if r.get("error"):
+        print(f"error: {r['error']}")
+        print(r.get("traceback") or "")
+    print("metrics:")
+    for m in r["metrics"]:
+        step = "" if m["step"] < 0 else f" @ {m['step']}"
+        print(f"  {m['name']}{step} = {m['value']:.6g}")
+    for name, path in r["artifacts"].items():
+        print(f"artifact {name}: {path}")
+    return 0
+
+
+def _rows(st: Any, long: bool) -> list[dict[str, Any]]:
+    runs = st.runs()
+    if long:
+        labels = {r["id"]: r for r in runs}
+        out = []
+        for m in st.metrics():
+            r = labels[m["run_id"]]
+            out.append({"run_id": m["run_id"], **{a: r["labels"].get(a) for a in _AXES}, "metric": m["name"],
+                        "step": m["step"], "value": m["value"]})
+        return out
+    final = st.final_metrics()
+    rows = []
+    for r in runs:
+        row = {"run_id": r["id"], "spec": r["spec"], **{a: r["labels"].get(a) for a in _AXES},
+               "noise_kind": r["labels"].get("noise_kind"), "noise_rate": r["labels"].get("noise_rate"),
+               "status": r["status"], "duration_s": r.get("duration_s"), "train_s": r.get("train_s"),
+               "robustlab_version": r.get("robustlab_version"), "torch_version": r.get("torch_version"),
+               "git_commit": r.get("git_commit"), "error": r.get("error"), "config": json.dumps(r["config"], sort_keys=True)}
+        row.update(final.get(r["id"], {}))
+        rows.append(row)
+    return rows
+
+
+def export_cmd(args: argparse.Namespace) -> int:
+    with _store(args.dir) as st:
+        rows = _rows(st, args.long)
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    if args.format == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError("--format parquet needs pyarrow (pip install pyarrow); use csv or json otherwise.") from None
+        if not args.output:
+            raise ValueError("--format parquet needs -o FILE.")
+        pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows]), args.output)
+        print(f"wrote {len(rows)} rows to {args.output}", file=sys.stderr)
+        return 0
+    if args.format == "json":
+        clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+        text = json.dumps(clean, indent=1, sort_keys=False) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+        text = buf.getvalue()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {len(rows)} rows to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

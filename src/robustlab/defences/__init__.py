@@ -1,0 +1,33 @@
+"""Post-hoc defences: adaptive smoothing of two models, robust weight signatures, robust critical fine-tuning.
+
+Training-time defences (PGD-AT, TRADES, MART, DRO-AT, ARD/MTARD, ...) are objectives of
+``robustlab.training.fit`` (``robustlab.training.objectives``).
+"""
+
+from __future__ import annotations
+
+from ._rift import RiFTResult, module_robust_criticality, robust_critical_fine_tuning
+from ._signatures import WeightSignature, extract_signature, patch, patches, unpatch
+from ._smoothing import (
+    AdaptiveSmoothing,
+    MixingNetwork,
+    lipschitz_certified_radius,
+    smoothing_certified_radius,
+    train_mixing_network,
+)
+
+__all__ = [
+    "AdaptiveSmoothing",
+    "MixingNetwork",
+    "RiFTResult",
+    "WeightSignature",
+    "extract_signature",
+    "lipschitz_certified_radius",
+    "module_robust_criticality",
+    "patch",
+    "patches",
+    "robust_critical_fine_tuning",
+    "smoothing_certified_radius",
+    "train_mixing_network",
+    "unpatch",
+]

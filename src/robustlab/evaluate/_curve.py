@@ -1,0 +1,283 @@
+"""Robust error vs ε, a fitted power law ``err(ε) ≈ A·ε^k`` and per-example minimal ε by bisection.
+
+Cubuk, Zoph, Schoenholz & Le, "Intriguing Properties of Adversarial Examples", ICLR 2018 workshop,
+arXiv:1711.02846: adversarial error scales as a power law of ε at small ε.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import check_in_range, check_int, check_option
+from ..attacks import ATTACKS, NORMS
+from ..attacks._base import _view_b, l2_norm, rand
+from ._robust import as_tensors, model_device
+
+__all__ = ["PowerLawFit", "RobustnessCurve", "fit_power_law", "minimal_epsilon", "robustness_curve"]
+
+
+@dataclass
+class PowerLawFit:
+    """``err(ε) ≈ A·ε^k`` fitted by least squares of ``log err`` on ``log ε``; ``ci`` is a bootstrap interval for k."""
+
+    k: float
+    a: float
+    r2: float
+    ci: tuple[float, float]
+    eps_range: tuple[float, float]
+    n_points: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        return {"k": self.k, "A": self.a, "r2": self.r2, "ci": list(self.ci), "eps_range": list(self.eps_range),
+                "n_points": self.n_points}
+
+
+def _ols_rows(log_eps: np.ndarray, log_err: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise OLS slope/intercept of ``log_err`` on ``log_eps`` restricted to ``mask`` (B, G)."""
+    m = mask.astype(float)
+    cnt = m.sum(1)
+    xs = np.where(mask, log_eps[None, :], 0.0)
+    ys = np.where(mask, log_err, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = xs.sum(1) / cnt
+        my = ys.sum(1) / cnt
+        sxx = (m * (log_eps[None, :] - mx[:, None]) ** 2).sum(1)
+        sxy = (m * (log_eps[None, :] - mx[:, None]) * (np.where(mask, log_err, 0.0) - my[:, None])).sum(1)
+        slope = np.where((cnt >= 2) & (sxx > 0), sxy / sxx, np.nan)
+    return slope, my - slope * mx
+
+
+def fit_power_law(eps: Any, err: Any, *, max_err: float = 0.5, min_points: int = 3,
+                  fooled: np.ndarray | None = None, bootstrap: int = 1000, confidence: float = 0.95,
+                  seed: int = 0) -> PowerLawFit:
+    """Fit ``err ≈ A·ε^k`` on the small-ε regime ``0 < err ≤ max_err`` (at least ``min_points`` points).
+
+    ``fooled`` (examples × grid, booleans) enables a bootstrap over examples for the interval of ``k``
+    (``bootstrap`` resamples, percentile interval). Raises ``ValueError`` with too few usable points.
+    """
+    e = np.asarray(eps, dtype=float)
+    r = np.asarray(err, dtype=float)
+    mask = (r > 0) & (r <= max_err) & (e > 0)
+    if int(mask.sum()) < min_points:
+        raise ValueError(f"fit_power_law: only {int(mask.sum())} grid point(s) with 0 < err <= {max_err}; need "
+                         f"{min_points}. Use a finer or smaller eps grid.")
+    le = np.log(np.where(e > 0, e, 1.0))
+    lr = np.log(np.where(r > 0, r, 1.0))
+    slope, icpt = _ols_rows(le, lr[None, :], mask[None, :])
+    k, b = float(slope[0]), float(icpt[0])
+    resid = lr[mask] - (b + k * le[mask])
+    ss_tot = float(((lr[mask] - lr[mask].mean()) ** 2).sum())
+    r2 = 1.0 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else 1.0
+    ci = (float("nan"), float("nan"))
+    if fooled is not None and bootstrap > 0 and fooled.shape[0] > 0:
+        rng = np.random.default_rng(seed)
+        nc = fooled.shape[0]
+        counts = np.stack([np.bincount(rng.integers(0, nc, nc), minlength=nc) for _ in range(bootstrap)])
+        errs = counts @ fooled.astype(float) / nc
+        bmask = (errs > 0) & (errs <= max_err) & (e[None, :] > 0) & mask[None, :]
+        ks, _ = _ols_rows(le, np.log(np.where(errs > 0, errs, 1.0)), bmask)
+        ks = ks[np.isfinite(ks) & (bmask.sum(1) >= min(min_points, 2))]
+        if ks.size:
+            a = (1 - confidence) / 2
+            ci = (float(np.quantile(ks, a)), float(np.quantile(ks, 1 - a)))
+    sel = e[mask]
+    return PowerLawFit(k=k, a=math.exp(b), r2=r2, ci=ci, eps_range=(float(sel.min()), float(sel.max())),
+                       n_points=int(mask.sum()))
+
+
+def _pgd_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, norm: str,
+                     steps: int, generator: torch.Generator | None) -> torch.Tensor:
+    """PGD-CE with a per-example radius ``eps`` (N,), step ``2.5·ε/steps``, uniform random start."""
+    eb = _view_b(eps, x)
+    step = eb * (2.5 / steps)
+    if norm == "linf":
+        u = rand(x.shape, generator, x)
+        x_adv = (x + eb * (2 * u - 1)).clamp(0.0, 1.0)
+        lo, hi = (x - eb).clamp(min=0.0), (x + eb).clamp(max=1.0)
+    else:
+        x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y, reduction="sum"), x_adv)
+        with torch.no_grad():
+            if norm == "linf":
+                x_adv = torch.min(torch.max(x_adv + step * g.sign(), lo), hi)
+            else:
+                z = x_adv + step * g / _view_b(l2_norm(g) + 1e-12, g) - x
+                z = z * _view_b(torch.clamp(eps / (l2_norm(z) + 1e-12), max=1.0), z)
+                x_adv = (x + z).clamp(0.0, 1.0)
+    return x_adv.detach()
+
+
+def minimal_epsilon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", eps_hi: float,
+                    bisection_steps: int = 10, steps: int = 20, generator: torch.Generator | None = None,
+                    batch_size: int = 256) -> torch.Tensor:
+    """Per-example smallest ε at which PGD-CE (``steps`` steps) finds an adversarial example, by bisection.
+
+    Returns (N,): 0 for points misclassified at ε = 0, ``inf`` for points not broken at ``eps_hi``, else the
+    upper end of the final bisection bracket (so the value is an ε at which an attack succeeded). All
+    points are bisected together (each with its own radius) in ``bisection_steps + 1`` attack runs.
+    """
+    owner = "minimal_epsilon"
+    check_option(norm, "norm", NORMS, owner=owner)
+    check_in_range(eps_hi, "eps_hi", 0.0, 1.0 if norm == "linf" else None, closed="right", owner=owner)
+    check_int(bisection_steps, "bisection_steps", 0, None, owner=owner)
+    check_int(steps, "steps", 1, None, owner=owner)
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.enable_grad():
+            for s in range(0, x.shape[0], batch_size):
+                xb, yb = x[s:s + batch_size].to(device).detach(), y[s:s + batch_size].to(device)
+                out.append(_bisect(model, xb, yb, norm, float(eps_hi), bisection_steps, steps, generator).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _bisect(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps_hi: float, iters: int, steps: int,
+            generator: torch.Generator | None) -> torch.Tensor:
+    def fooled(eps: torch.Tensor) -> torch.Tensor:
+        xa = _pgd_per_example(model, x, y, eps, norm, steps, generator)
+        with torch.no_grad():
+            return model(xa).argmax(1) != y
+
+    with torch.no_grad():
+        wrong = model(x).argmax(1) != y
+    hi = torch.full((x.shape[0],), eps_hi, dtype=x.dtype, device=x.device)
+    lo = torch.zeros_like(hi)
+    broken = fooled(hi) | wrong
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        f = fooled(mid)
+        hi = torch.where(f, mid, hi)
+        lo = torch.where(f, lo, mid)
+    crit = torch.where(broken, hi, torch.full_like(hi, math.inf))
+    return torch.where(wrong, torch.zeros_like(crit), crit)
+
+
+@dataclass
+class RobustnessCurve:
+    """Result of :func:`robustness_curve`.
+
+    ``robust_error[i] = 1 − robust accuracy`` at ``eps[i]`` over all points; ``adv_error[i]`` is the
+    fraction of clean-correct points broken at ``eps[i]`` (the definition the power law is fitted to);
+    ``fooled`` (clean-correct points × grid) is made monotone in ε (broken at ε' ≤ ε means broken at ε);
+    ``raw_robust_accuracy`` is before that envelope (used by the sanity checks);
+    ``critical_eps`` holds per-example minimal ε from bisection (or None).
+    """
+
+    eps: np.ndarray
+    robust_error: np.ndarray
+    adv_error: np.ndarray
+    raw_robust_accuracy: np.ndarray
+    fooled: np.ndarray
+    fit: PowerLawFit | None
+    critical_eps: torch.Tensor | None = None
+    clean_accuracy: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def k(self) -> float:
+        """Fitted power-law exponent (NaN when the fit was not possible)."""
+        return self.fit.k if self.fit is not None else float("nan")
+
+    @property
+    def k_ci(self) -> tuple[float, float]:
+        """Bootstrap interval of the exponent (NaNs when unavailable)."""
+        return self.fit.ci if self.fit is not None else (float("nan"), float("nan"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (no per-example arrays)."""
+        return {"eps": self.eps.tolist(), "robust_error": self.robust_error.tolist(),
+                "adv_error": self.adv_error.tolist(), "clean_accuracy": self.clean_accuracy,
+                "fit": None if self.fit is None else self.fit.to_dict(), "notes": self.notes}
+
+
+def robustness_curve(
+    model: nn.Module,
+    data: Any,
+    *,
+    eps_grid: Any,
+    attack: str = "pgd",
+    norm: str = "linf",
+    attack_kw: dict[str, Any] | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    n: int | None = None,
+    max_err: float = 0.5,
+    min_points: int = 3,
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    bisection_steps: int = 0,
+) -> RobustnessCurve:
+    """Robust error vs ε on ``eps_grid`` with the same attack and seed at every ε, and a power-law fit.
+
+    The fit ``adv_error(ε) ≈ A·ε^k`` uses the grid points with ``0 < adv_error ≤ max_err`` and a
+    bootstrap over examples for the interval of ``k``. ``bisection_steps > 0`` also computes each point's
+    minimal adversarial ε by bisection (:func:`minimal_epsilon`, PGD-CE) up to ``max(eps_grid)``.
+    Cubuk et al. 2018, arXiv:1711.02846.
+    """
+    owner = "robustness_curve"
+    check_option(norm, "norm", NORMS, owner=owner)
+    grid = np.sort(np.asarray(list(eps_grid), dtype=float))
+    if grid.size == 0:
+        raise ValueError("The 'eps_grid' parameter of robustness_curve must hold at least one value.")
+    for e in grid:
+        check_in_range(float(e), "eps_grid", 0.0, 1.0 if norm == "linf" else None, owner=owner)
+    check_in_range(max_err, "max_err", 0.0, 1.0, closed="right", owner=owner)
+    check_int(bootstrap, "bootstrap", 0, None, owner=owner)
+    x, y, _ = as_tensors(data, n)
+    device = model_device(model)
+    kw = dict(attack_kw or {})
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        clean = torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size]
+                           for i in range(0, x.shape[0], batch_size)])
+        model.train(was)
+    idx = clean.nonzero().squeeze(1)
+    raw = np.zeros((idx.numel(), grid.size), dtype=bool)
+    raw_acc = np.zeros(grid.size)
+    for gi, e in enumerate(grid):
+        atk = ATTACKS.get(attack, eps=float(e), norm=norm, **kw)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        for s in range(0, idx.numel(), batch_size):
+            j = idx[s:s + batch_size]
+            xb, yb = x[j].to(device), y[j].to(device)
+            xa = atk(model, xb, yb, generator=gen)
+            with torch.no_grad():
+                raw[s:s + j.numel(), gi] = (model(xa).argmax(1) != yb).cpu().numpy()
+        raw_acc[gi] = (idx.numel() - raw[:, gi].sum()) / max(x.shape[0], 1)
+    fooled = np.maximum.accumulate(raw, axis=1) if raw.size else raw
+    nc = max(idx.numel(), 1)
+    adv_error = fooled.sum(0) / nc
+    n_all = max(x.shape[0], 1)
+    robust_error = 1.0 - (idx.numel() - fooled.sum(0)) / n_all
+    notes: list[str] = ["adv_error = fraction of clean-correct points broken (fit target); "
+                        "robust_error = 1 - robust accuracy"]
+    fit: PowerLawFit | None
+    try:
+        fit = fit_power_law(grid, adv_error, max_err=max_err, min_points=min_points, fooled=fooled,
+                            bootstrap=bootstrap, confidence=confidence, seed=seed)
+    except ValueError as err:
+        fit = None
+        notes.append(str(err))
+    crit = None
+    if bisection_steps > 0:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        crit = minimal_epsilon(model, x, y, norm=norm, eps_hi=float(grid.max()), bisection_steps=bisection_steps,
+                               steps=int(kw.get("steps", 20)), generator=gen, batch_size=batch_size)
+    return RobustnessCurve(eps=grid, robust_error=robust_error, adv_error=adv_error, raw_robust_accuracy=raw_acc,
+                           fooled=fooled, fit=fit, critical_eps=crit,
+                           clean_accuracy=float(clean.float().mean()) if clean.numel() else 0.0, notes=notes)

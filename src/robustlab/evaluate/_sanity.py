@@ -1,0 +1,136 @@
+"""Sanity checks that flag gradient masking (Athalye et al. 2018; Carlini et al. 2019 checklist).
+
+Robust accuracy must not increase with ε or with more attack steps, a black-box attack must not beat the
+white-box one, input gradients must not vanish, and the model must return logits, not probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import check_in_range, check_int, check_option
+from ..attacks import NORMS
+from ._robust import as_tensors, model_device, robust_accuracy
+
+__all__ = ["SanityCheck", "SanityReport", "sanity_checks"]
+
+
+@dataclass
+class SanityCheck:
+    """One check: ``name``, ``passed``, a human-readable ``detail`` and the measured ``values``."""
+
+    name: str
+    passed: bool
+    detail: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SanityReport:
+    """All checks; ``passed`` is True when every check passed; ``str()`` says which failed and why."""
+
+    checks: list[SanityCheck]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[SanityCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {"passed": self.passed, "checks": [vars(c) for c in self.checks]}
+
+    def __str__(self) -> str:
+        lines = [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
+        head = "all sanity checks passed" if self.passed else f"{len(self.failures)} sanity check(s) FAILED"
+        return "\n".join([head, *lines])
+
+
+def sanity_checks(
+    model: nn.Module,
+    data: Any,
+    *,
+    eps: float,
+    norm: str = "linf",
+    eps_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0),
+    steps: tuple[int, int] = (10, 50),
+    n_queries: int = 1000,
+    tolerance: float = 0.01,
+    n: int | None = 256,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> SanityReport:
+    """Run the gradient-masking checks with PGD and Square on up to ``n`` test points.
+
+    - ``logits_not_probabilities``: output rows must not be non-negative and sum to 1;
+    - ``nonzero_gradients``: the CE input gradient is non-zero for every correctly classified point;
+    - ``monotone_in_eps``: PGD robust accuracy at ``eps·eps_factors`` does not increase (± ``tolerance``);
+    - ``monotone_in_steps``: PGD with ``steps[1]`` steps is not weaker than with ``steps[0]`` (± tolerance);
+    - ``black_box_not_stronger``: Square (``n_queries``) robust accuracy ≥ PGD's − ``tolerance``.
+    """
+    owner = "sanity_checks"
+    check_option(norm, "norm", NORMS, owner=owner)
+    check_in_range(eps, "eps", 0.0, 1.0 if norm == "linf" else None, closed="right", owner=owner)
+    check_in_range(tolerance, "tolerance", 0.0, 1.0, owner=owner)
+    check_int(n_queries, "n_queries", 1, None, owner=owner)
+    x, y, _ = as_tensors(data, n)
+    device = model_device(model)
+    checks: list[SanityCheck] = []
+    was = model.training
+    model.eval()
+    try:
+        xb, yb = x[:batch_size].to(device).clone().requires_grad_(True), y[:batch_size].to(device)
+        with torch.enable_grad():
+            logits = model(xb)
+            (g,) = torch.autograd.grad(F.cross_entropy(logits, yb, reduction="sum"), xb)
+    finally:
+        model.train(was)
+    lg = logits.detach()
+    probs = bool((lg.min() >= 0) & ((lg.sum(1) - 1).abs().max() < 1e-4))
+    checks.append(SanityCheck("logits_not_probabilities", not probs,
+                              "outputs look like probabilities (rows sum to 1): attacks need logits" if probs
+                              else "outputs are logits"))
+    correct = lg.argmax(1) == yb
+    zero = (g.flatten(1).abs().amax(1) == 0) & correct
+    nz = int(zero.sum())
+    checks.append(SanityCheck("nonzero_gradients", nz == 0,
+                              f"{nz} correctly classified point(s) have an exactly zero input gradient" if nz
+                              else "input gradients are non-zero", {"zero_gradient_points": nz}))
+
+    def acc(attack: Any, e: float) -> float:
+        return robust_accuracy(model, (x, y), attack, eps=e, norm=norm, batch_size=batch_size, seed=seed).robust_accuracy
+
+    eps_max = 1.0 if norm == "linf" else float("inf")
+    grid = sorted({min(eps * f, eps_max) for f in eps_factors})
+    accs = [acc(("pgd", {"steps": steps[0]}), e) for e in grid]
+    rises = [(grid[i], grid[i + 1]) for i in range(len(grid) - 1) if accs[i + 1] > accs[i] + tolerance]
+    checks.append(SanityCheck(
+        "monotone_in_eps", not rises,
+        (f"robust accuracy increases with eps between {rises}: {dict(zip(grid, accs))}" if rises
+         else f"robust accuracy non-increasing over eps {grid}: {[round(a, 4) for a in accs]}"),
+        {"eps": grid, "robust_accuracy": accs}))
+    a_few = accs[grid.index(min(grid, key=lambda e: abs(e - eps)))]
+    a_many = acc(("pgd", {"steps": steps[1]}), eps)
+    ok = a_many <= a_few + tolerance
+    checks.append(SanityCheck(
+        "monotone_in_steps", ok,
+        f"PGD-{steps[1]} robust accuracy {a_many:.4f} vs PGD-{steps[0]} {a_few:.4f}"
+        + ("" if ok else ": more steps made the attack weaker"),
+        {"few": a_few, "many": a_many}))
+    a_bb = acc(("square", {"n_queries": n_queries}), eps)
+    a_wb = min(a_few, a_many)
+    ok = a_bb >= a_wb - tolerance
+    checks.append(SanityCheck(
+        "black_box_not_stronger", ok,
+        f"Square robust accuracy {a_bb:.4f} vs PGD {a_wb:.4f}"
+        + ("" if ok else ": the black-box attack beats the white-box one, a sign of gradient masking"),
+        {"black_box": a_bb, "white_box": a_wb}))
+    return SanityReport(checks)

@@ -1,0 +1,65 @@
+"""The loss battery can fail: broken losses (each with one defect) are caught by the matching check."""
+
+import pytest
+import torch
+
+from robustlab._registry import Spec
+from robustlab.losses import Loss
+from robustlab.losses import functional as LF
+from robustlab.testing import _losses as B
+
+
+def naive_ce(logits, target, *, scale=1.0, reduction="mean"):
+    p = torch.softmax(logits, 1)  # log of softmax underflows at +-1e4
+    v = -scale * torch.log(p.gather(1, target[:, None]).squeeze(1))
+    return {"none": v, "mean": v.mean(), "sum": v.sum()}[reduction]
+
+
+class NaiveCE(Loss):
+    functional = staticmethod(naive_ce)
+
+    def __init__(self, scale=1.0, *, reduction="mean"):
+        super().__init__(reduction)
+        self.scale = scale  # not validated
+
+    def hparams(self):
+        return {"scale": self.scale}
+
+
+class TwiceCE(Loss):
+    functional = staticmethod(LF.ce)
+
+    def per_sample(self, logits, target, index=None):
+        return 2 * LF.ce(logits, target, reduction="none")
+
+
+class CenteredCE(Loss):
+    """Couples the rows of a batch (centres logits over the batch)."""
+
+    def per_sample(self, logits, target, index=None):
+        return LF.ce(logits - logits.mean(0, keepdim=True), target, reduction="none")
+
+
+def _spec(factory, tags=(), **kw):
+    return Spec(name=factory.__name__.lower(), factory=factory, tags=frozenset(tags), example_kwargs=kw)
+
+
+@pytest.mark.parametrize("spec, check", [
+    (_spec(NaiveCE), B.check_finite_extreme_logits),
+    (_spec(NaiveCE), B.check_bad_hyperparameters),
+    (_spec(TwiceCE), B.check_module_equals_functional),
+    (_spec(CenteredCE), B.check_per_sample_independence),
+    (_spec(NaiveCE, tags={"bounded"}), B.check_bounded),
+    (_spec(TwiceCE, tags={"symmetric"}), B.check_symmetric),
+    (_spec(TwiceCE, tags={"stateful"}), B.check_stateful_needs_index),
+], ids=["finite", "hparams", "module-functional", "independence", "bounded", "symmetric", "stateful"])
+def test_check_catches_the_defect(spec, check):
+    with pytest.raises((AssertionError, RuntimeError)):
+        check(spec)
+
+
+def test_checks_pass_on_a_correct_loss():
+    spec = Spec(name="ce", factory=lambda **kw: __import__("robustlab").losses.get("ce", **kw), example_kwargs={})
+    for check in (B.check_finite_extreme_logits, B.check_module_equals_functional, B.check_per_sample_independence,
+                  B.check_gradcheck, B.check_reductions_agree, B.check_bad_target):
+        check(spec)
