@@ -79,7 +79,7 @@ def main() -> None:
         "fit(F.cross_entropy)": lambda m, s: fit_epoch(m, d, bs, lr, s, F.cross_entropy),
     }
     times: dict[str, list[float]] = {k: [] for k in runners}
-    for name, fn in runners.items():  # warm-up
+    for fn in runners.values():  # warm-up
         fn(copy.deepcopy(base), 0)
     for r in range(args.repeats):
         order = list(runners) if r % 2 == 0 else list(reversed(runners))

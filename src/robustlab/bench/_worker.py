@@ -20,6 +20,7 @@ import torch
 
 RESULT_NAME = "result.json"
 CONFIG_NAME = "config.json"
+PID_NAME = "worker.pid"
 
 
 def environment() -> dict[str, Any]:
@@ -194,6 +195,7 @@ def child_main(run_dir: str, threads: int, checkpoint: bool, device: str | None)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops us
     rd = Path(run_dir)
+    (rd / PID_NAME).write_text(str(os.getpid()))
     log = open(rd / "log.txt", "ab", buffering=0)  # noqa: SIM115
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)

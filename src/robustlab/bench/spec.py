@@ -100,7 +100,7 @@ class RunConfig:
 class _AxisValue:
     label: str
     config: Any
-    train: dict[str, Any] = field(default_factory=dict)  # per-objective train overrides
+    train: dict[str, Any] = field(default_factory=dict)  # per-data / per-objective train overrides
 
 
 @dataclass
@@ -218,8 +218,14 @@ def _entry(raw: Any, ctx: _Ctx, where: str, name_key: str = "name") -> tuple[str
 # -- axes ---------------------------------------------------------------------------------------
 def _data_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:
     name, label, kw = _entry(raw, ctx, where)
+    train = kw.pop("train", {})
+    if train:
+        ctx.expect(train, dict, f"{where}.train", "a mapping of train settings")
+        train = _train(train, ctx, f"{where}.train", defaults=False)
     reg = _registry("robustlab.data", "DATASETS", "data", ctx, where)
-    spec = _lookup(reg, name, ctx, where)
+    prefix, sep, _ = str(name).partition(":")
+    path_loaders = getattr(importlib.import_module("robustlab.data"), "_PATH_LOADERS", {})
+    spec = None if (sep and prefix in path_loaders) else _lookup(reg, name, ctx, where)  # "csv:<path>" etc.
     sub = {}
     for key in ("n_train", "n_test"):
         if key in kw:
@@ -227,9 +233,9 @@ def _data_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ctx.err(f"{where}.{key}", f"must be a positive int or null. Got {v!r} instead.")
             sub[key] = v
-    options = _check_kwargs(spec.factory, kw, ctx, where, skip=("root",))
+    options = _check_kwargs(spec.factory, kw, ctx, where, skip=("root",)) if spec is not None else kw
     cfg = {"name": name, "options": options, "n_train": sub.get("n_train"), "n_test": sub.get("n_test")}
-    return _AxisValue(label or name, cfg)
+    return _AxisValue(label or name, cfg, train)
 
 
 def _noise_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:
@@ -482,7 +488,7 @@ def expand(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec) -> list[Ru
         point["seed"] = point["seed"].config
         if any(_matches(r, point) for r in s.exclude) and not any(_matches(r, point) for r in s.include):
             continue
-        train = {**s.train, **point["objective"].train}
+        train = {**s.train, **point["data"].train, **point["objective"].train}
         evals = [kw for kw, when in s.evaluations if not when or _matches(when, point)]
         config = {
             "schema": SCHEMA_VERSION,

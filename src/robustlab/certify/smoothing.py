@@ -85,8 +85,9 @@ class SmoothedClassifier:
             for start in range(0, total, batch_size):
                 flat = torch.arange(start, min(start + batch_size, total), device=dev)
                 idx = flat // num
-                noise = torch.randn((flat.shape[0], *x.shape[1:]), generator=generator, device=dev, dtype=x.dtype)
-                pred = model(x[idx] + self.sigma * noise).argmax(1)
+                noisy = torch.randn((flat.shape[0], *x.shape[1:]), generator=generator, device=dev, dtype=x.dtype)
+                noisy.mul_(self.sigma).add_(x.index_select(0, idx))  # in place: no extra batch-sized buffers
+                pred = model(noisy).argmax(1)
                 if start == 0 and pred.numel() and int(pred.max()) >= c:  # checked once (a device sync)
                     raise ValueError(f"The model predicts class {int(pred.max())} but num_classes={c}.")
                 counts.index_add_(0, idx * c + pred, torch.ones_like(pred))

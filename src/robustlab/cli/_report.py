@@ -11,7 +11,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("results", help="results directory (holds results.db)")
     p.add_argument("-o", "--output", default=None, help="HTML file to write (default RESULTS/report.html); "
                    "the Markdown summary goes beside it with the .md suffix")
-    p.add_argument("--quiet", action="store_true", help="do not print the leaderboard")
+    p.add_argument("--leaderboard", action="store_true", help="also print the leaderboard (Markdown)")
     p.set_defaults(func=run)
 
 
@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.report import leaderboard_markdown, load_report_data, write_report
 
     html, md = write_report(args.results, args.output)
-    if not args.quiet:
+    if args.leaderboard:
         print(leaderboard_markdown(load_report_data(args.results)))
         print()
     print(f"report: {html.resolve()}")

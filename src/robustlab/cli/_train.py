@@ -26,7 +26,7 @@ __all__ = ["add_parser", "parse_free_options", "parse_value", "run"]
 
 
 def parse_value(text: str) -> Any:
-    """``"3"`` -> 3, ``"0.1"`` -> 0.1, ``"true"`` -> True, ``"none"`` -> None, ``"64,64"`` -> (64, 64), else str."""
+    """``"3"`` -> 3, ``"0.1"`` -> 0.1, ``"8/255"`` -> 0.0314, ``"true"`` -> True, ``"none"`` -> None, ``"64,64"`` -> (64, 64), else str."""
     low = text.strip().lower()
     if low in ("true", "yes"):
         return True
@@ -40,6 +40,12 @@ def parse_value(text: str) -> Any:
         try:
             return cast(text)
         except ValueError:
+            pass
+    num, slash, den = text.partition("/")  # "8/255" -> 0.03137...
+    if slash:
+        try:
+            return float(num) / float(den)
+        except (ValueError, ZeroDivisionError):
             pass
     return text
 
@@ -104,6 +110,20 @@ def _check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str
                          f"for {what}; accepted: {shown}.")
 
 
+def _wrap_sequences(factory: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``hidden=64`` -> ``hidden=(64,)`` where the factory annotates a Sequence/tuple parameter."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    out = dict(kwargs)
+    for k, v in kwargs.items():
+        ann = str(params[k].annotation) if k in params else ""
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and ("Sequence" in ann or "tuple" in ann):
+            out[k] = (v,)
+    return out
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "train", help="train a model on (noisy) data and report clean test accuracy",
@@ -162,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         _check_kwargs(losses.LOSSES.spec(args.loss).factory, loss_kw, f"loss '{args.loss}'", "{}")
     _check_kwargs(models.MODELS.spec(args.model).factory, model_kw, f"model '{args.model}'", "{}",
                   exclude=("input_shape", "num_classes"))
+    model_kw = _wrap_sequences(models.MODELS.spec(args.model).factory, model_kw)
     if args.device != "cpu" and not torch.cuda.is_available() and str(args.device).startswith("cuda"):
         raise ValueError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu.")
 

@@ -89,7 +89,7 @@ def _read_bytes(path: Path) -> bytes:
         raise CorruptFileError(f"'{path}' is corrupt or truncated ({type(e).__name__}: {e}); delete it and fetch it again.") from e
 
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -110,7 +110,11 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             f"'{p}' is truncated or corrupt: header says shape {tuple(dims)} ({need} bytes of data), "
             f"found {len(raw) - header} bytes."
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).copy()  # writable
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle references a global outside the allow-list."""
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -128,7 +132,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}' (only numpy arrays and builtins are allowed)")
+        raise _RefusedGlobal(f"refusing to load global '{module}.{name}' (only numpy arrays and builtins are allowed)")
 
 
 def restricted_load(path: str | os.PathLike[str]) -> Any:
@@ -137,8 +141,10 @@ def restricted_load(path: str | os.PathLike[str]) -> Any:
     raw = _read_bytes(p)
     try:
         return _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except pickle.UnpicklingError as e:
+    except _RefusedGlobal as e:
         raise CorruptFileError(f"'{p}' is not a plain data pickle: {e}.") from e
+    except pickle.UnpicklingError as e:
+        raise CorruptFileError(f"'{p}' is corrupt or truncated ({e}).") from e
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, struct.error) as e:
         raise CorruptFileError(f"'{p}' is corrupt or truncated ({type(e).__name__}: {e}).") from e
 
@@ -401,7 +407,9 @@ def _existing(path: str, kind: str) -> Path:
 
 def _encode_labels(raw: np.ndarray, num_classes: int | None, where: str) -> tuple[np.ndarray, list[str], int]:
     """Integer labels 0..C-1 stay; anything else maps to sorted unique values."""
-    if raw.dtype.kind in "iu" or (raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))):
+    if raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw)):
+        raw = raw.astype(np.int64)  # svmlight labels are read as floats: 1.0 -> 1
+    if raw.dtype.kind in "iu":
         y = raw.astype(np.int64)
         if num_classes is not None:
             _check_label_range(y, num_classes, where)

@@ -25,14 +25,14 @@ _MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def _adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float | None,
                  steps: int, norm: str, generator: torch.Generator, batch_size: int = 512) -> torch.Tensor:
-    from ..training.objectives._adversarial import _perturb
+    from ..training.objectives._adversarial import _ce_sum, _perturb
 
     step = float(step_size) if step_size is not None else 2.5 * eps / steps
     out = []
     for s in range(0, x.shape[0], batch_size):
         xb, yb = x[s:s + batch_size], y[s:s + batch_size]
-        out.append(_perturb(model, xb, lambda lg, yb=yb: F.cross_entropy(lg, yb, reduction="sum"), eps=eps,
-                            step_size=step, steps=steps, norm=norm, random_start="uniform", generator=generator))
+        out.append(_perturb(model, xb, _ce_sum(yb), eps=eps, step_size=step, steps=steps, norm=norm,
+                            random_start="uniform", generator=generator))
     return torch.cat(out)
 
 
@@ -50,7 +50,7 @@ def _mean_ce_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size:
 def module_robust_criticality(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float | None = None,
     steps: int = 10, norm: str = "linf", weight_ratio: float = 0.1, epochs: int = 3, lr: float = 1.0,
-    batch_size: int = 256, modules: list[str] | None = None, generator: torch.Generator | None = None,
+    batch_size: int = 64, modules: list[str] | None = None, generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     r"""Module robust criticality: the worst rise of adversarial loss when one module's weight moves.
 
@@ -86,7 +86,7 @@ def module_robust_criticality(
             probe = copy.deepcopy(model).eval()
             for p in probe.parameters():
                 p.requires_grad_(False)
-            w = probe.get_submodule(name).weight
+            w: torch.Tensor = probe.get_submodule(name).weight  # type: ignore[assignment]
             w0 = w.detach().clone()
             radius = weight_ratio * float(w0.norm())
             w.requires_grad_(True)
@@ -156,7 +156,9 @@ def robust_critical_fine_tuning(
     (``lr``, momentum 0.9, lr /10 at half and three quarters of ``epochs``). Among the ``interpolation``
     evenly spaced ``t`` in [0, 1], the chosen one has the best validation accuracy among those whose
     validation PGD accuracy is at least that of ``t = 0`` minus ``tolerance`` (ties: smaller ``t``).
-    ``model`` is not modified; the result holds an interpolated copy in eval mode.
+    ``model`` is not modified; the result holds an interpolated copy in eval mode. For an unbiased choice
+    the validation examples should be unseen by ``model``: train it on ``data`` minus the same split
+    (``val_fraction`` and ``seed`` make it reproducible) or pass data whose training split it never saw.
     """
     from ..data import ClassificationData
     from ..training import fit

@@ -8,7 +8,7 @@ Adaptive Smoothing" (arXiv:2301.12554, SIMODS 2024); fixed-alpha theory in Bai, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -154,8 +154,7 @@ def train_mixing_network(
             for s in range(0, x.shape[0], batch_size):
                 idx = perm[s:s + batch_size]
                 xb, yb = x[idx], y[idx]
-                x_adv = _perturb(model, xb, lambda lp, yb=yb: F.nll_loss(lp, yb, reduction="sum"),
-                                 eps=float(eps), step_size=step, steps=steps, norm=norm,
+                x_adv = _perturb(model, xb, _nll_sum(yb), eps=float(eps), step_size=step, steps=steps, norm=norm,
                                  random_start="uniform", generator=gen)
                 model.train()
                 xs = torch.cat([xb, x_adv])
@@ -173,6 +172,10 @@ def train_mixing_network(
             p.requires_grad_(f)
         model.train(was)
     return history
+
+
+def _nll_sum(y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda log_probs: F.nll_loss(log_probs, y, reduction="sum")
 
 
 def lipschitz_certified_radius(robust_probs: torch.Tensor, pred: torch.Tensor, alpha: float | torch.Tensor,

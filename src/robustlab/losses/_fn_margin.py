@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .._validation import check_int, check_option, check_reduction
 from ._base import reduce_loss
@@ -33,7 +35,7 @@ def check_ensloss(n_draws: int) -> dict[str, int]:
     return {"n_draws": check_int(n_draws, "n_draws", 1, None, owner="ensloss")}
 
 
-def check_ldr_kl(lam: float, margin: float, normalize: str | None) -> dict[str, object]:
+def check_ldr_kl(lam: float, margin: float, normalize: str | None) -> dict[str, Any]:
     return {
         "lam": _real(lam, "lam", "ldr_kl", 0.0, None, "neither"),
         **check_margin(margin, "ldr_kl"),
@@ -41,7 +43,7 @@ def check_ldr_kl(lam: float, margin: float, normalize: str | None) -> dict[str, 
     }
 
 
-def check_aldr_kl(lam0: float, alpha: float, margin: float, normalize: str | None) -> dict[str, object]:
+def check_aldr_kl(lam0: float, alpha: float, margin: float, normalize: str | None) -> dict[str, Any]:
     return {
         "lam0": _real(lam0, "lam0", "aldr_kl", 0.0, None, "neither"),
         "alpha": _real(alpha, "alpha", "aldr_kl", 1.0, None, "neither"),
@@ -177,15 +179,42 @@ def normalize_logits(logits: torch.Tensor, normalize: str | None) -> torch.Tenso
     return g / den.clamp_min(torch.finfo(logits.dtype).tiny)
 
 
+class _LDRKL(torch.autograd.Function):
+    """Fused LDR-KL: one log-softmax forward, gradient ``(p* - e_y) * grad`` (lam held constant).
+
+    ``lam`` is a float or an (N,) tensor without gradient; first-order only (``once_differentiable``).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, f: torch.Tensor, target: torch.Tensor, lam: Any, margin: float) -> torch.Tensor:
+        t = target[:, None]
+        per_row = isinstance(lam, torch.Tensor)
+        scale = lam.to(f.dtype)[:, None] if per_row else lam
+        if per_row or lam != 1.0:
+            z = f / scale
+        else:
+            z = f.clone() if margin else f
+        if margin:
+            shift = (-margin / scale).expand(-1, 1) if per_row else torch.full_like(z[:, :1], -margin / lam)
+            z.scatter_add_(1, t, shift.contiguous())
+        ls = torch.log_softmax(z, 1)
+        v = (ls.gather(1, t).squeeze(1) + math.log(f.shape[1])).neg_()
+        v = v * (scale[:, 0] if per_row else lam)
+        ctx.save_for_backward(ls.exp_(), target)
+        return v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        p, target = ctx.saved_tensors
+        g = p * grad[:, None]
+        g.scatter_add_(1, target[:, None], -grad[:, None])
+        return g, None, None, None
+
+
 def _ldr(f: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | float, margin: float) -> torch.Tensor:
     """lam * (logsumexp_k((c 1[k!=y] + f_k - f_y)/lam) - log K) = lam * (CE((f - c e_y)/lam, y) - log K)."""
-    t = target[:, None]
-    g = f.scatter_add(1, t, torch.full_like(f[:, :1], -margin)) if margin else f
-    if isinstance(lam, torch.Tensor):
-        g = g / lam[:, None]
-    elif lam != 1.0:
-        g = g / lam
-    return lam * (F.cross_entropy(g, target, reduction="none") - math.log(f.shape[1]))
+    return _LDRKL.apply(f, target, lam, margin)
 
 
 def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 1.0, margin: float = 0.1,
@@ -203,8 +232,8 @@ def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 1.0, marg
     """
     hp = check_ldr_kl(lam, margin, normalize)
     _check(logits, target, reduction, "ldr_kl")
-    f = normalize_logits(logits, hp["normalize"])  # type: ignore[arg-type]
-    return reduce_loss(_ldr(f, target, hp["lam"], hp["margin"]), reduction)  # type: ignore[arg-type]
+    f = normalize_logits(logits, hp["normalize"])
+    return reduce_loss(_ldr(f, target, hp["lam"], hp["margin"]), reduction)
 
 
 def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float) -> torch.Tensor:
@@ -214,9 +243,9 @@ def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
     with torch.no_grad():
         logk = math.log(f.shape[1])
         logq = torch.log_softmax(f / lam[:, None].to(f.dtype), dim=1)
-        kl = ((logq.exp() * logq).sum(1) + logk).clamp(0.0, logk)
-        new = lam0 - lam0 * kl / (alpha * logk)
-        return new.clamp(lam0 * (1.0 - 1.0 / alpha), lam0)
+        kl = (torch.linalg.vecdot(logq.exp(), logq) + logk).clamp_(0.0, logk)
+        new = kl.mul_(-lam0 / (alpha * logk)).add_(lam0)
+        return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0)
 
 
 def _aldr(logits: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | None, lam0: float, alpha: float,
@@ -225,7 +254,7 @@ def _aldr(logits: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | None, 
     if lam is None:
         lam = torch.full((f.shape[0],), lam0, dtype=f.dtype, device=f.device)
     new = aldr_kl_lambda(f.detach(), lam.to(device=f.device), lam0, alpha).to(f.dtype)
-    penalty = alpha * math.log(f.shape[1]) / (2.0 * lam0) * (new - lam0).square()
+    penalty = (new - lam0).square_().mul_(alpha * math.log(f.shape[1]) / (2.0 * lam0))
     return _ldr(f, target, new, margin) - penalty, new
 
 
@@ -249,5 +278,5 @@ def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 1.0, al
     if lam is not None and (not isinstance(lam, torch.Tensor) or lam.shape != (logits.shape[0],)):
         raise ValueError(f"The 'lam' parameter of aldr_kl must be a tensor of shape ({logits.shape[0]},). "
                          f"Got {getattr(lam, 'shape', type(lam).__name__)} instead.")
-    v, _ = _aldr(logits, target, lam, hp["lam0"], hp["alpha"], hp["margin"], hp["normalize"])  # type: ignore[arg-type]
+    v, _ = _aldr(logits, target, lam, hp["lam0"], hp["alpha"], hp["margin"], hp["normalize"])
     return reduce_loss(v, reduction)

@@ -57,6 +57,7 @@ class AdaptiveLDRKLLoss(IndexedLoss):
     """
 
     functional = staticmethod(M.aldr_kl)
+    lam: torch.Tensor
 
     def __init__(self, lam0: float = 1.0, alpha: float = 2.0, *, num_samples: int, margin: float = 0.1,
                  normalize: str | None = None, reduction: str = "mean") -> None:
@@ -81,7 +82,7 @@ class AdaptiveLDRKLLoss(IndexedLoss):
         check_classification_inputs(logits, target, owner="aldr_kl")
         M._min_classes(logits, 2, "aldr_kl")
         v, new = M._aldr(logits, target, self.lam[idx].to(logits.device), self.lam0, self.alpha, self.margin,
-                         self.normalize)  # type: ignore[arg-type]
+                         self.normalize)
         if self.training:
             self.lam[idx] = new.to(self.lam)
         return v

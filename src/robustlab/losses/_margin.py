@@ -102,6 +102,7 @@ class EnsLoss(Loss):
     """
 
     functional = staticmethod(M.ensloss)
+    rng_state: torch.Tensor
 
     def __init__(self, n_draws: int = 1, *, seed: int = 0, reduction: str = "mean") -> None:
         super().__init__(reduction)

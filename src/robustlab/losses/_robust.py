@@ -58,6 +58,7 @@ class TruncatedGCELoss(IndexedLoss):
     """
 
     functional = staticmethod(P.tgce)
+    weight: torch.Tensor
 
     def __init__(self, q: float = 0.7, k: float = 0.5, *, num_samples: int, reduction: str = "mean") -> None:
         super().__init__(reduction)

@@ -6,9 +6,11 @@ normalization inside the model so attacks work in [0, 1].
 
 from __future__ import annotations
 
+from . import (
+    _cnn,  # noqa: F401  (registers)
+    _mlp,  # noqa: F401  (registers)
+)
 from ._base import MODELS, Normalize, create, register_model
-from . import _mlp  # noqa: F401  (registers)
-from . import _cnn  # noqa: F401  (registers)
 from ._resnet import Residual
 
 __all__ = ["MODELS", "Normalize", "Residual", "available", "create", "register_model"]

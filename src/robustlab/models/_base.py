@@ -24,6 +24,9 @@ class Normalize(nn.Module):
     (for images ``(C, H, W)``) or one per feature.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: float | Sequence[float], std: float | Sequence[float], input_shape: Sequence[int] = ()) -> None:
         super().__init__()
         m = torch.as_tensor(mean, dtype=torch.float32).flatten()

@@ -29,10 +29,12 @@ from typing import Any
 import torch
 
 from .._validation import InvalidParameterError
+from . import (
+    _class_conditional,  # noqa: F401  (registers)
+    _instance,  # noqa: F401  (registers)
+)
 from ._base import NOISES, NoiseModel, NoisyLabels, register_noise
 from ._class_conditional import ASYMMETRIC_MAPS
-from . import _class_conditional  # noqa: F401  (registers)
-from . import _instance  # noqa: F401  (registers)
 
 __all__ = ["ASYMMETRIC_MAPS", "NOISES", "NoiseModel", "NoisyLabels", "available", "get", "inject", "parse",
            "register_noise"]
@@ -77,7 +79,7 @@ def inject(
                 f"The 'transition' parameter of inject is only used with kind='transition'. Got kind={kind!r}."
             )
         if rate is None:
-            raise InvalidParameterError(f"The 'rate' parameter of inject must be a float in [0, 1). Got None instead.")
+            raise InvalidParameterError("The 'rate' parameter of inject must be a float in [0, 1). Got None instead.")
         model = spec.create(rate=rate, num_classes=num_classes, **options)
     return model(y, x=x, generator=generator)
 

@@ -165,10 +165,11 @@ def motion_blur_batch(x: torch.Tensor, radius: int, sigma: float, angle_deg: np.
     wts, dy, dx = motion_kernel_shifts(radius, sigma, angle_deg)
     keep = (np.abs(dy) < h).all(0) & (np.abs(dx) < w).all(0)  # taps beyond the image are dropped
     wts = wts[keep] / wts[keep].sum()
-    dy, dx = torch.as_tensor(dy[:, keep]), torch.as_tensor(dx[:, keep])
-    r = torch.arange(h)[None, :]
-    c = torch.arange(w)[None, :]
-    ni = torch.arange(n)[:, None, None]
+    dev = x.device
+    dy, dx = torch.as_tensor(dy[:, keep], device=dev), torch.as_tensor(dx[:, keep], device=dev)
+    r = torch.arange(h, device=dev)[None, :]
+    c = torch.arange(w, device=dev)[None, :]
+    ni = torch.arange(n, device=dev)[:, None, None]
     out = torch.zeros_like(x, dtype=torch.float64)
     xd = x.to(torch.float64).permute(0, 2, 3, 1)  # (N, H, W, C)
     for t, wt in enumerate(wts):
@@ -361,6 +362,7 @@ def pil_box_matrix(n_in: int, n_out: int) -> torch.Tensor:
 
 
 @register_corruption("pixelate", [(0.95,), (0.9,), (0.85,), (0.75,), (0.65,)], tags={"digital"}, reference=_REF,
+                     identity=(1.0,),
                      note="Pillow BOX down then up, applied in float (no uint8 rounding between the two resizes)")
 def pixelate(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> torch.Tensor:
     """Pixelate: Pillow BOX resize to int(size c) then back; c = .95, .9, .85, .75, .65 (32 px: 30, 28, 27, 24, 20)."""

@@ -33,7 +33,7 @@ def _signs(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 @register_corruption("rotate", [(0.2,), (0.4,), (0.6,), (0.8,), (1.0,)], tags={"geometric", "random", "mnist_c"},
-                     reference=_REF, identity=(0.0,))
+                     reference=_REF, identity=(0.0,), note="MNIST-C setting = severity 2")
 def rotate(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> torch.Tensor:
     """Rotation about the centre by +-theta rad (random sign), theta = .2, .4, .6, .8, 1 (MNIST-C: .4)."""
     th = _signs(rng, x.shape[0]) * float(p[0])
@@ -43,8 +43,9 @@ def rotate(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> tor
 
 
 @register_corruption("shear", [(0.2,), (0.4,), (0.6,), (0.8,), (1.0,)], tags={"geometric", "random", "mnist_c"},
-                     reference=_REF, identity=(0.0,),
-                     note="shear matrix [[1, -sin s], [0, cos s]] (skimage 0.15 semantics) as the inverse map")
+                     reference=_REF, identity=(0.0,), faithful=False,
+                     note="MNIST-C setting = severity 2; shear matrix [[1, -sin s], [0, cos s]] (skimage 0.15 "
+                          "semantics, unverified) as the inverse map")
 def shear(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> torch.Tensor:
     """Horizontal shear by +-s (random sign), s = .2, .4, .6, .8, 1 (MNIST-C: .4), centre fixed."""
     s = _signs(rng, x.shape[0]) * float(p[0])
@@ -58,7 +59,7 @@ def shear(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> torc
 
 
 @register_corruption("scale", [(0.9,), (0.8,), (0.7,), (0.6,), (0.5,)], tags={"geometric", "mnist_c"},
-                     reference=_REF, identity=(1.0,))
+                     reference=_REF, identity=(1.0,), note="MNIST-C setting = severity 3")
 def scale(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> torch.Tensor:
     """Shrink the content about the centre to a fraction f = .9, .8, .7, .6, .5 (MNIST-C: .7), zero fill."""
     n = x.shape[0]
@@ -67,7 +68,7 @@ def scale(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> torc
 
 
 @register_corruption("translate", [(1,), (2,), (3,), (4,), (5,)], tags={"geometric", "random", "mnist_c"},
-                     reference=_REF, identity=(0,))
+                     reference=_REF, identity=(0,), note="MNIST-C setting = severity 3 (3 px at 28 px)")
 def translate(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> torch.Tensor:
     """Shift by t px in rows and columns, signs independent; t = 1..5 (MNIST-C: 3) x size/28, zero fill."""
     n = x.shape[0]
@@ -78,7 +79,7 @@ def translate(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> 
 
 
 @register_corruption("stripe", [(0.05,), (0.1,), (0.15,), (0.2,), (0.25,)], tags={"mnist_c"}, reference=_REF,
-                     identity=(0.0,))
+                     identity=(0.0,), note="graded by robustlab; MNIST-C setting = severity 5 (7 of 28 columns)")
 def stripe(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -> torch.Tensor:
     """Invert (x <- 1 - x) a band of max(1, round(f W)) columns at each side; f = .05 ... .25 (MNIST-C: 7 of 28)."""
     w = x.shape[-1]

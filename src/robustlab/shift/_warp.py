@@ -39,9 +39,9 @@ def affine_about_centre(x: torch.Tensor, a: torch.Tensor, t: torch.Tensor | None
     dt = torch.float64
     q = _pixel_grid(n, h, w, dt, x.device)
     c = torch.tensor([(h - 1) / 2.0, (w - 1) / 2.0], dtype=dt, device=x.device)
-    src = torch.einsum("nij,nhwj->nhwi", a.to(dt), q - c) + c
+    src = torch.einsum("nij,nhwj->nhwi", a.to(dtype=dt, device=x.device), q - c) + c
     if t is not None:
-        src = src + t.to(dt)[:, None, None, :]
+        src = src + t.to(dtype=dt, device=x.device)[:, None, None, :]
     return flow_sample(x, src, padding=padding)
 
 

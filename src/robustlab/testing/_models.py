@@ -73,8 +73,9 @@ def check_eval_deterministic_and_batch_one(spec: Spec[Any]) -> None:
 def check_normalize_option(spec: Spec[Any]) -> None:
     from ..models import Normalize
 
-    model, kw = _build(spec, normalize=(0.5, 0.25))
-    model.eval()
+    built, kw = _build(spec, normalize=(0.5, 0.25))
+    assert isinstance(built, torch.nn.Sequential)
+    model = built.eval()
     assert isinstance(model[0], Normalize)
     x = _x(kw, 3)
     with torch.no_grad():

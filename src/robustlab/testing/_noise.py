@@ -114,6 +114,7 @@ def check_bad_inputs_raise(spec: Spec[Any]) -> None:
     with pytest.raises(TypeError, match="integer"):
         model(y.double(), x=x)
     if getattr(model, "needs_x", False):
+        assert x is not None
         with pytest.raises(ValueError, match="x"):
             model(y, x=None)
         with pytest.raises(ValueError, match="row"):

@@ -199,8 +199,8 @@ def fit(
             )
             model.train()
             row["time_s"] = time.perf_counter() - t0
-            for k, v in row.items():
-                history.setdefault(k, []).append(float(v))
+            for key, val in row.items():
+                history.setdefault(key, []).append(float(val))
             if callback is not None:
                 callback(epoch + 1, row)
             if bar is not None:

@@ -191,7 +191,7 @@ class AdversarialObjective(Objective):
         self.step_size = float(step_size)
         self.norm = norm
         self.random_start = check_bool(random_start, "random_start", owner=owner)
-        self.generator: torch.Generator | None = None
+        self.generator = None  # type: ignore[assignment]  # set by setup (fit); see _gen
 
     def _gen(self, x: torch.Tensor) -> torch.Generator:
         if self.generator is None:  # used outside fit: a fixed, explicit seed rather than the global RNG
@@ -425,7 +425,7 @@ class SmoothAdvCompSumObjective(AdversarialObjective):
         self.tau = float(check_in_range(tau, "tau", 0.0, None, owner=self._owner))
         self.nu = float(check_in_range(nu, "nu", 0.0, None, owner=self._owner))
         self.passes_per_step = float(self.steps + 2)
-        self._comp_sum = _comp_sum_loss(self.tau)  # clear error now if the loss zoo lacks comp_sum
+        self._comp_sum: Any = _comp_sum_loss(self.tau)  # clear error now if the loss zoo lacks comp_sum
 
     @staticmethod
     def margin_change(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

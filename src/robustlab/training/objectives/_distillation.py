@@ -37,6 +37,14 @@ def _load_teacher(teacher: Any, name: str, owner: str) -> nn.Module:
     return teacher
 
 
+def _short_repr(obj: Any) -> str:
+    """``Name(k=v, ...)`` with teacher modules shown by class name only."""
+    skip = {"generator", "epochs", "steps_per_epoch", "num_classes", "num_train", "epoch"}
+    items = [f"{k}={type(v).__name__ if isinstance(v, nn.Module) else repr(v)}"
+             for k, v in vars(obj).items() if not k.startswith("_") and k not in skip]
+    return f"{type(obj).__name__}({', '.join(items)})"
+
+
 def _distill_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float,
                 student_temperature: float = 1.0) -> torch.Tensor:
     """Batch-mean KL(softmax(t / T) || softmax(s / T_s)), summed over classes."""
@@ -73,6 +81,9 @@ class ARDObjective(AdversarialObjective):
         self.temperature = float(check_in_range(temperature, "temperature", 0.0, None, closed="neither", owner=self._owner))
         self.teacher_weight = float(check_in_range(teacher_weight, "teacher_weight", 0.0, 1.0, owner=self._owner))
         self.passes_per_step = float(self.steps + 1 + (1 if self.teacher_weight < 1 else 0))
+
+    def __repr__(self) -> str:
+        return _short_repr(self)
 
     def setup(self, *, model: nn.Module, **kw: Any) -> None:
         super().setup(model=model, **kw)
@@ -187,6 +198,9 @@ class MTARDObjective(AdversarialObjective):
         self._init_taus = (self.tau_adv, self.tau_nat)
         self.w_adv, self.w_nat = 0.5, 0.5
         self._init_losses: tuple[float, float] | None = None
+
+    def __repr__(self) -> str:
+        return _short_repr(self)
 
     def setup(self, *, model: nn.Module, **kw: Any) -> None:
         super().setup(model=model, **kw)

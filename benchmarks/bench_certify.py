@@ -1,0 +1,97 @@
+"""Benchmark: randomized-smoothing throughput and IBP cost, against plain forward passes (same run).
+
+    .venv/bin/python benchmarks/bench_certify.py [--device cpu|cuda] [--quick]
+
+1. Smoothing: noise samples per second of ``SmoothedClassifier.sample_counts`` (noise + forward +
+   counting) versus plain batched forward passes of the same number of inputs on pre-made data.
+   Goal: ratio >= 0.9.
+2. IBP: time of ``interval_bounds`` (and CROWN-IBP margins) as a multiple of one forward pass on the
+   same batch. Goal: IBP <= 3x.
+Timings are medians of repeated runs after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from robustlab.certify import SmoothedClassifier, interval_bounds, margin_bounds
+from robustlab.models import create
+
+
+def _time(fn, repeat: int, sync) -> float:
+    fn()
+    sync()
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    repeat = 3 if args.quick else 5
+    print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{args.threads} CPU threads'}), torch {torch.__version__}")
+
+    shape = (1, 28, 28)
+    models = {
+        "mlp(256,256) 28x28": create("mlp", input_shape=shape, num_classes=10),
+        "lenet 28x28": create("lenet", input_shape=shape, num_classes=10),
+    }
+    print("\n== randomized smoothing: noise samples per second (goal: ratio >= 0.9) ==")
+    print(f"{'model':<22}{'draws':>9}{'certify path/s':>16}{'plain fwd/s':>14}{'ratio':>8}")
+    for name, model in models.items():
+        model = model.to(dev).eval()
+        n_points, num = (20, 2000) if args.quick else (50, 4000)
+        if dev.type == "cuda":
+            num *= 10
+        bs = 4000 if dev.type == "cpu" else 20000
+        x = torch.rand((n_points, *shape), device=dev)
+        smooth = SmoothedClassifier(model, sigma=0.25, num_classes=10)
+        gen = torch.Generator(device=dev).manual_seed(0)
+        total = n_points * num
+        data = torch.rand((bs, *shape), device=dev)
+
+        def plain() -> None:
+            with torch.no_grad():
+                for start in range(0, total, bs):
+                    model(data[: min(bs, total - start)]).argmax(1)
+
+        t_s = _time(lambda: smooth.sample_counts(x, num, batch_size=bs, generator=gen), repeat, sync)
+        t_p = _time(plain, repeat, sync)
+        print(f"{name:<22}{total:>9}{total / t_s:>16.3g}{total / t_p:>14.3g}{t_p / t_s:>8.2f}")
+
+    print("\n== interval bounds: cost as a multiple of one forward pass (goal: IBP <= 3x) ==")
+    print(f"{'model':<22}{'batch':>6}{'forward ms':>12}{'IBP ms':>9}{'IBP x':>7}{'margins ms':>12}{'x':>6}{'CROWN-IBP ms':>14}{'x':>7}")
+    for name, model in models.items():
+        model = model.to(dev).eval()
+        b = 256
+        x = torch.rand((b, *shape), device=dev)
+        y = torch.randint(0, 10, (b,), device=dev)
+        with torch.no_grad():
+            t_f = _time(lambda: model(x), repeat * 4, sync)
+            t_i = _time(lambda: interval_bounds(model, x, eps=0.1), repeat * 4, sync)
+            t_m = _time(lambda: margin_bounds(model, x, y, eps=0.1), repeat * 4, sync)
+            try:
+                t_c = _time(lambda: margin_bounds(model, x, y, eps=0.1, method="crown_ibp"), repeat, sync)
+            except TypeError:
+                t_c = float("nan")
+        print(f"{name:<22}{b:>6}{1e3 * t_f:>12.2f}{1e3 * t_i:>9.2f}{t_i / t_f:>7.2f}{1e3 * t_m:>12.2f}{t_m / t_f:>6.2f}"
+              f"{1e3 * t_c:>14.2f}{t_c / t_f:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
