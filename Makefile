@@ -14,6 +14,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[test]"
+	$(PIP) install -q --no-deps torchattacks==3.5.1  # test/bench peer; its torchvision dependency is unused and broken here
 	touch $(STAMP)
 
 install: $(STAMP)

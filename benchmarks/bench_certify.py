@@ -54,44 +54,48 @@ def main() -> None:
     print("\n== randomized smoothing: noise samples per second (goal: ratio >= 0.9) ==")
     print(f"{'model':<22}{'draws':>9}{'certify path/s':>16}{'plain fwd/s':>14}{'ratio':>8}")
     for name, model in models.items():
-        model = model.to(dev).eval()
-        n_points, num = (20, 2000) if args.quick else (50, 4000)
-        if dev.type == "cuda":
-            num *= 10
-        bs = 4000 if dev.type == "cpu" else 20000
-        x = torch.rand((n_points, *shape), device=dev)
-        smooth = SmoothedClassifier(model, sigma=0.25, num_classes=10)
-        gen = torch.Generator(device=dev).manual_seed(0)
-        total = n_points * num
-        data = torch.rand((bs, *shape), device=dev)
-
-        def plain() -> None:
-            with torch.no_grad():
-                for start in range(0, total, bs):
-                    model(data[: min(bs, total - start)]).argmax(1)
-
-        t_s = _time(lambda: smooth.sample_counts(x, num, batch_size=bs, generator=gen), repeat, sync)
-        t_p = _time(plain, repeat, sync)
-        print(f"{name:<22}{total:>9}{total / t_s:>16.3g}{total / t_p:>14.3g}{t_p / t_s:>8.2f}")
-
+        _bench_smoothing(name, model.to(dev).eval(), shape, dev, sync, repeat, args.quick)
     print("\n== interval bounds: cost as a multiple of one forward pass (goal: IBP <= 3x) ==")
     print(f"{'model':<22}{'batch':>6}{'forward ms':>12}{'IBP ms':>9}{'IBP x':>7}{'margins ms':>12}{'x':>6}{'CROWN-IBP ms':>14}{'x':>7}")
     for name, model in models.items():
-        model = model.to(dev).eval()
-        b = 256
-        x = torch.rand((b, *shape), device=dev)
-        y = torch.randint(0, 10, (b,), device=dev)
-        with torch.no_grad():
-            t_f = _time(lambda: model(x), repeat * 4, sync)
-            t_i = _time(lambda: interval_bounds(model, x, eps=0.1), repeat * 4, sync)
-            t_m = _time(lambda: margin_bounds(model, x, y, eps=0.1), repeat * 4, sync)
-            try:
-                t_c = _time(lambda: margin_bounds(model, x, y, eps=0.1, method="crown_ibp"), repeat, sync)
-            except TypeError:
-                t_c = float("nan")
-        print(f"{name:<22}{b:>6}{1e3 * t_f:>12.2f}{1e3 * t_i:>9.2f}{t_i / t_f:>7.2f}{1e3 * t_m:>12.2f}{t_m / t_f:>6.2f}"
-              f"{1e3 * t_c:>14.2f}{t_c / t_f:>7.2f}")
+        _bench_ibp(name, model.to(dev).eval(), shape, dev, sync, repeat)
 
+
+def _bench_smoothing(name, model, shape, dev, sync, repeat, quick) -> None:
+    n_points, num = (20, 2000) if quick else (50, 4000)
+    if dev.type == "cuda":
+        num *= 10
+    bs = 4000 if dev.type == "cpu" else 20000
+    x = torch.rand((n_points, *shape), device=dev)
+    smooth = SmoothedClassifier(model, sigma=0.25, num_classes=10)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    total = n_points * num
+    data = torch.rand((bs, *shape), device=dev)
+
+    def plain() -> None:
+        with torch.no_grad():
+            for start in range(0, total, bs):
+                model(data[: min(bs, total - start)]).argmax(1)
+
+    t_s = _time(lambda: smooth.sample_counts(x, num, batch_size=bs, generator=gen), repeat, sync)
+    t_p = _time(plain, repeat, sync)
+    print(f"{name:<22}{total:>9}{total / t_s:>16.3g}{total / t_p:>14.3g}{t_p / t_s:>8.2f}")
+
+
+def _bench_ibp(name, model, shape, dev, sync, repeat) -> None:
+    b = 256
+    x = torch.rand((b, *shape), device=dev)
+    y = torch.randint(0, 10, (b,), device=dev)
+    with torch.no_grad():
+        t_f = _time(lambda: model(x), repeat * 4, sync)
+        t_i = _time(lambda: interval_bounds(model, x, eps=0.1), repeat * 4, sync)
+        t_m = _time(lambda: margin_bounds(model, x, y, eps=0.1), repeat * 4, sync)
+        try:
+            t_c = _time(lambda: margin_bounds(model, x, y, eps=0.1, method="crown_ibp"), repeat, sync)
+        except TypeError:
+            t_c = float("nan")
+    print(f"{name:<22}{b:>6}{1e3 * t_f:>12.2f}{1e3 * t_i:>9.2f}{t_i / t_f:>7.2f}{1e3 * t_m:>12.2f}{t_m / t_f:>6.2f}"
+          f"{1e3 * t_c:>14.2f}{t_c / t_f:>7.2f}")
 
 if __name__ == "__main__":
     main()

@@ -236,3 +236,15 @@ def test_ibp_training_raises_certified_accuracy():
             assert all(0 < t <= 1 for t in h["train_tightness"])
     assert accs["ibp"] > accs["standard"] + 0.05, accs
     assert not math.isnan(accs["ibp"])
+
+
+def test_linear_model_margins_are_exact_for_both_norms():
+    torch.manual_seed(7)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(6, 4))
+    x, y = torch.rand(3, 6), torch.tensor([0, 2, 3])
+    w, b = lin[1].weight, lin[1].bias
+    cw = w[y].unsqueeze(1) - w.unsqueeze(0)
+    margin = (x @ w.T + b).gather(1, y[:, None]) - (x @ w.T + b)
+    with torch.no_grad():
+        torch.testing.assert_close(margin_bounds(lin, x, y, eps=0.1, norm="l2"), margin - 0.1 * cw.norm(dim=2))
+        torch.testing.assert_close(margin_bounds(lin, x, y, eps=0.1, clip=None), margin - 0.1 * cw.abs().sum(2))

@@ -301,6 +301,10 @@ def test_real_letter_csv(shared_datasets):
     d = data.load(f"csv:{os.path.join(shared_datasets, 'letter', 'letter-recognition.csv')}", label="Letter")
     assert d.num_classes == 26 and d.class_names[0] == "A" and d.input_shape == (16,)
     assert d.x_train.shape[0] + d.x_test.shape[0] == 20000
+    ldr = data.load(f"csv:{os.path.join(shared_datasets, 'letter', 'letter-recognition.csv')}", label="Letter",
+                    test_last=5000)
+    assert ldr.x_train.shape[0] == 15000 and ldr.x_test.shape[0] == 5000
+    assert ldr.class_names[int(ldr.y_train[0])] == "T"  # the file's first row, order kept
 
 
 # -- download against 127.0.0.1 ----------------------------------------------------------------------

@@ -88,3 +88,15 @@ def test_normalize_per_channel():
 def test_available_models():
     assert set(models.available()) >= {"linear", "mlp", "lenet", "preact_resnet18", "wide_resnet"}
     assert "Residual" in models.__all__
+
+
+def test_lenet_leaves_chance_level_on_digits():
+    """Regression: with PyTorch's default init the avg-pool LeNet stayed at 10% on digits."""
+    from robustlab import data
+    from robustlab.training import fit
+
+    d = data.load("digits").subset(n_train=600)
+    torch.manual_seed(0)
+    m = models.create("lenet", input_shape=d.input_shape, num_classes=10)
+    h = fit(m, d, epochs=6, batch_size=32, lr=0.1, progress=False).history
+    assert h["test_acc"][-1] > 0.5

@@ -31,7 +31,7 @@ def test_available_and_suites():
     for s in ("common", "common_extra", "mnist_c"):
         assert set(shift.suite(s)) <= set(names)
     assert shift.suite("all") == names
-    assert len(shift.suite("common")) == 13 and len(shift.suite("mnist_c")) == 14
+    assert len(shift.suite("common")) == 15 and len(shift.suite("mnist_c")) == 15
     assert "rotate" in shift.available(tags=["geometric"])
     with pytest.raises(ValueError, match="suite"):
         shift.suite("cifar")
@@ -331,3 +331,46 @@ def test_mnist_c_suite_on_real_digits(shared_datasets):
             assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
             d.append(float((y - x).abs().mean()))
         assert d[2] > 0 and d[2] >= 0.95 * d[0], (name, d)
+
+
+# -- weather ---------------------------------------------------------------------------------------
+
+def test_frost_is_the_documented_blend():
+    from robustlab.shift import _weather
+    from robustlab.shift._base import _numpy_rng
+
+    x = smooth_images(3, 3, 16, 16).double()
+    y = shift.corrupt(x, "frost", severity=5, generator=gen(4))
+    tex = _weather.frost_texture(3, 16, 16, _numpy_rng(gen(4)))
+    assert tex.min() >= 0 and tex.max() <= 1 and tex.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(y, (0.75 * x + 0.45 * torch.from_numpy(tex)).clamp(0, 1))
+
+
+def test_spatter_mud_moves_pixels_towards_mud_colour():
+    x = smooth_images(8, 3, 32, 32).double()
+    y = shift.corrupt(x, "spatter", severity=5, generator=gen(5))
+    col = torch.tensor([63, 42, 20], dtype=torch.float64).view(1, 3, 1, 1) / 255
+    t = (y - x) / (col - x)  # the mixing weight m, equal in every channel
+    changed = (y - x).abs().amax(1) > 1e-9
+    assert bool(changed.any())
+    tt = t.permute(0, 2, 3, 1)[changed]
+    torch.testing.assert_close(tt[:, 0], tt[:, 1], atol=1e-6, rtol=0)
+    assert float(tt.min()) >= 0.8 - 1e-6 and float(tt.max()) <= 1 + 1e-6  # m < 0.8 is zeroed
+
+
+def test_snow_only_adds_flakes_on_top_of_the_brightened_image():
+    x = smooth_images(4, 3, 32, 32).double()
+    y = shift.corrupt(x, "snow", severity=4, generator=gen(6))
+    gray = (x * torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    xp = 0.85 * x + 0.15 * torch.maximum(x, gray * 1.5 + 0.5)
+    assert bool((y >= xp.clamp(0, 1) - 1e-9).all())
+    assert float((y - xp.clamp(0, 1)).abs().max()) > 0.05
+
+
+def test_equalize_is_uniform():
+    from robustlab.shift._weather import _equalize
+
+    a = np.random.default_rng(0).random((2, 16, 16))
+    e = _equalize(a)
+    assert e.min() == 0 and e.max() == 255
+    assert np.allclose(np.sort(e[0].ravel()), np.floor(np.arange(256) / 255 * 255))

@@ -132,6 +132,8 @@ def test_bad_arguments(tiny):
                     ({"loss": 3}, "'loss' parameter"), ({"loss": "not_a_loss"}, "Unknown loss")]:
         with pytest.raises((ValueError, TypeError, KeyError), match=msg):
             fit(m, tiny, progress=False, **kw)
+    with pytest.raises(ValueError, match="empty train split"):
+        fit(m, tiny.subset(n_train=0), progress=False)
     with pytest.raises(TypeError, match="ClassificationData"):
         fit(m, (tiny.x_train, tiny.y_train), progress=False)
 

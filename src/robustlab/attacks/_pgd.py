@@ -12,7 +12,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_bool, check_in_range, check_int, check_option
-from ._base import Attack, _view_b, dlr_loss, l2_norm, margin, random_start, register_attack, targeted_dlr_loss
+from ._base import (
+    Attack,
+    _view_b,
+    dlr_loss,
+    l2_norm,
+    margin,
+    random_start,
+    register_attack,
+    targeted_dlr_loss,
+)
 
 __all__ = ["FGSM", "PGD", "LOSSES"]
 

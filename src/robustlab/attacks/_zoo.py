@@ -68,7 +68,7 @@ class ZOO(Attack):
                 xa, xo, ya = out[alive], x[alive], y[alive]
                 ta = None if targets is None else targets[alive]
 
-                def loss_fn(z: torch.Tensor) -> torch.Tensor:
+                def loss_fn(z: torch.Tensor, ya: torch.Tensor = ya, ta: torch.Tensor | None = ta) -> torch.Tensor:
                     reps = z.shape[0] // ya.shape[0]
                     logits = model(z)
                     yy = ya.repeat_interleave(reps)

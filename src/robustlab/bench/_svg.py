@@ -13,7 +13,8 @@ from typing import Any
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#999999", "#F0E442")
 _DASH = ("", "6,3", "2,2", "8,3,2,3")
 W, H = 560, 330
-ML, MR, MT, MB = 56, 170, 34, 46
+ML, MR, MT, MB = 56, 200, 34, 46
+_MAX_LEGEND = (H - MT - 10) // 15
 
 
 def _fmt(v: float) -> str:
@@ -69,12 +70,15 @@ class _Frame:
                 p.append(f'<text x="{_fmt(x)}" y="{MT + ph + 16}" font-size="10" text-anchor="middle">{_label(t)}</text>')
         else:
             for i, c in enumerate(xcats):
-                x = self.sx(i)
-                p.append(f'<text x="{_fmt(x)}" y="{MT + ph + 16}" font-size="10" text-anchor="middle">{escape(c)}</text>')
+                x, y = self.sx(i), MT + ph + 12
+                p.append(f'<text x="{_fmt(x)}" y="{y}" font-size="9" text-anchor="end" '
+                         f'transform="rotate(-20 {_fmt(x)} {y})">{escape(c)}</text>')
         p.append(f'<text x="{ML + pw / 2:.1f}" y="{H - 8}" font-size="11" text-anchor="middle">{escape(xlabel)}</text>')
         p.append(f'<text x="14" y="{MT + ph / 2:.1f}" font-size="11" text-anchor="middle" '
                  f'transform="rotate(-90 14 {MT + ph / 2:.1f})">{escape(ylabel)}</text>')
         self.legend_y = MT + 4
+        self.n_legend = 0
+        self.legend_total = 0
 
     def sx(self, v: float) -> float:
         return ML + (v - self.x0) / (self.x1 - self.x0) * self.pw
@@ -85,11 +89,19 @@ class _Frame:
     def legend(self, label: str, color: str, dash: str = "", marker: bool = True) -> None:
         x = ML + self.pw + 10
         y = self.legend_y
+        self.n_legend += 1
+        if self.n_legend > _MAX_LEGEND:
+            return
+        if self.n_legend == _MAX_LEGEND and self.legend_total > _MAX_LEGEND:
+            more = self.legend_total - _MAX_LEGEND + 1
+            self.parts.append(f'<text x="{x}" y="{y + 4}" font-size="10" fill="#555">+{more} more (hover the lines)</text>')
+            self.legend_y += 15
+            return
         d = f' stroke-dasharray="{dash}"' if dash else ""
         self.parts.append(f'<line x1="{x}" x2="{x + 18}" y1="{y}" y2="{y}" stroke="{color}" stroke-width="2"{d}/>')
         if marker:
             self.parts.append(f'<circle cx="{x + 9}" cy="{y}" r="3" fill="{color}"/>')
-        text = label if len(label) <= 26 else label[:25] + "…"
+        text = label if len(label) <= 32 else label[:31] + "…"
         self.parts.append(f'<text x="{x + 24}" y="{y + 4}" font-size="10">{escape(text)}<title>{escape(label)}</title></text>')
         self.legend_y += 15
 
@@ -120,13 +132,14 @@ def line_chart(series: list[dict[str, Any]], *, title: str, xlabel: str, ylabel:
         f.parts.append(f'<line x1="{ML}" x2="{ML + f.pw}" y1="{_fmt(y)}" y2="{_fmt(y)}" stroke="#888" '
                        f'stroke-dasharray="4,3"/><text x="{ML + 4}" y="{_fmt(y - 4)}" font-size="10" fill="#555">'
                        f'{escape(hline[1])}</text>')
+    f.legend_total = len(series)
     for i, s in enumerate(series):
         color, dash = PALETTE[i % len(PALETTE)], _DASH[(i // len(PALETTE)) % len(_DASH)]
         pts = [(f.sx(x), f.sy(y)) for x, y in zip(s["x"], s["y"]) if y is not None and math.isfinite(y)]
         if len(pts) > 1:
             d = f' stroke-dasharray="{dash}"' if dash else ""
             f.parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{d} points="'
-                           + " ".join(f"{_fmt(a)},{_fmt(b)}" for a, b in pts) + '"/>')
+                           + " ".join(f"{_fmt(a)},{_fmt(b)}" for a, b in pts) + f'"><title>{escape(s["label"])}</title></polyline>')
         for j, (a, b) in enumerate(pts):
             e = (s.get("err") or [0.0] * len(pts))[j] if j < len(s.get("err") or []) else 0.0
             if e and e == e and e > 0:
@@ -143,9 +156,9 @@ def line_chart(series: list[dict[str, Any]], *, title: str, xlabel: str, ylabel:
 def scatter_chart(points: list[dict[str, Any]], *, title: str, xlabel: str, ylabel: str,
                   hline: tuple[float, str] | None = None) -> str:
     """``points``: dicts with ``label`` (legend group), ``x``, ``y``."""
-    groups: dict[str, list[tuple[float, float]]] = {}
+    groups: dict[str, list[tuple[float, float, str]]] = {}
     for p in points:
-        groups.setdefault(p["label"], []).append((p["x"], p["y"]))
+        groups.setdefault(p["label"], []).append((p["x"], p["y"], p.get("title", p["label"])))
     ys = [p["y"] for p in points] + ([hline[0]] if hline else [])
     f = _Frame(title, xlabel, ylabel, _limits([p["x"] for p in points], 0.1), _limits(ys, 0.1))
     if hline is not None:
@@ -155,8 +168,9 @@ def scatter_chart(points: list[dict[str, Any]], *, title: str, xlabel: str, ylab
                        f'{escape(hline[1])}</text>')
     for i, (label, pts) in enumerate(groups.items()):
         color = PALETTE[i % len(PALETTE)]
-        for x, y in pts:
-            f.parts.append(f'<circle cx="{_fmt(f.sx(x))}" cy="{_fmt(f.sy(y))}" r="4" fill="{color}" fill-opacity="0.8"/>')
+        for x, y, t in pts:
+            f.parts.append(f'<circle cx="{_fmt(f.sx(x))}" cy="{_fmt(f.sy(y))}" r="4" fill="{color}" fill-opacity="0.8">'
+                           f'<title>{escape(t)}: coverage {y:.3f}, set size {x:.2f}</title></circle>')
         f.legend(label, color, marker=True)
     return f.done()
 
@@ -164,7 +178,7 @@ def scatter_chart(points: list[dict[str, Any]], *, title: str, xlabel: str, ylab
 def bar_chart(categories: list[str], series: list[dict[str, Any]], *, title: str, ylabel: str, xlabel: str = "") -> str:
     """Grouped bars: ``series`` dicts with ``label`` and ``y`` (one value per category), y in [0, 1]."""
     n = max(1, len(categories))
-    f = _Frame(title, xlabel, ylabel, (-0.5, n - 0.5), (0.0, 1.0), xcats=[c if len(c) <= 14 else c[:13] + "…"
+    f = _Frame(title, xlabel, ylabel, (-0.5, n - 0.5), (0.0, 1.0), xcats=[c if len(c) <= 18 else c[:17] + "…"
                                                                            for c in categories])
     k = max(1, len(series))
     width = 0.8 / k

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,8 +81,9 @@ class Evaluation:
         """Return an error message for bad parameter values, or None."""
         return None
 
-    def run(self, ctx: EvalContext, **params: Any) -> EvalOutput:
-        raise NotImplementedError
+    # ``run(self, ctx, **params) -> EvalOutput``, with the parameters of ``defaults`` as keywords
+    # (declared as an attribute so each plug-in spells out its own keyword arguments).
+    run: Callable[..., EvalOutput]
 
 
 def _missing(requires: tuple[str, ...]) -> str | None:
@@ -99,7 +101,7 @@ def normalize_evaluation(name: Any, params: dict[str, Any], ctx: Any, where: str
 
     if not isinstance(name, str) or name not in EVALUATIONS:
         raise ctx.err(where, EVALUATIONS._unknown_message(str(name)))
-    cls = EVALUATIONS.spec(name).factory
+    cls: Any = EVALUATIONS.spec(name).factory
     missing = _missing(cls.requires)
     if missing:
         raise ctx.err(where, f"evaluation '{name}' needs {missing}, which is not available in this installation.")

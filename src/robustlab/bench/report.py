@@ -165,9 +165,12 @@ def leaderboards(rd: ReportData) -> list[Leaderboard]:
         gs = [g for g in rd.groups if g.labels["data"] == data]
         cols = _columns(gs)
         axes = [a for a in ("noise", "model", "loss", "objective") if len({g.labels[a] for g in gs}) > 1] or ["loss"]
-        rows = [(g, [g.stat(c.metric) for c in cols]) for g in gs]
-        lead = 0 if cols else None
-        rows.sort(key=lambda r: (-(r[1][lead][0] if lead is not None and r[1][lead] else -1.0), r[0].key))
+        rows: list[tuple[Group, list[Any]]] = [(g, [g.stat(c.metric) for c in cols]) for g in gs]
+
+        def lead(r: tuple[Group, list[Any]]) -> float:
+            return r[1][0][0] if r[1] and r[1][0] is not None else -1.0
+
+        rows.sort(key=lambda r: (-lead(r), r[0].key))
         best: list[float | None] = []
         for i, c in enumerate(cols):
             vals = [r[1][i][0] for r in rows if r[1][i] is not None]
@@ -281,6 +284,11 @@ def _series_label(g: Group, axes: list[str], extra: str = "") -> str:
     return lab + extra
 
 
+def _varying(groups: list[Group]) -> list[str]:
+    """Axes whose value differs among ``groups`` (for short legend labels); at least ``loss``."""
+    return [a for a in ("noise", "model", "loss", "objective") if len({g.labels[a] for g in groups}) > 1] or ["loss"]
+
+
 def _plots(rd: ReportData) -> list[tuple[str, str, str]]:
     """``(section, caption, svg)`` for every plot the data supports."""
     plots: list[tuple[str, str, str]] = []
@@ -299,7 +307,7 @@ def _plots(rd: ReportData) -> list[tuple[str, str, str]]:
                 rates = sorted(r for r in by_rate if by_rate[r].stat("acc/clean"))
                 if len(rates) < 2:
                     continue
-                st = [by_rate[r].stat("acc/clean") for r in rates]
+                st: list[Any] = [by_rate[r].stat("acc/clean") for r in rates]
                 series.append({"label": m, "x": rates, "y": [s[0] for s in st], "err": [s[1] for s in st]})
             if series:
                 plots.append(("Accuracy vs label-noise rate", f"{data}: clean test accuracy vs {kind} noise rate "
@@ -308,7 +316,8 @@ def _plots(rd: ReportData) -> list[tuple[str, str, str]]:
                                               ylabel="test accuracy")))
         # 2. robust accuracy vs eps, one line per defence/configuration, with the power-law exponent
         series = []
-        all_axes = [a for a in ("noise", "model", "loss", "objective") if len({g.labels[a] for g in gs}) > 1] or ["loss"]
+        all_axes = _varying([g for g in gs if any(n.startswith(("robust_acc/", "cert_acc/", "corr_acc/"))
+                                                  for n in g.values)] or gs)
         for g in gs:
             names = sorted((n for n in g.values if n.startswith("robust_acc/any/eps=")), key=_num_key)
             if not names:
@@ -318,7 +327,8 @@ def _plots(rd: ReportData) -> list[tuple[str, str, str]]:
                                key=_num_key)
             if not names:
                 continue
-            xs, ys, es = [0.0], [g.mean("acc/clean")], [g.stat("acc/clean")[1] if g.stat("acc/clean") else 0.0]
+            clean: Any = g.stat("acc/clean")
+            xs, ys, es = [0.0], [g.mean("acc/clean")], [clean[1] if clean else 0.0]
             for n in names:
                 s = g.stat(n)
                 if s:
@@ -345,9 +355,9 @@ def _plots(rd: ReportData) -> list[tuple[str, str, str]]:
                 names = sorted((n for n in g.values if n.startswith(prefix)), key=_num_key)
                 if not names:
                     continue
-                st = [g.stat(n) for n in names]
+                cst: list[Any] = [g.stat(n) for n in names]
                 series.append({"label": _series_label(g, all_axes), "x": [_num_key(n) for n in names],
-                               "y": [s[0] if s else float("nan") for s in st], "err": [s[1] if s else 0.0 for s in st]})
+                               "y": [x[0] if x else float("nan") for x in cst], "err": [x[1] if x else 0.0 for x in cst]})
             if series:
                 plots.append(("Certified accuracy vs radius", f"{data}: {name} certified accuracy vs radius",
                               _svg.line_chart(series, title=f"{data} — {name} certified accuracy", xlabel=xl,
@@ -356,21 +366,22 @@ def _plots(rd: ReportData) -> list[tuple[str, str, str]]:
         pts = []
         target = None
         for g in gs:
-            for s in sorted({n.split("/")[1] for n in g.values if n.startswith("conformal/")}):
-                cov, size = g.mean(f"conformal/{s}/coverage"), g.mean(f"conformal/{s}/set_size")
+            for sc in sorted({n.split("/")[1] for n in g.values if n.startswith("conformal/")}):
+                cov, size = g.mean(f"conformal/{sc}/coverage"), g.mean(f"conformal/{sc}/set_size")
                 if cov is not None and size is not None:
-                    pts.append({"label": f"{_series_label(g, all_axes)} ({s})", "x": size, "y": cov})
-                    target = g.mean(f"conformal/{s}/target") or target
+                    pts.append({"label": f"score {sc}", "x": size, "y": cov,
+                                "title": f"{_series_label(g, _varying(gs))} ({sc})"})
+                    target = g.mean(f"conformal/{sc}/target") or target
         if pts:
-            plots.append(("Conformal coverage vs set size", f"{data}: empirical coverage vs mean prediction-set size "
-                          "(dashed: target 1 − α)",
+            plots.append(("Conformal coverage vs set size", f"{data}: empirical coverage vs mean prediction-set size, "
+                          "one point per configuration (hover for its name); dashed: target 1 − α",
                           _svg.scatter_chart(pts, title=f"{data} — conformal sets", xlabel="mean set size",
                                              ylabel="coverage", hline=(target, "target") if target else None)))
         # 5. per-class disparity
         ranked = sorted((g for g in gs if g.stat("acc/clean") and g.stat("acc/worst_class")),
                         key=lambda g: -(g.mean("acc/clean") or 0))[:8]
         if ranked:
-            cats = [_series_label(g, all_axes) for g in ranked]
+            cats = [_series_label(g, _varying(ranked)) for g in ranked]
             series = [{"label": "mean accuracy", "y": [g.mean("acc/clean") for g in ranked]},
                       {"label": "worst-class accuracy", "y": [g.mean("acc/worst_class") for g in ranked]}]
             rw = [g for g in ranked if any(n.startswith("robust_acc/worst_class/") for n in g.values)]
@@ -389,13 +400,13 @@ def _plots(rd: ReportData) -> list[tuple[str, str, str]]:
             for n in g.values:
                 parts = n.split("/")
                 if n.startswith("corr_acc/") and len(parts) == 3 and parts[2].isdigit():
-                    m = g.mean(n)
-                    if m is not None:
-                        sev.setdefault(int(parts[2]), []).append(m)
+                    mv = g.mean(n)
+                    if mv is not None:
+                        sev.setdefault(int(parts[2]), []).append(mv)
             if sev:
-                xs = sorted(sev)
-                series.append({"label": _series_label(g, all_axes), "x": [float(x) for x in xs],
-                               "y": [statistics.fmean(sev[x]) for x in xs]})
+                levels = sorted(sev)
+                series.append({"label": _series_label(g, all_axes), "x": [float(x) for x in levels],
+                               "y": [statistics.fmean(sev[x]) for x in levels]})
         if series:
             plots.append(("Accuracy under corruptions", f"{data}: accuracy vs corruption severity, mean over the "
                           "corruption suite (in-memory corruptions)",
@@ -408,7 +419,7 @@ def _plots(rd: ReportData) -> list[tuple[str, str, str]]:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:2em}
-table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
+table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}.scroll{overflow-x:auto}
 th,td{border:1px solid #ddd;padding:4px 8px}th{background:#f4f4f4;cursor:pointer;user-select:none}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:6px 10px;margin:8px 0}
@@ -438,7 +449,7 @@ _JS = """
 """
 
 
-def _html_table(header: list[str], rows: list[list[tuple[str, str | None]]], *, num_from: int, cls: str = "sortable") -> str:
+def _html_table(header: list[str], rows: list[list[Any]], *, num_from: int, cls: str = "sortable") -> str:
     out = [f'<table class="{cls}"><thead><tr>' + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     for r in rows:
         cells = []
@@ -467,12 +478,15 @@ def to_html(rd: ReportData) -> str:
              'seeds); best value per column in <b>bold</b>; ↓ = lower is better. Click a header to sort.</p>')
     for lb in leaderboards(rd):
         header = [*lb.axes, "n"] + [c.header for c in lb.columns]
-        rows = []
+        rows: list[list[Any]] = []
         for g, stats in lb.rows:
             rows.append([(escape(str(g.labels[a])), None) for a in lb.axes] + [(str(len(g.seeds)), str(len(g.seeds)))]
                         + [(_cell(s, b, md=False), None if s is None else f"{s[0]:.6f}") for s, b in zip(stats, lb.best)])
-        h.append(f"<h3>{escape(lb.data)}</h3>" + _html_table(header, rows, num_from=len(lb.axes)))
+        h.append(f"<h3>{escape(lb.data)}</h3><div class=\"scroll\">" + _html_table(header, rows, num_from=len(lb.axes))
+                 + "</div>")
     plots = _plots(rd)
+    order = {sec: i for i, sec in enumerate(dict.fromkeys(p[0] for p in plots))}
+    plots.sort(key=lambda p: order[p[0]])  # stable: one section per kind, data sets in order inside it
     section = None
     for sec, caption, svg in plots:
         if sec != section:

@@ -136,14 +136,15 @@ def run_sweep(
             on_result(rc, {"status": "failed", "error": error, "traceback": tb,
                            "timings": {"total_s": duration}, "finished_at": time.time()})
 
-        opts = dict(threads=threads, timeout_s=timeout_s, checkpoint=bool(bs.run.get("checkpoints", False)),
-                    device=bs.run.get("device"))
+        checkpoint, device = bool(bs.run.get("checkpoints", False)), bs.run.get("device")
         try:
             if executor == "local":
-                _run_local(todo, workers=workers, claim=claim, on_result=on_result, fail=fail, **opts)
+                _run_local(todo, workers=workers, claim=claim, on_result=on_result, fail=fail, threads=threads,
+                           timeout_s=timeout_s, checkpoint=checkpoint, device=device)
             else:
                 _run_ray(todo, workers=workers, address=ray_address, num_gpus=float(bs.run.get("num_gpus", 0)),
-                         claim=claim, on_result=on_result, fail=fail, **opts)
+                         claim=claim, on_result=on_result, fail=fail, threads=threads, timeout_s=timeout_s,
+                         checkpoint=checkpoint, device=device)
         finally:
             if bar is not None:
                 bar.close()

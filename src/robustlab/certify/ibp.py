@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
-Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor], Bounds]
+Rule = Callable[[Any, torch.Tensor, torch.Tensor], Bounds]
 
 #: layer type -> rule ``(module, lower, upper) -> (lower, upper)``.
 IBP_RULES: dict[type, Rule] = {}
@@ -81,20 +81,20 @@ def _lu(c: torch.Tensor, r: torch.Tensor) -> Bounds:
 
 
 @register_ibp_rule(nn.Sequential)
-def _sequential_rule(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+def _sequential_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     for child in m:  # type: ignore[attr-defined]
         lower, upper = _propagate(child, lower, upper)
     return lower, upper
 
 
 @register_ibp_rule(nn.Linear)
-def _linear_rule(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+def _linear_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     c, r = _cr(lower, upper)
     return _lu(F.linear(c, m.weight, m.bias), F.linear(r, m.weight.abs()))
 
 
 @register_ibp_rule(nn.Conv2d)
-def _conv2d_rule(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+def _conv2d_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     if m.padding_mode != "zeros":
         raise TypeError(f"The IBP rule for Conv2d supports padding_mode='zeros' only. Got {m.padding_mode!r}.")
     c, r = _cr(lower, upper)
@@ -102,9 +102,9 @@ def _conv2d_rule(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Boun
     return _lu(F.conv2d(c, m.weight, m.bias, **kw), F.conv2d(r, m.weight.abs(), None, **kw))
 
 
-def _monotone(fn: Callable[[torch.Tensor], torch.Tensor]) -> Rule:
-    def rule(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
-        return fn(m, lower), fn(m, upper)  # type: ignore[call-arg]
+def _monotone(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> Rule:
+    def rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+        return fn(m, lower), fn(m, upper)
 
     return rule
 
@@ -113,25 +113,25 @@ register_ibp_rule(nn.ReLU)(_monotone(lambda m, t: torch.relu(t)))  # type: ignor
 register_ibp_rule(nn.Tanh)(_monotone(lambda m, t: torch.tanh(t)))  # type: ignore[arg-type]
 register_ibp_rule(nn.Sigmoid)(_monotone(lambda m, t: torch.sigmoid(t)))  # type: ignore[arg-type]
 register_ibp_rule(nn.Flatten, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d)(_monotone(lambda m, t: m(t)))  # type: ignore[arg-type]
-register_ibp_rule(Normalize)(_monotone(lambda m, t: m(t)))  # type: ignore[arg-type]  (std > 0)
+register_ibp_rule(Normalize)(_monotone(lambda m, t: m(t)))  # std > 0: increasing
 register_ibp_rule(nn.Identity)(lambda m, lower, upper: (lower, upper))
 
 
 @register_ibp_rule(nn.LeakyReLU)
-def _leaky_rule(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+def _leaky_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     if m.negative_slope < 0:
         raise TypeError("The IBP rule for LeakyReLU needs negative_slope >= 0 (a monotone activation).")
     return m(lower), m(upper)
 
 
 @register_ibp_rule(nn.Dropout)
-def _dropout_rule(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+def _dropout_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     if m.training and m.p > 0:
         raise TypeError("IBP through Dropout needs the model in eval mode (model.eval()).")
     return lower, upper
 
 
-def _bn_affine(m: nn.Module, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _bn_affine(m: Any, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel ``(scale, shift)`` of a BatchNorm; batch statistics of ``center`` in train mode."""
     dims = [0] + list(range(2, center.dim()))
     if m.training or m.running_mean is None:
@@ -148,14 +148,14 @@ def _bn_affine(m: nn.Module, center: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 @register_ibp_rule(nn.BatchNorm1d, nn.BatchNorm2d)
-def _batchnorm_rule(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+def _batchnorm_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     """Eval mode: running statistics; train mode: the statistics of the box centres (not updated)."""
     c, r = _cr(lower, upper)
     scale, shift = _bn_affine(m, c)
     return _lu(c * scale + shift, r * scale.abs())
 
 
-def _residual_rule(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+def _residual_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     """``body(x) + shortcut(x)``: interval sums (both branches see the same input box)."""
     lb, ub = _propagate(m.body, lower, upper)
     shortcut = getattr(m, "shortcut", None)
@@ -406,7 +406,9 @@ def margin_bounds(
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"The 'y' parameter of margin_bounds must have shape ({x.shape[0]},). Got {getattr(y, 'shape', y)}.")
     layers = _layers(model)
-    last = layers[-1]
+    if norm == "l2" and method == "ibp" and all(isinstance(m, (nn.Flatten, nn.Identity, Normalize, nn.Linear)) for m in layers):
+        method = "crown_ibp"  # an affine network: the backward bound with the dual norm is exact
+    last: Any = layers[-1]
     elide = isinstance(last, nn.Linear) and len(layers) > 1
     body = layers[:-1] if elide else layers
     (lower, upper), records = _ibp_forward(body, x, float(eps), norm, clip, crown=method == "crown")

@@ -10,6 +10,7 @@ passes, none per sample).
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 import torch
 from scipy.stats import beta as _beta

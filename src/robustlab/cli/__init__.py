@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+    except (ValueError, TypeError, FileNotFoundError, KeyError, ConnectionError) as e:
         print(f"robustlab {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

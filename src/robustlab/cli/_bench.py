@@ -44,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.ray_address and args.executor != "ray":
         raise ValueError("--ray-address is only used with --executor ray.")
-    res = run_sweep(args.spec, args.out, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
-                    timeout_s=args.timeout, threads=args.threads, progress=not args.no_progress,
-                    mlflow_uri=args.mlflow)
+    try:
+        res = run_sweep(args.spec, args.out, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                        timeout_s=args.timeout, threads=args.threads, progress=not args.no_progress,
+                        mlflow_uri=args.mlflow)
+    except ImportError as e:  # an optional extra (ray, mlflow) is missing: a usage error, not a crash
+        raise ValueError(str(e)) from None
     total = len(res.run_ids)
     print(f"bench {res.spec}: {total} runs in the grid; {res.skipped} already completed, {res.executed} executed "
           f"({res.executed - res.failed} completed, {res.failed} failed) in {res.wall_s:.1f} s; results in {res.db}")

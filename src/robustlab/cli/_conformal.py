@@ -41,7 +41,13 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..conformal import RobustConformal, SplitConformal, average_set_size, coverage, size_stratified_coverage
+    from ..conformal import (
+        RobustConformal,
+        SplitConformal,
+        average_set_size,
+        coverage,
+        size_stratified_coverage,
+    )
     from ..data import load
     from ..training import atomic_write_text, load_checkpoint, predict_logits
 
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     k = int(round(args.cal_fraction * perm.numel()))
     cal, test = perm[:k], perm[k:]
     t0 = time.perf_counter()
+    cp: Any
     if args.robust:
         cp = RobustConformal(model, sigma=args.sigma, eps=args.eps, score=args.score, alpha=args.alpha, beta=args.beta,
                              n_mc=args.n_mc, ptt=not args.no_ptt)

@@ -97,7 +97,9 @@ class RobustConformal:
         dev = next((p.device for p in model.parameters()), x.device)
         x = x.to(dev)
         n, m = x.shape[0], self.n_mc
-        total, sums, sq = n * m, None, None
+        total = n * m
+        sums: torch.Tensor | None = None
+        sq: torch.Tensor | None = None
         try:
             for start in range(0, total, self.batch_size):
                 flat = torch.arange(start, min(start + self.batch_size, total), device=dev)
@@ -105,7 +107,7 @@ class RobustConformal:
                 noise = torch.randn((flat.shape[0], *x.shape[1:]), generator=generator, device=dev, dtype=x.dtype)
                 probs = model(x[idx] + self.sigma * noise).float().softmax(1)
                 s = self._transform(self.score(probs, generator=generator), probs.shape[1]).double()
-                if sums is None:
+                if sums is None or sq is None:
                     sums = torch.zeros(n, probs.shape[1], dtype=torch.float64, device=dev)
                     sq = torch.zeros_like(sums)
                 sums.index_add_(0, idx, s)

@@ -179,8 +179,8 @@ def modular(
     if op == "div" and not _is_prime(p):
         raise ValueError(f"The 'p' parameter of modular must be prime for op='div'. Got {p} instead.")
     rng = np.random.default_rng(seed)
-    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-    a, b = a.ravel(), b.ravel()
+    ga, gb = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    a, b = ga.ravel(), gb.ravel()
     if op == "div":
         a, b = a[b != 0], b[b != 0]
     y = _modular_labels(a, b, p, op).astype(np.int64)

@@ -225,7 +225,8 @@ def _handle_splits(
     if train is None:
         warnings.warn(
             f"Data set '{name}': the train split is missing, only the test split was loaded; x_train is empty. "
-            f"Pass use_test_split_as_train=0.8 to split the test set into train/test.", UserWarning, stacklevel=4,
+            f"Pass use_test_split_as_train=0.8 to split the test set into train/test.", UserWarning,
+            stacklevel=7,  # _handle_splits <- loader <- factory <- Spec.create <- Registry.get <- data.load <- caller
         )
         meta["missing_split"] = "train"
         return np.zeros((0, *sample_shape), dtype=xte.dtype), np.zeros(0, dtype=np.int64), xte, yte
@@ -476,9 +477,13 @@ def load_svmlight(
 
 def load_csv(
     path: str, *, label: str = "label", delimiter: str = ",", test_fraction: float = 0.2, seed: int = 0,
-    num_classes: int | None = None,
+    num_classes: int | None = None, test_last: int | None = None,
 ) -> ClassificationData:
-    """CSV with a header row; ``label`` names the label column, every other column is a numeric feature."""
+    """CSV with a header row; ``label`` names the label column, every other column is a numeric feature.
+
+    ``test_last=N`` makes the last N rows the test split (file order kept, e.g. UCI letter: 15 000 / 5 000
+    as in the LDR paper) instead of a seeded stratified ``test_fraction`` split.
+    """
     import csv
 
     p = _existing(path, "csv")
@@ -518,7 +523,13 @@ def load_csv(
     _check_xy(x, raw, where)
     y, names, c = _encode_labels(raw, num_classes, where)
     meta: dict[str, Any] = {"path": str(p), "label_column": label, "feature_columns": [header[j] for j in feat_cols]}
-    xtr, ytr, xte, yte = _split_or_test("csv", x, y, None, test_fraction, seed, meta)
+    test = None
+    if test_last is not None:
+        check_int(test_last, "test_last", 1, len(y) - 1, owner="csv")
+        test = (x[-test_last:], y[-test_last:])
+        x, y = x[:-test_last], y[:-test_last]
+        meta["test_last"] = test_last
+    xtr, ytr, xte, yte = _split_or_test("csv", x, y, test, test_fraction, seed, meta)
     return _finish(f"csv:{p.name}", xtr, ytr, xte, yte, num_classes=c, class_names=names,
                    input_shape=(x.shape[1],), meta=meta)
 

@@ -180,8 +180,12 @@ def normalize_logits(logits: torch.Tensor, normalize: str | None) -> torch.Tenso
 
 
 class _LDRKL(torch.autograd.Function):
-    """Fused LDR-KL: one log-softmax forward, gradient ``(p* - e_y) * grad`` (lam held constant).
+    """Fused LDR-KL: one log-softmax of f/lam, the margin folded in analytically, gradient ``p* - e_y``.
 
+    With ls = log_softmax(f/lam), c' = c/lam and p_y = exp(ls_y):
+    logsumexp((f - c e_y)/lam) = logsumexp(f/lam) + d, d = log((1 - p_y) + p_y e^{-c'}) computed as
+    logaddexp(log(-expm1(ls_y)), ls_y - c') (no cancellation, finite when p_y rounds to 1), so the loss is
+    lam (c' - ls_y + d - log K) and the worst-case weights are p*_k = exp(ls_k - c' 1[k=y] - d).
     ``lam`` is a float or an (N,) tensor without gradient; first-order only (``once_differentiable``).
     """
 
@@ -189,26 +193,27 @@ class _LDRKL(torch.autograd.Function):
     def forward(ctx: Any, f: torch.Tensor, target: torch.Tensor, lam: Any, margin: float) -> torch.Tensor:
         t = target[:, None]
         per_row = isinstance(lam, torch.Tensor)
-        scale = lam.to(f.dtype)[:, None] if per_row else lam
-        if per_row or lam != 1.0:
-            z = f / scale
-        else:
-            z = f.clone() if margin else f
-        if margin:
-            shift = (-margin / scale).expand(-1, 1) if per_row else torch.full_like(z[:, :1], -margin / lam)
-            z.scatter_add_(1, t, shift.contiguous())
+        scale = lam.to(f.dtype) if per_row else lam
+        z = f / scale[:, None] if per_row else (f / lam if lam != 1.0 else f)
         ls = torch.log_softmax(z, 1)
-        v = (ls.gather(1, t).squeeze(1) + math.log(f.shape[1])).neg_()
-        v = v * (scale[:, 0] if per_row else lam)
-        ctx.save_for_backward(ls.exp_(), target)
+        ls_y = ls.gather(1, t).squeeze(1)
+        c = margin / scale if margin else None
+        if c is None:
+            d = torch.zeros_like(ls_y)
+            v = -ls_y
+        else:
+            d = torch.logaddexp(torch.log(-torch.expm1(ls_y)), ls_y - c)
+            v = c - ls_y + d
+        v = (v - math.log(f.shape[1])) * scale
+        ctx.save_for_backward(ls, target, d, ls_y if c is None else ls_y - c)
         return v
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        p, target = ctx.saved_tensors
-        g = p * grad[:, None]
-        g.scatter_add_(1, target[:, None], -grad[:, None])
+        ls, target, d, z_y = ctx.saved_tensors
+        g = (ls - d[:, None]).exp_().mul_(grad[:, None])
+        g.scatter_(1, target[:, None], (torch.expm1(z_y - d) * grad)[:, None])
         return g, None, None, None
 
 

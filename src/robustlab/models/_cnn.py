@@ -36,6 +36,7 @@ def lenet(
 
     Padding keeps the spatial size before each pool, so any H, W >= 8 work (flattened size
     ``channels[-1] * (H // 4) * (W // 4)``). Only Conv2d/ReLU/AvgPool2d/Flatten/Linear layers (IBP-friendly).
+    He-normal initialisation (see :func:`kaiming_init`).
     """
     c, h, w = image_shape(input_shape, "lenet")
     if activation not in _ACTIVATIONS:
@@ -59,4 +60,21 @@ def lenet(
         layers += [nn.Linear(d, int(units)), act()]
         d = int(units)
     layers.append(nn.Linear(d, num_classes))
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    kaiming_init(model, mode="fan_in")
+    return model
+
+
+def kaiming_init(model: nn.Module, *, mode: str = "fan_in") -> None:
+    """He-normal weights (ReLU gain) for Conv2d/Linear, zero biases, BatchNorm (1, 0).
+
+    With PyTorch's default init, the avg-pool LeNet stays at chance level for many epochs at lr 0.1.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -14,7 +14,7 @@ from torch import nn
 
 from .._validation import check_in_range, check_int
 from ._base import register_model
-from ._cnn import image_shape
+from ._cnn import image_shape, kaiming_init
 
 __all__ = ["Residual", "preact_resnet18", "wide_resnet"]
 
@@ -79,7 +79,9 @@ def preact_resnet18(
             h, w = _out_size(h, s), _out_size(w, s)
             cin = cout
     layers += _head(cin, h, w, num_classes)
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    kaiming_init(model, mode="fan_out")  # He et al.'s ResNet initialisation
+    return model
 
 
 @register_model("wide_resnet", tags={"ibp", "image", "cnn", "residual", "batchnorm"},
@@ -113,4 +115,6 @@ def wide_resnet(
             h, w = _out_size(h, s), _out_size(w, s)
             cin = cout
     layers += _head(cin, h, w, num_classes)
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    kaiming_init(model, mode="fan_out")  # He et al.'s ResNet initialisation
+    return model

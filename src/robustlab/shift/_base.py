@@ -7,7 +7,7 @@ table of five parameter tuples (severities 1..5). ``CORRUPTIONS.get(name, severi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,9 +44,9 @@ class Corruption:
             self.severity: int | None = None
             self.params: tuple[Any, ...] | None = tuple(params)
         else:
-            check_int(severity, "severity", 0, len(table), owner=f"corruption '{name}'")
-            self.severity = int(severity)  # type: ignore[arg-type]
-            self.params = None if severity == 0 else tuple(table[int(severity) - 1])  # type: ignore[index]
+            sev = check_int(severity, "severity", 0, len(table), owner=f"corruption '{name}'")
+            self.severity = sev
+            self.params = None if sev == 0 else tuple(table[sev - 1])
 
     def __call__(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_batch(x, f"corruption '{self.name}'")
@@ -82,7 +82,7 @@ def register_corruption(
     name: str,
     table: Sequence[tuple[Any, ...]],
     *,
-    tags: Sequence[str] = (),
+    tags: Iterable[str] = (),
     reference: str = "",
     faithful: bool = True,
     note: str = "",
@@ -111,7 +111,7 @@ def register_corruption(
     return deco
 
 
-def available(pattern: str = "*", *, tags: Sequence[str] = ()) -> list[str]:
+def available(pattern: str = "*", *, tags: Iterable[str] = ()) -> list[str]:
     """Sorted names of the registered corruptions (fnmatch ``pattern``, all ``tags`` required)."""
     return CORRUPTIONS.available(pattern, tags=tags)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ._base import SUITES, from_numpy, register_corruption, size_scale, to_numpy
+from ._base import from_numpy, register_corruption, size_scale, to_numpy
 from ._warp import flow_sample, zoom_about_centre
 
 _REF = "arXiv:1903.12261 (hendrycks/robustness make_cifar_c.py)"
@@ -166,15 +166,15 @@ def motion_blur_batch(x: torch.Tensor, radius: int, sigma: float, angle_deg: np.
     keep = (np.abs(dy) < h).all(0) & (np.abs(dx) < w).all(0)  # taps beyond the image are dropped
     wts = wts[keep] / wts[keep].sum()
     dev = x.device
-    dy, dx = torch.as_tensor(dy[:, keep], device=dev), torch.as_tensor(dx[:, keep], device=dev)
+    sy, sx = torch.as_tensor(dy[:, keep], device=dev), torch.as_tensor(dx[:, keep], device=dev)
     r = torch.arange(h, device=dev)[None, :]
     c = torch.arange(w, device=dev)[None, :]
     ni = torch.arange(n, device=dev)[:, None, None]
     out = torch.zeros_like(x, dtype=torch.float64)
     xd = x.to(torch.float64).permute(0, 2, 3, 1)  # (N, H, W, C)
     for t, wt in enumerate(wts):
-        rr = (r - dy[:, t:t + 1]).clamp(0, h - 1)  # (N, H)
-        cc = (c - dx[:, t:t + 1]).clamp(0, w - 1)  # (N, W)
+        rr = (r - sy[:, t:t + 1]).clamp(0, h - 1)  # (N, H)
+        cc = (c - sx[:, t:t + 1]).clamp(0, w - 1)  # (N, W)
         out += float(wt) * xd[ni, rr[:, :, None], cc[:, None, :]].permute(0, 3, 1, 2)
     return out
 
@@ -390,10 +390,3 @@ def jpeg_compression(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generat
         dec = np.asarray(Image.open(buf).convert("L" if a.shape[1] == 1 else "RGB"), dtype=np.float64) / 255.0
         out[i] = dec[None] if a.shape[1] == 1 else np.moveaxis(dec, -1, 0)
     return from_numpy(out, x)
-
-
-SUITES["common"] = [
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-]
-SUITES["common_extra"] = ["speckle_noise", "gaussian_blur", "saturate"]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ._base import SUITES, from_numpy, register_corruption, size_scale, to_numpy
+from ._base import from_numpy, register_corruption, size_scale, to_numpy
 from ._warp import affine_about_centre
 
 _REF = "arXiv:1906.02337 (google-research/mnist-c corruptions.py)"
@@ -208,9 +208,3 @@ def canny_edges(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -
         return x.clone()
     edges = from_numpy(canny(to_numpy(x), sigma=max(0.5, size_scale(x, 28))), x)
     return (1 - a) * x + a * edges
-
-
-SUITES["mnist_c"] = [
-    "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate", "brightness",
-    "translate", "stripe", "fog", "dotted_line", "zigzag", "canny_edges",
-]

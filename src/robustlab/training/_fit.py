@@ -127,6 +127,11 @@ def fit(
     check_int(eval_every, "eval_every", 0, None, owner=owner)
     if not isinstance(data, ClassificationData):
         raise TypeError(f"The 'data' parameter of fit must be a ClassificationData. Got {type(data).__name__}.")
+    if data.x_train.shape[0] == 0:
+        raise ValueError(
+            f"Data set '{data.name}' has an empty train split; nothing to fit "
+            "(for a test-set-only folder load it with use_test_split_as_train=0.8)."
+        )
 
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
     model.to(dev)

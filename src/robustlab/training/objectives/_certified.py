@@ -166,10 +166,10 @@ class GaussianAugmentation(Objective):
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
             raise TypeError(f"The 'sigma' parameter of GaussianAugmentation must be a float in (0, inf). Got {sigma!r} instead.")
         self.sigma = float(check_in_range(sigma, "sigma", 0.0, None, closed="neither", owner="GaussianAugmentation"))
-        self.generator: torch.Generator | None = None
+        self.generator: Any = None  # set by setup
 
     def __call__(self, model: nn.Module, batch: Batch, loss: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        gen = self.generator
+        gen: Any = self.generator
         if gen is not None and gen.device != batch.x.device:
             gen = None
         noise = torch.randn(batch.x.shape, generator=gen, device=batch.x.device, dtype=batch.x.dtype)
