@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-export OMP_NUM_THREADS ?= 2
+# one BLAS thread per process: pytest -n 2 and --workers 2 already use both cores
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
 
 .PHONY: demo test bench lint install clean
 

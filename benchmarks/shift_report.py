@@ -90,6 +90,12 @@ def mnist_section(root: str, quick: bool) -> None:
         print(res.table())
         print(f"baseline (MLP): clean {100 * res.baseline.clean_accuracy:.1f}%, mean corruption accuracy "
               f"{100 * res.baseline.mean_accuracy:.1f}%")
+    print(f"\n## MNIST-C at its own fixed parameters (shift.MNIST_C_PARAMS), first {n_test} test images")
+    acc = {k: shift.mnist_c_accuracy(m, d, n_test=n_test, generator=torch.Generator().manual_seed(0))
+           for k, m in (("LeNet", lenet), ("MLP", mlp))}
+    print(f"{'corruption':<14} {'LeNet':>6} {'MLP':>6}")
+    for name in acc["LeNet"]:
+        print(f"{name:<14} {100 * acc['LeNet'][name]:6.1f} {100 * acc['MLP'][name]:6.1f}")
 
 
 def slab_section(quick: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -226,3 +227,44 @@ def test_agrees_with_torchattacks(trained_digits, eps):
         theirs = _acc(m, ta.PGD(m, eps=eps, alpha=eps / 4, steps=20, random_start=rs)(x, y), y)
         assert abs(ours - theirs) <= 0.01, (rs, ours, theirs)
     assert _acc(m, x, y) > ours_f  # the attack does something on this model
+
+
+# --------------------------------------------------------------------------- FAB-T
+def test_fab_box_projection_is_minimal():
+    from scipy.optimize import linprog, minimize
+
+    from robustlab.attacks._fab import box_projection
+
+    g = torch.Generator().manual_seed(0)
+    p = torch.rand(6, 5, generator=g, dtype=torch.float64)
+    w = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    c = torch.randn(6, generator=g, dtype=torch.float64) * 0.3
+    d2 = box_projection(p, w, c, "l2", iters=60)
+    dinf = box_projection(p, w, c, "linf", iters=60)
+    for i in range(6):
+        pi, wi, ci = p[i].numpy(), w[i].numpy(), float(c[i])
+        bounds = list(zip(-pi, 1 - pi))
+        ref = minimize(lambda d: (d ** 2).sum(), np.zeros(5), bounds=bounds, method="SLSQP",
+                       constraints=[{"type": "eq", "fun": lambda d, wi=wi, ci=ci: float(wi @ d - ci)}])
+        if ref.success and abs(wi @ ref.x - ci) < 1e-8:
+            assert float(d2[i].norm()) == pytest.approx(float(np.linalg.norm(ref.x)), rel=1e-5, abs=1e-8)
+            assert float((w[i] * d2[i]).sum()) == pytest.approx(ci, abs=1e-7)
+        # L∞: min t s.t. |d_j| <= t, box, w·d = c  (variables d_1..d_5, t)
+        a_ub = np.vstack([np.hstack([np.eye(5), -np.ones((5, 1))]), np.hstack([-np.eye(5), -np.ones((5, 1))])])
+        lp = linprog(np.r_[np.zeros(5), 1.0], A_ub=a_ub, b_ub=np.zeros(10), A_eq=np.r_[wi, 0.0][None, :], b_eq=[ci],
+                     bounds=bounds + [(0, None)])
+        if lp.success:
+            assert float(dinf[i].abs().max()) == pytest.approx(lp.x[-1], rel=1e-5, abs=1e-8)
+        assert bool(((p[i] + dinf[i]) >= -1e-12).all() and ((p[i] + dinf[i]) <= 1 + 1e-12).all())
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.03), ("l2", 0.15)])
+def test_fab_t_breaks_exactly_the_points_inside_eps_on_linear_model(norm, eps):
+    lin, x, y = _binary_linear(d=10, seed=3)
+    m0, v = _margin_and_v(lin, x, y)
+    crit = m0 / (v.abs().sum(1) if norm == "linf" else v.norm(dim=1))
+    x_adv = attacks.get("fab_t", eps=eps, norm=norm, steps=30)(lin, x, y)
+    broken = _margin(lin, x_adv, y) < 0
+    correct = m0 > 0
+    assert not bool((broken & (crit > eps)).any())  # nothing outside the ball
+    assert bool(broken[correct & (crit < 0.9 * eps)].all())  # everything clearly inside is found

@@ -211,3 +211,24 @@ def test_cli_run_prints_summary_and_leaderboard_then_report(tmp_path, capsys):
     assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 0
     assert "report: " in capsys.readouterr().out and (tmp_path / "r.md").exists()
     assert main(["results", "list", str(tmp_path / "missing")]) == 2
+
+
+def test_optional_extras_missing_give_clear_cli_errors(tmp_path, capsys):
+    from robustlab.cli import main
+
+    path = write_spec(tmp_path, dict(TINY, seeds=[0], noise=["none"], losses=["ce"]))
+    out = tmp_path / "out"
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        assert main(["bench", "run", path, "--out", str(out), "--mlflow", "sqlite:///x.db", "--no-progress"]) == 2
+        assert "needs MLflow" in capsys.readouterr().err and not out.exists()
+    assert main(["bench", "run", path, "--out", str(out), "--no-progress", "--quiet"]) == 0
+    pq = tmp_path / "x.parquet"
+    code = main(["results", "export", str(out), "--format", "parquet", "-o", str(pq)])
+    try:
+        import pyarrow.parquet as papq
+    except ImportError:
+        assert code == 2 and "needs pyarrow" in capsys.readouterr().err
+    else:
+        assert code == 0 and papq.read_table(pq).num_rows == 1

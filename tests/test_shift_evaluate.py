@@ -125,8 +125,12 @@ def test_cli_shift_table_and_json(trained, tmp_path, capsys):
 
 def test_cli_shift_reads_metrics_json(trained, tmp_path, capsys):
     _, run = trained
-    (run / "metrics.json").write_text(json.dumps({"config": {"data": "digits"}}))
+    (run / "metrics.json").write_text(json.dumps({"config": {"data": "digits", "data_args": {"flatten": True}}}))
     try:
+        rc = main(["shift", "--checkpoint", str(run), "--corruptions", "fog", "--severities", "2", "--n-test", "10"])
+        # flatten=True gives vectors: the data options were read (and corruptions need images)
+        assert rc == 2 and "image data" in capsys.readouterr().err
+        (run / "metrics.json").write_text(json.dumps({"config": {"data": "digits", "data_args": {}}}))
         rc = main(["shift", "--checkpoint", str(run), "--corruptions", "fog", "--severities", "2", "--n-test", "10"])
         assert rc == 0 and "data set digits" in capsys.readouterr().out
     finally:
@@ -140,3 +144,20 @@ def test_cli_shift_errors(trained, capsys):
     assert main(["shift", "--checkpoint", str(run), "--data", "digits", "--severities", "1,9"]) == 2
     assert "severities" in capsys.readouterr().err
     assert main(["shift", "--checkpoint", str(run), "--data", "digits", "--suite", "cifar"]) == 2
+
+
+def test_mnist_c_accuracy_fixed_parameters(trained, digits_small):
+    model, _ = trained
+    assert set(shift.MNIST_C_PARAMS) == set(shift.suite("mnist_c"))
+    for name, sev in shift.MNIST_C_SEVERITY.items():  # graded corruptions: the MNIST-C setting is in the table
+        assert shift.CORRUPTIONS.get(name, severity=sev).params == tuple(shift.MNIST_C_PARAMS[name])
+    res = shift.mnist_c_accuracy(ConstantModel(3), digits_small, n_test=60)
+    frac = float((digits_small.y_test[:60] == 3).float().mean())
+    assert set(res) == set(shift.MNIST_C_PARAMS) | {"clean", "mean"}
+    assert all(v == pytest.approx(frac) for v in res.values())
+    # the trained model: the same stream gives the same numbers; MNIST-C shot noise (c = 3) is harsher than s5
+    a = shift.mnist_c_accuracy(model, digits_small, generator=torch.Generator().manual_seed(1))
+    b = shift.mnist_c_accuracy(model, digits_small, generator=torch.Generator().manual_seed(1))
+    assert a == b
+    grid = shift.corruption_error(model, digits_small, corruptions=["shot_noise"], severities=(5,))
+    assert a["shot_noise"] < grid.accuracy["shot_noise"][5]

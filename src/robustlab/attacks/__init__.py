@@ -2,7 +2,7 @@
 
 An attack is configured at construction and called as ``attack(model, x, y, *, targets=None,
 generator=None) -> x_adv`` on inputs in [0, 1]. Registered: ``fgsm``, ``pgd``, ``apgd_ce``, ``apgd_dlr``,
-``apgd_t``, ``square``, ``zoo``, ``cw_l2`` (see ``available()``). Tags: ``linf``/``l2``, ``targeted``,
+``apgd_t``, ``fab_t``, ``square``, ``zoo``, ``cw_l2`` (see ``available()``). Tags: ``linf``/``l2``, ``targeted``,
 ``white_box``/``black_box``, ``gradient``.
 """
 
@@ -15,7 +15,7 @@ from ._base import ATTACKS, NORMS, Attack, dlr_loss, margin, project, register_a
 from ._pgd import FGSM, PGD
 
 # One module per attack family; a module not written yet is skipped.
-for _m in ("_apgd", "_square", "_zoo", "_cw"):
+for _m in ("_apgd", "_square", "_zoo", "_cw", "_fab"):
     try:
         importlib.import_module(f"{__name__}.{_m}")
     except ModuleNotFoundError as _e:
@@ -41,8 +41,8 @@ def available(pattern: str = "*", *, tags: tuple[str, ...] = ()) -> list[str]:
 
 
 def __getattr__(name: str) -> Any:
-    # classes from the optional modules (APGD, APGDT, Square, ZOO, CWL2) without hard imports above
-    for mod in ("_apgd", "_square", "_zoo", "_cw"):
+    # classes from the optional modules (APGD, APGDT, FABT, Square, ZOO, CWL2) without hard imports above
+    for mod in ("_apgd", "_square", "_zoo", "_cw", "_fab"):
         m = importlib.import_module(f"{__name__}.{mod}")
         if hasattr(m, name):
             return getattr(m, name)

@@ -13,7 +13,7 @@ from torch import nn
 
 from ._base import ATTACKS
 
-__all__ = ["apgd_ce", "apgd_dlr", "apgd_t", "cw_l2", "fgsm", "pgd", "square", "zoo"]
+__all__ = ["apgd_ce", "apgd_dlr", "apgd_t", "cw_l2", "fab_t", "fgsm", "pgd", "square", "zoo"]
 
 
 def _call(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None,
@@ -67,3 +67,9 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targets: torch.
           generator: torch.Generator | None = None, **kw: Any) -> torch.Tensor:
     """Carlini–Wagner L2 (see :class:`robustlab.attacks.CWL2`)."""
     return _call("cw_l2", model, x, y, targets, generator, kw)
+
+
+def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targets: torch.Tensor | None = None,
+          generator: torch.Generator | None = None, **kw: Any) -> torch.Tensor:
+    """Targeted FAB over the top runner-up classes (see :class:`robustlab.attacks.FABT`)."""
+    return _call("fab_t", model, x, y, targets, generator, kw)

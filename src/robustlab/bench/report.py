@@ -106,18 +106,23 @@ def _num_key(name: str) -> float:
         return 0.0
 
 
-def _columns(groups: list[Group]) -> list[Column]:
+def _columns(groups: list[Group], *, compact: bool = False) -> list[Column]:
+    """Leaderboard columns present in ``groups``; ``compact`` keeps one column per metric family
+    (the middle ε / radius of a grid, the first conformal score) for a terminal-width table."""
     names = sorted({n for g in groups for n in g.values})
     cols: list[Column] = []
+    scores_seen: list[str] = []
 
     def add(prefix: str, header: Any, better: bool | None, *, exclude: Iterable[str] = ()) -> None:
-        sel = [n for n in names if n.startswith(prefix) and n not in exclude]
-        for n in sorted(sel, key=lambda n: (_num_key(n), n)):
+        sel = sorted((n for n in names if n.startswith(prefix) and n not in exclude), key=lambda n: (_num_key(n), n))
+        if compact and len(sel) > 1:
+            sel = [sel[len(sel) // 2]]
+        for n in sel:
             cols.append(Column(n, header(n) if callable(header) else header, better))
 
     add("acc/clean", "clean acc", True)
-    for n in sorted((n for n in names if re.fullmatch(r"acc/top\d+", n) and n != "acc/top1"),
-                    key=lambda n: int(n[7:])):
+    tops = sorted((n for n in names if re.fullmatch(r"acc/top\d+", n) and n != "acc/top1"), key=lambda n: int(n[7:]))
+    for n in tops[-1:] if compact else tops:
         cols.append(Column(n, f"top-{n[7:]} acc", True))
     add("acc/worst_class", "worst-class acc", True)
     add("mem/memorized", "memorized (noisy) ↓", False)
@@ -133,6 +138,9 @@ def _columns(groups: list[Group]) -> list[Column]:
     add("cert_acc/ibp/", lambda n: f"IBP cert ε={n.split('=')[1]}", True)
     add("cert_acc/rs/", lambda n: f"RS cert r={n.split('=')[1]}", True, exclude=("cert_acc/rs/r=0",))
     for s in sorted({n.split("/")[1] for n in names if n.startswith("conformal/")}):
+        if compact and scores_seen:
+            break
+        scores_seen.append(s)
         add(f"conformal/{s}/coverage", f"{s} coverage", None)
         add(f"conformal/{s}/set_size", f"{s} set size ↓", False)
     add("corr_acc/mean", "corruption acc", True)
@@ -158,12 +166,12 @@ class Leaderboard:
     best: list[float | None]
 
 
-def leaderboards(rd: ReportData) -> list[Leaderboard]:
+def leaderboards(rd: ReportData, *, compact: bool = False) -> list[Leaderboard]:
     """One leaderboard per data set: rows = configurations (mean ± std over seeds), sorted by clean acc."""
     out = []
     for data in sorted({g.labels["data"] for g in rd.groups}):
         gs = [g for g in rd.groups if g.labels["data"] == data]
-        cols = _columns(gs)
+        cols = _columns(gs, compact=compact)
         axes = [a for a in ("noise", "model", "loss", "objective") if len({g.labels[a] for g in gs}) > 1] or ["loss"]
         rows: list[tuple[Group, list[Any]]] = [(g, [g.stat(c.metric) for c in cols]) for g in gs]
 
@@ -200,10 +208,10 @@ def _md_table(header: list[str], rows: list[list[str]], align_right_from: int) -
     return "\n".join(lines)
 
 
-def leaderboard_markdown(rd: ReportData) -> str:
-    """The leaderboard tables alone (what ``make demo`` prints)."""
+def leaderboard_markdown(rd: ReportData, *, compact: bool = False) -> str:
+    """The leaderboard tables alone; ``compact`` (what ``make demo`` prints) keeps one column per family."""
     parts = []
-    for lb in leaderboards(rd):
+    for lb in leaderboards(rd, compact=compact):
         header = [a for a in lb.axes] + ["n"] + [c.header for c in lb.columns]
         rows = []
         for g, stats in lb.rows:

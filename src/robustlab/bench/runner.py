@@ -92,6 +92,11 @@ def run_sweep(
     if threads is None:
         threads = default_threads(workers)
     check_int(threads, "threads", 1, None, owner="run_sweep")
+    if mlflow_uri:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise ImportError("--mlflow needs MLflow: pip install mlflow.") from None
     runs = expand(bs)
     outp = Path(out).resolve()
     (outp / RUNS_DIR).mkdir(parents=True, exist_ok=True)

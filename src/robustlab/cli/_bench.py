@@ -24,6 +24,7 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--mlflow", default=None, metavar="URI", help="also log each finished run to this MLflow tracking URI")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--quiet", action="store_true", help="do not print the leaderboard at the end")
+    r.add_argument("--full-leaderboard", action="store_true", help="print every leaderboard column, not one per family")
     r.set_defaults(func=run)
     e = bsub.add_parser("expand", help="print one run id per line (the grid after include/exclude rules)")
     e.add_argument("spec", help="spec file (.yaml) or shipped spec name")
@@ -59,5 +60,7 @@ def run(args: argparse.Namespace) -> int:
         from ..bench.report import leaderboard_markdown, load_report_data
 
         print()
-        print(leaderboard_markdown(load_report_data(args.out)))
+        print(leaderboard_markdown(load_report_data(args.out), compact=not args.full_leaderboard))
+        print("(compact leaderboard: one column per metric family; the report has them all)"
+              if not args.full_leaderboard else "")
     return 1 if res.failed else 0

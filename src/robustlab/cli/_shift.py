@@ -41,7 +41,7 @@ def _parse_severities(text: str) -> list[int]:
 
 
 def _data_from_run(checkpoint: str) -> tuple[str | None, dict[str, Any]]:
-    """The data set name (and options) recorded in ``<run>/metrics.json`` (``config.data`` or similar)."""
+    """The data set name (and options) recorded in ``<run>/metrics.json`` (``config.data``, ``config.data_args``)."""
     path = Path(checkpoint)
     run_dir = path if path.is_dir() else path.parent
     metrics = run_dir / "metrics.json"
@@ -51,11 +51,16 @@ def _data_from_run(checkpoint: str) -> tuple[str | None, dict[str, Any]]:
         doc = json.loads(metrics.read_text())
     except (OSError, json.JSONDecodeError):
         return None, {}
-    config = doc.get("config", doc) if isinstance(doc, dict) else {}
+    return _data_from_config(doc.get("config", doc) if isinstance(doc, dict) else {})
+
+
+def _data_from_config(config: Any) -> tuple[str | None, dict[str, Any]]:
+    if not isinstance(config, dict):
+        return None, {}
     for key in ("data", "dataset", "data_name"):
         val = config.get(key)
         if isinstance(val, str):
-            opts = config.get("data_kw") or config.get("data_options") or {}
+            opts = config.get("data_args") or config.get("data_kw") or config.get("data_options") or {}
             return val, dict(opts) if isinstance(opts, dict) else {}
         if isinstance(val, dict) and isinstance(val.get("name"), str):
             opts = {k: v for k, v in val.items() if k != "name"}
@@ -74,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
     corruptions: Any = [c.strip() for c in args.corruptions.split(",") if c.strip()] if args.corruptions else args.suite
     if isinstance(corruptions, str):
         shift.suite(corruptions)  # validate early
+    model = load_checkpoint(args.checkpoint)
     name, opts = _data_from_run(args.checkpoint)
+    if name is None:  # robustlab train also stores its config in the checkpoint's extra
+        name, opts = _data_from_config(getattr(model, "robustlab_extra", {}).get("config"))
     if args.data is not None:
         name, opts = args.data, {}
     if name is None:
@@ -82,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
             f"Cannot tell which data set '{args.checkpoint}' was trained on (no metrics.json naming it); "
             "pass --data NAME (see 'robustlab list data')."
         )
-    model = load_checkpoint(args.checkpoint)
     ds = rl_data.load(name, **opts)
     baseline = load_checkpoint(args.baseline) if args.baseline else None
     result = shift.corruption_error(model, ds, corruptions=corruptions, severities=sevs, baseline=baseline,

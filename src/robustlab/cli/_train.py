@@ -125,6 +125,7 @@ def _wrap_sequences(factory: Callable[..., Any], kwargs: dict[str, Any]) -> dict
 
 
 def add_parser(sub: Any) -> None:
+    """Register the ``train`` sub-command (unknown ``--options`` are passed on as objective options)."""
     p = sub.add_parser(
         "train", help="train a model on (noisy) data and report clean test accuracy",
         description="Train a model; objective hyper-parameters follow --objective as free options "
@@ -165,6 +166,7 @@ def _build_objective_kw(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Load, corrupt, build, fit, evaluate; print the summary table; write metrics.json + model.pt."""
     import torch
 
     from .. import data as rdata

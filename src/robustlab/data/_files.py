@@ -14,8 +14,8 @@ Registered names (``load(name, root=...)``):
 A missing **train** split with a present **test** split still loads: a ``UserWarning`` says so,
 ``meta["missing_split"] == "train"`` and ``x_train``/``y_train`` are **empty** (0 rows). To train on such
 a set, split its test set: ``use_test_split_as_train=0.8`` puts a stratified, seeded 80 % of the test
-set into ``x_train`` and the rest into ``x_test`` (``seed`` option; the MNIST test set alone, as in
-``/work/shared/datasets/mnist-t10k``, then gives 8 000 / 2 000)::
+set into ``x_train`` and the rest into ``x_test`` (``seed`` option; a train split on disk is then ignored;
+the MNIST test set alone, e.g. a folder holding only the two ``t10k-*`` files, gives 8 000 / 2 000)::
 
     data.load("mnist", root="path/to/mnist-t10k", use_test_split_as_train=0.8, seed=0)
 

@@ -33,9 +33,10 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def standard_ensemble(eps: float, norm: str = "linf", *, num_classes: int | None = None, steps: int = 100,
-                      n_queries: int = 5000, n_target_classes: int = 9) -> list[Attack]:
-    """AutoAttack's ``standard`` suite minus FAB-T: APGD-CE, APGD-T (top-9 targets), Square (5000 queries).
+                      n_queries: int = 5000, n_target_classes: int = 9, include_fab: bool = False) -> list[Attack]:
+    """The ``standard`` suite: APGD-CE, APGD-T (top-9 targets), Square (5000 queries), in this order.
 
+    ``include_fab`` inserts FAB-T (9 targets) before Square, which is AutoAttack's full standard list.
     APGD-T needs ≥ 3 classes; with fewer it is left out (a warning is logged).
     Croce & Hein, ICML 2020, arXiv:2003.01690.
     """
@@ -46,6 +47,9 @@ def standard_ensemble(eps: float, norm: str = "linf", *, num_classes: int | None
         suite.append(ATTACKS.get("apgd_t", eps=eps, norm=norm, steps=steps, n_target_classes=nt))
     else:
         log.warning("standard_ensemble: %d classes, so APGD-T (targeted DLR) is left out.", num_classes)
+    if include_fab:
+        nt = n_target_classes if num_classes is None else max(1, min(n_target_classes, num_classes - 1))
+        suite.append(ATTACKS.get("fab_t", eps=eps, norm=norm, steps=steps, n_target_classes=nt))
     suite.append(ATTACKS.get("square", eps=eps, norm=norm, n_queries=n_queries))
     return suite
 

@@ -180,13 +180,13 @@ def normalize_logits(logits: torch.Tensor, normalize: str | None) -> torch.Tenso
 
 
 class _LDRKL(torch.autograd.Function):
-    """Fused LDR-KL: one log-softmax of f/lam, the margin folded in analytically, gradient ``p* - e_y``.
+    """Fused LDR-KL: one softmax of z = f/lam, the margin folded in analytically, gradient ``p* - e_y``.
 
-    With ls = log_softmax(f/lam), c' = c/lam and p_y = exp(ls_y):
-    logsumexp((f - c e_y)/lam) = logsumexp(f/lam) + d, d = log((1 - p_y) + p_y e^{-c'}) computed as
-    logaddexp(log(-expm1(ls_y)), ls_y - c') (no cancellation, finite when p_y rounds to 1), so the loss is
-    lam (c' - ls_y + d - log K) and the worst-case weights are p*_k = exp(ls_k - c' 1[k=y] - d).
-    ``lam`` is a float or an (N,) tensor without gradient; first-order only (``once_differentiable``).
+    With p = softmax(z), log-softmax ls_y = z_y - max z + log max p (exact: max p >= 1/K), c' = c/lam:
+    logsumexp((f - c e_y)/lam) = logsumexp(z) + d, d = log((1 - p_y) + p_y e^{-c'}) computed as
+    logaddexp(log(-expm1(ls_y)), ls_y - c') (no cancellation; finite when p_y rounds to 1). The loss is
+    lam (c' - ls_y + d - log K) and the worst-case label weights are p*_k = p_k e^{-d} (k != y),
+    p*_y = exp(ls_y - c' - d). ``lam`` is a float or an (N,) tensor without gradient; first-order only.
     """
 
     @staticmethod
@@ -195,24 +195,26 @@ class _LDRKL(torch.autograd.Function):
         per_row = isinstance(lam, torch.Tensor)
         scale = lam.to(f.dtype) if per_row else lam
         z = f / scale[:, None] if per_row else (f / lam if lam != 1.0 else f)
-        ls = torch.log_softmax(z, 1)
-        ls_y = ls.gather(1, t).squeeze(1)
-        c = margin / scale if margin else None
-        if c is None:
-            d = torch.zeros_like(ls_y)
-            v = -ls_y
-        else:
+        p = torch.softmax(z, 1)
+        ls_y = z.gather(1, t).squeeze(1) - z.amax(1) + p.amax(1).log()
+        if margin:
+            c = margin / scale
             d = torch.logaddexp(torch.log(-torch.expm1(ls_y)), ls_y - c)
             v = c - ls_y + d
+            z_y = ls_y - c
+        else:
+            d = torch.zeros_like(ls_y)
+            v = -ls_y
+            z_y = ls_y
         v = (v - math.log(f.shape[1])) * scale
-        ctx.save_for_backward(ls, target, d, ls_y if c is None else ls_y - c)
+        ctx.save_for_backward(p, target, d, z_y)
         return v
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        ls, target, d, z_y = ctx.saved_tensors
-        g = (ls - d[:, None]).exp_().mul_(grad[:, None])
+        p, target, d, z_y = ctx.saved_tensors
+        g = p * (torch.exp(-d) * grad)[:, None]
         g.scatter_(1, target[:, None], (torch.expm1(z_y - d) * grad)[:, None])
         return g, None, None, None
 
@@ -246,9 +248,12 @@ def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
     :math:`q_i = \mathrm{softmax}(\tilde f_i/\lambda_i)` (normalised logits ``f``, current ``lam``),
     clamped to :math:`[\lambda_0(1-1/\alpha), \lambda_0]`; no gradient."""
     with torch.no_grad():
+        # KL(q||u) = sum_k q_k z_k - logsumexp(z) + log K with z = (f - max f)/lam <= 0, whose logsumexp is
+        # -log(max q): one exp pass (the softmax) instead of log_softmax + exp.
         logk = math.log(f.shape[1])
-        logq = torch.log_softmax(f / lam[:, None].to(f.dtype), dim=1)
-        kl = (torch.linalg.vecdot(logq.exp(), logq) + logk).clamp_(0.0, logk)
+        z = (f - f.amax(1, keepdim=True)).div_(lam[:, None].to(f.dtype))
+        q = torch.softmax(z, dim=1)
+        kl = (torch.linalg.vecdot(q, z) + q.amax(1).log_() + logk).clamp_(0.0, logk)
         new = kl.mul_(-lam0 / (alpha * logk)).add_(lam0)
         return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import nn
 
@@ -65,7 +66,7 @@ def lenet(
     return model
 
 
-def kaiming_init(model: nn.Module, *, mode: str = "fan_in") -> None:
+def kaiming_init(model: nn.Module, *, mode: Literal["fan_in", "fan_out"] = "fan_in") -> None:
     """He-normal weights (ReLU gain) for Conv2d/Linear, zero biases, BatchNorm (1, 0).
 
     With PyTorch's default init, the avg-pool LeNet stays at chance level for many epochs at lr 0.1.

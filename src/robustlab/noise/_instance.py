@@ -53,12 +53,12 @@ class InstanceNoise(NoiseModel):
         feats = x.reshape(n, -1).to(dtype=torch.float64, device="cpu")
         d = feats.shape[1]
         q = truncated_normal(n, self.rate, self.std, 0.0, 1.0, generator)
-        w = torch.randn(c, d, c, generator=generator, dtype=torch.float64)
         y_cpu = y.cpu()
         scores = torch.empty(n, c, dtype=torch.float64)
-        for k in range(c):  # one matmul per class (not per sample); memory O(N C)
+        for k in range(c):  # one projection and one matmul per class (not per sample); memory O(N C + d C)
+            w_k = torch.randn(d, c, generator=generator, dtype=torch.float64)
             rows = y_cpu == k
-            scores[rows] = feats[rows] @ w[k]
+            scores[rows] = feats[rows] @ w_k
         scores.scatter_(1, y_cpu[:, None], float("-inf"))
         probs = q[:, None] * torch.softmax(scores, dim=1)
         probs.scatter_(1, y_cpu[:, None], (1.0 - q)[:, None])

@@ -4,7 +4,8 @@
   suites ``common``, ``common_extra``, ``mnist_c`` (``suite(name)``); registry ``CORRUPTIONS``
   (``CORRUPTIONS.get(name, severity=s)`` or ``params=...`` gives a callable :class:`Corruption`).
 * ``corruption_error(model, data, *, corruptions, severities, baseline)`` -> :class:`CorruptionResult`
-  (accuracy grid, mCE and relative mCE against a baseline model).
+  (accuracy grid, mCE and relative mCE against a baseline model); ``mnist_c_accuracy`` at MNIST-C's
+  own fixed parameters (``MNIST_C_PARAMS``).
 * Tabular shifts: ``gaussian_feature_noise``, ``feature_dropout``, ``covariate_scaling``, ``prior_shift``.
 * Diagnostics: ``slab_randomization_auc`` / ``randomize_features`` for the ``slabs`` data set,
   ``memorization_report`` for ``modular``, ``binary_auc``.
@@ -20,8 +21,8 @@ from __future__ import annotations
 from . import _common, _mnist_c, _weather  # noqa: F401  (register the corruptions)
 from ._base import CORRUPTIONS, SUITES, Corruption, available, corrupt, register_corruption, suite
 from ._diagnostics import SlabAUC, binary_auc, memorization_report, randomize_features, slab_randomization_auc
-from ._evaluate import CorruptionResult, corruption_error
-from ._mnist_c import MNIST_C_SEVERITY
+from ._evaluate import CorruptionResult, corruption_error, mnist_c_accuracy
+from ._mnist_c import MNIST_C_PARAMS, MNIST_C_SEVERITY
 from ._tabular import covariate_scaling, feature_dropout, gaussian_feature_noise, prior_shift
 
 # The suites, in the benchmarks' own order (make_cifar_c.py dict order; mnist-c CORRUPTIONS).
@@ -36,8 +37,8 @@ SUITES["mnist_c"] = [
 ]
 
 __all__ = [
-    "CORRUPTIONS", "Corruption", "CorruptionResult", "MNIST_C_SEVERITY", "SUITES", "SlabAUC", "available",
-    "binary_auc", "corrupt", "corruption_error", "covariate_scaling", "feature_dropout",
-    "gaussian_feature_noise", "memorization_report", "prior_shift", "randomize_features", "register_corruption",
-    "slab_randomization_auc", "suite",
+    "CORRUPTIONS", "Corruption", "CorruptionResult", "MNIST_C_PARAMS", "MNIST_C_SEVERITY", "SUITES", "SlabAUC",
+    "available", "binary_auc", "corrupt", "corruption_error", "covariate_scaling", "feature_dropout",
+    "gaussian_feature_noise", "memorization_report", "mnist_c_accuracy", "prior_shift", "randomize_features",
+    "register_corruption", "slab_randomization_auc", "suite",
 ]

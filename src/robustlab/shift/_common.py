@@ -188,7 +188,7 @@ def motion_blur(x: torch.Tensor, p: tuple[Any, ...], rng: np.random.Generator) -
     radius and sigma x size/32 (radius >= 1). Approximation of ImageMagick's motion blur (not bit-exact).
     """
     sc = size_scale(x)
-    radius = max(1, int(round(int(p[0]) * sc)))
+    radius = max(1, int(round(float(p[0]) * sc)))
     sigma = max(0.25, float(p[1]) * sc)
     angle = rng.uniform(-45.0, 45.0, size=x.shape[0])
     return motion_blur_batch(x, radius, sigma, angle).to(x.dtype)

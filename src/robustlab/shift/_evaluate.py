@@ -12,7 +12,7 @@ from torch import nn
 from .._validation import InvalidParameterError, check_int
 from ._base import CORRUPTIONS, suite
 
-__all__ = ["CorruptionResult", "corruption_error"]
+__all__ = ["CorruptionResult", "corruption_error", "mnist_c_accuracy"]
 
 
 @dataclass
@@ -183,3 +183,26 @@ def _normalise(result: CorruptionResult, base: CorruptionResult) -> None:
     result.ce, result.relative_ce = ce, rel
     result.mce = sum(ce.values()) / len(ce)
     result.relative_mce = sum(rel.values()) / len(rel)
+
+
+def mnist_c_accuracy(model: nn.Module, data: Any, *, n_test: int | None = None, batch_size: int = 512,
+                     generator: torch.Generator | None = None) -> dict[str, float]:
+    """Accuracy under each MNIST-C corruption at MNIST-C's own fixed parameters (``MNIST_C_PARAMS``).
+
+    Returns ``{corruption: accuracy}`` plus ``clean`` and ``mean`` (over the 15 corruptions). Meant for
+    28x28 grayscale digits (Mu & Gilmer 2019); computed in memory, so not the released MNIST-C files.
+    """
+    from ._mnist_c import MNIST_C_PARAMS
+
+    x, y = data.x_test, data.y_test
+    if n_test is not None:
+        check_int(n_test, "n_test", 1, None, owner="mnist_c_accuracy")
+        x, y = x[:n_test], y[:n_test]
+    if x.dim() != 4:
+        raise ValueError(f"mnist_c_accuracy needs image data (N, C, H, W). Got input shape {tuple(x.shape[1:])}.")
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    out = {name: _acc(model, CORRUPTIONS.get(name, params=p)(x, generator=gen), y, batch_size)
+           for name, p in MNIST_C_PARAMS.items()}
+    out["mean"] = sum(out.values()) / len(MNIST_C_PARAMS)
+    out["clean"] = _acc(model, x, y, batch_size)
+    return out

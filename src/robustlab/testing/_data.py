@@ -20,7 +20,7 @@ import torch
 from .._registry import Spec
 from . import check
 
-__all__ = ["write_fake_files", "write_idx"]
+__all__ = ["DEFECTS", "write_fake_files", "write_idx"]
 
 
 def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = None) -> Path:
@@ -35,42 +35,67 @@ def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = No
     return p
 
 
+DEFECTS = ("truncated", "bad_labels", "mismatched")
+
+
 def write_fake_files(name: str, root: str | Path, *, n_train: int = 60, n_test: int = 40, seed: int = 0,
-                     train: bool = True) -> Path:
-    """Write tiny random files in the on-disk layout of ``name`` (mnist, fashion_mnist, cifar10, cifar100)."""
+                     train: bool = True, defect: str | None = None) -> Path:
+    """Write tiny random files in the on-disk layout of ``name`` (mnist, fashion_mnist, cifar10, cifar100).
+
+    ``defect`` breaks the test split on purpose: ``"truncated"`` (file cut short), ``"bad_labels"`` (a label
+    equal to the number of classes) or ``"mismatched"`` (one label fewer than images).
+    """
     rng = np.random.default_rng(seed)
     root = Path(root)
     if name in ("mnist", "fashion_mnist"):
         d = root / name
         splits = [("t10k", n_test)] + ([("train", n_train)] if train else [])
         for prefix, n in splits:
-            write_idx(d / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-            write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+            labels = np.arange(n) % 10
+            if prefix == "t10k" and defect == "bad_labels":
+                labels[-1] = 10
+            if prefix == "t10k" and defect == "mismatched":
+                labels = labels[:-1]
+            img = write_idx(d / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+            write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labels)
+            if prefix == "t10k" and defect == "truncated":
+                raw = gzip.decompress(img.read_bytes())
+                img.write_bytes(gzip.compress(raw[: len(raw) - 100], mtime=0))
         return d
     if name in ("cifar10", "cifar100"):
         folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
         d = root / folder
         d.mkdir(parents=True, exist_ok=True)
 
-        def batch(n: int) -> dict[bytes, Any]:
+        def batch(n: int, broken: bool = False) -> dict[bytes, Any]:
             out: dict[bytes, Any] = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
             if name == "cifar10":
                 out[b"labels"] = [int(i % 10) for i in range(n)]
             else:
                 out[b"fine_labels"] = [int(i % 100) for i in range(n)]
                 out[b"coarse_labels"] = [int(i % 20) for i in range(n)]
+            if broken and defect in ("bad_labels", "mismatched"):
+                for key in (b"labels", b"fine_labels", b"coarse_labels"):
+                    if key in out:
+                        if defect == "bad_labels":
+                            out[key][-1] = 10 if key == b"labels" else 100 if key == b"fine_labels" else 20
+                        else:
+                            out[key] = out[key][:-1]
             return out
 
         if name == "cifar10":
             files = {f"data_batch_{i}": batch(max(1, n_train // 5)) for i in range(1, 6)} if train else {}
-            files["test_batch"] = batch(n_test)
+            files["test_batch"] = batch(n_test, broken=True)
             files["batches.meta"] = {b"label_names": [s.encode() for s in
                                                       ("airplane automobile bird cat deer dog frog horse ship truck").split()]}
         else:
             files = {"train": batch(n_train)} if train else {}
-            files["test"] = batch(n_test)
+            files["test"] = batch(n_test, broken=True)
         for fname, obj in files.items():
-            (d / fname).write_bytes(pickle.dumps(obj, protocol=2))
+            raw = pickle.dumps(obj, protocol=2)
+            if defect == "truncated" and fname in ("test_batch", "test"):
+                raw = raw[: len(raw) // 2]
+            (d / fname).write_bytes(raw)
         return d
     raise ValueError(f"write_fake_files knows mnist, fashion_mnist, cifar10, cifar100; not '{name}'.")
 
@@ -154,3 +179,52 @@ def check_subset_and_relabel(spec: Spec[Any], tmp: str) -> None:
 
     with pytest.raises(ValueError, match="outside"):
         d.with_train_labels(torch.full_like(d.y_train, d.num_classes))
+
+
+@check()
+def check_unknown_name_suggests(spec: Spec[Any]) -> None:
+    import pytest
+
+    from ..data import load
+
+    with pytest.raises(KeyError, match=f"Did you mean '{spec.name}'.*Available: .*{spec.name}"):
+        load(spec.name + "x")
+
+
+@check()
+@_with_tmp
+def check_container_rejects_bad_values(spec: Spec[Any], tmp: str) -> None:
+    import dataclasses
+
+    import pytest
+
+    d = _load(spec, tmp)
+    bad = d.x_train.clone()
+    bad.view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        dataclasses.replace(d, x_train=bad)
+    with pytest.raises(ValueError, match="rows"):
+        dataclasses.replace(d, y_train=d.y_train[:-1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        dataclasses.replace(d, x_test=d.x_test + 2.0)
+
+
+@check(requires={"files"})
+@_with_tmp
+def check_missing_files_named(spec: Spec[Any], tmp: str) -> None:
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="(?i)expected"):
+        spec.create(**{**spec.example_kwargs, "root": tmp})
+
+
+@check(requires={"files"})
+def check_defective_files_raise(spec: Spec[Any]) -> None:
+    import pytest
+
+    patterns = {"truncated": "corrupt|truncated", "bad_labels": "outside", "mismatched": "mismatched lengths"}
+    for defect, pattern in patterns.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            write_fake_files(spec.name, tmp, defect=defect)
+            with pytest.raises(ValueError, match=pattern):
+                spec.create(**{**spec.example_kwargs, "root": tmp})

@@ -161,6 +161,9 @@ def fit(
     for epoch in range(epochs):
         t0 = time.perf_counter()
         obj.on_epoch_start(epoch)
+        record = eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs)
+        if isinstance(obj, Objective):
+            obj.track_metrics = record
         perm = torch.randperm(n, generator=gen).to(dev)
         # Per-step values are only collected (no tensor arithmetic per step); the epoch means are one
         # weighted reduction at the end. All batches have batch_size rows except possibly the last.
@@ -192,7 +195,6 @@ def fit(
             else torch.stack(vs).float().mean() * n  # a metric reported on some steps only
             for k, vs in metrics_seen.items()
         }
-        record = eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs)
         if record:
             row = {"epoch": epoch + 1, "loss": float(loss_sum) / n, "lr": lr * _lr_factor(schedule, step, total_steps)}
             for k, v in metric_sums.items():
@@ -214,6 +216,8 @@ def fit(
             bar.update(1)
     if bar is not None:
         bar.close()
+    if isinstance(obj, Objective):
+        vars(obj).pop("track_metrics", None)  # back to the class default for use outside fit
     model.eval()
     if checkpoint is not None:
         save_checkpoint(model, checkpoint, extra={"history": history})
