@@ -2,13 +2,13 @@
 
 Trains two MLPs (256, 256) on the embedded ``digits`` set (8×8, 10 classes): a standard one and a PGD-AT
 one (if the ``pgd_at`` objective is registered). For each, on the full test set (450 images):
-  - the ``standard`` ensemble (APGD-CE → APGD-T(9) → Square-5000) at L∞ ε (default 0.1) and L2 ε (default 1.0),
+  - the ``standard`` ensemble (APGD-CE → APGD-T(9) → Square-5000) at L∞ ε (default 0.1) and L2 ε (default 0.5),
     seeded, with the Clopper–Pearson interval and worst-class robust accuracy;
   - robustlab PGD-40 and torchattacks PGD-40 (same ε, step ε/10, random start) for comparison;
   - the robustness curve (PGD-20 on a log grid) with the power-law exponent k and its bootstrap interval;
   - the gradient-masking sanity checks.
 
-    .venv/bin/python benchmarks/eval_standard.py [--eps 0.1] [--eps-l2 1.0] [--epochs 30] [--threads 1]
+    .venv/bin/python benchmarks/eval_standard.py [--eps 0.1] [--eps-l2 0.5] [--epochs 30] [--threads 1]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def report(name: str, model: torch.nn.Module, d: data.ClassificationData, args: 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--eps", type=float, default=0.1)
-    ap.add_argument("--eps-l2", type=float, default=1.0)
+    ap.add_argument("--eps-l2", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -163,9 +163,10 @@ class APGD(Attack):
 @register_attack("apgd_ce", tags={"linf", "l2", "white_box", "gradient", "targeted"},
                  reference="Croce & Hein 2020, arXiv:2003.01690",
                  example_kwargs={"eps": 0.1, "steps": 10})
-def apgd_ce(**kw: object) -> APGD:
+def apgd_ce(*, eps: float = 8 / 255, norm: str = "linf", steps: int = 100, restarts: int = 1, rho: float = 0.75,
+            generator: torch.Generator | None = None) -> APGD:
     """APGD on cross-entropy (AutoAttack's first attack): adaptive step, momentum 0.75, ρ = 0.75."""
-    a = APGD(loss="ce", **kw)  # type: ignore[arg-type]
+    a = APGD(eps=eps, norm=norm, steps=steps, restarts=restarts, rho=rho, loss="ce", generator=generator)
     a.name = "apgd_ce"
     return a
 
@@ -173,9 +174,10 @@ def apgd_ce(**kw: object) -> APGD:
 @register_attack("apgd_dlr", tags={"linf", "l2", "white_box", "gradient", "targeted", "dlr"},
                  reference="Croce & Hein 2020, arXiv:2003.01690",
                  example_kwargs={"eps": 0.1, "steps": 10})
-def apgd_dlr(**kw: object) -> APGD:
+def apgd_dlr(*, eps: float = 8 / 255, norm: str = "linf", steps: int = 100, restarts: int = 1, rho: float = 0.75,
+             generator: torch.Generator | None = None) -> APGD:
     """APGD on the shift/scale-invariant DLR loss (needs ≥ 3 classes)."""
-    a = APGD(loss="dlr", **kw)  # type: ignore[arg-type]
+    a = APGD(eps=eps, norm=norm, steps=steps, restarts=restarts, rho=rho, loss="dlr", generator=generator)
     a.name = "apgd_dlr"
     return a
 

@@ -17,7 +17,8 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
@@ -228,6 +229,30 @@ def _mp_context() -> Any:
     return mp.get_context("spawn")  # pragma: no cover - Windows
 
 
+@contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start children without re-importing the driver's ``__main__`` (the target lives in robustlab).
+
+    multiprocessing's spawn/forkserver re-run the main script (or ``-m`` module) in every child, which
+    re-executes a user's unguarded top-level code; our children never need it, so hide it while starting.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    had_file, file_ = hasattr(main, "__file__"), getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    try:
+        if had_file:
+            del main.__file__
+        main.__spec__ = None
+        yield
+    finally:
+        if had_file:
+            main.__file__ = file_
+        main.__spec__ = spec
+
+
 def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: float | None, checkpoint: bool,
                device: str | None, claim: Callable[[RunConfig], Path],
                on_result: Callable[[RunConfig, dict[str, Any]], None],
@@ -244,7 +269,8 @@ def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: 
                 rd = claim(rc)
                 p = ctx.Process(target=child_main, args=(str(rd), threads, checkpoint, device),
                                 name=f"robustlab-run-{rc.short_id}", daemon=False)
-                p.start()
+                with _main_not_reimported():
+                    p.start()
                 live[p] = (rc, rd, time.time())
             wait_for = 0.5
             if timeout_s is not None:

@@ -130,7 +130,8 @@ class RobustAccuracy:
         """JSON-able summary (no per-example tensors)."""
         return {
             "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
-            "ci": list(self.ci), "confidence": self.confidence, "per_class": self.per_class,
+            "ci": list(self.ci), "confidence": self.confidence,
+            "per_class": [None if v != v else v for v in self.per_class],  # NaN (absent class) -> null
             "worst_class": self.worst_class, "worst_class_index": self.worst_class_index,
             "per_attack": self.per_attack, "eps": self.eps, "norm": self.norm, "n": self.n,
             "time_s": self.time_s, "flags": self.flags,

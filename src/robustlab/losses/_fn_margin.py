@@ -180,13 +180,15 @@ def normalize_logits(logits: torch.Tensor, normalize: str | None) -> torch.Tenso
 
 
 class _LDRKL(torch.autograd.Function):
-    """Fused LDR-KL: one softmax of z = f/lam, the margin folded in analytically, gradient ``p* - e_y``.
+    """Fused LDR-KL: one (log-)softmax of z = f/lam, the margin folded in analytically, gradient ``p* - e_y``.
 
-    With p = softmax(z), log-softmax ls_y = z_y - max z + log max p (exact: max p >= 1/K), c' = c/lam:
-    logsumexp((f - c e_y)/lam) = logsumexp(z) + d, d = log((1 - p_y) + p_y e^{-c'}) computed as
-    logaddexp(log(-expm1(ls_y)), ls_y - c') (no cancellation; finite when p_y rounds to 1). The loss is
-    lam (c' - ls_y + d - log K) and the worst-case label weights are p*_k = p_k e^{-d} (k != y),
-    p*_y = exp(ls_y - c' - d). ``lam`` is a float or an (N,) tensor without gradient; first-order only.
+    With ls = log_softmax(z), c' = c/lam: logsumexp((f - c e_y)/lam) = logsumexp(z) + d,
+    d = log((1 - p_y) + p_y e^{-c'}) computed as logaddexp(log(-expm1(ls_y)), ls_y - c') (no cancellation;
+    finite when p_y rounds to 1). The loss is lam (c' - ls_y + d - log K) and the worst-case label weights
+    are p*_k = exp(ls_k - d) (k != y), p*_y = exp(ls_y - c' - d). For K > 256 the forward computes
+    p = softmax(z) instead and ls_y = z_y - max z + log max p (exact: max p >= 1/K), so each direction
+    makes one exp pass over the logits, like cross-entropy; for small K it saves ls and exponentiates in
+    the backward (fewer small ops). ``lam`` is a float or an (N,) tensor without gradient; first-order only.
     """
 
     @staticmethod
@@ -195,26 +197,36 @@ class _LDRKL(torch.autograd.Function):
         per_row = isinstance(lam, torch.Tensor)
         scale = lam.to(f.dtype) if per_row else lam
         z = f / scale[:, None] if per_row else (f / lam if lam != 1.0 else f)
-        p = torch.softmax(z, 1)
-        ls_y = z.gather(1, t).squeeze(1) - z.amax(1) + p.amax(1).log()
+        ctx.big = f.shape[1] > 256
+        if ctx.big:
+            saved = torch.softmax(z, 1)
+            ls_y = z.gather(1, t).squeeze(1) - z.amax(1) + saved.amax(1).log()
+        else:
+            saved = torch.log_softmax(z, 1)
+            ls_y = saved.gather(1, t).squeeze(1)
+        logk = math.log(f.shape[1])
         if margin:
             c = margin / scale
             d = torch.logaddexp(torch.log(-torch.expm1(ls_y)), ls_y - c)
-            v = c - ls_y + d
             z_y = ls_y - c
+            v = (d - ls_y) + (c - logk)
         else:
             d = torch.zeros_like(ls_y)
-            v = -ls_y
             z_y = ls_y
-        v = (v - math.log(f.shape[1])) * scale
-        ctx.save_for_backward(p, target, d, z_y)
+            v = (-logk) - ls_y
+        if per_row or lam != 1.0:
+            v = v * scale
+        ctx.save_for_backward(saved, target, d, z_y)
         return v
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        p, target, d, z_y = ctx.saved_tensors
-        g = p * (torch.exp(-d) * grad)[:, None]
+        saved, target, d, z_y = ctx.saved_tensors
+        if ctx.big:
+            g = saved * (torch.exp(-d) * grad)[:, None]
+        else:
+            g = (saved - d[:, None]).exp_().mul_(grad[:, None])
         g.scatter_(1, target[:, None], (torch.expm1(z_y - d) * grad)[:, None])
         return g, None, None, None
 
