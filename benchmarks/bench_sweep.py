@@ -41,6 +41,11 @@ def _pool_task(config: dict) -> float:
     return execute_run(config, threads=1)["timings"]["total_s"]
 
 
+def cpu_times(out: Path) -> list[float]:
+    with ResultStore(out, readonly=True) as st:
+        return [r["env"]["timings"].get("cpu_s", float("nan")) for r in st.runs()]
+
+
 def sweep(s: dict, workers: int, root: Path) -> tuple[float, list[float]]:
     out = root / f"{s['name']}-w{workers}"
     shutil.rmtree(out, ignore_errors=True)
@@ -88,7 +93,10 @@ def main() -> int:
         # 2. scaling 1 -> 2 workers on runs of ~1-2 s
         big = spec(args.scale, 15, 3000, "scale")
         w1, d1 = sweep(big, 1, root)
+        load1 = os.getloadavg()[0]
         w2, d2 = sweep(big, 2, root)
+        load2 = os.getloadavg()[0]
+        c1, c2 = cpu_times(root / "scale-w1"), cpu_times(root / "scale-w2")
         ctx = mp.get_context("forkserver")
         cfgs = [r.config for r in expand(big)]
         t0 = time.perf_counter()
@@ -96,9 +104,12 @@ def main() -> int:
             list(pool.map(_pool_task, cfgs))
         pool_wall = time.perf_counter() - t0
         print(f"\n[scaling] {args.scale} runs of ~{statistics.median(d1):.2f} s (1 torch thread each)")
-        print(f"  1 worker  {w1:7.2f} s")
-        print(f"  2 workers {w2:7.2f} s   speed-up {w1 / w2:.2f}x (ideal {min(2, cpus)}.00x); "
-              f"median run {statistics.median(d2):.2f} s with 2 concurrent vs {statistics.median(d1):.2f} s alone")
+        print(f"  1 worker  {w1:7.2f} s   (load average {load1:.1f}; median run {statistics.median(d1):.2f} s wall, "
+              f"{statistics.median(c1):.2f} s CPU)")
+        print(f"  2 workers {w2:7.2f} s   (load average {load2:.1f}; median run {statistics.median(d2):.2f} s wall, "
+              f"{statistics.median(c2):.2f} s CPU)")
+        print(f"  speed-up {w1 / w2:.2f}x (ideal {min(2, cpus)}.00x on an idle machine; a run's CPU/wall ratio "
+              f"{statistics.median(c1) / statistics.median(d1):.2f} alone shows how much of a core it got)")
         print(f"  peer: ProcessPoolExecutor(2) {pool_wall:7.2f} s   runner / pool = {w2 / pool_wall:.2f}x "
               "(the pool shares workers: one crash fails every run in flight)")
 

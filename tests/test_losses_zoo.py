@@ -418,3 +418,29 @@ def test_fit_passes_indices_to_stateful_losses():
     loss = losses.get("aldr_kl", num_samples=64, lam0=1.0, alpha=2.0)
     training.fit(model, d, loss=loss, epochs=1, batch_size=16, lr=0.1, progress=False, eval_every=0)
     assert float(loss.lam.max()) < 1.0  # every sample was visited and updated
+
+
+@pytest.mark.parametrize("k", [7, 300])  # both code paths of the fused LDR-KL (K <= 64 on CPU / larger K)
+def test_ldr_kl_fused_paths_match_logsumexp_and_gradcheck(k):
+    g = torch.Generator().manual_seed(7)
+    f = (3 * torch.randn(6, k, generator=g, dtype=torch.float64)).requires_grad_(True)
+    y = torch.randint(0, k, (6,), generator=g)
+    c, lam = 0.3, 0.7
+    marg = c * (1.0 - F.one_hot(y, k).double())
+    ref = lam * (torch.logsumexp((marg + f - f.gather(1, y[:, None])) / lam, 1) - math.log(k))
+    torch.testing.assert_close(LF.ldr_kl(f, y, lam=lam, margin=c, reduction="none"), ref)
+    assert torch.autograd.gradcheck(lambda x: LF.ldr_kl(x, y, lam=lam, margin=c, reduction="none"), (f,))
+    lam_i = torch.linspace(0.5, 1.0, 6, dtype=torch.float64)
+    v = LF.aldr_kl(f, y, lam0=1.0, alpha=2.0, margin=c, lam=lam_i, reduction="none")
+    assert bool(torch.isfinite(v).all())
+
+
+@pytest.mark.parametrize("k", [5, 300])  # both code paths of the temperature update (K <= 64 on CPU / larger K)
+def test_aldr_kl_temperature_update_paths(k):
+    g = torch.Generator().manual_seed(8)
+    f = 4 * torch.randn(6, k, generator=g, dtype=torch.float64)
+    lam = torch.linspace(0.6, 1.0, 6, dtype=torch.float64)
+    from robustlab.losses._fn_margin import aldr_kl_lambda
+
+    new = aldr_kl_lambda(f, lam, 1.0, 2.0)
+    torch.testing.assert_close(new, 1.0 - _kl_to_uniform(f, lam) / (2.0 * math.log(k)))

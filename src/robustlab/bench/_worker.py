@@ -68,7 +68,7 @@ def execute_run(config: dict[str, Any], *, run_dir: str | os.PathLike[str] | Non
 
     Exceptions are caught and returned as ``status="failed"`` with the traceback.
     """
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     if threads:
         torch.set_num_threads(int(threads))
     result: dict[str, Any] = {"status": "failed", "metrics": [], "artifacts": [], "timings": {},
@@ -82,6 +82,7 @@ def execute_run(config: dict[str, Any], *, run_dir: str | os.PathLike[str] | Non
         result["traceback"] = traceback.format_exc()
     result["finished_at"] = time.time()
     result["timings"]["total_s"] = result["finished_at"] - t0
+    result["timings"]["cpu_s"] = time.process_time() - c0  # all threads of this process
     return result
 
 

@@ -269,9 +269,9 @@ def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: 
                 rd = claim(rc)
                 p = ctx.Process(target=child_main, args=(str(rd), threads, checkpoint, device),
                                 name=f"robustlab-run-{rc.short_id}", daemon=False)
+                live[p] = (rc, rd, time.time())  # before start: an interrupt inside start() is accounted for
                 with _main_not_reimported():
                     p.start()
-                live[p] = (rc, rd, time.time())
             wait_for = 0.5
             if timeout_s is not None:
                 nearest = min(start + timeout_s for _, _, start in live.values())
@@ -299,8 +299,9 @@ def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: 
                          _log_tail(rd), now - start)
     except BaseException:
         for p, (rc, rd, start) in list(live.items()):
-            p.kill()
-            p.join()
+            if p.pid is not None:  # started
+                p.kill()
+                p.join()
             fail(rc, "interrupted: the sweep was stopped (Ctrl-C) while this run was in flight", _log_tail(rd),
                  time.time() - start)
         raise

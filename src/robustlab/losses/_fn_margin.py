@@ -179,16 +179,21 @@ def normalize_logits(logits: torch.Tensor, normalize: str | None) -> torch.Tenso
     return g / den.clamp_min(torch.finfo(logits.dtype).tiny)
 
 
-class _LDRKL(torch.autograd.Function):
-    """Fused LDR-KL: one (log-)softmax of z = f/lam, the margin folded in analytically, gradient ``p* - e_y``.
+def _small_cpu(f: torch.Tensor) -> bool:
+    """Few classes on CPU: the fused softmax kernels pay a per-row overhead that a handful of elementwise
+    ops over the whole (N, K) block avoid (measured ~3x faster at K = 10)."""
+    return f.device.type == "cpu" and f.shape[1] <= 64
 
-    With ls = log_softmax(z), c' = c/lam: logsumexp((f - c e_y)/lam) = logsumexp(z) + d,
+
+class _LDRKL(torch.autograd.Function):
+    """Fused LDR-KL: one softmax of z = f/lam, the margin folded in analytically, gradient ``p* - e_y``.
+
+    With p = softmax(z), ls_y = log p_y (exact: from z_y - max z - log sum exp(z - max z), or for large K
+    z_y - max z + log max p, max p >= 1/K), c' = c/lam: logsumexp((f - c e_y)/lam) = logsumexp(z) + d,
     d = log((1 - p_y) + p_y e^{-c'}) computed as logaddexp(log(-expm1(ls_y)), ls_y - c') (no cancellation;
     finite when p_y rounds to 1). The loss is lam (c' - ls_y + d - log K) and the worst-case label weights
-    are p*_k = exp(ls_k - d) (k != y), p*_y = exp(ls_y - c' - d). For K > 256 the forward computes
-    p = softmax(z) instead and ls_y = z_y - max z + log max p (exact: max p >= 1/K), so each direction
-    makes one exp pass over the logits, like cross-entropy; for small K it saves ls and exponentiates in
-    the backward (fewer small ops). ``lam`` is a float or an (N,) tensor without gradient; first-order only.
+    are p*_k = p_k e^{-d} (k != y), p*_y = exp(ls_y - c' - d): one exp pass over the logits, like
+    cross-entropy. ``lam`` is a float or an (N,) tensor without gradient; first-order only.
     """
 
     @staticmethod
@@ -197,37 +202,39 @@ class _LDRKL(torch.autograd.Function):
         per_row = isinstance(lam, torch.Tensor)
         scale = lam.to(f.dtype) if per_row else lam
         z = f / scale[:, None] if per_row else (f / lam if lam != 1.0 else f)
-        ctx.big = f.shape[1] > 256
-        if ctx.big:
-            saved = torch.softmax(z, 1)
-            ls_y = z.gather(1, t).squeeze(1) - z.amax(1) + saved.amax(1).log()
+        if _small_cpu(f):
+            zs = z - z.amax(1, keepdim=True)
+            e = zs.exp()
+            s = e.sum(1)
+            ls_y = zs.gather(1, t).squeeze(1) - s.log()
+            inv = s.reciprocal()
         else:
-            saved = torch.log_softmax(z, 1)
-            ls_y = saved.gather(1, t).squeeze(1)
+            e = torch.softmax(z, 1)
+            ls_y = z.gather(1, t).squeeze(1) - z.amax(1) + e.amax(1).log()
+            inv = None
         logk = math.log(f.shape[1])
         if margin:
             c = margin / scale
             d = torch.logaddexp(torch.log(-torch.expm1(ls_y)), ls_y - c)
             z_y = ls_y - c
             v = (d - ls_y) + (c - logk)
+            w = torch.exp(-d) if inv is None else torch.exp(-d) * inv
         else:
             d = torch.zeros_like(ls_y)
             z_y = ls_y
             v = (-logk) - ls_y
+            w = torch.ones_like(ls_y) if inv is None else inv
         if per_row or lam != 1.0:
             v = v * scale
-        ctx.save_for_backward(saved, target, d, z_y)
+        ctx.save_for_backward(e, target, w, z_y - d)
         return v
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        saved, target, d, z_y = ctx.saved_tensors
-        if ctx.big:
-            g = saved * (torch.exp(-d) * grad)[:, None]
-        else:
-            g = (saved - d[:, None]).exp_().mul_(grad[:, None])
-        g.scatter_(1, target[:, None], (torch.expm1(z_y - d) * grad)[:, None])
+        e, target, w, zd_y = ctx.saved_tensors
+        g = e * (w * grad)[:, None]
+        g.scatter_(1, target[:, None], (torch.expm1(zd_y) * grad)[:, None])
         return g, None, None, None
 
 
@@ -264,8 +271,13 @@ def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
         # -log(max q): one exp pass (the softmax) instead of log_softmax + exp.
         logk = math.log(f.shape[1])
         z = (f - f.amax(1, keepdim=True)).div_(lam[:, None].to(f.dtype))
-        q = torch.softmax(z, dim=1)
-        kl = (torch.linalg.vecdot(q, z) + q.amax(1).log_() + logk).clamp_(0.0, logk)
+        if _small_cpu(f):
+            e = z.exp()
+            s = e.sum(1)
+            kl = torch.linalg.vecdot(e, z).div_(s).sub_(s.log()).add_(logk).clamp_(0.0, logk)
+        else:
+            q = torch.softmax(z, dim=1)
+            kl = (torch.linalg.vecdot(q, z) + q.amax(1).log_() + logk).clamp_(0.0, logk)
         new = kl.mul_(-lam0 / (alpha * logk)).add_(lam0)
         return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0)
 
