@@ -126,19 +126,11 @@ def run_one(d: ClassificationData, loss_name: str, setting: str, seed: int, epoc
     if base == "ensloss":
         kw["seed"] = seed
     loss = losses.get(base, **kw)
-    callback = None
-    if base == "tgce":  # prune every ~E/10 epochs in the second half (Zhang & Sabuncu's schedule, scaled)
-        every = max(1, epochs // 10)
-        all_idx = torch.arange(dn.x_train.shape[0])
-
-        def callback(epoch: int, row: dict) -> None:
-            if epoch >= epochs // 2 and epoch % every == 0 and epoch < epochs:
-                loss.prune(training.predict_logits(model, dn.x_train), dn.y_train, all_idx)
-
+    # tgce's pruning (every ~E/10 epochs in the second half) is done by training.fit itself
     t0 = time.perf_counter()
     training.fit(model, dn, loss=loss, epochs=epochs, batch_size=64, optimizer="sgd", lr=lr, momentum=0.9,
                  weight_decay=5e-3, schedule="step", seed=seed, progress=False,
-                 eval_every=1 if callback else 0, callback=callback)
+                 eval_every=0)
     logits = training.predict_logits(model, d.x_test)
     top5 = logits.topk(min(5, d.num_classes), dim=1).indices
     y = d.y_test

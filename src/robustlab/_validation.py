@@ -153,11 +153,13 @@ def check_classification_inputs(logits: torch.Tensor, target: torch.Tensor, *, o
     if target.dtype.is_floating_point or target.dtype == torch.bool:
         raise TypeError(f"target{_where(owner)} must hold integer class indices. Got dtype {target.dtype}.")
     c = logits.shape[1]
-    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= c):
-        raise ValueError(
-            f"target{_where(owner)} holds class indices outside [0, {c}) for logits with {c} classes: "
-            f"min {int(target.min())}, max {int(target.max())}."
-        )
+    if target.numel():
+        lo, hi = torch.stack(torch.aminmax(target)).tolist()  # one pass, one sync
+        if lo < 0 or hi >= c:
+            raise ValueError(
+                f"target{_where(owner)} holds class indices outside [0, {c}) for logits with {c} classes: "
+                f"min {lo}, max {hi}."
+            )
 
 
 def check_image_batch(x: torch.Tensor, name: str = "x", *, owner: str | None = None, unit_range: bool = True) -> None:

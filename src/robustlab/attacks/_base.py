@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._registry import Registry
-from .._validation import check_bool, check_image_batch, check_in_range, check_int, check_labels, check_option
+from .._validation import check_image_batch, check_in_range, check_labels, check_option
 
 __all__ = [
     "ATTACKS", "Attack", "NORMS", "register_attack", "project", "dlr_loss", "targeted_dlr_loss",
@@ -215,14 +215,6 @@ class Attack:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._hyper().items())
         return f"{type(self).__name__}({args})"
-
-
-def _check_steps(steps: Any, owner: str, name: str = "steps", low: int = 1) -> int:
-    return check_int(steps, name, low, None, owner=owner)
-
-
-def _check_bool(v: Any, name: str, owner: str) -> bool:
-    return check_bool(v, name, owner=owner)
 
 
 def rand(shape: Any, generator: torch.Generator | None, like: torch.Tensor, *, normal: bool = False) -> torch.Tensor:

@@ -42,6 +42,19 @@ def resolve_loss(loss: Any, loss_kw: dict[str, Any] | None = None) -> Any:
     raise TypeError(f"The 'loss' parameter of fit must be a registry name or a callable. Got {type(loss).__name__}.")
 
 
+def _takes_num_samples(name: str) -> bool:
+    import inspect
+
+    from ..losses import LOSSES
+
+    if name not in LOSSES:
+        return False
+    try:
+        return "num_samples" in inspect.signature(LOSSES.spec(name).factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _resolve_objective(objective: Any, objective_kw: dict[str, Any] | None) -> Objective:
     if isinstance(objective, str):
         return OBJECTIVES.get(objective, **(objective_kw or {}))
@@ -135,9 +148,18 @@ def fit(
 
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
     model.to(dev)
+    loss_kw = dict(loss_kw or {})
+    if isinstance(loss, str) and "num_samples" not in loss_kw and _takes_num_samples(loss):
+        loss_kw["num_samples"] = int(data.x_train.shape[0])  # per-sample state sized to the training set
     loss_fn = resolve_loss(loss, loss_kw)
+    if getattr(loss_fn, "needs_index", False) and getattr(loss_fn, "num_samples", None) not in (None, data.x_train.shape[0]):
+        raise ValueError(
+            f"The loss keeps per-sample state for num_samples={loss_fn.num_samples} examples, but the training "
+            f"split has {data.x_train.shape[0]}; build it with num_samples={data.x_train.shape[0]}."
+        )
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(dev)
+    prune_every = max(1, epochs // 10)
     obj = _resolve_objective(objective, objective_kw)
 
     x, y = data.x_train.to(dev), data.y_train.to(dev)
@@ -161,6 +183,11 @@ def fit(
     for epoch in range(epochs):
         t0 = time.perf_counter()
         obj.on_epoch_start(epoch)
+        if hasattr(loss_fn, "prune") and epoch >= max(1, epochs // 2) and epoch % prune_every == 0:
+            # truncated losses (TGCE) re-select kept samples every ~E/10 epochs in the second half of
+            # training (Zhang & Sabuncu's schedule, scaled to the run length)
+            loss_fn.prune(predict_logits(model, x), y, torch.arange(n, device=dev))
+            model.train()
         record = eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs)
         if isinstance(obj, Objective):
             obj.track_metrics = record
