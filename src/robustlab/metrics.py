@@ -68,7 +68,6 @@ def expected_calibration_error(probs: torch.Tensor, y: torch.Tensor, n_bins: int
     correct = (pred == y).double()
     bins = torch.clamp((conf.double() * n_bins).ceil().long() - 1, 0, n_bins - 1)
     n = y.shape[0]
-    count = torch.bincount(bins, minlength=n_bins).double()
     acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
     conf_sum = torch.bincount(bins, weights=conf.double(), minlength=n_bins)
     return float((acc_sum - conf_sum).abs().sum() / n) if n else float("nan")

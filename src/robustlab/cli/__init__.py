@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["main", "build_parser"]
 
@@ -18,7 +19,7 @@ _COMMANDS = ("list", "train", "attack", "evaluate", "certify", "conformal", "shi
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's default is terse; keep its exit code 2
+    def error(self, message: str) -> NoReturn:  # argparse's default is terse; keep its exit code 2
         self.print_usage(sys.stderr)
         self.exit(2, f"robustlab: error: {message}\nRun '{self.prog} --help' for the accepted options.\n")
 

@@ -7,9 +7,8 @@ From files under ``root``: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100
 
 from __future__ import annotations
 
-from typing import Any
-
 import importlib
+from typing import Any
 
 from ._base import DATASETS, ClassificationData, register_dataset
 

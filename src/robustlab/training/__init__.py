@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from . import objectives  # noqa: F401  (registers the defence objectives)
 from ._checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
 from ._fit import FitResult, fit, predict_logits, resolve_loss
 from ._objectives import OBJECTIVES, Batch, Objective, StandardObjective, compute_loss, register_objective
-from . import objectives  # noqa: F401  (registers the defence objectives)
 
 __all__ = [
     "Batch", "FitResult", "OBJECTIVES", "Objective", "StandardObjective", "atomic_write_bytes",
