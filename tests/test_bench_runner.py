@@ -119,10 +119,16 @@ def test_resume_after_sigkill_has_exactly_one_completed_row_per_grid_point(tmp_p
     spec = dict(TINY, train={"epochs": 30, "batch_size": 8}, seeds=[0, 1, 2])
     path = write_spec(tmp_path, spec)
     out = tmp_path / "out"
+    # the driver is a user script *without* a __main__ guard: the children must not re-run it
+    marker = tmp_path / "marker.txt"
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "from robustlab.bench import run_sweep\n"
+        f"open({str(marker)!r}, 'a').write('top-level ran\\n')\n"
+        f"run_sweep({path!r}, {str(out)!r}, workers=1, progress=False)\n"
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "robustlab.cli", "bench", "run", path, "--out", str(out),
-                             "--workers", "1", "--no-progress", "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 90
         done = 0
@@ -140,6 +146,7 @@ def test_resume_after_sigkill_has_exactly_one_completed_row_per_grid_point(tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert marker.read_text() == "top-level ran\n"  # executed once, by the driver only
     n = len(expand(spec))
     before = dict(db_rows(out, "SELECT id, status FROM runs"))
     assert 2 <= sum(s == "completed" for s in before.values()) < n

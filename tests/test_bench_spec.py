@@ -58,6 +58,13 @@ def test_defaults_are_resolved_into_the_config():
     assert topk == [{"name": "topk", "k": [1, 5]}]
 
 
+def test_same_evaluation_twice_with_disjoint_when_rules():
+    spec = base_spec(evaluations=[{"name": "topk", "k": [1], "when": {"loss": "ce"}},
+                                  {"name": "topk", "k": [2], "when": {"loss": "gce"}}])
+    for r in expand(spec):
+        assert r.config["evaluations"] == [{"name": "topk", "k": [1] if r.labels["loss"] == "ce" else [2]}]
+
+
 def test_exclude_include_and_when_rules():
     spec = base_spec(
         objectives=["standard", {"name": "gaussian_aug", "sigma": 0.1}],
@@ -92,6 +99,8 @@ def test_exclude_include_and_when_rules():
     (lambda s: s.update(exclude=[{"los": "ce"}]), r"unknown axis 'los'.*Did you mean 'loss'"),
     (lambda s: s.update(exclude=[{"loss": "mae"}]), r"loss 'mae' is not in the spec's loss axis"),
     (lambda s: s.update(losses=["ce", "ce"]), r"duplicate label"),
+    (lambda s: s.update(evaluations=["clean", {"name": "clean", "when": {"loss": "ce"}}]),
+     r"evaluations\[1\].*already appears as evaluations\[0\].*disjoint"),
     (lambda s: s.pop("data"), r"'data' key is required"),
     (lambda s: s.update(data=[{"name": "gaussians", "n_train": -1}]), r"n_train.*positive int"),
     (lambda s: s.update(data=[{"name": "gaussians", "dimm": 3}]), r"unknown parameter 'dimm'.*Did you mean 'dim'"),

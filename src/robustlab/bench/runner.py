@@ -297,12 +297,13 @@ def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: 
                     del live[p]
                     fail(rc, f"TimeoutError: the run exceeded its {timeout_s:g} s limit and was killed",
                          _log_tail(rd), now - start)
-    except BaseException:
+    except BaseException as exc:
+        why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         for p, (rc, rd, start) in list(live.items()):
             if p.pid is not None:  # started
                 p.kill()
                 p.join()
-            fail(rc, "interrupted: the sweep was stopped (Ctrl-C) while this run was in flight", _log_tail(rd),
+            fail(rc, f"interrupted: the sweep was stopped ({why}) while this run was in flight", _log_tail(rd),
                  time.time() - start)
         raise
 
@@ -356,10 +357,11 @@ def _run_ray(todo: list[RunConfig], *, workers: int, address: str | None, num_gp
                         del live[ref]
                         fail(rc, f"TimeoutError: the run exceeded its {timeout_s:g} s limit and was cancelled",
                              None, now - start)
-        except BaseException:
+        except BaseException as exc:
+            why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
             for ref, (rc, _rd, start) in list(live.items()):
                 ray.cancel(ref, force=True)
-                fail(rc, "interrupted: the sweep was stopped (Ctrl-C) while this run was in flight", None,
+                fail(rc, f"interrupted: the sweep was stopped ({why}) while this run was in flight", None,
                      time.time() - start)
             raise
     finally:

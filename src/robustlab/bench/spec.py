@@ -347,6 +347,14 @@ def _rule(raw: Any, spec: BenchSpec | None, axes: dict[str, list[_AxisValue]], s
     return out
 
 
+def _disjoint(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> bool:
+    """True when no grid point can match both rules (some axis is restricted to disjoint values)."""
+    for key in set(a) & set(b):
+        if not set(map(str, a[key])) & set(map(str, b[key])):
+            return True
+    return False
+
+
 def _matches(rule: dict[str, list[Any]], point: dict[str, _AxisValue | int]) -> bool:
     for key, vals in rule.items():
         p = point[key]
@@ -448,9 +456,11 @@ def load_spec(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec) -> Benc
         when = kw.pop("when", None)
         rule = _rule(when, None, axes, seeds, ctx, f"{where}.when") if when is not None else {}
         evals.append((normalize_evaluation(name_, kw, ctx, where), rule))
-    enames = [e[0]["name"] for e in evals]
-    if len(set(enames)) != len(enames):
-        raise ctx.err("evaluations", f"each evaluation may appear once. Got {enames}.")
+    for i, (kw_i, when_i) in enumerate(evals):  # the same evaluation twice needs disjoint 'when' rules
+        for j in range(i):
+            if evals[j][0]["name"] == kw_i["name"] and not _disjoint(evals[j][1], when_i):
+                raise ctx.err(f"evaluations[{i}]", f"evaluation '{kw_i['name']}' already appears as evaluations[{j}] "
+                                                   "for some runs; give the two entries disjoint 'when' rules.")
     exclude = [_rule(r, None, axes, seeds, ctx, f"exclude[{i}]")
                for i, r in enumerate(ctx.expect(raw.get("exclude", []) or [], list, "exclude", "a list of rules"))]
     include = [_rule(r, None, axes, seeds, ctx, f"include[{i}]")
