@@ -415,10 +415,13 @@ def margin_bounds(
     if elide:
         c, r = _cr(lower, upper)
         w = last.weight
-        cw = w[y].unsqueeze(1) - w.unsqueeze(0)  # (N, C, H)
-        cb = (last.bias[y].unsqueeze(1) - last.bias.unsqueeze(0)) if last.bias is not None else 0.0
-        lb = (cw @ c.unsqueeze(-1)).squeeze(-1) + cb - (cw.abs() @ r.unsqueeze(-1)).squeeze(-1)
-        num_classes = w.shape[0]
+        num_classes, hidden = w.shape
+        z = F.linear(c, w, last.bias)
+        centre = z.gather(1, y[:, None]) - z  # C (W c + b) = z_y - z
+        # |C W| r for every possible true class in one GEMM: A[k, j] = |w_k - w_j|, (N, H) x (H, C*C)
+        a = (w.unsqueeze(1) - w.unsqueeze(0)).abs().reshape(num_classes * num_classes, hidden)
+        rad = (r @ a.T).view(-1, num_classes, num_classes)
+        lb = centre - rad.gather(1, y.view(-1, 1, 1).expand(-1, 1, num_classes)).squeeze(1)
     else:
         num_classes = lower.shape[1]
         lb = lower.gather(1, y[:, None]) - upper
