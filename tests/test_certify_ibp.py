@@ -248,3 +248,27 @@ def test_linear_model_margins_are_exact_for_both_norms():
     with torch.no_grad():
         torch.testing.assert_close(margin_bounds(lin, x, y, eps=0.1, norm="l2"), margin - 0.1 * cw.norm(dim=2))
         torch.testing.assert_close(margin_bounds(lin, x, y, eps=0.1, clip=None), margin - 0.1 * cw.abs().sum(2))
+
+
+@pytest.mark.parametrize("method", ["crown_ibp", "crown"])
+def test_crown_through_conv_batchnorm_pool_is_sound_and_tighter(method):
+    torch.manual_seed(8)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4, 3))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.3, 0.3)
+        net[1].running_var.uniform_(0.5, 2)
+        net[1].weight.uniform_(-1, 1)
+    net.eval()
+    g = torch.Generator().manual_seed(8)
+    x, y = torch.rand(3, 1, 8, 8, generator=g), torch.tensor([0, 1, 2])
+    xs = _ball(x, 0.05, 300, g)
+    with torch.no_grad():
+        z = net(xs.reshape(-1, 1, 8, 8)).reshape(300, 3, 3)
+        lo, up = interval_bounds(net, x, eps=0.05, method=method)
+        lo_i, up_i = interval_bounds(net, x, eps=0.05)
+        mb = margin_bounds(net, x, y, eps=0.05, method=method)
+    assert bool((z >= lo - 1e-5).all() and (z <= up + 1e-5).all())
+    assert bool((up - lo <= up_i - lo_i + 1e-5).all()) and float((up_i - lo_i - (up - lo)).sum()) > 0
+    m = z.gather(2, y.view(1, 3, 1).expand(300, 3, 1)) - z
+    assert bool((m >= mb - 1e-5).all())

@@ -317,6 +317,9 @@ def _crown_backward(
         elif isinstance(m, Normalize):
             lam = lam / m.std
             bias = bias - (lam * m.mean).flatten(2).sum(-1)
+        elif isinstance(m, nn.Conv2d) and not isinstance(m.padding, str) and m.padding_mode == "zeros":
+            lam, b = _conv2d_backward(m, lam, in_shape)
+            bias = bias + b
         elif isinstance(m, _CROWN_AFFINE):
             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.training:
                 raise TypeError("CROWN through BatchNorm needs the model in eval mode (model.eval()).")
@@ -330,9 +333,23 @@ def _crown_backward(
     flat = lam.flatten(2)
     if norm == "l2":
         return bias + (flat * x.flatten(1).unsqueeze(1)).sum(-1) - eps * flat.norm(dim=-1)
-    lower, upper = _input_box(x, eps, clip)
-    lo, up = lower.flatten(1).unsqueeze(1), upper.flatten(1).unsqueeze(1)
-    return bias + (flat.clamp(min=0) * lo).sum(-1) + (flat.clamp(max=0) * up).sum(-1)
+    c, r = _cr(*_input_box(x, eps, clip))
+    # Λ⁺ l + Λ⁻ u = Λ c − |Λ| r, as two batched matrix-vector products
+    return bias + (flat @ c.flatten(1).unsqueeze(-1)).squeeze(-1) - (flat.abs() @ r.flatten(1).unsqueeze(-1)).squeeze(-1)
+
+
+def _conv2d_backward(m: Any, lam: torch.Tensor, in_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lam @ A`` for a Conv2d as one transposed convolution (no forward pass), and ``lam @ bias``."""
+    n, s = lam.shape[:2]
+    oh, ow = lam.shape[-2:]
+    h, w = in_shape[-2:]
+    kh, kw = m.kernel_size
+    pads = [h - ((oh - 1) * m.stride[0] - 2 * m.padding[0] + m.dilation[0] * (kh - 1) + 1),
+            w - ((ow - 1) * m.stride[1] - 2 * m.padding[1] + m.dilation[1] * (kw - 1) + 1)]
+    flat = lam.reshape(n * s, *lam.shape[2:])
+    g = F.conv_transpose2d(flat, m.weight, None, m.stride, m.padding, tuple(pads), m.groups, m.dilation)
+    b = lam.sum((-2, -1)) @ m.bias if m.bias is not None else lam.new_zeros(n, s)
+    return g.view(n, s, *in_shape), b
 
 
 def _affine_vjp(m: nn.Module, lam: torch.Tensor, in_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,6 +34,14 @@ def clopper_pearson_lower(successes: torch.Tensor, trials: int, alpha: float) ->
     return torch.as_tensor(p, dtype=torch.float64)
 
 
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+           dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise from ``generator`` (drawn on the generator's device, then moved)."""
+    if generator is None or generator.device == device:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
 def _binom_pvalue(n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
     """Two-sided binomial test of ``n1`` successes in ``n1 + n2`` trials at p = 1/2 (symmetric: ``2 P(X <= min)``)."""
     n1, n2 = np.asarray(n1, dtype=np.int64), np.asarray(n2, dtype=np.int64)
@@ -86,7 +94,7 @@ class SmoothedClassifier:
             for start in range(0, total, batch_size):
                 flat = torch.arange(start, min(start + batch_size, total), device=dev)
                 idx = flat // num
-                noisy = torch.randn((flat.shape[0], *x.shape[1:]), generator=generator, device=dev, dtype=x.dtype)
+                noisy = _randn((flat.shape[0], *x.shape[1:]), generator, dev, x.dtype)
                 noisy.mul_(self.sigma).add_(x.index_select(0, idx))  # in place: no extra batch-sized buffers
                 pred = model(noisy).argmax(1)
                 if start == 0 and pred.numel() and int(pred.max()) >= c:  # checked once (a device sync)

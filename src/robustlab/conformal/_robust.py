@@ -21,6 +21,7 @@ from scipy.stats import norm as _norm
 from torch import nn
 
 from .._validation import NotCalibratedError, check_bool, check_in_range, check_int, check_labels
+from ..certify.smoothing import _randn
 from ._scores import Score, get_score
 from ._split import conformal_quantile
 
@@ -104,7 +105,7 @@ class RobustConformal:
             for start in range(0, total, self.batch_size):
                 flat = torch.arange(start, min(start + self.batch_size, total), device=dev)
                 idx = flat // m
-                noise = torch.randn((flat.shape[0], *x.shape[1:]), generator=generator, device=dev, dtype=x.dtype)
+                noise = _randn((flat.shape[0], *x.shape[1:]), generator, dev, x.dtype)
                 probs = model(x[idx] + self.sigma * noise).float().softmax(1)
                 s = self._transform(self.score(probs, generator=generator), probs.shape[1]).double()
                 if sums is None or sq is None:
@@ -153,7 +154,7 @@ class RobustConformal:
         dev = next((p.device for p in model.parameters()), x.device)
         try:
             x = x.to(dev)
-            noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
+            noise = _randn(tuple(x.shape), generator, dev, x.dtype)
             probs = model(x + self.sigma * noise).float().softmax(1)
         finally:
             model.train(was)
