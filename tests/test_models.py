@@ -100,3 +100,11 @@ def test_lenet_leaves_chance_level_on_digits():
     m = models.create("lenet", input_shape=d.input_shape, num_classes=10)
     h = fit(m, d, epochs=6, batch_size=32, lr=0.1, progress=False).history
     assert h["test_acc"][-1] > 0.5
+
+
+def test_mlp_accepts_a_single_width():
+    from robustlab import models
+
+    m = models.create("mlp", input_shape=(4,), num_classes=3, hidden=7)
+    linears = [l for l in m.modules() if isinstance(l, torch.nn.Linear)]
+    assert [l.out_features for l in linears] == [7, 3]

@@ -32,7 +32,7 @@ def mlp(
     *,
     input_shape: Sequence[int],
     num_classes: int,
-    hidden: Sequence[int] = (256, 256),
+    hidden: int | Sequence[int] = (256, 256),
     activation: str = "relu",
     dropout: float = 0.0,
 ) -> nn.Module:
@@ -43,6 +43,8 @@ def mlp(
     check_option(activation, "activation", sorted(_ACTIVATIONS), owner="mlp")
     layers: list[nn.Module] = [nn.Flatten()]
     d = _numel(input_shape)
+    if isinstance(hidden, int) and not isinstance(hidden, bool):
+        hidden = (hidden,)  # one hidden layer of that width
     for i, h in enumerate(hidden):
         check_int(h, f"hidden[{i}]", 1, None, owner="mlp")
         layers += [nn.Linear(d, int(h)), _ACTIVATIONS[activation]()]

@@ -24,6 +24,8 @@ __all__ = ["CheckDef", "check", "check_id", "iter_checks", "parametrize_checks"]
 
 @dataclass(frozen=True)
 class CheckDef:
+    """One declared check: ``fn(spec)`` runs for specs with all ``requires`` tags and no ``excludes`` tag."""
+
     name: str
     module: str
     fn: Callable[[Spec[Any]], None]
@@ -73,6 +75,7 @@ def iter_checks(registry: Registry[Any]) -> Iterator[tuple[Spec[Any], CheckDef]]
 
 
 def check_id(value: Any) -> str:
+    """pytest id for a ``Spec`` (its name) or a check (its function name)."""
     if isinstance(value, Spec):
         return value.name
     if isinstance(value, CheckDef):
