@@ -58,6 +58,23 @@ def test_defaults_are_resolved_into_the_config():
     assert topk == [{"name": "topk", "k": [1, 5]}]
 
 
+def test_explicit_defaults_normalize_to_the_same_run_id():
+    # review fix: 'gce' and {name: gce, q: 0.7} (its default) are the same experiment and must share an id,
+    # otherwise a resumed sweep re-runs it and the report shows it twice
+    data_default = [{"name": "gaussians", "n_train": 60, "n_test": 30, "dim": 4}]
+    data_explicit = [{"name": "gaussians", "n_train": 60, "n_test": 30, "dim": 4, "num_classes": 3}]  # 3 = default
+    a = expand(base_spec(data=data_default, losses=["gce"], models=["mlp"], objectives=["trades"]))
+    b = expand(base_spec(data=data_explicit, losses=[{"name": "gce", "q": 0.7}],
+                         models=[{"name": "mlp", "hidden": [256, 256]}], objectives=[{"name": "trades", "beta": 6}]))
+    assert [r.id for r in a] == [r.id for r in b]
+    assert a[0].config["loss"]["kwargs"] == {} and a[0].config["objective"]["kwargs"] == {}
+    assert a[0].config["data"]["options"] == {"dim": 4}
+    # a non-default value still changes it
+    c = expand(base_spec(losses=[{"name": "gce", "q": 0.5}]))
+    assert c[0].config["loss"]["kwargs"] == {"q": 0.5}
+    assert expand(base_spec(losses=["gce"]))[0].id != c[0].id
+
+
 def test_same_evaluation_twice_with_disjoint_when_rules():
     spec = base_spec(evaluations=[{"name": "topk", "k": [1], "when": {"loss": "ce"}},
                                   {"name": "topk", "k": [2], "when": {"loss": "gce"}}])
@@ -153,3 +170,15 @@ def test_cli_expand_prints_one_id_per_line(capsys):
     assert lines == [r.id for r in expand("quick")]
     assert main(["bench", "expand", "quik"]) == 2
     assert "Did you mean 'quick'" in capsys.readouterr().err
+
+
+def test_model_normalize_from_data_is_validated_and_applied():
+    from robustlab.bench._worker import execute_run
+    from robustlab.bench.spec import SpecError
+
+    runs = expand(base_spec(models=[{"name": "mlp", "hidden": [8], "normalize": "data"}], noise=["none"], seeds=[0]))
+    assert runs[0].config["model"]["kwargs"]["normalize"] == "data"
+    res = execute_run(runs[0].config, threads=1)
+    assert res["status"] == "completed", res.get("error")
+    with pytest.raises(SpecError, match="normalize"):
+        load_spec(base_spec(models=[{"name": "mlp", "normalize": "zscore"}]))

@@ -272,3 +272,22 @@ def test_crown_through_conv_batchnorm_pool_is_sound_and_tighter(method):
     assert bool((up - lo <= up_i - lo_i + 1e-5).all()) and float((up_i - lo_i - (up - lo)).sum()) > 0
     m = z.gather(2, y.view(1, 3, 1).expand(300, 3, 1)) - z
     assert bool((m >= mb - 1e-5).all())
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown_ibp", "crown"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_bare_linear_margin_bound_is_exact(method, norm):
+    # margin z_y − z_j = (w_y − w_j)·x' + (b_y − b_j): its minimum over the ball is the centre value minus
+    # eps times the dual norm of w_y − w_j (the specification matrix folded in, also for a lone nn.Linear)
+    torch.manual_seed(7)
+    lin = nn.Linear(5, 3)
+    x = torch.rand(6, 5, generator=torch.Generator().manual_seed(7))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    eps = 0.05
+    with torch.no_grad():
+        mb = margin_bounds(lin, x, y, eps=eps, norm=norm, method=method, clip=None)
+        z = lin(x).double()
+        d = (lin.weight[y][:, None, :] - lin.weight[None]).double()
+        dual = d.abs().sum(-1) if norm == "linf" else d.norm(dim=-1)
+    exact = (z.gather(1, y[:, None]) - z - eps * dual).masked_fill(nn.functional.one_hot(y, 3).bool(), 0.0)
+    torch.testing.assert_close(mb.double(), exact, rtol=1e-5, atol=1e-5)

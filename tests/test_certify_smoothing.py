@@ -112,3 +112,18 @@ def test_gaussian_aug_objective_is_seeded():
                         nn.CrossEntropyLoss())[0])
     assert torch.equal(vals[0], vals[1])
     assert not math.isnan(float(vals[0].detach()))
+
+
+def test_model_output_width_must_match_num_classes():
+    # class 2 of a 3-output model would be counted as class 0 of the next input (flat index i*C + c)
+    class ThreeOutputs(nn.Module):
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 3)
+            out[:, 0] = 1.0
+            out[x[:, 0] > 0.5, 2] = 5.0
+            return out
+
+    smooth = SmoothedClassifier(ThreeOutputs(), sigma=0.01, num_classes=2)
+    x = torch.tensor([[0.1], [0.9], [0.1]])
+    with pytest.raises(ValueError, match="num_classes=2"):
+        smooth.sample_counts(x, 10, batch_size=5, generator=torch.Generator().manual_seed(0))

@@ -129,3 +129,33 @@ def test_rscp_plus_threshold_formula(blob_model):
         RobustConformal(model, sigma=0.5, eps=0.1).predict_sets(x[:2])
     with pytest.raises(ValueError, match="alpha > 2"):
         RobustConformal(model, sigma=0.5, eps=0.1, alpha=0.01, beta=0.01)
+
+
+def test_rscp_plus_calibrates_at_alpha_minus_two_beta(blob_model):
+    # the threshold is the exact order statistic of the smoothed calibration scores at level α − 2β
+    # (recomputed here with the same generator stream; ptt=False so calibrate draws nothing else)
+    model, x, y = blob_model
+    alpha, beta = 0.1, 0.02
+    rc = RobustConformal(model, sigma=0.5, eps=0.1, score="thr", alpha=alpha, beta=beta, n_mc=32, ptt=False)
+    rc.calibrate(x[:199], y[:199], generator=torch.Generator().manual_seed(3))
+    mean, _ = rc.smoothed_scores(x[:199], generator=torch.Generator().manual_seed(3))
+    cal = mean.gather(1, y[:199, None]).squeeze(1).sort().values
+    k = math.ceil((199 + 1) * (1 - (alpha - 2 * beta)) - 1e-9)  # 188, while level α would give 180
+    assert rc.threshold_ == pytest.approx(float(cal[k - 1]))
+    assert rc.threshold_ != pytest.approx(float(cal[math.ceil(200 * (1 - alpha)) - 1]))
+
+
+def test_random_draws_honour_a_generator_on_another_device():
+    # review fix: a generator on another device than the probabilities was silently replaced by the
+    # global RNG (non-reproducible sets); now it is drawn from on its own device and moved
+    from robustlab.conformal._scores import _uniform
+
+    g = torch.Generator().manual_seed(0)
+    like = torch.empty(4, device="meta")
+    state = g.get_state().clone()
+    _uniform(4, like, g)
+    assert not torch.equal(g.get_state(), state)  # the explicit generator was used
+    torch.manual_seed(123)
+    glob = torch.get_rng_state().clone()
+    _uniform(4, like, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), glob)  # the global RNG was not

@@ -182,3 +182,32 @@ def test_smoothing_radius_reduces_to_cohen_and_shrinks_with_alpha():
     assert np.allclose(r.numpy(), expect, rtol=1e-5)
     assert bool((r <= r1 + 1e-7).all())
     assert float(smoothing_certified_radius(p_a, p_b, 0.0, 0.5).max()) == 0.0
+
+
+def test_mixing_network_training_leaves_frozen_base_models_batchnorm_untouched():
+    # review fix: the base models used to be switched to train mode for the mixer's loss, so a
+    # BatchNorm in a "frozen" base model had its running statistics overwritten (and dropout was on)
+    torch.manual_seed(0)
+    std = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(8, 3)).eval()
+    rob = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    buffers = [(m, k, v.clone()) for m in (std, rob) for k, v in m.state_dict().items() if k.startswith("1.")]
+    mix = AdaptiveSmoothing(std, rob, MixingNetwork((6,), hidden=(4,)))
+    x = torch.rand(40, 6, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (40,), generator=torch.Generator().manual_seed(2))
+    train_mixing_network(mix, x, y, eps=0.1, steps=2, epochs=2, batch_size=16, ce_weight=1.0,
+                         generator=torch.Generator().manual_seed(0))
+    for m, k, v in buffers:
+        assert torch.equal(m.state_dict()[k], v), k
+    assert not std.training and not rob.training
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan")])
+def test_radius_helpers_validate_alpha(alpha):
+    probs = torch.tensor([[0.9, 0.1]])
+    with pytest.raises(InvalidParameterError, match="alpha"):
+        lipschitz_certified_radius(probs, torch.tensor([0]), alpha, 1.0)
+    with pytest.raises(InvalidParameterError, match="alpha"):
+        smoothing_certified_radius(torch.tensor([0.9]), torch.tensor([0.1]), alpha, 0.5)
+    with pytest.raises(InvalidParameterError, match="alpha"):
+        smoothing_certified_radius(torch.tensor([0.9]), torch.tensor([0.1]), torch.tensor([0.5, alpha]), 0.5)

@@ -187,3 +187,51 @@ def test_sanity_checks_flag_gradient_masking(digits_model):
     assert "nonzero_gradients" in failed
     assert "black_box_not_stronger" in failed
     assert "FAIL" in str(rep)
+
+
+# --------------------------------------------------------------------------- review fixes (attacks-certify)
+def _dropout_model_in_train_mode():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 4), nn.Dropout(0.5))
+    x = torch.rand(200, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = m.eval()(x).argmax(1)  # every point correct in eval mode
+    return m.train(), x, y
+
+
+def test_robust_accuracy_checks_adversarial_points_in_eval_mode():
+    # eps = 0 returns x, so robust accuracy must equal clean accuracy (1.0); a final check run in
+    # train mode (dropout active) would call random points "broken"
+    m, x, y = _dropout_model_in_train_mode()
+    res = evaluate.robust_accuracy(m, (x, y), attacks.get("fgsm", eps=0.0), eps=0.0)
+    assert res.clean_accuracy == 1.0
+    assert res.robust_accuracy == 1.0 and bool(res.robust.all())
+    assert m.training  # the caller's mode is restored
+
+
+def test_robustness_curve_checks_adversarial_points_in_eval_mode():
+    m, x, y = _dropout_model_in_train_mode()
+    curve = evaluate.robustness_curve(m, (x, y), eps_grid=[0.0], attack="fgsm", bootstrap=0)
+    assert curve.clean_accuracy == 1.0
+    assert curve.adv_error.tolist() == [0.0] and curve.robust_error.tolist() == [0.0]
+    assert m.training
+
+
+def test_robust_accuracy_rejects_attacks_built_for_another_threat_model(digits_model):
+    m, d = digits_model
+    with pytest.raises(ValueError, match="eps=0.3"):
+        evaluate.robust_accuracy(m, d, attacks.get("pgd", eps=0.3, steps=2), eps=0.05, n=8)
+    with pytest.raises(ValueError, match="norm='l2'"):
+        evaluate.robust_accuracy(m, d, [attacks.get("fgsm", eps=0.05, norm="l2")], eps=0.05, n=8)
+    with pytest.raises(ValueError, match="eps=0.2"):
+        evaluate.robust_accuracy(m, d, [("pgd", {"eps": 0.2, "steps": 2})], eps=0.05, n=8)
+    # the same eps and norm is accepted
+    evaluate.robust_accuracy(m, d, attacks.get("fgsm", eps=0.05), eps=0.05, n=8)
+
+
+def test_clopper_pearson_validates_its_arguments():
+    from robustlab._validation import InvalidParameterError
+
+    for args in [(11, 10), (-1, 10), (3, -2), (2.5, 10), (3, 10, 1.0), (3, 10, 0.0)]:
+        with pytest.raises(InvalidParameterError):
+            evaluate.clopper_pearson(*args)

@@ -444,3 +444,31 @@ def test_aldr_kl_temperature_update_paths(k):
 
     new = aldr_kl_lambda(f, lam, 1.0, 2.0)
     torch.testing.assert_close(new, 1.0 - _kl_to_uniform(f, lam) / (2.0 * math.log(k)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [3, 300])  # both code paths of the fused LDR-KL
+@pytest.mark.parametrize("lam, c, gap", [(1e-3, 0.5, 0.3), (1e-2, 1.0, 0.5), (0.1, 2.0, 1.8)])
+def test_ldr_kl_exact_inside_the_margin_when_softmax_saturates(dtype, k, lam, c, gap):
+    """Regression: a sample whose plain softmax(f/lam)_y rounds to 1 but which is still inside the margin
+    (0 < f_y - f_k < c, c/lam large) must keep its loss ~ c - gap (Crammer-Singer limit) and gradient
+    p* - e_y; the former analytic margin folding returned -lam log K and a 0/inf/NaN gradient."""
+    f = torch.zeros(2, k, dtype=torch.float64)
+    f[:, 0] = gap
+    f[1, 2] = -gap  # a second row with unequal competitors
+    y = torch.zeros(2, dtype=torch.long)
+    x = f.clone().to(dtype).requires_grad_(True)
+    got = LF.ldr_kl(x, y, lam=lam, margin=c, reduction="none")
+    got.sum().backward()
+    ref_in = f.clone().requires_grad_(True)  # independent float64 reference: plain logsumexp, autograd
+    marg = c * (1.0 - F.one_hot(y, k).double())
+    ref = lam * (torch.logsumexp((marg + ref_in - ref_in[:, :1]) / lam, 1) - math.log(k))
+    ref.sum().backward()
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(got.double(), ref.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(x.grad.double(), ref_in.grad, rtol=tol, atol=tol)
+    assert float(got[0]) > 0.5 * (c - gap)  # near the Crammer-Singer value c - gap, not ~0
+    # the per-sample temperatures of ALDR-KL go through the same kernel
+    lam_i = torch.full((2,), lam, dtype=torch.float64)
+    torch.testing.assert_close(LF.aldr_kl(f, y, lam0=lam, alpha=1e12, margin=c, lam=lam_i, reduction="none"),
+                               ref.detach(), rtol=1e-10, atol=1e-10)

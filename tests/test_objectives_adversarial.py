@@ -273,3 +273,15 @@ def test_adversarial_training_beats_standard_under_pgd(digits, standard_scores, 
     clean, robust = _pgd_accuracy(_train(digits, name, {"eps": EPS, "steps": 5, **kw}, loss=loss), digits)
     assert robust >= std_robust + 0.2, (name, robust, std_robust)
     assert clean > 0.7  # still a classifier
+
+
+@pytest.mark.parametrize("name", ["trades", "mart"])
+def test_trades_and_mart_attacks_start_at_a_tiny_gaussian(name):
+    # review fix: MART's attack starts at x + 0.001 N(0, I) as in the authors' code (it used to start
+    # uniformly in the eps-ball); with one negligible step the perturbation stays at that scale
+    model = _tiny_model(seed=1)
+    x = torch.full((64, 6), 0.5)
+    obj = objectives.get(name, eps=0.3, steps=1, step_size=1e-6)
+    x_adv = obj.perturb(model, x, lambda lg: lg.logsumexp(1).sum())
+    d = (x_adv - x).abs()
+    assert float(d.max()) < 0.01 and float(d.max()) > 0  # uniform in the 0.3-ball would give ~0.3

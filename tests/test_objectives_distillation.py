@@ -127,3 +127,14 @@ def test_mtard_student_beats_standard_and_balances(setting):
     assert robust >= std_robust + 0.2 and clean > 0.7
     assert obj.w_adv + obj.w_nat == pytest.approx(1.0) and obj.w_adv != 0.5  # the balance rule moved
     assert 1.0 <= obj.tau_adv <= 10.0 and 1.0 <= obj.tau_nat <= 10.0
+
+
+def test_mtard_attack_starts_at_a_tiny_gaussian():
+    # review fix: the B-MTARD student attack starts at x + 0.001 N(0, I) (the authors' code), not uniformly
+    torch.manual_seed(0)
+    student = models.create("mlp", input_shape=(6,), num_classes=3, hidden=(8,))
+    teacher = models.create("linear", input_shape=(6,), num_classes=3)
+    obj = objectives.get("mtard", eps=0.3, steps=1, step_size=1e-6, clean_teacher=teacher, robust_teacher=teacher)
+    x = torch.full((64, 6), 0.5)
+    d = (obj.perturb(student, x, lambda lg: lg.logsumexp(1).sum()) - x).abs()
+    assert 0 < float(d.max()) < 0.01

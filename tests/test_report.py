@@ -32,7 +32,7 @@ def make_db(out) -> dict:
                     noise = "none" if rate == 0 else f"symmetric:{rate:g}"
                     labels = {"data": "digits", "noise": noise, "noise_kind": "none" if rate == 0 else "symmetric",
                               "noise_rate": rate, "model": "mlp", "loss": loss, "objective": "standard", "seed": seed}
-                    config = {"seed": seed, "labels": labels}
+                    config = {"seed": seed, "labels": {k: v for k, v in labels.items() if k != "seed"}}
                     rid = f"{loss}-{rate}-{seed}".ljust(64, "0")
                     st.claim(rid, spec="synthetic", config=config, labels=labels, owner="test", executor="local")
                     acc = _value(loss, rate, seed)
@@ -139,3 +139,22 @@ def test_report_cli_prints_the_path(db, capsys):
     text = capsys.readouterr().out
     assert f"report: {(out / 'r.html').resolve()}" in text and "| clean acc |" in text
     assert main(["report", str(out / "nope")]) == 2
+
+
+def test_runs_with_the_same_labels_but_different_configs_are_not_pooled_as_seeds(tmp_path):
+    # review fix: a spec rerun into the same directory after editing (here: epochs 1 -> 5) left two
+    # configurations with identical labels, which the report averaged together as if they were seeds
+    labels = {"data": "digits", "noise": "none", "noise_kind": "none", "noise_rate": 0.0, "model": "mlp",
+              "loss": "ce", "objective": "standard"}
+    with ResultStore(tmp_path) as st:
+        st.record_sweep("s", "{}", executor="local")
+        for epochs, acc in ((1, 0.5), (5, 0.9)):
+            for seed in (0, 1):
+                rid = f"e{epochs}s{seed}".ljust(64, "0")
+                st.claim(rid, spec="s", config={"seed": seed, "train": {"epochs": epochs}},
+                         labels={**labels, "seed": seed}, owner="t", executor="local")
+                st.finish(rid, {"status": "completed", "metrics": [("acc/clean", acc + 0.01 * seed, -1)]})
+    rd = load_report_data(tmp_path)
+    stats = sorted(g.stat("acc/clean") for g in rd.groups)
+    assert [(round(m, 3), n) for m, _, n in stats] == [(0.505, 2), (0.905, 2)]
+    assert any("different configurations" in w for w in to_markdown(rd).split("\n") if "label combination" in w)

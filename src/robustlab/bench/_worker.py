@@ -119,7 +119,10 @@ def _execute(config: dict[str, Any], result: dict[str, Any], *, run_dir: Path | 
     t = time.perf_counter()
     torch.manual_seed(seed)
     mc = config["model"]
-    model = models.create(mc["name"], input_shape=d.input_shape, num_classes=d.num_classes, **_tuplify(mc["kwargs"]))
+    mkw = _tuplify(mc["kwargs"])
+    if mkw.get("normalize") == "data":  # statistics of the (clean) training inputs; labels play no part
+        mkw["normalize"] = (float(d.x_train.mean()), float(d.x_train.std().clamp_min(1e-6)))
+    model = models.create(mc["name"], input_shape=d.input_shape, num_classes=d.num_classes, **mkw)
     tc = config["train"]
     lc, oc = config["loss"], config["objective"]
     loss_kw = dict(lc["kwargs"])

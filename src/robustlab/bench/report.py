@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _svg
+from .spec import canonical_json
 from .store import ResultStore
 
 __all__ = ["ReportData", "leaderboards", "load_report_data", "to_html", "to_markdown", "write_report"]
@@ -76,7 +77,10 @@ def load_report_data(results: str | os.PathLike[str]) -> ReportData:
     for r in sorted(runs, key=lambda r: (tuple(str(r["labels"].get(a)) for a in GROUP_AXES), r["seed"])):
         if r["status"] != "completed":
             continue
-        key = tuple(str(r["labels"].get(a)) for a in GROUP_AXES)
+        # runs are seeds of one configuration only if their configs agree up to the seed: labels alone
+        # would merge, e.g., the same spec run before and after its epochs were edited into one mean ± std
+        rest = canonical_json({k: v for k, v in r["config"].items() if k != "seed"})
+        key = (*(str(r["labels"].get(a)) for a in GROUP_AXES), rest)
         g = groups.setdefault(key, Group(key=key, labels={a: r["labels"].get(a) for a in
                                                           (*GROUP_AXES, "noise_kind", "noise_rate")}))
         g.run_ids.append(r["id"])
@@ -280,6 +284,12 @@ def _warnings(rd: ReportData) -> list[str]:
     if any(n.startswith("corr_acc/") for g in rd.groups for n in g.values):
         w.append("corruptions are computed in memory by robustlab.shift; the numbers are not comparable to "
                  "published CIFAR-10-C / MNIST-C figures computed from the released files.")
+    shown = [tuple(str(g.labels[a]) for a in GROUP_AXES) for g in rd.groups]
+    clash = sorted({k for k in shown if shown.count(k) > 1})
+    if clash:
+        w.append(f"{len(clash)} label combination(s) (e.g. {' / '.join(clash[0])}) stand for several different "
+                 "configurations (other settings differ, e.g. train epochs); each is listed separately. Give them "
+                 "distinct labels in the spec or use separate results directories.")
     if any(len(g.seeds) == 1 for g in rd.groups):
         w.append("some configurations have a single seed: their ± is not shown and their ranking is not a "
                  "statistical claim.")

@@ -177,8 +177,22 @@ def _lookup(reg: Registry[Any], name: Any, ctx: _Ctx, where: str) -> Any:
     return reg.spec(name)
 
 
+def _same_as_default(value: Any, default: Any) -> bool:
+    """True when ``value`` (a plain JSON value) spells the factory's default (tuples as lists, 1 != 1.0 != True)."""
+    if default is inspect.Parameter.empty:
+        return False
+    try:
+        return canonical_json(value) == canonical_json(default)
+    except (TypeError, ValueError):  # a default that is not JSON (a module, a nan, ...) is never dropped
+        return False
+
+
 def _check_kwargs(factory: Any, kwargs: dict[str, Any], ctx: _Ctx, where: str, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Reject keyword arguments the factory does not accept; ints become floats where the default is a float."""
+    """Reject keyword arguments the factory does not accept; ints become floats where the default is a float.
+
+    Arguments equal to the factory's default are dropped, so ``gce`` and ``{name: gce, q: <default>}``
+    normalize to the same config (and so the same run id).
+    """
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):
@@ -195,6 +209,8 @@ def _check_kwargs(factory: Any, kwargs: dict[str, Any], ctx: _Ctx, where: str, *
         default = params[k].default
         if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
+        if _same_as_default(v, default):
+            continue
         out[k] = v
     return out
 
@@ -273,7 +289,14 @@ def _named_axis(module: str, attr: str, what: str, skip: tuple[str, ...]):  # no
         train = kw.pop("train", {}) if what == "objective" else {}
         reg = _registry(module, attr, what, ctx, where)
         spec = _lookup(reg, name, ctx, where)
+        normalize = kw.pop("normalize", None) if what == "model" else None
         kw = _check_kwargs(spec.factory, kw, ctx, where, skip=skip)
+        if normalize is not None:
+            # input normalization inside the model: "data" = the training inputs' scalar mean/std
+            ok = normalize == "data" or (isinstance(normalize, list) and len(normalize) == 2)
+            if not ok:
+                raise ctx.err(f"{where}.normalize", f"must be 'data' or a [mean, std] pair. Got {normalize!r} instead.")
+            kw["normalize"] = normalize
         if what in ("loss", "objective"):  # cheap to build: catches bad values now, not mid-sweep
             try:
                 probe = dict(kw)

@@ -426,7 +426,7 @@ def margin_bounds(
     if norm == "l2" and method == "ibp" and all(isinstance(m, (nn.Flatten, nn.Identity, Normalize, nn.Linear)) for m in layers):
         method = "crown_ibp"  # an affine network: the backward bound with the dual norm is exact
     last: Any = layers[-1]
-    elide = isinstance(last, nn.Linear) and len(layers) > 1
+    elide = isinstance(last, nn.Linear)  # a bare Linear too: its body is empty and the input box is used
     body = layers[:-1] if elide else layers
     (lower, upper), records = _ibp_forward(body, x, float(eps), norm, clip, crown=method == "crown")
     if elide:

@@ -96,9 +96,11 @@ class SmoothedClassifier:
                 idx = flat // num
                 noisy = _randn((flat.shape[0], *x.shape[1:]), generator, dev, x.dtype)
                 noisy.mul_(self.sigma).add_(x.index_select(0, idx))  # in place: no extra batch-sized buffers
-                pred = model(noisy).argmax(1)
-                if start == 0 and pred.numel() and int(pred.max()) >= c:  # checked once (a device sync)
-                    raise ValueError(f"The model predicts class {int(pred.max())} but num_classes={c}.")
+                logits = model(noisy)
+                if logits.dim() != 2 or logits.shape[1] != c:  # shape only: no device sync
+                    raise ValueError(f"The model returns outputs of shape {tuple(logits.shape)} but "
+                                     f"num_classes={c}; it must return (batch, {c}) logits.")
+                pred = logits.argmax(1)
                 counts.index_add_(0, idx * c + pred, torch.ones_like(pred))
         finally:
             if isinstance(model, nn.Module):

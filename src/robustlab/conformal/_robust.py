@@ -132,7 +132,8 @@ class RobustConformal:
             k = min(self.n_holdout, x.shape[0] // 2)
             if k < 1:
                 raise ValueError("RobustConformal with ptt=True needs at least 2 calibration points.")
-            perm = torch.randperm(x.shape[0], generator=generator if generator is None or generator.device.type == "cpu" else None)
+            gdev = generator.device if generator is not None else torch.device("cpu")
+            perm = torch.randperm(x.shape[0], generator=generator, device=gdev).cpu()  # never the global RNG
             hold, rest = perm[:k], perm[k:]
             self.reference_ = self._reference(x[hold], y[hold], generator)
             x, y = x[rest], y[rest]

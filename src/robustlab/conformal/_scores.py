@@ -33,8 +33,10 @@ def check_probs(probs: Any, name: str = "probs", *, owner: str | None = None) ->
 
 
 def _uniform(n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    gen = generator if generator is None or generator.device == like.device else None
-    return torch.rand(n, generator=gen, device=like.device, dtype=like.dtype)
+    """U[0, 1) draws from ``generator`` (drawn on the generator's device, then moved: never the global RNG)."""
+    if generator is None or generator.device == like.device:
+        return torch.rand(n, generator=generator, device=like.device, dtype=like.dtype)
+    return torch.rand(n, generator=generator, device=generator.device, dtype=like.dtype).to(like.device)
 
 
 class Score:

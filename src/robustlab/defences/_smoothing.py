@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_in_range, check_int, check_option
+from .._validation import InvalidParameterError, check_in_range, check_int, check_option
 
 __all__ = [
     "AdaptiveSmoothing",
@@ -123,7 +123,9 @@ def train_mixing_network(
     r"""Train ``model``'s mixing network with BCE(gamma(x), 0) + BCE(gamma(x'), 1) (+ ``ce_weight`` * CE).
 
     ``x'`` is PGD (eps, ``steps``) against the whole composite model, mixing network included
-    (an adaptive attack). The base models are frozen; AdamW with ``lr``. Returns the mean loss per epoch.
+    (an adaptive attack). The base models are frozen (parameters and eval mode, so their BatchNorm
+    statistics never change); only the mixer is in train mode. AdamW with ``lr``. Returns the mean
+    loss per epoch.
     """
     from ..training.objectives._adversarial import _perturb
 
@@ -146,7 +148,7 @@ def train_mixing_network(
     mixer: Any = model.mixer
     opt = torch.optim.AdamW(mixer.parameters(), lr=lr, weight_decay=1e-5)
     history = []
-    was = model.training
+    modes = [(m, m.training) for m in model.modules()]  # restored module by module afterwards
     try:
         for _ in range(epochs):
             perm = torch.randperm(x.shape[0], generator=gen, device=gen.device).to(x.device)
@@ -156,7 +158,8 @@ def train_mixing_network(
                 xb, yb = x[idx], y[idx]
                 x_adv = _perturb(model, xb, _nll_sum(yb), eps=float(eps), step_size=step, steps=steps, norm=norm,
                                  random_start="uniform", generator=gen)
-                model.train()
+                model.eval()  # the base models are frozen: no BatchNorm-statistics updates, no dropout
+                mixer.train()
                 xs = torch.cat([xb, x_adv])
                 z = torch.cat([torch.zeros(len(xb)), torch.ones(len(xb))]).to(xs)
                 loss = F.binary_cross_entropy_with_logits(mixer.logit(xs), z)
@@ -170,12 +173,25 @@ def train_mixing_network(
     finally:
         for p, f in zip(frozen, flags):
             p.requires_grad_(f)
-        model.train(was)
+        for m, mode in modes:
+            m.training = mode
     return history
 
 
 def _nll_sum(y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda log_probs: F.nll_loss(log_probs, y, reduction="sum")
+
+
+def _check_alpha(alpha: float | torch.Tensor, owner: str) -> None:
+    """``alpha`` (a float or a tensor of per-example weights) must lie in [0, 1]."""
+    if isinstance(alpha, torch.Tensor):
+        bad = alpha.detach().reshape(-1)
+        bad = bad[~((bad >= 0) & (bad <= 1))]  # NaN fails both comparisons
+        if bad.numel():
+            raise InvalidParameterError(f"The 'alpha' parameter of {owner} must hold floats in [0, 1]. "
+                                        f"Got {float(bad[0])!r} instead.")
+        return
+    check_in_range(alpha, "alpha", 0.0, 1.0, owner=owner)
 
 
 def lipschitz_certified_radius(robust_probs: torch.Tensor, pred: torch.Tensor, alpha: float | torch.Tensor,
@@ -189,6 +205,7 @@ def lipschitz_certified_radius(robust_probs: torch.Tensor, pred: torch.Tensor, a
     class). Positive only when ``alpha > 1/2``. Shapes: ``robust_probs`` (N, C), ``pred`` (N,) -> (N,).
     """
     check_in_range(lipschitz, "lipschitz", 0.0, None, closed="neither", owner="lipschitz_certified_radius")
+    _check_alpha(alpha, "lipschitz_certified_radius")
     a = torch.as_tensor(alpha, dtype=robust_probs.dtype, device=robust_probs.device).expand(robust_probs.shape[0])
     top = robust_probs.gather(1, pred[:, None]).squeeze(1)
     other = robust_probs.scatter(1, pred[:, None], -math.inf).amax(1)
@@ -208,6 +225,7 @@ def smoothing_certified_radius(p_a: torch.Tensor, p_b: torch.Tensor, alpha: floa
     (Clopper-Pearson). With alpha = 1 this is Cohen et al.'s two-sided radius.
     """
     check_in_range(sigma, "sigma", 0.0, None, closed="neither", owner="smoothing_certified_radius")
+    _check_alpha(alpha, "smoothing_certified_radius")
     a = torch.as_tensor(alpha, dtype=p_a.dtype, device=p_a.device)
     mu = (1 - a) / a.clamp_min(1e-12)
     lo = torch.special.ndtri((p_a / (1 + mu)).clamp(1e-12, 1 - 1e-12))

@@ -240,25 +240,27 @@ def robustness_curve(
     x, y, _ = as_tensors(data, n)
     device = model_device(model)
     kw = dict(attack_kw or {})
-    with torch.no_grad():
-        was = model.training
-        model.eval()
-        clean = torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size]
-                           for i in range(0, x.shape[0], batch_size)])
+    was = model.training
+    model.eval()  # the clean pass, the attacks and the check of each x_adv all run in eval mode
+    try:
+        with torch.no_grad():
+            clean = torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size]
+                               for i in range(0, x.shape[0], batch_size)])
+        idx = clean.nonzero().squeeze(1)
+        raw = np.zeros((idx.numel(), grid.size), dtype=bool)
+        raw_acc = np.zeros(grid.size)
+        for gi, e in enumerate(grid):
+            atk = ATTACKS.get(attack, eps=float(e), norm=norm, **kw)
+            gen = torch.Generator(device=device).manual_seed(seed)
+            for s in range(0, idx.numel(), batch_size):
+                j = idx[s:s + batch_size]
+                xb, yb = x[j].to(device), y[j].to(device)
+                xa = atk(model, xb, yb, generator=gen)
+                with torch.no_grad():
+                    raw[s:s + j.numel(), gi] = (model(xa).argmax(1) != yb).cpu().numpy()
+            raw_acc[gi] = (idx.numel() - raw[:, gi].sum()) / max(x.shape[0], 1)
+    finally:
         model.train(was)
-    idx = clean.nonzero().squeeze(1)
-    raw = np.zeros((idx.numel(), grid.size), dtype=bool)
-    raw_acc = np.zeros(grid.size)
-    for gi, e in enumerate(grid):
-        atk = ATTACKS.get(attack, eps=float(e), norm=norm, **kw)
-        gen = torch.Generator(device=device).manual_seed(seed)
-        for s in range(0, idx.numel(), batch_size):
-            j = idx[s:s + batch_size]
-            xb, yb = x[j].to(device), y[j].to(device)
-            xa = atk(model, xb, yb, generator=gen)
-            with torch.no_grad():
-                raw[s:s + j.numel(), gi] = (model(xa).argmax(1) != yb).cpu().numpy()
-        raw_acc[gi] = (idx.numel() - raw[:, gi].sum()) / max(x.shape[0], 1)
     fooled = np.maximum.accumulate(raw, axis=1) if raw.size else raw
     nc = max(idx.numel(), 1)
     adv_error = fooled.sum(0) / nc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     """Exact (Clopper–Pearson) binomial interval for ``k`` successes out of ``n``."""
     from scipy.stats import beta
 
+    n = check_int(n, "n", 0, None, owner="clopper_pearson")
+    k = check_int(k, "k", 0, n, owner="clopper_pearson")
+    check_in_range(confidence, "confidence", 0.0, 1.0, closed="neither", owner="clopper_pearson")
     if n == 0:
         return (0.0, 1.0)
     a = 1 - confidence
@@ -183,15 +187,33 @@ def robust_accuracy(
     device = model_device(model)
     t0 = time.perf_counter()
     was_training = model.training
-    model.eval()
+    model.eval()  # every forward of the evaluation (clean, attacks, the final check) runs in eval mode
     try:
-        pred = _predict(model, x, batch_size, device)
+        return _robust_accuracy_eval(model, x, y, num_classes, attacks, eps=eps, norm=norm, batch_size=batch_size,
+                                     seed=seed, confidence=confidence, suite_kw=suite_kw, device=device, t0=t0)
     finally:
         model.train(was_training)
+
+
+def _check_suite_threat_model(suite: list[Attack], eps: float, norm: str) -> None:
+    """Every attack must use the evaluation's ``eps`` and ``norm``, or the reported number would be mislabelled."""
+    for a in suite:
+        a_eps, a_norm = float(getattr(a, "eps", eps)), getattr(a, "norm", norm)
+        if a_norm != norm or not math.isclose(a_eps, float(eps), rel_tol=1e-9, abs_tol=1e-12):
+            raise ValueError(
+                f"robust_accuracy: the attack {a!r} uses norm={a_norm!r}, eps={a_eps:g}, but the evaluation asks for "
+                f"norm={norm!r}, eps={float(eps):g}. Build the attack with the same eps and norm (or pass its name).")
+
+
+def _robust_accuracy_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None, attacks: Any,
+                          *, eps: float, norm: str, batch_size: int, seed: int, confidence: float,
+                          suite_kw: dict[str, Any] | None, device: torch.device, t0: float) -> RobustAccuracy:
+    pred = _predict(model, x, batch_size, device)
     if num_classes is None:
         with torch.no_grad():
             num_classes = int(model(x[:1].to(device)).shape[1])
     suite = resolve_attacks(attacks, eps=eps, norm=norm, num_classes=num_classes, suite_kw=suite_kw)
+    _check_suite_threat_model(suite, eps, norm)
     clean = pred == y
     robust = clean.clone()
     per_attack: dict[str, float] = {}

@@ -186,14 +186,15 @@ def _small_cpu(f: torch.Tensor) -> bool:
 
 
 class _LDRKL(torch.autograd.Function):
-    """Fused LDR-KL: one softmax of z = f/lam, the margin folded in analytically, gradient ``p* - e_y``.
+    """Fused LDR-KL: one softmax of u = (f + c (1 - e_y))/lam, gradient ``p* - e_y`` with p* = softmax(u).
 
-    With p = softmax(z), ls_y = log p_y (exact: from z_y - max z - log sum exp(z - max z), or for large K
-    z_y - max z + log max p, max p >= 1/K), c' = c/lam: logsumexp((f - c e_y)/lam) = logsumexp(z) + d,
-    d = log((1 - p_y) + p_y e^{-c'}) computed as logaddexp(log(-expm1(ls_y)), ls_y - c') (no cancellation;
-    finite when p_y rounds to 1). The loss is lam (c' - ls_y + d - log K) and the worst-case label weights
-    are p*_k = p_k e^{-d} (k != y), p*_y = exp(ls_y - c' - d): one exp pass over the logits, like
-    cross-entropy. ``lam`` is a float or an (N,) tensor without gradient; first-order only.
+    The loss is lam (logsumexp(u) - u_y - log K) = -lam (log p*_y + log K), where log p*_y is computed
+    exactly (u_y - max u - log sum exp(u - max u), or for large K u_y - max u + log max p*, max p* >= 1/K)
+    and the gradient is p*_k for k != y and expm1(log p*_y) at y: one exp pass over the logits, like
+    cross-entropy, every term in [-1, 1]. The margin is folded into ``u`` (not applied analytically after a
+    softmax of f/lam), so values and gradients stay exact when p_y of the plain softmax rounds to 1 while the
+    sample is still inside the margin (c/lam large). ``lam`` is a float or an (N,) tensor without gradient;
+    first-order only.
     """
 
     @staticmethod
@@ -201,40 +202,34 @@ class _LDRKL(torch.autograd.Function):
         t = target[:, None]
         per_row = isinstance(lam, torch.Tensor)
         scale = lam.to(f.dtype) if per_row else lam
-        z = f / scale[:, None] if per_row else (f / lam if lam != 1.0 else f)
-        if _small_cpu(f):
-            zs = z - z.amax(1, keepdim=True)
-            e = zs.exp()
-            s = e.sum(1)
-            ls_y = zs.gather(1, t).squeeze(1) - s.log()
-            inv = s.reciprocal()
-        else:
-            e = torch.softmax(z, 1)
-            ls_y = z.gather(1, t).squeeze(1) - z.amax(1) + e.amax(1).log()
-            inv = None
-        logk = math.log(f.shape[1])
+        div = scale[:, None] if per_row else scale
         if margin:
-            c = margin / scale
-            d = torch.logaddexp(torch.log(-torch.expm1(ls_y)), ls_y - c)
-            z_y = ls_y - c
-            v = (d - ls_y) + (c - logk)
-            w = torch.exp(-d) if inv is None else torch.exp(-d) * inv
+            u = (f + margin).div_(div)  # c/lam added to every class, then removed from the target class
+            u.scatter_(1, t, f.gather(1, t) / div)
         else:
-            d = torch.zeros_like(ls_y)
-            z_y = ls_y
-            v = (-logk) - ls_y
-            w = torch.ones_like(ls_y) if inv is None else inv
+            u = f / div if per_row or lam != 1.0 else f
+        if _small_cpu(f):
+            us = u - u.amax(1, keepdim=True)
+            e = us.exp()
+            s = e.sum(1)
+            ls_y = us.gather(1, t).squeeze(1) - s.log()
+            w = s.reciprocal()
+        else:
+            e = torch.softmax(u, 1)
+            ls_y = u.gather(1, t).squeeze(1) - u.amax(1) + e.amax(1).log()
+            w = None
+        v = (-math.log(f.shape[1])) - ls_y
         if per_row or lam != 1.0:
             v = v * scale
-        ctx.save_for_backward(e, target, w, z_y - d)
+        ctx.save_for_backward(e, target, w, ls_y)
         return v
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        e, target, w, zd_y = ctx.saved_tensors
-        g = e * (w * grad)[:, None]
-        g.scatter_(1, target[:, None], (torch.expm1(zd_y) * grad)[:, None])
+        e, target, w, ls_y = ctx.saved_tensors
+        g = e * (grad if w is None else w * grad)[:, None]
+        g.scatter_(1, target[:, None], (torch.expm1(ls_y) * grad)[:, None])
         return g, None, None, None
 
 

@@ -45,6 +45,12 @@ def _one_minus_py(log_py: torch.Tensor) -> torch.Tensor:
 
 def _real(value: object, name: str, owner: str, low: float | None = None, high: float | None = None,
           closed: str = "both") -> float:
+    """A finite real in the interval: a missing bound is an *open* infinite end, so +-inf is rejected
+    (an infinite temperature, margin or weight gives NaN/inf losses)."""
+    if low is None:
+        low, closed = -math.inf, {"both": "right", "left": "neither"}.get(closed, closed)
+    if high is None:
+        high, closed = math.inf, {"both": "left", "right": "neither"}.get(closed, closed)
     return float(check_in_range(value, name, low, high, closed=closed, owner=owner))
 
 

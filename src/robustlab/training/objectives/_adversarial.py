@@ -299,12 +299,13 @@ class MARTObjective(AdversarialObjective):
     .. math:: \ell(f(x'), y) - \log\big(1.0001 - \max_{k\ne y} p_k(x')\big)
               + \beta\,\frac1B\sum_i \mathrm{KL}\big(p(x_i)\|p(x_i')\big)\,\big(1 - p_{y_i}(x_i)\big)
 
-    with ``x'`` from PGD on CE (``random_start``: uniform in the ball) and ``ell`` the chosen loss (CE
-    in the paper). Cost: ``steps + 2`` forward+backward passes per step.
+    with ``x'`` from PGD on CE started at ``x + 0.001 N(0, I)`` as in the authors' code (``random_start``)
+    and ``ell`` the chosen loss (CE in the paper). Cost: ``steps + 2`` forward+backward passes per step.
     Reference: Wang et al., "Improving Adversarial Robustness Requires Revisiting Misclassified Examples", ICLR 2020.
     """
 
     _owner = "mart"
+    _attack_start = "normal"
 
     def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, steps: int = 10,
                  norm: str = "linf", random_start: bool = True, beta: float = 5.0) -> None:

@@ -167,7 +167,7 @@ class MTARDObjective(AdversarialObjective):
     .. math:: w_{adv}\,\mathrm{KL}\big(\sigma(t_{rob}(x')/\tau_{adv})\,\|\,\sigma(s(x'))\big)
               + w_{nat}\,\mathrm{KL}\big(\sigma(t_{cln}(x)/\tau_{nat})\,\|\,\sigma(s(x))\big),\quad w_{adv}+w_{nat}=1
 
-    ``x'`` maximises the student's CE. Each step, :func:`entropy_balance` moves the temperatures
+    ``x'`` maximises the student's CE from ``x + 0.001 N(0, I)`` (the authors' start). Each step, :func:`entropy_balance` moves the temperatures
     (``tau_lr``, clipped to [1, 10]) and :func:`normalized_loss_balance` the weights (``weight_lr``;
     initial losses from the first batch of training). KL is batch-mean (the authors' code averages over
     all B*C entries, i.e. divides by C as well). Cost: ``steps + 2`` student forward+backward passes
@@ -177,6 +177,7 @@ class MTARDObjective(AdversarialObjective):
     """
 
     _owner = "mtard"
+    _attack_start = "normal"
 
     def __init__(self, *, clean_teacher: Any = None, robust_teacher: Any = None, eps: float = 8 / 255,
                  step_size: float | None = None, steps: int = 10, norm: str = "linf", random_start: bool = True,
