@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from robustlab._registry import Spec
+from robustlab._validation import check_in_range
 from robustlab.losses import Loss
 from robustlab.losses import functional as LF
 from robustlab.testing import _losses as B
@@ -24,6 +25,20 @@ class NaiveCE(Loss):
 
     def hparams(self):
         return {"scale": self.scale}
+
+
+class TemperedCE(Loss):
+    """Validates its temperature against NaN and <= 0 but lets +inf through (NaN losses)."""
+
+    functional = staticmethod(lambda logits, target, *, temp=1.0, reduction="mean": LF.ce(
+        logits / check_in_range(temp, "temp", 0.0, None, closed="neither"), target, reduction=reduction))
+
+    def __init__(self, temp=1.0, *, reduction="mean"):
+        super().__init__(reduction)
+        self.temp = check_in_range(temp, "temp", 0.0, None, closed="neither")
+
+    def hparams(self):
+        return {"temp": self.temp}
 
 
 class TwiceCE(Loss):
@@ -47,12 +62,13 @@ def _spec(factory, tags=(), **kw):
 @pytest.mark.parametrize("spec, check", [
     (_spec(NaiveCE), B.check_finite_extreme_logits),
     (_spec(NaiveCE), B.check_bad_hyperparameters),
+    (_spec(TemperedCE), B.check_bad_hyperparameters),
     (_spec(TwiceCE), B.check_module_equals_functional),
     (_spec(CenteredCE), B.check_per_sample_independence),
     (_spec(NaiveCE, tags={"bounded"}), B.check_bounded),
     (_spec(TwiceCE, tags={"symmetric"}), B.check_symmetric),
     (_spec(TwiceCE, tags={"stateful"}), B.check_stateful_needs_index),
-], ids=["finite", "hparams", "module-functional", "independence", "bounded", "symmetric", "stateful"])
+], ids=["finite", "hparams", "hparams-inf", "module-functional", "independence", "bounded", "symmetric", "stateful"])
 def test_check_catches_the_defect(spec, check):
     with pytest.raises((AssertionError, RuntimeError)):
         check(spec)

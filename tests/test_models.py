@@ -106,5 +106,5 @@ def test_mlp_accepts_a_single_width():
     from robustlab import models
 
     m = models.create("mlp", input_shape=(4,), num_classes=3, hidden=7)
-    linears = [l for l in m.modules() if isinstance(l, torch.nn.Linear)]
-    assert [l.out_features for l in linears] == [7, 3]
+    linears = [lin for lin in m.modules() if isinstance(lin, torch.nn.Linear)]
+    assert [lin.out_features for lin in linears] == [7, 3]

@@ -155,11 +155,11 @@ def check_bad_target(spec: Spec[Any]) -> None:
 
 @check()
 def check_bad_hyperparameters(spec: Spec[Any]) -> None:
-    """Every hyper-parameter rejects NaN and a str with a message naming it (module and functional)."""
+    """Every hyper-parameter rejects NaN, +inf and a str with a message naming it (module and functional)."""
     loss = _make(spec)
     logits, target = _inputs()
     for name in loss.hparams():
-        for bad in (float("nan"), "bad"):
+        for bad in (float("nan"), float("inf"), "bad"):
             e = _raises(lambda name=name, bad=bad: _make(spec, **{name: bad}), (ValueError, TypeError),
                         f"{spec.name}({name}={bad!r})")
             assert f"'{name}'" in str(e), f"message does not name the parameter: {e}"
