@@ -291,3 +291,22 @@ def test_bare_linear_margin_bound_is_exact(method, norm):
         dual = d.abs().sum(-1) if norm == "linf" else d.norm(dim=-1)
     exact = (z.gather(1, y[:, None]) - z - eps * dual).masked_fill(nn.functional.one_hot(y, 3).bool(), 0.0)
     torch.testing.assert_close(mb.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+def test_inputs_outside_the_clip_box_raise_instead_of_unsound_bounds():
+    # a normalised input (outside [0, 1]) with the default clip=(0, 1): the clipped box would not even
+    # contain x, so the "bounds" would not hold at x itself
+    torch.manual_seed(8)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    x = (torch.rand(5, 4, generator=torch.Generator().manual_seed(8)) - 0.5) / 0.2
+    y = torch.zeros(5, dtype=torch.long)
+    with torch.no_grad():
+        for fn in (lambda: interval_bounds(net, x, eps=0.01), lambda: margin_bounds(net, x, y, eps=0.01),
+                   lambda: certified_accuracy(net, (x, y), eps=0.01)):
+            with pytest.raises(ValueError, match="Normalize"):
+                fn()
+        with pytest.raises(ValueError, match="'clip' parameter"):
+            interval_bounds(net, x.clamp(0, 1), eps=0.01, clip=(1.0, 0.0))
+        lo, up = interval_bounds(net, x, eps=0.01, clip=None)  # an unclipped box is sound anywhere
+        z = net(x)
+        assert bool((z >= lo - 1e-5).all() and (z <= up + 1e-5).all())

@@ -127,3 +127,15 @@ def test_model_output_width_must_match_num_classes():
     x = torch.tensor([[0.1], [0.9], [0.1]])
     with pytest.raises(ValueError, match="num_classes=2"):
         smooth.sample_counts(x, 10, batch_size=5, generator=torch.Generator().manual_seed(0))
+
+
+def test_clopper_pearson_lower_validates_its_arguments():
+    # a count above the number of trials used to give NaN, and NaN < 1/2 is False: a "certified" NaN radius
+    with pytest.raises(ValueError, match="'successes' parameter"):
+        clopper_pearson_lower(torch.tensor([5]), 3, 0.001)
+    with pytest.raises(ValueError, match="'successes' parameter"):
+        clopper_pearson_lower(torch.tensor([-1]), 3, 0.001)
+    with pytest.raises(ValueError, match="'trials' parameter"):
+        clopper_pearson_lower(torch.tensor([0]), 0, 0.001)
+    with pytest.raises(ValueError, match="'alpha' parameter"):
+        clopper_pearson_lower(torch.tensor([1]), 3, 1.0)

@@ -211,3 +211,30 @@ def test_radius_helpers_validate_alpha(alpha):
         smoothing_certified_radius(torch.tensor([0.9]), torch.tensor([0.1]), alpha, 0.5)
     with pytest.raises(InvalidParameterError, match="alpha"):
         smoothing_certified_radius(torch.tensor([0.9]), torch.tensor([0.1]), torch.tensor([0.5, alpha]), 0.5)
+
+
+class _SaturatedMixer(torch.nn.Module):
+    def forward(self, x):
+        return torch.sigmoid(40 * x.sum(1))  # exactly 1.0 / 0.0 in float32 away from the boundary
+
+
+def test_saturated_per_example_alpha_gives_finite_input_gradients():
+    # review fix: alpha(x) of exactly 0 or 1 made log(alpha) / log1p(-alpha) back-propagate NaN into
+    # the input gradient, so an adaptive PGD attack through the mixing network produced NaN inputs
+    g, h = _pair(d=3)
+    mix = AdaptiveSmoothing(g, h, _SaturatedMixer())
+    x = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [0.01, 0.0, 0.0]], requires_grad=True)
+    a = mix.alpha_of(x).detach()
+    assert float(a[0]) == 1.0 and float(a[1]) == 0.0
+    out = mix(x)
+    F_nll = torch.nn.functional.nll_loss(out, torch.tensor([0, 1, 2]))
+    F_nll.backward()
+    assert bool(torch.isfinite(x.grad).all())
+    # values are those of the robust model alone (alpha 1) and the standard one alone (alpha 0)
+    with torch.no_grad():
+        assert torch.allclose(out[0], torch.log_softmax(h(x[:1]), 1)[0], atol=1e-6)
+        assert torch.allclose(out[1], torch.log_softmax(g(x[1:2]), 1)[0], atol=1e-6)
+    # and a linf PGD through the mixer stays finite
+    atk = attacks.get("pgd", norm="linf", eps=0.1, step_size=0.05, steps=3)
+    x_adv = atk(mix, x.detach().clamp(0, 1), torch.tensor([0, 1, 2]), generator=torch.Generator().manual_seed(0))
+    assert bool(torch.isfinite(x_adv).all())

@@ -235,3 +235,21 @@ def test_clopper_pearson_validates_its_arguments():
     for args in [(11, 10), (-1, 10), (3, -2), (2.5, 10), (3, 10, 1.0), (3, 10, 0.0)]:
         with pytest.raises(InvalidParameterError):
             evaluate.clopper_pearson(*args)
+
+
+def test_fit_power_law_validates_its_arguments():
+    from robustlab._validation import InvalidParameterError
+
+    eps = np.geomspace(1e-3, 1e-1, 6)
+    err = 2.0 * eps
+    with pytest.raises(InvalidParameterError, match="'min_points'"):
+        evaluate.fit_power_law(eps[:1], err[:1], min_points=1, bootstrap=0)  # one point has no slope
+    with pytest.raises(ValueError, match="same length"):
+        evaluate.fit_power_law(eps, err[:-1], bootstrap=0)
+    with pytest.raises(ValueError, match="'fooled' must have shape"):
+        evaluate.fit_power_law(eps, err, fooled=np.zeros((10, 5), dtype=bool), bootstrap=10)
+    with pytest.raises(InvalidParameterError, match="'max_err'"):
+        evaluate.fit_power_law(eps, err, max_err=0.0, bootstrap=0)
+    with pytest.raises(InvalidParameterError, match="'min_points'"):
+        lin, x, y = _linear_binary(n=8)
+        evaluate.robustness_curve(lin, (x, y), eps_grid=[0.01, 0.02], attack="fgsm", min_points=1)

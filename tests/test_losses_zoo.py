@@ -467,8 +467,23 @@ def test_ldr_kl_exact_inside_the_margin_when_softmax_saturates(dtype, k, lam, c,
     tol = 1e-5 if dtype == torch.float32 else 1e-10
     torch.testing.assert_close(got.double(), ref.detach(), rtol=tol, atol=tol)
     torch.testing.assert_close(x.grad.double(), ref_in.grad, rtol=tol, atol=tol)
-    assert float(got[0]) > 0.5 * (c - gap)  # near the Crammer-Singer value c - gap, not ~0
+    assert float(got[0].detach()) > 0.5 * (c - gap)  # near the Crammer-Singer value c - gap, not ~0
     # the per-sample temperatures of ALDR-KL go through the same kernel
     lam_i = torch.full((2,), lam, dtype=torch.float64)
     torch.testing.assert_close(LF.aldr_kl(f, y, lam0=lam, alpha=1e12, margin=c, lam=lam_i, reduction="none"),
                                ref.detach(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("lam", [torch.zeros(3), -torch.ones(3), torch.full((3,), float("nan")),
+                                 torch.full((3,), float("inf")), torch.ones(3, dtype=torch.long)])
+def test_aldr_kl_rejects_bad_temperatures(lam):
+    """Regression: the public per-sample 'lam' of aldr_kl was only shape-checked (0 gave NaN, -1 a number)."""
+    with pytest.raises(InvalidParameterError, match="'lam' parameter of aldr_kl"):
+        LF.aldr_kl(torch.randn(3, 4), torch.tensor([0, 1, 2]), lam=lam)
+
+
+@pytest.mark.parametrize("w", [torch.full((3,), float("nan")), torch.full((3,), 5.0), torch.full((3,), -1.0)])
+def test_tgce_rejects_bad_weights(w):
+    """Regression: the public 'weight' of tgce was only shape-checked (NaN and 5 gave NaN / 3.8 losses)."""
+    with pytest.raises(InvalidParameterError, match="'weight' parameter of tgce"):
+        LF.tgce(torch.randn(3, 4), torch.tensor([0, 1, 2]), weight=w)

@@ -79,6 +79,11 @@ def test_asymmetric_bad_options():
         noise.get("asymmetric", rate=0.3, num_classes=5, dataset="mnist")  # the map needs 10 classes
     with pytest.raises(InvalidParameterError, match="not both"):
         noise.get("asymmetric", rate=0.3, num_classes=10, dataset="mnist", mapping={0: 1})
+    # regression: non-integer classes were truncated silently ({1.7: 2.9} became {1: 2})
+    for bad in ({1.7: 2.9}, {0: "1"}, {True: 1}, [(0, 1)], 5):
+        with pytest.raises(InvalidParameterError, match="'mapping' parameter"):
+            noise.get("asymmetric", rate=0.3, num_classes=4, mapping=bad)
+    assert noise.get("asymmetric", rate=0.3, num_classes=4, mapping={np.int64(0): 3}).mapping == {0: 3}
 
 
 def test_transition_kind_and_validation(generator):

@@ -215,6 +215,26 @@ def _validate(model: Any, x: Any, eps: Any, norm: Any, method: Any, owner: str) 
     check_option(method, "method", METHODS, owner=owner)
 
 
+def _check_clip(x: torch.Tensor, clip: Any, norm: str, owner: str) -> None:
+    """``clip`` is ``None`` or ``(low, high)``; with an L∞ box, ``x`` must lie inside it.
+
+    Otherwise the clipped box ``[x − ε, x + ε] ∩ clip`` would not contain ``x`` and the bounds would not
+    hold at ``x`` itself (a silent unsoundness, typically from normalised inputs).
+    """
+    if clip is None:
+        return
+    if not (isinstance(clip, (tuple, list)) and len(clip) == 2 and float(clip[0]) < float(clip[1])):
+        raise ValueError(f"The 'clip' parameter of {owner} must be None or a pair (low, high) with low < high. "
+                         f"Got {clip!r} instead.")
+    if norm != "linf" or x.numel() == 0:
+        return  # the L2 paths ignore clip
+    lo, hi = float(x.min()), float(x.max())
+    if lo < float(clip[0]) - 1e-6 or hi > float(clip[1]) + 1e-6:
+        raise ValueError(
+            f"'x' of {owner} must lie in clip={tuple(clip)} (got min {lo:.4g}, max {hi:.4g}); put input "
+            "normalization inside the model (robustlab.models.Normalize), or pass clip=None for an unclipped box.")
+
+
 def _input_box(x: torch.Tensor, eps: float, clip: tuple[float, float] | None) -> Bounds:
     lower, upper = x - eps, x + eps
     if clip is not None:
@@ -395,6 +415,7 @@ def interval_bounds(
     The model is used in its current mode (call ``model.eval()`` for BatchNorm/Dropout).
     """
     _validate(model, x, eps, norm, method, "interval_bounds")
+    _check_clip(x, clip, norm, "interval_bounds")
     layers = _layers(model)
     (lower, upper), records = _ibp_forward(layers, x, float(eps), norm, clip, crown=method == "crown")
     if method == "ibp":
@@ -420,6 +441,7 @@ def margin_bounds(
     positive. ``-margin_bounds`` are the worst-case logits used by certified training.
     """
     _validate(model, x, eps, norm, method, "margin_bounds")
+    _check_clip(x, clip, norm, "margin_bounds")
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"The 'y' parameter of margin_bounds must have shape ({x.shape[0]},). Got {getattr(y, 'shape', y)}.")
     layers = _layers(model)

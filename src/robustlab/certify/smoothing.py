@@ -27,7 +27,13 @@ ABSTAIN = -1
 
 def clopper_pearson_lower(successes: torch.Tensor, trials: int, alpha: float) -> torch.Tensor:
     """One-sided (1 - α) Clopper–Pearson lower bound ``Beta⁻¹(α; k, n - k + 1)`` (0 when ``k = 0``)."""
-    k = successes.detach().cpu().numpy().astype(np.float64)
+    owner = "clopper_pearson_lower"
+    trials = check_int(trials, "trials", 1, None, owner=owner)
+    check_in_range(alpha, "alpha", 0.0, 1.0, closed="neither", owner=owner)
+    k = torch.as_tensor(successes).detach().cpu().numpy().astype(np.float64)
+    if k.size and (not np.all(np.isfinite(k)) or k.min() < 0 or k.max() > trials or np.any(k != np.round(k))):
+        raise ValueError(f"The 'successes' parameter of {owner} must hold integer counts in [0, {trials}]. "
+                         f"Got min {k.min():g}, max {k.max():g}.")
     with np.errstate(invalid="ignore"):
         p = _beta.ppf(alpha, np.maximum(k, 1.0), trials - k + 1.0)
     p = np.where(k > 0, p, 0.0)

@@ -103,8 +103,14 @@ class AdaptiveSmoothing(nn.Module):
     def mix(self, std_logits: torch.Tensor, rob_logits: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the mixture from the two models' logits and (N,) weights."""
         a = alpha.to(std_logits.dtype)[:, None]
-        parts = torch.stack([torch.log1p(-a) + F.log_softmax(std_logits * self.std_scale, 1),
-                             torch.log(a) + F.log_softmax(rob_logits * self.rob_scale, 1)])
+        # log(1 - a) and log(a) with the "double where": a weight of exactly 0 or 1 (a saturated sigmoid
+        # in a mixing network) gives -inf for that part in the forward pass and a zero, not NaN, gradient
+        # (torch.log(0) would back-propagate 0 * inf = NaN into the input gradient of an adaptive attack)
+        neg_inf = torch.full_like(a, -math.inf)
+        log_1ma = torch.where(a < 1, torch.log1p(-torch.where(a < 1, a, torch.zeros_like(a))), neg_inf)
+        log_a = torch.where(a > 0, torch.log(torch.where(a > 0, a, torch.ones_like(a))), neg_inf)
+        parts = torch.stack([log_1ma + F.log_softmax(std_logits * self.std_scale, 1),
+                             log_a + F.log_softmax(rob_logits * self.rob_scale, 1)])
         return torch.logsumexp(parts, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -63,8 +63,21 @@ def fit_power_law(eps: Any, err: Any, *, max_err: float = 0.5, min_points: int =
     ``fooled`` (examples × grid, booleans) enables a bootstrap over examples for the interval of ``k``
     (``bootstrap`` resamples, percentile interval). Raises ``ValueError`` with too few usable points.
     """
+    owner = "fit_power_law"
     e = np.asarray(eps, dtype=float)
     r = np.asarray(err, dtype=float)
+    if e.ndim != 1 or r.shape != e.shape:
+        raise ValueError(f"fit_power_law: 'eps' and 'err' must be 1-D and of the same length. "
+                         f"Got shapes {e.shape} and {r.shape}.")
+    check_in_range(max_err, "max_err", 0.0, 1.0, closed="right", owner=owner)
+    check_int(min_points, "min_points", 2, None, owner=owner)  # a slope needs two points
+    check_int(bootstrap, "bootstrap", 0, None, owner=owner)
+    check_in_range(confidence, "confidence", 0.0, 1.0, closed="neither", owner=owner)
+    if fooled is not None:
+        fooled = np.asarray(fooled)
+        if fooled.ndim != 2 or fooled.shape[1] != e.size:
+            raise ValueError(f"fit_power_law: 'fooled' must have shape (examples, {e.size}) to match 'eps'. "
+                             f"Got {fooled.shape}.")
     mask = (r > 0) & (r <= max_err) & (e > 0)
     if int(mask.sum()) < min_points:
         raise ValueError(f"fit_power_law: only {int(mask.sum())} grid point(s) with 0 < err <= {max_err}; need "
@@ -237,6 +250,9 @@ def robustness_curve(
         check_in_range(float(e), "eps_grid", 0.0, 1.0 if norm == "linf" else None, owner=owner)
     check_in_range(max_err, "max_err", 0.0, 1.0, closed="right", owner=owner)
     check_int(bootstrap, "bootstrap", 0, None, owner=owner)
+    check_int(min_points, "min_points", 2, None, owner=owner)
+    check_in_range(confidence, "confidence", 0.0, 1.0, closed="neither", owner=owner)
+    check_int(bisection_steps, "bisection_steps", 0, None, owner=owner)
     x, y, _ = as_tensors(data, n)
     device = model_device(model)
     kw = dict(attack_kw or {})

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .._validation import check_int, check_option, check_reduction
+from .._validation import InvalidParameterError, check_int, check_option, check_reduction
 from ._base import reduce_loss
 from ._fn_prob import _check, _log_py, _min_classes, _real
 
@@ -307,5 +307,9 @@ def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 1.0, al
     if lam is not None and (not isinstance(lam, torch.Tensor) or lam.shape != (logits.shape[0],)):
         raise ValueError(f"The 'lam' parameter of aldr_kl must be a tensor of shape ({logits.shape[0]},). "
                          f"Got {getattr(lam, 'shape', type(lam).__name__)} instead.")
+    if lam is not None and (not lam.dtype.is_floating_point or not bool(((lam > 0) & torch.isfinite(lam)).all())):
+        raise InvalidParameterError(
+            f"The 'lam' parameter of aldr_kl must hold finite floating temperatures > 0. Got dtype {lam.dtype}, "
+            f"min {float(lam.min()) if lam.numel() else None}, max {float(lam.max()) if lam.numel() else None} instead.")
     v, _ = _aldr(logits, target, lam, hp["lam0"], hp["alpha"], hp["margin"], hp["normalize"])
     return reduce_loss(v, reduction)

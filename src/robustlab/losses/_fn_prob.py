@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_classification_inputs, check_in_range, check_reduction
+from .._validation import InvalidParameterError, check_classification_inputs, check_in_range, check_reduction
 from ._base import reduce_loss
 
 __all__ = [
@@ -190,6 +190,8 @@ def tgce(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, k: float
                 f"The 'weight' parameter of tgce must be a tensor of shape {tuple(lp.shape)}. "
                 f"Got {getattr(weight, 'shape', type(weight).__name__)} instead."
             )
+        if not bool(((weight >= 0) & (weight <= 1)).all()):  # also rejects NaN
+            raise InvalidParameterError("The 'weight' parameter of tgce must hold pruning weights in [0, 1].")
         w = weight.to(device=lq.device, dtype=lq.dtype)
     return reduce_loss(w * lq + (1.0 - w) * lq_k, reduction)
 

@@ -6,6 +6,7 @@ each label is redrawn from its row (one vectorised categorical draw per sample).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -108,7 +109,13 @@ class AsymmetricNoise(NoiseModel):
             raise InvalidParameterError("Pass either 'dataset' or 'mapping' to the asymmetric noise, not both.")
         if mapping is None:
             mapping = ASYMMETRIC_MAPS[dataset] if dataset else {i: (i + 1) % num_classes for i in range(num_classes)}
-        m = {int(a): int(b) for a, b in dict(mapping).items()}
+        if not isinstance(mapping, Mapping) or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for kv in mapping.items() for v in kv):
+            raise InvalidParameterError(
+                f"The 'mapping' parameter of inject must be a dict {{clean class: noisy class}} of ints. "
+                f"Got {mapping!r} instead."
+            )
+        m = {int(a): int(b) for a, b in mapping.items()}
         bad = [(a, b) for a, b in m.items() if not (0 <= a < num_classes and 0 <= b < num_classes) or a == b]
         if bad:
             raise InvalidParameterError(
