@@ -268,3 +268,29 @@ def test_fab_t_breaks_exactly_the_points_inside_eps_on_linear_model(norm, eps):
     correct = m0 > 0
     assert not bool((broken & (crit > eps)).any())  # nothing outside the ball
     assert bool(broken[correct & (crit < 0.9 * eps)].all())  # everything clearly inside is found
+
+
+def test_apgd_ce_linf_trajectory_matches_the_autoattack_reference(trained_digits):
+    # torchattacks' APGD is a copy of AutoAttack's autopgd_base.py (step 2ε, momentum 0.75, checkpoints
+    # 0.22/0.03/0.06·N, ρ = 0.75, reset to the best point). From the same start (torch.rand with seed 0 in
+    # both) one APGD-CE L∞ run must end on the same best points; a changed step size, momentum, halving,
+    # reset or checkpoint schedule moves them (checked by mutating the implementation).
+    ta = pytest.importorskip("torchattacks")
+    from robustlab.attacks._apgd import apgd_run
+
+    m, x, y = trained_digits
+    x, y = x[:200], y[:200]
+    with torch.no_grad():
+        keep = m(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+    eps, steps = 0.02, 30
+    ref = ta.APGD(m, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=0, loss="ce", rho=0.75)
+    torch.manual_seed(0)
+    x_best_ref, acc_ref, _, _ = ref.attack_single_run(x, y)
+    with torch.enable_grad():
+        out, success = apgd_run(m, x, y, None, eps=eps, norm="linf", steps=steps, rho=0.75, loss="ce",
+                                generator=torch.Generator().manual_seed(0))
+    assert torch.equal(success, ~acc_ref.bool())
+    unbroken = ~success
+    assert int(unbroken.sum()) > 50
+    torch.testing.assert_close(out[unbroken], x_best_ref[unbroken], rtol=0, atol=1e-6)

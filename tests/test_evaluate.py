@@ -253,3 +253,21 @@ def test_fit_power_law_validates_its_arguments():
     with pytest.raises(InvalidParameterError, match="'min_points'"):
         lin, x, y = _linear_binary(n=8)
         evaluate.robustness_curve(lin, (x, y), eps_grid=[0.01, 0.02], attack="fgsm", min_points=1)
+
+
+def test_minimal_epsilon_keeps_a_success_below_eps_hi():
+    # along x1 the class-1 score is s = −1 + 10t − 20t² (t = x1 − 0.2): misclassified for t in (0.138, 0.362)
+    # only, so one L2 step to the sphere fails at eps_hi = 0.5 but succeeds at the midpoint 0.25; the
+    # bisection then converges to t* = (10 − √20)/40 and must not report "never broken" (inf)
+    class Bump(nn.Module):
+        def forward(self, x):
+            t = x[:, 0] - 0.2
+            s = -1 + 10 * t - 20 * t ** 2
+            return torch.stack([torch.zeros_like(s), s], 1)
+
+    x = torch.tensor([[0.2, 0.5]])
+    y = torch.tensor([0])
+    got = evaluate.minimal_epsilon(Bump(), x, y, norm="l2", eps_hi=0.5, bisection_steps=14, steps=1)
+    t_star = (10 - 20 ** 0.5) / 40
+    assert torch.isfinite(got).all()
+    assert float(got[0]) == pytest.approx(t_star, abs=1e-3)

@@ -135,8 +135,9 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
                     batch_size: int = 256) -> torch.Tensor:
     """Per-example smallest ε at which PGD-CE (``steps`` steps) finds an adversarial example, by bisection.
 
-    Returns (N,): 0 for points misclassified at ε = 0, ``inf`` for points not broken at ``eps_hi``, else the
-    upper end of the final bisection bracket (so the value is an ε at which an attack succeeded). All
+    Returns (N,): 0 for points misclassified at ε = 0, ``inf`` for points the attack broke at no tried ε
+    (``eps_hi`` or a bisection midpoint), else the upper end of the final bisection bracket (so the value is
+    an ε at which an attack succeeded). All
     points are bisected together (each with its own radius) in ``bisection_steps + 1`` attack runs.
     """
     owner = "minimal_epsilon"
@@ -175,6 +176,7 @@ def _bisect(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps_h
         f = fooled(mid)
         hi = torch.where(f, mid, hi)
         lo = torch.where(f, lo, mid)
+        broken |= f  # an attack that fails at eps_hi can still succeed at a smaller eps (it is not monotone)
     crit = torch.where(broken, hi, torch.full_like(hi, math.inf))
     return torch.where(wrong, torch.zeros_like(crit), crit)
 

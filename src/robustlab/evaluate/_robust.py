@@ -175,7 +175,9 @@ def robust_accuracy(
     ``attacks``: ``"standard"`` (APGD-CE → APGD-T → Square-5000), a name, an :class:`Attack` or a list.
     Attack ``i`` gets ``torch.Generator().manual_seed(seed + i)`` so the run is reproducible (AutoAttack
     seeds from the clock). Returns overall, per-class and worst-class robust accuracy, the per-example
-    flags and a Clopper–Pearson interval (``confidence``). Croce & Hein 2020, arXiv:2003.01690.
+    flags and a Clopper–Pearson interval (``confidence``). The model runs in eval mode throughout (its mode is
+    restored); every attack must use ``eps`` and ``norm`` (a ValueError otherwise).
+    Croce & Hein 2020, arXiv:2003.01690.
     """
     owner = "robust_accuracy"
     check_option(norm, "norm", NORMS, owner=owner)
