@@ -43,9 +43,8 @@ def mlp(
     check_option(activation, "activation", sorted(_ACTIVATIONS), owner="mlp")
     layers: list[nn.Module] = [nn.Flatten()]
     d = _numel(input_shape)
-    if isinstance(hidden, int) and not isinstance(hidden, bool):
-        hidden = (hidden,)  # one hidden layer of that width
-    for i, h in enumerate(hidden):
+    widths: Sequence[int] = (hidden,) if isinstance(hidden, int) else hidden  # an int: one hidden layer
+    for i, h in enumerate(widths):
         check_int(h, f"hidden[{i}]", 1, None, owner="mlp")
         layers += [nn.Linear(d, int(h)), _ACTIVATIONS[activation]()]
         if dropout > 0:
