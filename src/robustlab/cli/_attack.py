@@ -65,6 +65,21 @@ def _data_name(checkpoint: str, model: Any) -> tuple[str | None, dict[str, Any]]
     return None, {}
 
 
+def load_recorded_data(checkpoint: str, model: Any, name: str | None, root: str | None = None) -> Any:
+    """The test data of a run: ``name`` if given, else the data set recorded with the checkpoint."""
+    from .. import data as rl_data
+
+    opts: dict[str, Any] = {}
+    if name is None:
+        name, opts = _data_name(checkpoint, model)
+    if name is None:
+        raise ValueError(f"Cannot tell which data set '{checkpoint}' was trained on; pass --data NAME "
+                         "(see 'robustlab list data').")
+    if root is not None:
+        opts = {**opts, "root": root}
+    return rl_data.load(name, **opts)
+
+
 def load_model_and_data(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """Load the checkpoint (weights only) and its test data; ``--data`` overrides the recorded name."""
     from .. import data as rl_data

@@ -21,7 +21,7 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("certify", help="certified accuracy: interval bounds (IBP, CROWN-IBP) or randomized smoothing")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt file or run directory from 'robustlab train')")
-    p.add_argument("--data", required=True, help="data set name (its test split is certified)")
+    p.add_argument("--data", default=None, help="data set name (its test split is certified); default: the one recorded with the checkpoint")
     p.add_argument("--data-root", default=None, help="folder with the data files (mnist, cifar10, ...)")
     p.add_argument("--method", default="ibp", choices=["ibp", "crown_ibp", "crown", "smoothing"])
     p.add_argument("--eps", type=float, nargs="+", default=[0.1], help="L-inf (or --norm l2) radii for bound methods")
@@ -42,11 +42,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..certify import SmoothedClassifier, certified_accuracy, certified_accuracy_curve
-    from ..data import load
     from ..training import atomic_write_text, load_checkpoint
+    from ._attack import load_recorded_data
 
     model = load_checkpoint(args.checkpoint).eval()
-    data = load(args.data, root=args.data_root)
+    data = load_recorded_data(args.checkpoint, model, args.data, args.data_root)
+    args.data = data.name
     x, y = data.x_test, data.y_test
     if args.max_samples is not None:
         if args.max_samples < 1:

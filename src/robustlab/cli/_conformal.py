@@ -22,7 +22,7 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("conformal", help="conformal prediction sets with coverage guarantees (split or RSCP+)")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt file or run directory)")
-    p.add_argument("--data", required=True, help="data set name (its test split is used)")
+    p.add_argument("--data", default=None, help="data set name (its test split is used); default: the one recorded with the checkpoint")
     p.add_argument("--data-root", default=None)
     p.add_argument("--score", default="aps", help="conformal score (robustlab list scores)")
     p.add_argument("--alpha", type=float, default=0.1, help="miscoverage level")
@@ -48,13 +48,14 @@ def run(args: argparse.Namespace) -> int:
         coverage,
         size_stratified_coverage,
     )
-    from ..data import load
     from ..training import atomic_write_text, load_checkpoint, predict_logits
+    from ._attack import load_recorded_data
 
     if not 0 < args.cal_fraction < 1:
         raise ValueError(f"--cal-fraction must be in (0, 1). Got {args.cal_fraction}.")
     model = load_checkpoint(args.checkpoint).eval()
-    data = load(args.data, root=args.data_root)
+    data = load_recorded_data(args.checkpoint, model, args.data, args.data_root)
+    args.data = data.name
     g = torch.Generator().manual_seed(args.seed)
     perm = torch.randperm(data.x_test.shape[0], generator=g)
     k = int(round(args.cal_fraction * perm.numel()))
