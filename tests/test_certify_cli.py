@@ -52,3 +52,16 @@ def test_cli_errors_exit_2(checkpoint, capsys):
     assert main(["conformal", "--checkpoint", str(checkpoint), "--data", "blobs2d", "--score", "apss"]) == 2
     assert "Did you mean 'aps'" in capsys.readouterr().err
     assert main(["certify", "--checkpoint", str(checkpoint), "--data", "blobs2d", "--eps", "-1"]) == 2
+
+
+def test_data_set_defaults_to_the_one_recorded_by_train(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "blobs2d", "--model", "linear", "--epochs", "1", "--out", str(run)]) == 0
+    out = tmp_path / "c.json"
+    assert main(["certify", "--checkpoint", str(run), "--method", "ibp", "--eps", "0.01", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["data"] == "blobs2d"
+    assert main(["conformal", "--checkpoint", str(run), "--alpha", "0.2"]) == 0
+    bare = tmp_path / "bare.pt"
+    save_checkpoint(create("linear", input_shape=(2,), num_classes=3), bare)
+    assert main(["certify", "--checkpoint", str(bare), "--method", "ibp", "--eps", "0.01"]) == 2
+    assert "pass --data" in capsys.readouterr().err
