@@ -8,25 +8,21 @@ generator=None) -> x_adv`` on inputs in [0, 1]. Registered: ``fgsm``, ``pgd``, `
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+# One module per attack family; each registers its attacks on import.
+from . import functional
+from ._apgd import APGD, APGDT
 from ._base import ATTACKS, NORMS, Attack, dlr_loss, margin, project, register_attack, targeted_dlr_loss
+from ._cw import CWL2
+from ._fab import FABT
 from ._pgd import FGSM, PGD
-
-# One module per attack family; a module not written yet is skipped.
-for _m in ("_apgd", "_square", "_zoo", "_cw", "_fab"):
-    try:
-        importlib.import_module(f"{__name__}.{_m}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"{__name__}.{_m}":
-            raise
-
-from . import functional  # noqa: E402
+from ._square import Square
+from ._zoo import ZOO
 
 __all__ = [
-    "ATTACKS", "Attack", "FGSM", "NORMS", "PGD", "available", "dlr_loss", "functional", "get", "margin",
-    "project", "register_attack", "targeted_dlr_loss",
+    "APGD", "APGDT", "ATTACKS", "Attack", "CWL2", "FABT", "FGSM", "NORMS", "PGD", "Square", "ZOO", "available",
+    "dlr_loss", "functional", "get", "margin", "project", "register_attack", "targeted_dlr_loss",
 ]
 
 
@@ -39,11 +35,3 @@ def available(pattern: str = "*", *, tags: tuple[str, ...] = ()) -> list[str]:
     """Registered attack names matching ``pattern`` and carrying all ``tags``."""
     return ATTACKS.available(pattern, tags=tags)
 
-
-def __getattr__(name: str) -> Any:
-    # classes from the optional modules (APGD, APGDT, FABT, Square, ZOO, CWL2) without hard imports above
-    for mod in ("_apgd", "_square", "_zoo", "_cw", "_fab"):
-        m = importlib.import_module(f"{__name__}.{mod}")
-        if hasattr(m, name):
-            return getattr(m, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Command-line interface: ``robustlab <command> ...``.
 
 Each command lives in its own module ``robustlab.cli._<name>`` exposing ``add_parser(subparsers)``
-which registers a sub-parser whose ``func(args) -> int`` runs it. Missing modules are skipped.
+which registers a sub-parser whose ``func(args) -> int`` runs it.
 """
 
 from __future__ import annotations
@@ -32,14 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMANDS:
-        modname = f"{__name__}._{name}"
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name == modname:
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"{__name__}._{name}").add_parser(sub)
     return parser
 
 

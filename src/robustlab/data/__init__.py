@@ -7,7 +7,6 @@ From files under ``root``: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ._base import DATASETS, ClassificationData, register_dataset
@@ -18,13 +17,8 @@ __all__ = ["ClassificationData", "DATASETS", "available", "load", "register_data
 _PATH_LOADERS: dict[str, Any] = {}
 
 
-# Modules registering data sets on import; a module not written yet is skipped.
-for _m in ("_embedded", "_mnist1d", "_files", "_download", "_diagnostic"):
-    try:
-        importlib.import_module(f"{__name__}.{_m}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"{__name__}.{_m}":
-            raise
+# Modules registering data sets on import.
+from . import _diagnostic, _download, _embedded, _files, _mnist1d  # noqa: E402,F401
 
 
 def available() -> list[str]:

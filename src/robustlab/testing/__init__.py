@@ -62,11 +62,7 @@ def iter_checks(registry: Registry[Any]) -> Iterator[tuple[Spec[Any], CheckDef]]
     modules = (registry.checks,) if isinstance(registry.checks, str) else tuple(registry.checks)
     checks: list[CheckDef] = []
     for mod in modules:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # a concept's optional checks module not written yet
-            if e.name != mod:
-                raise
+        importlib.import_module(mod)
         checks += _CHECKS.get(mod, [])
     for spec in registry.specs():
         for c in checks:

@@ -5,22 +5,14 @@ Each objective module registers itself on import; the list below is the single p
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from .._objectives import OBJECTIVES, Batch, Objective, compute_loss, register_objective
 
 __all__ = ["OBJECTIVES", "Batch", "Objective", "available", "compute_loss", "get", "register_objective"]
 
-# Modules registering objectives (defences, certified training, noise augmentation). Missing ones are
-# skipped so that a partial install still imports.
-_MODULES = ("_adversarial", "_distillation", "_certified")
-for _m in _MODULES:
-    try:
-        importlib.import_module(f"{__name__}.{_m}")
-    except ModuleNotFoundError as _e:  # only tolerate the module itself being absent
-        if _e.name != f"{__name__}.{_m}":
-            raise
+# Modules registering objectives (defences, certified training, noise augmentation).
+from . import _adversarial, _certified, _distillation  # noqa: E402,F401
 
 
 def get(name: str, **kwargs: Any) -> Objective:
