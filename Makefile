@@ -1,14 +1,15 @@
-# robustlab: make demo | make test | make bench | make lint
+# robustlab: make demo | make test | make bench | make lint | make docs
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.docs-installed
 # one BLAS thread per process: pytest -n 2 and --workers 2 already use both cores
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo test bench lint docs install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +37,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy src/robustlab
 
+# the documentation site (MkDocs Material + mkdocstrings) into site/; --strict: a broken reference fails
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(PIP) install -q -c constraints.txt -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -1,0 +1,130 @@
+"""Generate the CLI reference (Markdown) from ``robustlab.cli.build_parser()``.
+
+Used two ways:
+
+* as an MkDocs hook (``hooks: [docs/gen_cli.py]`` in ``mkdocs.yml``): ``on_page_markdown`` replaces the
+  marker line ``<!-- cli-reference -->`` in ``docs/cli.md`` with the generated reference, so every
+  option added to a parser appears in the site without editing the docs;
+* as a script: ``python docs/gen_cli.py`` prints the reference.
+
+Nothing here is hand-maintained: commands, sub-commands, positionals and options are read from the
+argparse objects (``_SubParsersAction.choices`` and each parser's ``_actions``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any
+
+MARKER = "<!-- cli-reference -->"
+
+
+def iter_commands(parser: argparse.ArgumentParser, prefix: str = "robustlab"
+                  ) -> Iterator[tuple[str, argparse.ArgumentParser, str]]:
+    """Yield ``(full command, parser, one-line help)`` for every sub-command, depth first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield f"{prefix} {name}", sub, helps.get(name, "")
+                yield from iter_commands(sub, f"{prefix} {name}")
+
+
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions
+            if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _names(action: argparse.Action) -> str:
+    if not action.option_strings:
+        return f"`{action.metavar or action.dest}`"
+    takes_value = action.nargs != 0
+    metavar = action.metavar or action.dest.upper()
+    if isinstance(metavar, tuple):
+        metavar = " ".join(metavar)
+    if action.choices is not None and action.metavar is None:
+        metavar = "{" + ",".join(map(str, action.choices)) + "}"
+    suffix = f" {metavar}" if takes_value else ""
+    if action.nargs in ("+", "*"):
+        suffix += " ..."
+    return ", ".join(f"`{o}{suffix}`" for o in action.option_strings)
+
+
+def _default(action: argparse.Action) -> str:
+    if not action.option_strings:
+        return "required" if action.nargs not in ("?", "*") else ""
+    if action.required:
+        return "required"
+    if action.nargs == 0 or action.default in (None, argparse.SUPPRESS):
+        return ""
+    return f"`{action.default}`"
+
+
+def _help(action: argparse.Action) -> str:
+    text = action.help or ""
+    if text == argparse.SUPPRESS:
+        return ""
+    if "%(" in text:  # argparse's own %-expansion (%(default)s, %(choices)s, ...)
+        params = {k: v for k, v in vars(action).items()}
+        if params.get("choices") is not None:
+            params["choices"] = ", ".join(map(str, params["choices"]))
+        try:
+            text = text % params
+        except (KeyError, TypeError, ValueError):
+            pass
+    return _cell(text)
+
+
+def command_markdown(command: str, parser: argparse.ArgumentParser, summary: str = "") -> str:
+    """Markdown section for one command: summary, usage line, options table."""
+    lines = [f"## {command}", ""]
+    if summary:
+        lines += [summary[0].upper() + summary[1:] + ("" if summary.endswith(".") else "."), ""]
+    if parser.description and parser.description != summary:
+        lines += [parser.description, ""]
+    usage = " ".join(parser.format_usage().split())
+    lines += ["```text", usage.removeprefix("usage: "), "```", ""]
+    actions = _options(parser)
+    if actions:
+        lines += ["| option | default | description |", "|---|---|---|"]
+        lines += [f"| {_names(a)} | {_default(a)} | {_help(a)} |" for a in actions]
+        lines.append("")
+    if parser._defaults.get("accepts_free_options"):
+        lines += ["This command also takes free `--name value` options (for `train`: the objective's own "
+                  "keywords, e.g. `--eps 8/255 --steps 10`); they are checked against the objective's "
+                  "signature and an unknown one is an error that lists the accepted names.", ""]
+    if parser.epilog:
+        lines += [parser.epilog, ""]
+    return "\n".join(lines)
+
+
+def render(parser: argparse.ArgumentParser | None = None) -> str:
+    """The whole CLI reference: global options, then one section per (sub-)command."""
+    if parser is None:
+        from robustlab.cli import build_parser
+
+        parser = build_parser()
+    out = ["## robustlab", "", parser.description or "", ""]
+    out += ["```text", " ".join(parser.format_usage().split()).removeprefix("usage: "), "```", ""]
+    out += ["| option | default | description |", "|---|---|---|"]
+    out += [f"| {_names(a)} | {_default(a)} | {_help(a)} |" for a in _options(parser)]
+    out.append("")
+    for command, sub, summary in iter_commands(parser):
+        out.append(command_markdown(command, sub, summary))
+    return "\n".join(out)
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    """MkDocs hook: expand the CLI-reference marker."""
+    if MARKER in markdown:
+        markdown = markdown.replace(MARKER, render())
+    return markdown
+
+
+if __name__ == "__main__":
+    print(render())
