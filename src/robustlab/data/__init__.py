@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import DATASETS, ClassificationData, register_dataset
+from ._ref import DataRef
 
-__all__ = ["ClassificationData", "DATASETS", "available", "load", "register_dataset"]
+__all__ = ["ClassificationData", "DATASETS", "DataRef", "available", "load", "register_dataset"]
 
 # "prefix:<path>" loaders, filled by the file-format modules.
 _PATH_LOADERS: dict[str, Any] = {}

@@ -11,9 +11,10 @@ from . import (
     _mlp,  # noqa: F401  (registers)
 )
 from ._base import MODELS, Normalize, create, register_model
+from ._ref import resolve
 from ._resnet import Residual
 
-__all__ = ["MODELS", "Normalize", "Residual", "available", "create", "register_model"]
+__all__ = ["MODELS", "Normalize", "Residual", "available", "create", "register_model", "resolve"]
 
 
 def available() -> list[str]:
