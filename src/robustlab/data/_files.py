@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
+import re
 import struct
 import warnings
 import zlib
@@ -79,74 +81,150 @@ class CorruptFileError(ValueError):
 
 
 # -- low-level readers ------------------------------------------------------------------------------
-def _read_bytes(path: Path) -> bytes:
+MAX_FILE_BYTES = 4 << 30
+"""Largest decoded data file accepted (4 GiB): a file (or gzip stream) claiming more is refused before reading."""
+
+MAX_SVMLIGHT_FEATURES = 100_000
+"""Largest svmlight feature index accepted when ``n_features`` is not given (pass ``n_features`` to go beyond)."""
+
+
+def _open(path: Path) -> Any:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _read_exact(fh: Any, n: int) -> bytes:
+    """Read up to ``n`` bytes in bounded chunks (a gzip stream is only decompressed as far as needed)."""
+    chunks, got = [], 0
+    while got < n:
+        chunk = fh.read(min(n - got, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _corrupt(path: Path, e: BaseException) -> CorruptFileError:
+    return CorruptFileError(f"'{path}' is corrupt or truncated ({type(e).__name__}); delete it and fetch it again.")
+
+
+def _read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """Read a (maybe gzip) file, refusing one that decodes to more than ``limit`` bytes without decoding it all."""
     try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
+        with _open(path) as fh:
+            raw = _read_exact(fh, limit)
+            if len(raw) == limit and fh.read(1):
+                raise CorruptFileError(f"'{path}' decodes to more than {limit} bytes; refusing to read it.")
+            return raw
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise CorruptFileError(f"'{path}' is corrupt or truncated ({type(e).__name__}: {e}); delete it and fetch it again.") from e
+        raise _corrupt(path, e) from e
 
 
 _IDX_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file (raw or ``.gz``) into a numpy array; raise ``ValueError`` if corrupt or truncated."""
+    """Read an IDX file (raw or ``.gz``) into a numpy array; raise ``ValueError`` if corrupt or truncated.
+
+    The header is read first; the payload is then read (decompressed) only as far as the header says, and a
+    file with more or fewer bytes than the header's shape is refused, so a small gzip bomb costs nothing.
+    """
     p = Path(path)
-    raw = _read_bytes(p)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise CorruptFileError(f"'{p}' is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}).")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise CorruptFileError(f"'{p}' is truncated: its IDX header needs {header} bytes, the file has {len(raw)}.")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    need = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header != need:
+    try:
+        with _open(p) as fh:
+            magic = _read_exact(fh, 4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise CorruptFileError(f"'{p}' is not an IDX file (bad magic number).")
+            ndim = magic[3]
+            head = _read_exact(fh, 4 * ndim)
+            if len(head) < 4 * ndim:
+                raise CorruptFileError(f"'{p}' is truncated: its IDX header names {ndim} dimensions but ends early.")
+            dims = struct.unpack(f">{ndim}I", head)
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            need = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+            if need > MAX_FILE_BYTES:
+                raise CorruptFileError(
+                    f"'{p}': its IDX header claims shape {tuple(dims)} ({need} bytes), over the {MAX_FILE_BYTES}-byte "
+                    "limit; the header is corrupt."
+                )
+            if not p.name.endswith(".gz") and p.stat().st_size != 4 + 4 * ndim + need:
+                raise CorruptFileError(
+                    f"'{p}' is truncated or corrupt: header says shape {tuple(dims)} ({need} bytes of data), "
+                    f"found {p.stat().st_size - 4 - 4 * ndim} bytes."
+                )
+            payload = _read_exact(fh, need)
+            extra = fh.read(1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise _corrupt(p, e) from e
+    if len(payload) != need or extra:
+        found = f"{len(payload)} bytes" if not extra else "more bytes"
         raise CorruptFileError(
-            f"'{p}' is truncated or corrupt: header says shape {tuple(dims)} ({need} bytes of data), "
-            f"found {len(raw) - header} bytes."
+            f"'{p}' is truncated or corrupt: header says shape {tuple(dims)} ({need} bytes of data), found {found}."
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).copy()  # writable
+    return np.frombuffer(payload, dtype=dtype).reshape(dims).copy()  # writable
 
 
 class _RefusedGlobal(pickle.UnpicklingError):
     """The pickle references a global outside the allow-list."""
 
 
+def _safe_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct`` for the placeholder array numpy's own pickles use (no large allocation)."""
+    if subtype is not np.ndarray or not isinstance(shape, tuple) or math.prod(int(s) for s in shape) > 1:
+        raise _RefusedGlobal("refusing an array reconstruction that is not numpy's own pickle form")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+def _safe_bytes(*args: Any) -> bytes:
+    if args and not isinstance(args[0], (bytes, bytearray, str, list, tuple)):
+        raise _RefusedGlobal("refusing bytes(n): it allocates n bytes")  # bytes(10**12) is a memory bomb
+    return bytes(*args)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only numpy array reconstruction and builtin containers (no code)."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"), ("builtins", "set"),
-        ("builtins", "bytes"), ("builtins", "str"), ("builtins", "int"), ("builtins", "float"),
+        ("builtins", "str"), ("builtins", "int"), ("builtins", "float"),
         ("_codecs", "encode"),
+    }
+    _WRAPPED = {
+        ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
+        ("builtins", "bytes"): _safe_bytes,
     }
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._WRAPPED:
+            return self._WRAPPED[(module, name)]
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise _RefusedGlobal(f"refusing to load global '{module}.{name}' (only numpy arrays and builtins are allowed)")
+        shown = f"{module}.{name}" if re.fullmatch(r"[\w.]{1,80}", f"{module}.{name}") else "an unprintable name"
+        raise _RefusedGlobal(f"refusing to load global '{shown}' (only numpy arrays and builtins are allowed)")
 
 
 def restricted_load(path: str | os.PathLike[str]) -> Any:
-    """Unpickle a data file (``encoding="bytes"``) accepting only numpy arrays and builtin containers."""
+    """Unpickle a data file (``encoding="bytes"``) accepting only numpy arrays and builtin containers.
+
+    Any failure inside the unpickler (a refused global, a truncated stream, an absurd size that raises
+    ``OverflowError``/``MemoryError``, runaway nesting) becomes a ``CorruptFileError`` naming the file.
+    """
     p = Path(path)
     raw = _read_bytes(p)
+    stream = io.BytesIO(raw)
     try:
-        return _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        obj = _RestrictedUnpickler(stream, encoding="bytes").load()
     except _RefusedGlobal as e:
         raise CorruptFileError(f"'{p}' is not a plain data pickle: {e}.") from e
-    except pickle.UnpicklingError as e:
-        raise CorruptFileError(f"'{p}' is corrupt or truncated ({e}).") from e
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, struct.error) as e:
-        raise CorruptFileError(f"'{p}' is corrupt or truncated ({type(e).__name__}: {e}).") from e
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+            struct.error, OverflowError, MemoryError, RecursionError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"'{p}' is corrupt or truncated ({type(e).__name__}).") from e
+    if stream.tell() != len(raw):
+        raise CorruptFileError(f"'{p}' is corrupt: {len(raw) - stream.tell()} bytes follow the end of the pickle.")
+    return obj
 
 
 # -- shared helpers ---------------------------------------------------------------------------------
@@ -197,6 +275,48 @@ def _finish(
         y_test=torch.from_numpy(np.ascontiguousarray(yte, dtype=np.int64)),
         num_classes=num_classes, input_shape=input_shape, class_names=class_names, name=name, meta=meta,
     )
+
+
+def integer_labels(raw: Any, where: str) -> np.ndarray:
+    """The one rule every loader applies to labels: finite, integer-valued class values -> int64.
+
+    Integer dtypes pass; floats pass only when every value is finite and integral (svmlight stores 1.0);
+    strings are parsed as numbers when they all are. A fractional, NaN or infinite label is an error, never
+    a truncated class or a class of its own. Non-numeric strings are returned unchanged (categorical labels).
+    """
+    a = np.asarray(raw)
+    if a.dtype.kind in "US" or a.dtype == object:
+        try:
+            num = a.astype(np.float64)
+        except (ValueError, TypeError):  # categorical names, e.g. "A".."Z"; numeric-looking ones must still be integral
+            parsed = [_as_float(v) for v in a.reshape(-1).tolist()]
+            bad = sum(1 for v in parsed if v is not None and not (math.isfinite(v) and v == round(v)))
+            if bad:
+                raise ValueError(_label_message(where, bad)) from None
+            return a
+        a = num
+    if a.dtype.kind == "b":
+        raise ValueError(f"{where}: labels must be integer class indices, not booleans.")
+    if a.dtype.kind == "f":
+        bad = int((~np.isfinite(a) | (a != np.round(a))).sum())
+        if bad:
+            raise ValueError(_label_message(where, bad))
+        return a.astype(np.int64)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{where}: labels must be integer class indices; got dtype {a.dtype}.")
+    return a.astype(np.int64)
+
+
+def _label_message(where: str, bad: int) -> str:
+    return (f"{where}: labels must be integer class indices; {bad} label(s) are fractional, NaN or infinite. "
+            "Fix the labels in the file (float labels are refused, never rounded).")
+
+
+def _as_float(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (ValueError, TypeError):
+        return None
 
 
 def _check_label_range(y: np.ndarray, num_classes: int, where: str) -> None:
@@ -268,8 +388,8 @@ def _load_idx_family(
 
     def read_pair(img_key: str, lab_key: str) -> tuple[np.ndarray, np.ndarray]:
         x = read_idx(found[img_key])  # type: ignore[arg-type]
-        y = read_idx(found[lab_key]).astype(np.int64)  # type: ignore[arg-type]
         where = f"{name} ({found[img_key]}, {found[lab_key]})"
+        y = integer_labels(read_idx(found[lab_key]), where)  # type: ignore[arg-type]
         if x.ndim != 3:
             raise CorruptFileError(f"{where}: images must be (N, H, W); got shape {x.shape}.")
         _check_xy(x, y, where)
@@ -286,6 +406,11 @@ def _load_idx_family(
                       UserWarning, stacklevel=3)
     meta: dict[str, Any] = {"files": {k: str(v) for k, v in found.items() if v is not None}}
     sample = test[0].shape[1:]
+    if train is not None and train[0].shape[1:] != sample:
+        raise CorruptFileError(
+            f"Data set '{name}': train images are {train[0].shape[2:]} but test images are {sample[1:]}; "
+            "both splits must have the same image size."
+        )
     xtr, ytr, xte, yte = _handle_splits(name, train, test, use_test_split_as_train, seed, meta, sample)
     shape: tuple[int, ...] = (int(np.prod(sample)),) if flatten else tuple(int(s) for s in sample)
     return _finish(name, xtr, ytr, xte, yte, num_classes=10, class_names=class_names, input_shape=shape, meta=meta)
@@ -318,10 +443,12 @@ def fashion_mnist(
 def _cifar_batch(path: Path, label_key: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     d = restricted_load(path)
     if not isinstance(d, dict) or b"data" not in d or label_key not in d:
-        keys = sorted(d) if isinstance(d, dict) else type(d).__name__
-        raise CorruptFileError(f"'{path}' is not a CIFAR batch: expected keys b'data' and {label_key!r}, got {keys}.")
+        got = f"a dict with {len(d)} other key(s)" if isinstance(d, dict) else f"a {type(d).__name__}"
+        raise CorruptFileError(f"'{path}' is not a CIFAR batch: expected keys b'data' and {label_key!r}, got {got}.")
     x = np.asarray(d[b"data"])
-    y = np.asarray(d[label_key], dtype=np.int64)
+    y = integer_labels(d[label_key], f"'{path}'")
+    if y.ndim != 1:
+        raise CorruptFileError(f"'{path}': CIFAR labels must be a flat list; got shape {y.shape}.")
     if x.ndim != 2 or x.shape[1] != 3072 or x.dtype != np.uint8:
         raise CorruptFileError(f"'{path}': CIFAR data must be uint8 of shape (N, 3072); got {x.dtype} {x.shape}.")
     _check_xy(x, y, where)
@@ -407,21 +534,20 @@ def _existing(path: str, kind: str) -> Path:
 
 
 def _encode_labels(raw: np.ndarray, num_classes: int | None, where: str) -> tuple[np.ndarray, list[str], int]:
-    """Integer labels 0..C-1 stay; anything else maps to sorted unique values."""
-    if raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw)):
-        raw = raw.astype(np.int64)  # svmlight labels are read as floats: 1.0 -> 1
+    """Integer labels 0..C-1 stay; other integers and string labels map to sorted unique values."""
+    if raw.size == 0:
+        raise ValueError(f"{where}: the file holds no samples; it needs at least one row with a label.")
+    raw = integer_labels(raw, where)
     if raw.dtype.kind in "iu":
         y = raw.astype(np.int64)
         if num_classes is not None:
             _check_label_range(y, num_classes, where)
             return y, [str(i) for i in range(num_classes)], num_classes
-        if y.size and y.min() >= 0 and len(np.unique(y)) == int(y.max()) + 1:
+        if y.min() >= 0 and len(np.unique(y)) == int(y.max()) + 1:
             c = int(y.max()) + 1
             return y, [str(i) for i in range(c)], c
-    elif raw.dtype.kind == "f":
-        raise ValueError(f"{where}: labels must be finite class values; found NaN/inf or fractional labels.")
     if num_classes is not None:
-        raise ValueError(f"{where}: labels are not integers in [0, {num_classes}); got values like {raw[:5].tolist()}.")
+        raise ValueError(f"{where}: labels are not integer class indices in [0, {num_classes}).")
     classes, y = np.unique(raw, return_inverse=True)
     names = [str(c.item() if hasattr(c, "item") else c) for c in classes]
     return y.astype(np.int64), names, len(classes)
@@ -439,6 +565,22 @@ def _split_or_test(
     return x[tr], y[tr], x[te], y[te]
 
 
+def _check_dense_size(xs: Any, xt: Any, n_features: int | None, where: str) -> None:
+    """Refuse a sparse file whose dense form would be huge (``0 1:1`` then ``1 1000000000:1`` is 20 bytes)."""
+    d = xs.shape[1]
+    if n_features is None and d > MAX_SVMLIGHT_FEATURES:
+        raise ValueError(
+            f"{where}: the largest feature index is {d}, over the limit of {MAX_SVMLIGHT_FEATURES} features for a "
+            "file read without n_features; pass n_features=D (data_arg n_features=D) if the data really has D features."
+        )
+    rows = xs.shape[0] + (xt.shape[0] if xt is not None else 0)
+    if rows * d * 8 > MAX_FILE_BYTES:
+        raise ValueError(
+            f"{where}: {rows} rows x {d} features would take {rows * d * 8} bytes as a dense array, over the "
+            f"{MAX_FILE_BYTES}-byte limit; robustlab reads svmlight files into dense tensors."
+        )
+
+
 def load_svmlight(
     path: str, *, test_path: str | None = None, test_fraction: float = 0.2, seed: int = 0,
     n_features: int | None = None, num_classes: int | None = None,
@@ -451,16 +593,22 @@ def load_svmlight(
     tp = Path(test_path).expanduser() if test_path else (Path(str(p) + ".t") if Path(str(p) + ".t").is_file() else None)
     if tp is not None and not tp.is_file():
         raise FileNotFoundError(f"svmlight test file '{tp}' does not exist.")
+    if n_features is not None:
+        check_int(n_features, "n_features", 1, None, owner="svmlight")
     try:
         if tp is not None:
             xs, ys, xt, yt = load_svmlight_files([str(p), str(tp)], n_features=n_features)
         else:
             xs, ys = load_svmlight_file(str(p), n_features=n_features)
             xt = yt = None
-    except (ValueError, IndexError) as e:
-        raise CorruptFileError(f"svmlight file '{p}' could not be parsed: {e}.") from e
-    x = np.asarray(xs.toarray())
+    except (ValueError, IndexError, OverflowError, UnicodeDecodeError) as e:
+        raise CorruptFileError(
+            f"svmlight file '{p}' could not be parsed as LIBSVM/svmlight ({type(e).__name__}; with n_features given, "
+            "every feature index must be at most n_features)."
+        ) from e
     where = f"svmlight '{p}'"
+    _check_dense_size(xs, xt, n_features, where)
+    x = np.asarray(xs.toarray())
     _check_xy(x, ys, where)
     raw = ys if yt is None else np.concatenate([ys, yt])
     y_all, names, c = _encode_labels(raw, num_classes, where)
@@ -492,12 +640,12 @@ def load_csv(
         with open(p, newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh, delimiter=delimiter))
     except (UnicodeDecodeError, csv.Error) as e:
-        raise CorruptFileError(f"csv file '{p}' could not be read: {e}.") from e
+        raise CorruptFileError(f"csv file '{p}' could not be read as UTF-8 CSV ({type(e).__name__}).") from e
     if not rows:
         raise CorruptFileError(f"csv file '{p}' is empty.")
     header = [h.strip() for h in rows[0]]
     if label not in header:
-        raise ValueError(f"csv file '{p}' has no label column {label!r}; columns: {', '.join(header)}. Pass label='NAME'.")
+        raise ValueError(f"csv file '{p}' has no label column {label!r} in its header ({_columns(header)}). Pass label='NAME'.")
     li = header.index(label)
     body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
     bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
@@ -512,14 +660,11 @@ def load_csv(
         except ValueError:
             bad_row = next(i for i, v in enumerate(col) if not _is_float(v))
             raise ValueError(
-                f"csv file '{p}': column {header[j]!r} must be numeric; row {bad_row + 2} holds {col[bad_row]!r}."
+                f"csv file '{p}': column {_column(header[j], j)} must be numeric; row {bad_row + 2} is not a number "
+                f"(every column except the label column {label!r} must hold numbers)."
             ) from None
-    labels = np.asarray([r[li].strip() for r in body])
-    try:
-        raw = labels.astype(np.int64)
-    except ValueError:
-        raw = labels
     where = f"csv '{p}'"
+    raw = integer_labels(np.asarray([r[li].strip() for r in body]), where)
     _check_xy(x, raw, where)
     y, names, c = _encode_labels(raw, num_classes, where)
     meta: dict[str, Any] = {"path": str(p), "label_column": label, "feature_columns": [header[j] for j in feat_cols]}
@@ -532,6 +677,20 @@ def load_csv(
     xtr, ytr, xte, yte = _split_or_test("csv", x, y, test, test_fraction, seed, meta)
     return _finish(f"csv:{p.name}", xtr, ytr, xte, yte, num_classes=c, class_names=names,
                    input_shape=(x.shape[1],), meta=meta)
+
+
+_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_ .-]{0,39}")
+
+
+def _columns(header: list[str]) -> str:
+    """Describe a header without echoing file contents: names only when they look like column names."""
+    if 0 < len(header) <= 64 and all(_NAME_LIKE.fullmatch(h) for h in header):
+        return "columns: " + ", ".join(repr(h) for h in header)
+    return f"{len(header)} column(s)"
+
+
+def _column(name: str, index: int) -> str:
+    return repr(name) if _NAME_LIKE.fullmatch(name) else f"number {index + 1}"
 
 
 def _is_float(v: str) -> bool:
@@ -552,10 +711,10 @@ def load_npz(
         with np.load(p, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError, zlib.error) as e:
-        raise CorruptFileError(f"npz file '{p}' is corrupt or not an npz archive ({e}).") from e
+        raise CorruptFileError(f"npz file '{p}' is corrupt or not an npz archive ({type(e).__name__}).") from e
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
-        raise ValueError(f"npz file '{p}' lacks array(s) {missing}; it must hold 'x' (N, ...) and 'y' (N,). Found {sorted(arrays)}.")
+        raise ValueError(f"npz file '{p}' lacks array(s) {missing}; it must hold 'x' (N, ...) and 'y' (N,). Found {_columns(sorted(arrays)).replace('column', 'array')}.")
     x, yr = arrays["x"], arrays["y"]
     if x.dtype.kind not in "fiub":
         raise TypeError(f"npz file '{p}': 'x' must be numeric; got dtype {x.dtype}.")

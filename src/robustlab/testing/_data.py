@@ -35,7 +35,7 @@ def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = No
     return p
 
 
-DEFECTS = ("truncated", "bad_labels", "mismatched")
+DEFECTS = ("truncated", "bad_labels", "mismatched", "float_labels", "trailing_data")
 
 
 def write_fake_files(name: str, root: str | Path, *, n_train: int = 60, n_test: int = 40, seed: int = 0,
@@ -43,7 +43,8 @@ def write_fake_files(name: str, root: str | Path, *, n_train: int = 60, n_test: 
     """Write tiny random files in the on-disk layout of ``name`` (mnist, fashion_mnist, cifar10, cifar100).
 
     ``defect`` breaks the test split on purpose: ``"truncated"`` (file cut short), ``"bad_labels"`` (a label
-    equal to the number of classes) or ``"mismatched"`` (one label fewer than images).
+    equal to the number of classes), ``"mismatched"`` (one label fewer than images), ``"float_labels"`` (a
+    label of 2.5, which must be refused, never rounded) or ``"trailing_data"`` (bytes after the payload).
     """
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -57,7 +58,13 @@ def write_fake_files(name: str, root: str | Path, *, n_train: int = 60, n_test: 
             if prefix == "t10k" and defect == "mismatched":
                 labels = labels[:-1]
             img = write_idx(d / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-            write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labels)
+            lab = write_idx(d / f"{prefix}-labels-idx1-ubyte.gz", labels)
+            if prefix == "t10k" and defect == "float_labels":  # IDX type 0x0D: big-endian float32
+                f = labels.astype(">f4")
+                f[2] = 2.5
+                lab.write_bytes(gzip.compress(bytes([0, 0, 0x0D, 1]) + struct.pack(">I", n) + f.tobytes(), mtime=0))
+            if prefix == "t10k" and defect == "trailing_data":
+                img.write_bytes(gzip.compress(gzip.decompress(img.read_bytes()) + bytes(1000), mtime=0))
             if prefix == "t10k" and defect == "truncated":
                 raw = gzip.decompress(img.read_bytes())
                 img.write_bytes(gzip.compress(raw[: len(raw) - 100], mtime=0))
@@ -74,6 +81,10 @@ def write_fake_files(name: str, root: str | Path, *, n_train: int = 60, n_test: 
             else:
                 out[b"fine_labels"] = [int(i % 100) for i in range(n)]
                 out[b"coarse_labels"] = [int(i % 20) for i in range(n)]
+            if broken and defect == "float_labels":
+                for key in (b"labels", b"fine_labels", b"coarse_labels"):
+                    if key in out:
+                        out[key][2] = 2.5
             if broken and defect in ("bad_labels", "mismatched"):
                 for key in (b"labels", b"fine_labels", b"coarse_labels"):
                     if key in out:
@@ -95,6 +106,9 @@ def write_fake_files(name: str, root: str | Path, *, n_train: int = 60, n_test: 
             raw = pickle.dumps(obj, protocol=2)
             if defect == "truncated" and fname in ("test_batch", "test"):
                 raw = raw[: len(raw) // 2]
+            if defect == "trailing_data" and fname in ("test_batch", "test"):
+                raw = raw + b"trailing bytes after the pickle's STOP"
+
             (d / fname).write_bytes(raw)
         return d
     raise ValueError(f"write_fake_files knows mnist, fashion_mnist, cifar10, cifar100; not '{name}'.")
@@ -222,7 +236,8 @@ def check_missing_files_named(spec: Spec[Any], tmp: str) -> None:
 def check_defective_files_raise(spec: Spec[Any]) -> None:
     import pytest
 
-    patterns = {"truncated": "corrupt|truncated", "bad_labels": "outside", "mismatched": "mismatched lengths"}
+    patterns = {"truncated": "corrupt|truncated", "bad_labels": "outside", "mismatched": "mismatched lengths",
+                "float_labels": "integer class indices", "trailing_data": "corrupt|truncated"}
     for defect, pattern in patterns.items():
         with tempfile.TemporaryDirectory() as tmp:
             write_fake_files(spec.name, tmp, defect=defect)
