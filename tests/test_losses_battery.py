@@ -55,6 +55,22 @@ class CenteredCE(Loss):
         return LF.ce(logits - logits.mean(0, keepdim=True), target, reduction="none")
 
 
+class HalfMAE(Loss):
+    """MAE computed in the logits' own precision: the gradient rounds away in bf16/fp16."""
+
+    functional = staticmethod(LF.mae.__wrapped__)
+
+
+class UndeclaredScale(Loss):
+    """A declared functional whose module takes a hyper-parameter nobody declared."""
+
+    functional = staticmethod(LF.ce)
+
+    def __init__(self, scale=1.0, *, reduction="mean"):
+        super().__init__(reduction)
+        self.scale = scale
+
+
 def _spec(factory, tags=(), **kw):
     return Spec(name=factory.__name__.lower(), factory=factory, tags=frozenset(tags), example_kwargs=kw)
 
@@ -68,7 +84,11 @@ def _spec(factory, tags=(), **kw):
     (_spec(NaiveCE, tags={"bounded"}), B.check_bounded),
     (_spec(TwiceCE, tags={"symmetric"}), B.check_symmetric),
     (_spec(TwiceCE, tags={"stateful"}), B.check_stateful_needs_index),
-], ids=["finite", "hparams", "hparams-inf", "module-functional", "independence", "bounded", "symmetric", "stateful"])
+    (_spec(HalfMAE), B.check_low_precision_gradient),
+    (_spec(NaiveCE), B.check_declared_constraints),
+    (_spec(UndeclaredScale), B.check_declared_constraints),
+], ids=["finite", "hparams", "hparams-inf", "module-functional", "independence", "bounded", "symmetric", "stateful",
+        "low-precision", "undeclared-functional", "undeclared-hparam"])
 def test_check_catches_the_defect(spec, check):
     with pytest.raises((AssertionError, RuntimeError)):
         check(spec)
@@ -77,5 +97,6 @@ def test_check_catches_the_defect(spec, check):
 def test_checks_pass_on_a_correct_loss():
     spec = Spec(name="ce", factory=lambda **kw: __import__("robustlab").losses.get("ce", **kw), example_kwargs={})
     for check in (B.check_finite_extreme_logits, B.check_module_equals_functional, B.check_per_sample_independence,
-                  B.check_gradcheck, B.check_reductions_agree, B.check_bad_target):
+                  B.check_gradcheck, B.check_reductions_agree, B.check_bad_target, B.check_low_precision_gradient,
+                  B.check_declared_constraints):
         check(spec)

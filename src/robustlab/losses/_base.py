@@ -1,17 +1,29 @@
-"""Loss registry, the ``Loss`` module base and the reduction helper."""
+"""Loss registry, the ``Loss`` module base, the ``loss_function`` declaration and the reduction helper.
+
+Hyper-parameters are declared once, on the functional form (``@loss_function(q=Interval(Real, 0, 1,
+closed="right"))``); the functional validates them from that declaration and the module (:class:`Loss`)
+reads the same declaration in ``__init__``. Module-only parameters (``num_samples``, ``seed``) are declared
+in ``Loss.module_constraints``. The battery checks that the declared names equal the signatures' names.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from .._constraints import Constraint, validate_param, validate_params
 from .._registry import Registry
 from .._validation import check_labels, check_reduction
 
-__all__ = ["LOSSES", "IndexedLoss", "Loss", "reduce_loss", "register_loss"]
+__all__ = ["LOSSES", "HALF_DTYPES", "IndexedLoss", "Loss", "loss_function", "reduce_loss", "register_loss"]
+
+#: logits of these dtypes are computed in float32 and the result cast back (the gradient reaches the logits)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 LOSSES: Registry[nn.Module] = Registry("loss", checks="robustlab.testing._losses")
 register_loss = LOSSES.register
@@ -29,24 +41,80 @@ def reduce_loss(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     raise AssertionError("unreachable")
 
 
+def loss_function(*, state: tuple[str, ...] = (), **constraints: Constraint) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Declare a functional loss ``f(logits, target, *, <hyper-parameters>, reduction)`` and its constraints.
+
+    The wrapped function validates every declared keyword argument it is given (an
+    :class:`~robustlab._validation.InvalidParameterError` naming it) and passes the converted value on;
+    half-precision logits (``HALF_DTYPES``) are computed in float32 and the result cast back, so the gradient
+    survives where ``1 - p_y`` would round. ``state`` names keyword arguments that carry per-sample state
+    (validated by the function itself). The declaration is ``f.parameter_constraints`` (read-only).
+    """
+
+    def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        owner = fn.__name__
+        items = tuple(constraints.items())
+
+        @functools.wraps(fn)
+        def wrapper(logits: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            for name, c in items:
+                if name in kwargs:
+                    kwargs[name] = validate_param(c, kwargs[name], name, owner)
+            if isinstance(logits, torch.Tensor) and logits.dtype in HALF_DTYPES:
+                return fn(logits.float(), target, **kwargs).to(logits.dtype)
+            return fn(logits, target, **kwargs)
+
+        wrapper.parameter_constraints = MappingProxyType(dict(constraints))  # type: ignore[attr-defined]
+        wrapper.state_parameters = tuple(state)  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
+
+
 class Loss(nn.Module):
     """Base of every registered loss: hyper-parameters validated in ``__init__``, one-line forward.
 
-    Subclasses implement :meth:`per_sample` returning shape (N,). Losses with per-sample state set
+    A subclass's ``__init__`` passes its hyper-parameters by keyword, in signature order:
+    ``super().__init__(reduction, q=q)``; they are validated against :meth:`parameter_constraints` (the
+    functional's declaration plus :attr:`module_constraints`) and stored as attributes. Subclasses with no
+    functional form implement :meth:`per_sample` returning shape (N,). Losses with per-sample state set
     ``needs_index = True`` and receive the data-set indices of the batch as ``index``.
     """
 
     needs_index: bool = False
     #: the functional form in ``robustlab.losses.functional`` this module wraps (``None``: override per_sample)
     functional: ClassVar[Callable[..., torch.Tensor] | None] = None
+    #: constraints of module-only hyper-parameters (e.g. ``num_samples``); the functional's come from it
+    module_constraints: ClassVar[Mapping[str, Constraint]] = MappingProxyType({})
 
-    def __init__(self, reduction: str = "mean") -> None:
+    def __init__(self, reduction: str = "mean", **hparams: Any) -> None:
         super().__init__()
         self.reduction = check_reduction(reduction, owner=type(self).__name__)
+        fn_c = self.functional_constraints()
+        fn_owner = getattr(type(self).functional, "__name__", type(self).__name__)
+        values = {**validate_params(fn_c, {k: v for k, v in hparams.items() if k in fn_c}, fn_owner),
+                  **validate_params(type(self).module_constraints, {k: v for k, v in hparams.items() if k not in fn_c},
+                                    type(self).__name__)}
+        self._hparam_names = tuple(hparams)
+        for k in self._hparam_names:
+            setattr(self, k, values[k])
+
+    @classmethod
+    def functional_constraints(cls) -> Mapping[str, Constraint]:
+        """The hyper-parameter constraints declared on :attr:`functional` (empty without one)."""
+        return getattr(cls.functional, "parameter_constraints", MappingProxyType({}))
+
+    @classmethod
+    def parameter_constraints(cls) -> dict[str, Constraint]:
+        """Every hyper-parameter's constraint: the functional's declaration plus :attr:`module_constraints`."""
+        return {**cls.functional_constraints(), **cls.module_constraints}
 
     def functional_kwargs(self, index: torch.Tensor | None = None) -> dict[str, Any]:
         """Keyword arguments of :attr:`functional` equivalent to this module (state included) for ``index``."""
-        return self.hparams()
+        if not hasattr(type(self).functional, "parameter_constraints"):  # an undeclared functional takes them all
+            return self.hparams()
+        fn_c = self.functional_constraints()
+        return {k: v for k, v in self.hparams().items() if k in fn_c}
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample loss, shape (N,)."""
@@ -60,7 +128,7 @@ class Loss(nn.Module):
 
     def hparams(self) -> dict[str, Any]:
         """Hyper-parameters as a dict (used by ``repr`` and results records)."""
-        return {}
+        return {k: getattr(self, k) for k in getattr(self, "_hparam_names", ())}
 
     def extra_repr(self) -> str:
         items = {**self.hparams(), "reduction": self.reduction}

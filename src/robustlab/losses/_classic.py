@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import _fn_prob as P
 from ._base import Loss, register_loss
 
@@ -28,11 +26,7 @@ class LabelSmoothingLoss(Loss):
     functional = staticmethod(P.label_smoothing)
 
     def __init__(self, smoothing: float = 0.1, *, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.smoothing = P.check_label_smoothing(smoothing)["smoothing"]
-
-    def hparams(self) -> dict[str, Any]:
-        return {"smoothing": self.smoothing}
+        super().__init__(reduction, smoothing=smoothing)
 
 
 @register_loss("focal", tags={"classic"}, reference="Lin et al., ICCV 2017 (arXiv:1708.02002)",
@@ -46,11 +40,7 @@ class FocalLoss(Loss):
     functional = staticmethod(P.focal)
 
     def __init__(self, gamma: float = 2.0, *, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.gamma = P.check_focal(gamma)["gamma"]
-
-    def hparams(self) -> dict[str, Any]:
-        return {"gamma": self.gamma}
+        super().__init__(reduction, gamma=gamma)
 
 
 @register_loss("mse", tags={"classic", "bounded"}, reference="Ghosh, Kumar & Sastry, AAAI 2017 (arXiv:1712.09482)",

@@ -3,83 +3,56 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .._validation import InvalidParameterError, check_int, check_option, check_reduction
-from ._base import reduce_loss
-from ._fn_prob import _check, _log_py, _min_classes, _real
+from .._constraints import Interval, Options
+from .._validation import InvalidParameterError, check_reduction
+from ._base import loss_function, reduce_loss
+from ._fn_prob import NONNEG, POSITIVE, _check, _log_py, _min_classes
 
 __all__ = ["aldr_kl", "comp_sum", "cs", "ensloss", "ldr_kl", "ww", "zloss"]
 
 NORMALIZATIONS = (None, "softplus", "mean_abs")
 
 
-# -- parameter checks -------------------------------------------------------------------------------
-def check_margin(margin: float, owner: str) -> dict[str, float]:
-    return {"margin": _real(margin, "margin", owner, 0.0, None)}
-
-
-def check_comp_sum(tau: float) -> dict[str, float]:
-    return {"tau": _real(tau, "tau", "comp_sum", 0.0, None)}
-
-
-def check_zloss(a: float, b: float) -> dict[str, float]:
-    return {"a": _real(a, "a", "zloss", 0.0, None, "neither"), "b": _real(b, "b", "zloss")}
-
-
-def check_ensloss(n_draws: int) -> dict[str, int]:
-    return {"n_draws": check_int(n_draws, "n_draws", 1, None, owner="ensloss")}
-
-
-def check_ldr_kl(lam: float, margin: float, normalize: str | None) -> dict[str, Any]:
-    return {
-        "lam": _real(lam, "lam", "ldr_kl", 0.0, None, "neither"),
-        **check_margin(margin, "ldr_kl"),
-        "normalize": check_option(normalize, "normalize", NORMALIZATIONS, owner="ldr_kl"),
-    }
-
-
-def check_aldr_kl(lam0: float, alpha: float, margin: float, normalize: str | None) -> dict[str, Any]:
-    return {
-        "lam0": _real(lam0, "lam0", "aldr_kl", 0.0, None, "neither"),
-        "alpha": _real(alpha, "alpha", "aldr_kl", 1.0, None, "neither"),
-        **check_margin(margin, "aldr_kl"),
-        "normalize": check_option(normalize, "normalize", NORMALIZATIONS, owner="aldr_kl"),
-    }
+MARGIN = NONNEG  # c >= 0
+NORMALIZE = Options(NORMALIZATIONS)
 
 
 # -- hinge losses ---------------------------------------------------------------------------------------
+@loss_function(margin=MARGIN)
 def cs(logits: torch.Tensor, target: torch.Tensor, *, margin: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     r"""Crammer-Singer hinge :math:`\max(0, \max_{k\ne y}(c + f_k - f_y))`.
 
     ``margin`` c >= 0, default 1. Unbounded. Crammer & Singer, "On the Algorithmic Implementation of
     Multiclass Kernel-based Vector Machines", JMLR 2001.
     """
-    hp = check_margin(margin, "cs")
     _check(logits, target, reduction, "cs")
     t = target[:, None]
-    d = (logits - logits.gather(1, t) + hp["margin"]).scatter(1, t, 0.0)  # the y entry supplies max(0, .)
+    d = (logits - logits.gather(1, t) + margin).scatter(1, t, 0.0)  # the y entry supplies max(0, .)
     return reduce_loss(d.amax(1), reduction)
 
 
+@loss_function(margin=MARGIN)
 def ww(logits: torch.Tensor, target: torch.Tensor, *, margin: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     r"""Weston-Watkins hinge :math:`\sum_{k\ne y}\max(0, c + f_k - f_y)`.
 
     ``margin`` c >= 0, default 1. Unbounded. Summed over classes as published (the LDR code divides by K).
     Weston & Watkins, "Support Vector Machines for Multi-Class Pattern Recognition", ESANN 1999.
     """
-    hp = check_margin(margin, "ww")
     _check(logits, target, reduction, "ww")
     t = target[:, None]
-    d = F.relu(logits - logits.gather(1, t) + hp["margin"]).scatter(1, t, 0.0)
+    d = F.relu(logits - logits.gather(1, t) + margin).scatter(1, t, 0.0)
     return reduce_loss(d.sum(1), reduction)
 
 
 # -- comp-sum and Z-loss ---------------------------------------------------------------------------------
+@loss_function(tau=NONNEG)
 def comp_sum(logits: torch.Tensor, target: torch.Tensor, *, tau: float = 1.5, reduction: str = "mean") -> torch.Tensor:
     r"""Comp-sum loss :math:`\Phi^\tau(\sum_{k\ne y}e^{f_k-f_y}) = (p_y^{\tau-1} - 1)/(1-\tau)`, CE at :math:`\tau=1`.
 
@@ -89,14 +62,14 @@ def comp_sum(logits: torch.Tensor, target: torch.Tensor, *, tau: float = 1.5, re
     about 88/(1-tau) in float32 (the loss itself is that large). Mao, Mohri & Zhong, "Cross-Entropy Loss
     Functions: Theoretical Analysis and Applications", ICML 2023 (arXiv:2304.07288).
     """
-    hp = check_comp_sum(tau)
     _check(logits, target, reduction, "comp_sum")
     lp = _log_py(logits, target)
-    t = hp["tau"]
+    t = tau
     v = -lp if t == 1.0 else torch.expm1((t - 1.0) * lp) / (1.0 - t)
     return reduce_loss(v, reduction)
 
 
+@loss_function(a=POSITIVE, b=Interval(Real, None, None))
 def zloss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1.0, b: float = 0.0,
           reduction: str = "mean") -> torch.Tensor:
     r"""Z-loss :math:`\mathrm{softplus}(a(b - z_y))/a`, :math:`z = (f - \mathrm{mean}\,f)/\mathrm{std}\,f` per row.
@@ -106,13 +79,12 @@ def zloss(logits: torch.Tensor, target: torch.Tensor, *, a: float = 1.0, b: floa
     Invariant to f -> s f + t, s > 0; bounded. de Brebisson & Vincent, "The Z-loss: a shift and scale
     invariant classification loss belonging to the Spherical Family", arXiv:1604.08859.
     """
-    hp = check_zloss(a, b)
     _check(logits, target, reduction, "zloss")
     _min_classes(logits, 2, "zloss")
     centred = logits - logits.mean(1, keepdim=True)
     std = centred.square().mean(1).clamp_min(torch.finfo(logits.dtype).tiny).sqrt()
     z_y = centred.gather(1, target[:, None]).squeeze(1) / std
-    return reduce_loss(F.softplus(hp["a"] * (hp["b"] - z_y)) / hp["a"], reduction)
+    return reduce_loss(F.softplus(a * (b - z_y)) / a, reduction)
 
 
 # -- EnsLoss -------------------------------------------------------------------------------------------
@@ -125,6 +97,7 @@ def _margins(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return f_y - others.amax(1)
 
 
+@loss_function(n_draws=Interval(Integral, 1, None), state=("generator",))
 def ensloss(logits: torch.Tensor, target: torch.Tensor, *, n_draws: int = 1,
             generator: torch.Generator | None = None, reduction: str = "mean") -> torch.Tensor:
     r"""EnsLoss: a random convex calibrated loss per batch, through its derivative on the margin s.
@@ -142,7 +115,6 @@ def ensloss(logits: torch.Tensor, target: torch.Tensor, *, n_draws: int = 1,
     within a batch. Randomness only from ``generator``. Dai, "EnsLoss: Stochastic Calibrated Loss
     Ensembles for Preventing Overfitting in Classification", ICML 2025 (arXiv:2409.00908).
     """
-    hp = check_ensloss(n_draws)
     check_reduction(reduction, owner="ensloss")
     if logits.dim() == 2 and logits.shape[1] == 1 and isinstance(target, torch.Tensor):
         if target.dim() != 1 or target.shape[0] != logits.shape[0]:
@@ -157,7 +129,7 @@ def ensloss(logits: torch.Tensor, target: torch.Tensor, *, n_draws: int = 1,
         _min_classes(logits, 2, "ensloss")
     s = _margins(logits, target)
     n = s.shape[0]
-    eps = torch.randn(hp["n_draws"], n, generator=generator, dtype=s.dtype, device="cpu").to(s.device)
+    eps = torch.randn(n_draws, n, generator=generator, dtype=s.dtype, device="cpu").to(s.device)
     g_sorted = torch.sort(-eps.exp(), dim=1).values.clamp_min(-1.0)
     order = torch.argsort(s.detach())
     g = torch.empty_like(g_sorted)
@@ -238,6 +210,7 @@ def _ldr(f: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | float, margi
     return _LDRKL.apply(f, target, lam, margin)
 
 
+@loss_function(lam=POSITIVE, margin=MARGIN, normalize=NORMALIZE)
 def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 1.0, margin: float = 0.1,
            normalize: str | None = None, reduction: str = "mean") -> torch.Tensor:
     r"""LDR-KL loss :math:`\lambda\log\big(\frac1K\sum_k\exp((c\,1[k\ne y] + f_k - f_y)/\lambda)\big)`.
@@ -251,10 +224,9 @@ def ldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam: float = 1.0, marg
     ALDR-KL). c = 0, lam = 1, None is CE - log K. Zhu, Ying & Yang, "Label Distributionally Robust
     Losses for Multi-class Classification", ICML 2023 (arXiv:2112.14869).
     """
-    hp = check_ldr_kl(lam, margin, normalize)
     _check(logits, target, reduction, "ldr_kl")
-    f = normalize_logits(logits, hp["normalize"])
-    return reduce_loss(_ldr(f, target, hp["lam"], hp["margin"]), reduction)
+    f = normalize_logits(logits, normalize)
+    return reduce_loss(_ldr(f, target, lam, margin), reduction)
 
 
 def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float) -> torch.Tensor:
@@ -287,6 +259,8 @@ def _aldr(logits: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | None, 
     return _ldr(f, target, new, margin) - penalty, new
 
 
+@loss_function(lam0=POSITIVE, alpha=Interval(Real, 1, None, closed="neither"), margin=MARGIN,
+               normalize=NORMALIZE, state=("lam",))
 def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 1.0, alpha: float = 2.0,
             margin: float = 0.1, normalize: str | None = None, lam: torch.Tensor | None = None,
             reduction: str = "mean") -> torch.Tensor:
@@ -301,7 +275,6 @@ def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 1.0, al
     ``normalize`` as in :func:`ldr_kl` (default None). alpha -> inf gives LDR-KL(lam0). Needs K >= 2.
     Zhu, Ying & Yang, ICML 2023 (arXiv:2112.14869).
     """
-    hp = check_aldr_kl(lam0, alpha, margin, normalize)
     _check(logits, target, reduction, "aldr_kl")
     _min_classes(logits, 2, "aldr_kl")
     if lam is not None and (not isinstance(lam, torch.Tensor) or lam.shape != (logits.shape[0],)):
@@ -311,5 +284,5 @@ def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 1.0, al
         raise InvalidParameterError(
             f"The 'lam' parameter of aldr_kl must hold finite floating temperatures > 0. Got dtype {lam.dtype}, "
             f"min {float(lam.min()) if lam.numel() else None}, max {float(lam.max()) if lam.numel() else None} instead.")
-    v, _ = _aldr(logits, target, lam, hp["lam0"], hp["alpha"], hp["margin"], hp["normalize"])
+    v, _ = _aldr(logits, target, lam, lam0, alpha, margin, normalize)
     return reduce_loss(v, reduction)

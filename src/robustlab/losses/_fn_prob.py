@@ -8,19 +8,24 @@ finite for logits of +-1e4.
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 import torch
 import torch.nn.functional as F
 
-from .._validation import InvalidParameterError, check_classification_inputs, check_in_range, check_reduction
-from ._base import reduce_loss
+from .._constraints import Interval
+from .._validation import InvalidParameterError, check_classification_inputs, check_reduction
+from ._base import loss_function, reduce_loss
 
 __all__ = [
     "ce", "focal", "gce", "js", "label_smoothing", "mae", "mse", "nce", "nce_agce", "nce_aul",
     "nce_rce", "rce", "rll", "sce", "tgce",
 ]
 
-RCE_LOG_ZERO = -4.0  # Wang et al. (2019): log 0 := A = -4 in the reverse cross-entropy
+#: RCE's log 0 := A. -4 is the SCE paper's text (Wang et al. 2019) and the LDR code's SCE; the official SCE,
+#: APL and ALFs code clamp the one-hot label at 1e-4, i.e. A = log 1e-4 (their published runs use that).
+RCE_LOG_ZERO = -4.0
+RCE_LOG_ZERO_CODE = math.log(1e-4)  # -9.2103...
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -43,59 +48,15 @@ def _one_minus_py(log_py: torch.Tensor) -> torch.Tensor:
     return -torch.expm1(log_py)
 
 
-def _real(value: object, name: str, owner: str, low: float | None = None, high: float | None = None,
-          closed: str = "both") -> float:
-    """A finite real in the interval: a missing bound is an *open* infinite end, so +-inf is rejected
-    (an infinite temperature, margin or weight gives NaN/inf losses)."""
-    if low is None:
-        low, closed = -math.inf, {"both": "right", "left": "neither"}.get(closed, closed)
-    if high is None:
-        high, closed = math.inf, {"both": "left", "right": "neither"}.get(closed, closed)
-    return float(check_in_range(value, name, low, high, closed=closed, owner=owner))
-
-
-# -- parameter checks shared by functionals and modules -----------------------------------------
-def check_label_smoothing(smoothing: float) -> dict[str, float]:
-    return {"smoothing": _real(smoothing, "smoothing", "label_smoothing", 0.0, 1.0, "left")}
-
-
-def check_focal(gamma: float) -> dict[str, float]:
-    return {"gamma": _real(gamma, "gamma", "focal", 0.0, None)}
-
-
-def check_gce(q: float) -> dict[str, float]:
-    return {"q": _real(q, "q", "gce", 0.0, 1.0, "right")}
-
-
-def check_tgce(q: float, k: float) -> dict[str, float]:
-    return {"q": _real(q, "q", "tgce", 0.0, 1.0, "right"), "k": _real(k, "k", "tgce", 0.0, 1.0, "left")}
-
-
-def check_sce(alpha: float, beta: float) -> dict[str, float]:
-    return {"alpha": _real(alpha, "alpha", "sce", 0.0, None), "beta": _real(beta, "beta", "sce", 0.0, None)}
-
-
-def check_nce_pair(alpha: float, beta: float, owner: str) -> dict[str, float]:
-    return {"alpha": _real(alpha, "alpha", owner, 0.0, None), "beta": _real(beta, "beta", owner, 0.0, None)}
-
-
-def check_agce(a: float, q: float) -> dict[str, float]:
-    return {"a": _real(a, "a", "nce_agce", 0.0, None, "neither"), "q": _real(q, "q", "nce_agce", 0.0, None, "neither")}
-
-
-def check_aul(a: float, p: float) -> dict[str, float]:
-    return {"a": _real(a, "a", "nce_aul", 1.0, None, "neither"), "p": _real(p, "p", "nce_aul", 0.0, None, "neither")}
-
-
-def check_js(pi: float) -> dict[str, float]:
-    return {"pi": _real(pi, "pi", "js", 0.0, 1.0, "neither")}
-
-
-def check_rll(alpha: float) -> dict[str, float]:
-    return {"alpha": _real(alpha, "alpha", "rll", 0.0, None, "neither")}
+# -- hyper-parameter constraints (declared once; the modules read them from the functionals) ------------
+NONNEG = Interval(Real, 0, None, closed="left")  # [0, inf)
+POSITIVE = Interval(Real, 0, None, closed="neither")  # (0, inf)
+Q_GCE = Interval(Real, 0, 1, closed="right")  # (0, 1]
+LOG_ZERO = Interval(Real, None, 0, closed="neither")  # A = log 0 := A < 0
 
 
 # -- classic -------------------------------------------------------------------------------------
+@loss_function()
 def ce(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     r"""Cross-entropy :math:`\ell = -\log \mathrm{softmax}(f)_y = \log\sum_k e^{f_k} - f_y`.
 
@@ -105,6 +66,7 @@ def ce(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -
     return reduce_loss(F.cross_entropy(logits, target, reduction="none"), reduction)
 
 
+@loss_function(smoothing=Interval(Real, 0, 1, closed="left"))
 def label_smoothing(logits: torch.Tensor, target: torch.Tensor, *, smoothing: float = 0.1,
                     reduction: str = "mean") -> torch.Tensor:
     r"""Label-smoothed cross-entropy :math:`(1-s)(-\log p_y) + s\,\frac1K\sum_k(-\log p_k)`.
@@ -112,12 +74,12 @@ def label_smoothing(logits: torch.Tensor, target: torch.Tensor, *, smoothing: fl
     ``smoothing`` s in [0, 1), default 0.1 (s = 0 is CE). Szegedy et al., "Rethinking the Inception
     Architecture for Computer Vision", CVPR 2016.
     """
-    hp = check_label_smoothing(smoothing)
     _check(logits, target, reduction, "label_smoothing")
-    v = F.cross_entropy(logits, target, reduction="none", label_smoothing=hp["smoothing"])
+    v = F.cross_entropy(logits, target, reduction="none", label_smoothing=smoothing)
     return reduce_loss(v, reduction)
 
 
+@loss_function(gamma=NONNEG)
 def focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0, reduction: str = "mean") -> torch.Tensor:
     r"""Focal loss :math:`-(1-p_y)^\gamma \log p_y`.
 
@@ -125,15 +87,15 @@ def focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0, red
     code detaches it; the paper does not). Lin et al., "Focal Loss for Dense Object Detection",
     ICCV 2017 (arXiv:1708.02002).
     """
-    hp = check_focal(gamma)
     _check(logits, target, reduction, "focal")
     lp = _log_py(logits, target)
-    if hp["gamma"] == 0.0:
+    if gamma == 0.0:
         return reduce_loss(-lp, reduction)
     base = _one_minus_py(lp).clamp_min(torch.finfo(logits.dtype).tiny)
-    return reduce_loss(base.pow(hp["gamma"]) * (-lp), reduction)
+    return reduce_loss(base.pow(gamma) * (-lp), reduction)
 
 
+@loss_function()
 def mse(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     r"""Mean squared error on probabilities :math:`\sum_k (e_{y,k} - p_k)^2`, bounded in [0, 2].
 
@@ -145,6 +107,7 @@ def mse(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") 
     return reduce_loss(diff.square().sum(1), reduction)
 
 
+@loss_function()
 def mae(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     r"""Mean absolute error :math:`\sum_k |e_{y,k} - p_k| = 2(1 - p_y)`; bounded, symmetric.
 
@@ -156,17 +119,18 @@ def mae(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") 
 
 
 # -- generalised / truncated cross-entropy --------------------------------------------------------
+@loss_function(q=Q_GCE)
 def gce(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, reduction: str = "mean") -> torch.Tensor:
     r"""Generalized cross-entropy :math:`L_q = (1 - p_y^q)/q`, bounded by 1/q.
 
     ``q`` in (0, 1], default 0.7 (q -> 0 is CE, q = 1 is MAE/2). Zhang & Sabuncu, "Generalized
     Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels", NeurIPS 2018 (arXiv:1805.07836).
     """
-    hp = check_gce(q)
     _check(logits, target, reduction, "gce")
-    return reduce_loss(-torch.expm1(hp["q"] * _log_py(logits, target)) / hp["q"], reduction)
+    return reduce_loss(-torch.expm1(q * _log_py(logits, target)) / q, reduction)
 
 
+@loss_function(q=Q_GCE, k=Interval(Real, 0, 1, closed="left"), state=("weight",))
 def tgce(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, k: float = 0.5,
          weight: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
     r"""Truncated GCE: :math:`L_q(p_y)` if :math:`p_y > k`, else the constant :math:`L_q(k) = (1-k^q)/q`.
@@ -175,9 +139,8 @@ def tgce(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, k: float
     :math:`w L_q(p_y) + (1-w) L_q(k)`; without it the truncation is decided on the current :math:`p_y`.
     ``q`` in (0, 1] (default 0.7), ``k`` in [0, 1) (default 0.5). Zhang & Sabuncu, NeurIPS 2018.
     """
-    hp = check_tgce(q, k)
     _check(logits, target, reduction, "tgce")
-    q_, k_ = hp["q"], hp["k"]
+    q_, k_ = q, k
     lp = _log_py(logits, target)
     lq = -torch.expm1(q_ * lp) / q_
     lq_k = (1.0 - k_**q_) / q_
@@ -197,27 +160,33 @@ def tgce(logits: torch.Tensor, target: torch.Tensor, *, q: float = 0.7, k: float
 
 
 # -- symmetric / active-passive -------------------------------------------------------------------
-def rce(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
-    r"""Reverse cross-entropy :math:`-\sum_k p_k \log e_{y,k}` with :math:`\log 0 := A = -4`, i.e. :math:`4(1-p_y)`.
+@loss_function(log_zero=LOG_ZERO)
+def rce(logits: torch.Tensor, target: torch.Tensor, *, log_zero: float = RCE_LOG_ZERO,
+        reduction: str = "mean") -> torch.Tensor:
+    r"""Reverse cross-entropy :math:`-\sum_k p_k \log e_{y,k}` with :math:`\log 0 := A`, i.e. :math:`-A(1-p_y)`.
 
-    Bounded and symmetric (:math:`\sum_y \ell = 4(K-1)`). Wang et al., "Symmetric Cross Entropy for
-    Robust Learning with Noisy Labels", ICCV 2019 (arXiv:1908.06112).
+    ``log_zero`` A < 0 (default -4, the SCE paper's text and the LDR code). The official SCE, APL and ALFs
+    code clamp the one-hot label at 1e-4, i.e. A = log 1e-4 ~ -9.21 (``RCE_LOG_ZERO_CODE``); their
+    published runs and hyper-parameters use that value. Bounded and symmetric (:math:`\sum_y \ell = -A(K-1)`).
+    Wang et al., "Symmetric Cross Entropy for Robust Learning with Noisy Labels", ICCV 2019 (arXiv:1908.06112).
     """
     _check(logits, target, reduction, "rce")
-    return reduce_loss(-RCE_LOG_ZERO * _one_minus_py(_log_py(logits, target)), reduction)
+    return reduce_loss(-log_zero * _one_minus_py(_log_py(logits, target)), reduction)
 
 
+@loss_function(alpha=NONNEG, beta=NONNEG, log_zero=LOG_ZERO)
 def sce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 0.1, beta: float = 1.0,
-        reduction: str = "mean") -> torch.Tensor:
-    r"""Symmetric cross-entropy :math:`\alpha\,\mathrm{CE} + \beta\,\mathrm{RCE}`, RCE with log 0 := -4.
+        log_zero: float = RCE_LOG_ZERO, reduction: str = "mean") -> torch.Tensor:
+    r"""Symmetric cross-entropy :math:`\alpha\,\mathrm{CE} + \beta\,\mathrm{RCE}`, RCE :math:`= -A(1-p_y)`.
 
-    ``alpha`` >= 0 (default 0.1), ``beta`` >= 0 (default 1.0), the paper's CIFAR-10 values.
-    Wang et al., ICCV 2019 (arXiv:1908.06112).
+    ``alpha`` >= 0 (default 0.1), ``beta`` >= 0 (default 1.0), the paper's CIFAR-10 values; ``log_zero``
+    A < 0 (default -4, the paper's text). The published SCE numbers were tuned with the official code,
+    A = log 1e-4: reproduce them with ``log_zero=math.log(1e-4)`` (``RCE_LOG_ZERO_CODE``). The LDR paper's
+    SCE baseline uses A = -4 (its ``SCELoss(A=4)``). Wang et al., ICCV 2019 (arXiv:1908.06112).
     """
-    hp = check_sce(alpha, beta)
     _check(logits, target, reduction, "sce")
     lp = _log_py(logits, target)
-    return reduce_loss(hp["alpha"] * (-lp) + hp["beta"] * (-RCE_LOG_ZERO) * _one_minus_py(lp), reduction)
+    return reduce_loss(alpha * (-lp) + beta * (-log_zero) * _one_minus_py(lp), reduction)
 
 
 def _nce(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,6 +195,7 @@ def _nce(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torc
     return lp / logp.sum(1), lp
 
 
+@loss_function()
 def nce(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
     r"""Normalized cross-entropy :math:`\log p_y / \sum_k \log p_k`, in [0, 1], symmetric (sums to 1 over y).
 
@@ -236,20 +206,23 @@ def nce(logits: torch.Tensor, target: torch.Tensor, *, reduction: str = "mean") 
     return reduce_loss(_nce(logits, target)[0], reduction)
 
 
+@loss_function(alpha=NONNEG, beta=NONNEG, log_zero=LOG_ZERO)
 def nce_rce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, beta: float = 1.0,
-            reduction: str = "mean") -> torch.Tensor:
-    r"""Active-passive loss :math:`\alpha\,\mathrm{NCE} + \beta\,\mathrm{RCE}`, RCE = 4(1 - p_y) (A = -4 as published).
+            log_zero: float = RCE_LOG_ZERO, reduction: str = "mean") -> torch.Tensor:
+    r"""Active-passive loss :math:`\alpha\,\mathrm{NCE} + \beta\,\mathrm{RCE}`, RCE :math:`= -A(1-p_y)`.
 
-    ``alpha``, ``beta`` >= 0, default 1. Bounded and symmetric. The APL code clamps at 1e-4
-    (A = log 1e-4); this follows the paper. Ma et al., ICML 2020 (arXiv:2006.13554).
+    ``alpha``, ``beta`` >= 0, default 1; ``log_zero`` A < 0 (default -4, the SCE paper's text). The APL
+    code (whose runs give the published NCE+RCE numbers) and the LDR code's ``NCEandRCE`` clamp at 1e-4:
+    reproduce them with ``log_zero=math.log(1e-4)`` (``RCE_LOG_ZERO_CODE``). Bounded and symmetric.
+    Ma et al., ICML 2020 (arXiv:2006.13554).
     """
-    hp = check_nce_pair(alpha, beta, "nce_rce")
     _check(logits, target, reduction, "nce_rce")
     _min_classes(logits, 2, "nce_rce")
     n, lp = _nce(logits, target)
-    return reduce_loss(hp["alpha"] * n + hp["beta"] * (-RCE_LOG_ZERO) * _one_minus_py(lp), reduction)
+    return reduce_loss(alpha * n + beta * (-log_zero) * _one_minus_py(lp), reduction)
 
 
+@loss_function(alpha=NONNEG, beta=NONNEG, a=POSITIVE, q=POSITIVE)
 def nce_agce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, beta: float = 1.0,
              a: float = 3.0, q: float = 1.5, reduction: str = "mean") -> torch.Tensor:
     r""":math:`\alpha\,\mathrm{NCE} + \beta\,\mathrm{AGCE}`, :math:`\mathrm{AGCE} = ((a+1)^q - (a+p_y)^q)/q`.
@@ -257,15 +230,15 @@ def nce_agce(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, 
     ``alpha``, ``beta`` >= 0 (default 1), ``a`` > 0 (default 3), ``q`` > 0 (default 1.5). Bounded.
     Zhou et al., "Asymmetric Loss Functions for Learning with Noisy Labels", ICML 2021 (arXiv:2106.03110).
     """
-    hp = {**check_nce_pair(alpha, beta, "nce_agce"), **check_agce(a, q)}
     _check(logits, target, reduction, "nce_agce")
     _min_classes(logits, 2, "nce_agce")
     n, lp = _nce(logits, target)
-    a_, q_ = hp["a"], hp["q"]
+    a_, q_ = a, q
     agce = ((a_ + 1.0) ** q_ - (a_ + lp.exp()) ** q_) / q_
-    return reduce_loss(hp["alpha"] * n + hp["beta"] * agce, reduction)
+    return reduce_loss(alpha * n + beta * agce, reduction)
 
 
+@loss_function(alpha=NONNEG, beta=NONNEG, a=Interval(Real, 1, None, closed="neither"), p=POSITIVE)
 def nce_aul(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, beta: float = 1.0,
             a: float = 6.0, p: float = 1.5, reduction: str = "mean") -> torch.Tensor:
     r""":math:`\alpha\,\mathrm{NCE} + \beta\,\mathrm{AUL}`, :math:`\mathrm{AUL} = ((a-p_y)^p - (a-1)^p)/p`.
@@ -273,15 +246,15 @@ def nce_aul(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, b
     ``alpha``, ``beta`` >= 0 (default 1), ``a`` > 1 (default 6), ``p`` > 0 (default 1.5). Bounded.
     Zhou et al., ICML 2021 (arXiv:2106.03110).
     """
-    hp = {**check_nce_pair(alpha, beta, "nce_aul"), **check_aul(a, p)}
     _check(logits, target, reduction, "nce_aul")
     _min_classes(logits, 2, "nce_aul")
     n, lp = _nce(logits, target)
-    a_, p_ = hp["a"], hp["p"]
+    a_, p_ = a, p
     aul = ((a_ - lp.exp()) ** p_ - (a_ - 1.0) ** p_) / p_
-    return reduce_loss(hp["alpha"] * n + hp["beta"] * aul, reduction)
+    return reduce_loss(alpha * n + beta * aul, reduction)
 
 
+@loss_function(pi=Interval(Real, 0, 1, closed="neither"))
 def js(logits: torch.Tensor, target: torch.Tensor, *, pi: float = 0.5, reduction: str = "mean") -> torch.Tensor:
     r"""Jensen-Shannon loss :math:`Z^{-1}[\pi_1 KL(e_y\|m) + \pi_2 KL(p\|m)]`, :math:`m = \pi_1 e_y + \pi_2 p`.
 
@@ -292,9 +265,8 @@ def js(logits: torch.Tensor, target: torch.Tensor, *, pi: float = 0.5, reduction
     Englesson & Azizpour, "Generalized Jensen-Shannon Divergence Loss for Learning with Noisy Labels",
     NeurIPS 2021 (arXiv:2105.04522).
     """
-    hp = check_js(pi)
     _check(logits, target, reduction, "js")
-    p1 = hp["pi"]
+    p1 = pi
     p2 = 1.0 - p1
     lp = _log_py(logits, target)
     py = lp.exp()
@@ -305,6 +277,7 @@ def js(logits: torch.Tensor, target: torch.Tensor, *, pi: float = 0.5, reduction
     return reduce_loss((p1 * kl_label + p2 * kl_pred) / z, reduction)
 
 
+@loss_function(alpha=POSITIVE)
 def rll(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, reduction: str = "mean") -> torch.Tensor:
     r"""Robust log loss :math:`\log\frac{\alpha+1}{\alpha} - \log(\alpha+p_y) + \frac{1}{K-1}\sum_{j\ne y}\log(\alpha+p_j)`.
 
@@ -312,10 +285,9 @@ def rll(logits: torch.Tensor, target: torch.Tensor, *, alpha: float = 1.0, reduc
     The published form; the LDR reference code's second term differs. Kumar & Sastry, "Robust Loss
     Functions for Learning Multi-class Classifiers", IEEE SMC 2018.
     """
-    hp = check_rll(alpha)
     _check(logits, target, reduction, "rll")
     _min_classes(logits, 2, "rll")
-    a = hp["alpha"]
+    a = alpha
     la = torch.log(a + torch.softmax(logits, dim=1))
     la_y = la.gather(1, target[:, None]).squeeze(1)
     k = logits.shape[1]

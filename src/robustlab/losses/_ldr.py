@@ -6,9 +6,10 @@ from typing import Any
 
 import torch
 
-from .._validation import check_classification_inputs, check_int
+from .._validation import check_classification_inputs
 from . import _fn_margin as M
-from ._base import IndexedLoss, Loss, register_loss
+from ._base import HALF_DTYPES, IndexedLoss, Loss, register_loss
+from ._robust import NUM_SAMPLES
 
 __all__ = ["AdaptiveLDRKLLoss", "LDRKLLoss"]
 
@@ -29,12 +30,7 @@ class LDRKLLoss(Loss):
 
     def __init__(self, lam: float = 1.0, margin: float = 0.1, normalize: str | None = None, *,
                  reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        hp = M.check_ldr_kl(lam, margin, normalize)
-        self.lam, self.margin, self.normalize = hp["lam"], hp["margin"], hp["normalize"]
-
-    def hparams(self) -> dict[str, Any]:
-        return {"lam": self.lam, "margin": self.margin, "normalize": self.normalize}
+        super().__init__(reduction, lam=lam, margin=margin, normalize=normalize)
 
 
 @register_loss("aldr_kl", tags={"ldr", "stateful"}, reference=_REF,
@@ -57,19 +53,18 @@ class AdaptiveLDRKLLoss(IndexedLoss):
     """
 
     functional = staticmethod(M.aldr_kl)
+    module_constraints = NUM_SAMPLES
     lam: torch.Tensor
+    lam0: float
+    alpha: float
+    margin: float
+    normalize: str | None
 
     def __init__(self, lam0: float = 1.0, alpha: float = 2.0, *, num_samples: int, margin: float = 0.1,
                  normalize: str | None = None, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        hp = M.check_aldr_kl(lam0, alpha, margin, normalize)
-        self.lam0, self.alpha, self.margin, self.normalize = hp["lam0"], hp["alpha"], hp["margin"], hp["normalize"]
-        self.num_samples = check_int(num_samples, "num_samples", 1, None, owner="AdaptiveLDRKLLoss")
+        super().__init__(reduction, lam0=lam0, alpha=alpha, num_samples=num_samples, margin=margin,
+                         normalize=normalize)
         self.register_buffer("lam", torch.full((self.num_samples,), float(self.lam0)))
-
-    def hparams(self) -> dict[str, Any]:
-        return {"lam0": self.lam0, "alpha": self.alpha, "num_samples": self.num_samples, "margin": self.margin,
-                "normalize": self.normalize}
 
     def functional_kwargs(self, index: torch.Tensor | None = None) -> dict[str, Any]:
         if index is None:
@@ -81,8 +76,9 @@ class AdaptiveLDRKLLoss(IndexedLoss):
         idx = self._rows(index, logits.shape[0]).to(self.lam.device)
         check_classification_inputs(logits, target, owner="aldr_kl")
         M._min_classes(logits, 2, "aldr_kl")
-        v, new = M._aldr(logits, target, self.lam[idx].to(logits.device), self.lam0, self.alpha, self.margin,
+        f = logits.float() if logits.dtype in HALF_DTYPES else logits  # as every functional: half -> float32
+        v, new = M._aldr(f, target, self.lam[idx].to(logits.device), self.lam0, self.alpha, self.margin,
                          self.normalize)
         if self.training:
             self.lam[idx] = new.to(self.lam)
-        return v
+        return v.to(logits.dtype)

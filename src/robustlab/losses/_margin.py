@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+from types import MappingProxyType
 from typing import Any
 
 import torch
 
-from .._validation import check_int
+from .._constraints import Interval
 from . import _fn_margin as M
 from ._base import Loss, register_loss
 
@@ -23,11 +25,7 @@ class CrammerSingerLoss(Loss):
     functional = staticmethod(M.cs)
 
     def __init__(self, margin: float = 1.0, *, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.margin = M.check_margin(margin, "cs")["margin"]
-
-    def hparams(self) -> dict[str, Any]:
-        return {"margin": self.margin}
+        super().__init__(reduction, margin=margin)
 
 
 @register_loss("ww", tags={"hinge"}, reference="Weston & Watkins, ESANN 1999", example_kwargs={"margin": 1.0})
@@ -40,11 +38,7 @@ class WestonWatkinsLoss(Loss):
     functional = staticmethod(M.ww)
 
     def __init__(self, margin: float = 1.0, *, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.margin = M.check_margin(margin, "ww")["margin"]
-
-    def hparams(self) -> dict[str, Any]:
-        return {"margin": self.margin}
+        super().__init__(reduction, margin=margin)
 
 
 @register_loss("comp_sum", tags=set(), reference="Mao, Mohri & Zhong, ICML 2023 (arXiv:2304.07288)",
@@ -59,11 +53,7 @@ class CompSumLoss(Loss):
     functional = staticmethod(M.comp_sum)
 
     def __init__(self, tau: float = 1.5, *, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.tau = M.check_comp_sum(tau)["tau"]
-
-    def hparams(self) -> dict[str, Any]:
-        return {"tau": self.tau}
+        super().__init__(reduction, tau=tau)
 
 
 @register_loss("zloss", tags={"bounded"}, reference="de Brebisson & Vincent, arXiv:1604.08859",
@@ -78,12 +68,7 @@ class ZLoss(Loss):
     functional = staticmethod(M.zloss)
 
     def __init__(self, a: float = 1.0, b: float = 0.0, *, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        hp = M.check_zloss(a, b)
-        self.a, self.b = hp["a"], hp["b"]
-
-    def hparams(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b}
+        super().__init__(reduction, a=a, b=b)
 
 
 @register_loss("ensloss", tags={"stochastic"}, reference="Dai, ICML 2025 (arXiv:2409.00908)",
@@ -102,16 +87,14 @@ class EnsLoss(Loss):
     """
 
     functional = staticmethod(M.ensloss)
+    module_constraints = MappingProxyType({"seed": Interval(Integral, 0, None)})
     rng_state: torch.Tensor
+    n_draws: int
+    seed: int
 
     def __init__(self, n_draws: int = 1, *, seed: int = 0, reduction: str = "mean") -> None:
-        super().__init__(reduction)
-        self.n_draws = M.check_ensloss(n_draws)["n_draws"]
-        self.seed = check_int(seed, "seed", 0, None, owner="EnsLoss")
+        super().__init__(reduction, n_draws=n_draws, seed=seed)
         self.register_buffer("rng_state", torch.Generator().manual_seed(self.seed).get_state())
-
-    def hparams(self) -> dict[str, Any]:
-        return {"n_draws": self.n_draws, "seed": self.seed}
 
     def _generator(self) -> torch.Generator:
         g = torch.Generator()

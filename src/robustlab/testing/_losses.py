@@ -8,6 +8,7 @@ deep copies so per-sample state (ALDR-KL temperatures, EnsLoss generator state) 
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import math
 import pickle
@@ -16,12 +17,12 @@ from typing import Any
 import torch
 
 from .._registry import Spec
-from .._validation import REDUCTIONS
+from .._validation import REDUCTIONS, InvalidParameterError
 from . import check
 
 __all__ = [
-    "check_bad_hyperparameters", "check_bad_target", "check_bounded", "check_finite_extreme_logits",
-    "check_gradcheck", "check_module_equals_functional", "check_per_sample_independence", "check_pickle_state_dict",
+    "check_bad_hyperparameters", "check_bad_target", "check_bounded", "check_declared_constraints",
+    "check_finite_extreme_logits", "check_gradcheck", "check_low_precision_gradient", "check_module_equals_functional", "check_per_sample_independence", "check_pickle_state_dict",
     "check_reductions_agree", "check_repr_shows_hparams", "check_stateful_needs_index", "check_symmetric",
 ]
 
@@ -243,3 +244,85 @@ def check_stateful_needs_index(spec: Spec[Any]) -> None:
     _raises(lambda: loss(logits, target, index=torch.arange(N) + n), ValueError, "index >= num_samples")
     _raises(lambda: loss(logits, target, index=torch.arange(N - 1)), ValueError, "index of the wrong length")
     assert not math.isnan(float(loss(logits, target, index=torch.arange(N))))
+
+
+def _low_precision_inputs(seed: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows whose target probability p_y runs from ~0.2 down to ~1e-5 (target logit pushed down)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = 0.5 * torch.randn(N, K, generator=g)
+    target = torch.arange(N) % K
+    logits[torch.arange(N), target] -= torch.tensor([0.0, 2.0, 4.7, 7.0, 9.0, 11.0])[:N]
+    return logits, target
+
+
+@check()
+def check_low_precision_gradient(spec: Spec[Any]) -> None:
+    """bf16/fp16 logits: the gradient matches the float32 gradient of the same (rounded) logits.
+
+    Where the float32 gradient is non-negligible (> 1e-5) the low-precision one is non-zero, of the same sign
+    and within 2% (a loss computed in half precision loses it when ``1 - p_y`` rounds, e.g. p_y < 2e-3 in
+    bf16); elsewhere within 2% + 1e-6. The value has the logits' dtype.
+    """
+    base, target = _low_precision_inputs()
+    loss = _make(spec, reduction="none")
+    for dtype in (torch.bfloat16, torch.float16):
+        low = base.to(dtype).requires_grad_(True)
+        ref = low.detach().float().requires_grad_(True)
+        v = _call(loss, low, target)
+        assert v.dtype == dtype, f"{dtype} logits gave a loss of dtype {v.dtype}"
+        v.float().sum().backward()
+        _call(loss, ref, target).sum().backward()
+        assert low.grad is not None and ref.grad is not None
+        g, r = low.grad.float(), ref.grad
+        big = r.abs() > 1e-5
+        lost = big & ((g == 0) | (torch.sign(g) != torch.sign(r)))
+        assert not bool(lost.any()), (
+            f"{dtype}: gradient lost or of the wrong sign at {lost.nonzero().tolist()}: "
+            f"{g[lost].tolist()} vs float32 {r[lost].tolist()} (compute in float32 and cast back)")
+        bad = (g - r).abs() > 2e-2 * r.abs() + 1e-6
+        assert not bool(bad.any()), f"{dtype}: gradient {g[bad].tolist()} != float32 {r[bad].tolist()}"
+
+
+def _hyper_parameters(fn: Any, skip: tuple[str, ...] = ()) -> dict[str, inspect.Parameter]:
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p for p in params if p.name not in ("self", "logits", "target", "reduction", *skip)
+            and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+@check()
+def check_declared_constraints(spec: Spec[Any]) -> None:
+    """Constraints are declared once and match the signatures; every bad value raises InvalidParameterError.
+
+    The functional form is declared with ``losses.loss_function(**constraints)``; its keyword names (less
+    ``reduction`` and declared state) equal the declared names, the module's ``__init__`` names equal
+    ``parameter_constraints()``, every default satisfies its constraint, and each constraint's
+    ``invalid_examples()`` is refused by the module and the functional with a message naming the parameter.
+    """
+    loss = _make(spec)
+    cls, fn = type(loss), type(loss).functional
+    assert fn is not None and hasattr(fn, "parameter_constraints"), (
+        f"{cls.__name__}.functional must be declared with robustlab.losses.loss_function(...)")
+    fn_c = dict(fn.parameter_constraints)
+    fn_params = _hyper_parameters(fn, tuple(getattr(fn, "state_parameters", ())))
+    assert set(fn_params) == set(fn_c), (
+        f"functional {fn.__name__}: signature names {sorted(fn_params)} != declared {sorted(fn_c)}")
+    all_c = cls.parameter_constraints()
+    init_params = _hyper_parameters(cls.__init__)
+    assert set(init_params) == set(all_c), (
+        f"{cls.__name__}.__init__ names {sorted(init_params)} != declared {sorted(all_c)}")
+    assert set(loss.hparams()) == set(all_c), f"hparams() {sorted(loss.hparams())} != declared {sorted(all_c)}"
+    for params, cons in ((fn_params, fn_c), (init_params, all_c)):
+        for name, p in params.items():
+            if p.default is not p.empty:
+                assert cons[name].is_satisfied_by(p.default), f"default {name}={p.default!r} violates {cons[name]!r}"
+    logits, target = _inputs()
+    for name, c in all_c.items():
+        for bad in c.invalid_examples():
+            e = _raises(lambda name=name, bad=bad: _make(spec, **{name: bad}), InvalidParameterError,
+                        f"{spec.name}({name}={bad!r})")
+            assert f"'{name}'" in str(e), f"message does not name the parameter: {e}"
+            if name in fn_c:
+                kw = {**loss.functional_kwargs(torch.arange(N)), name: bad}
+                e = _raises(lambda kw=kw: fn(logits, target, **kw), InvalidParameterError,
+                            f"functional {name}={bad!r}")
+                assert f"'{name}'" in str(e), f"message does not name the parameter: {e}"
