@@ -6,6 +6,8 @@ parameter-free attacks", ICML 2020, arXiv:2003.01690.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -119,9 +121,11 @@ def apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch.
 
 
 def _run_restarts(run, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None,  # type: ignore[no-untyped-def]
-                  restarts: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """First run on all examples, later restarts only on the examples not yet successful."""
+                  restarts: int, bar: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """First run on all examples, later restarts only on the examples not yet successful (``bar``: a progress bar)."""
     out, success = run(x, y, targets)
+    if bar is not None:
+        bar.update(1)
     for _ in range(restarts - 1):
         idx = (~success).nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -129,6 +133,8 @@ def _run_restarts(run, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor |
         o, s = run(x[idx], y[idx], None if targets is None else targets[idx])
         out[idx] = torch.where(_view_b(s, o), o, out[idx])
         success[idx] = s
+        if bar is not None:
+            bar.update(1)
     return out, success
 
 
@@ -141,6 +147,7 @@ class APGD(Attack):
     """
 
     name = "apgd"
+    budget_param = "steps"
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", steps: int = 100, restarts: int = 1,
                  rho: float = 0.75, loss: str = "ce", generator: torch.Generator | None = None) -> None:
@@ -157,7 +164,8 @@ class APGD(Attack):
             return apgd_run(model, xs, ys, ts, eps=self.eps, norm=self.norm, steps=self.steps, rho=self.rho,
                             loss=self.loss, generator=generator)
 
-        return _run_restarts(run, x, y, targets, self.restarts)[0]
+        with self._progress(self.restarts, "restarts") as bar:
+            return _run_restarts(run, x, y, targets, self.restarts, bar)[0]
 
 
 @register_attack("apgd_ce", tags={"linf", "l2", "white_box", "gradient", "targeted"},
@@ -195,6 +203,7 @@ class APGDT(Attack):
     """
 
     name = "apgd_t"
+    budget_param = "steps"
     needs_three_classes = True
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", steps: int = 100, n_target_classes: int = 9,
@@ -219,7 +228,7 @@ class APGDT(Attack):
         ranked = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
         out = x.clone()
         alive = logits.argmax(1) == y  # already-misclassified points need no attack
-        for r in range(min(self.n_target_classes, num_classes - 1)):
+        for r in self._progress(range(min(self.n_target_classes, num_classes - 1)), "target classes"):
             idx = alive.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break

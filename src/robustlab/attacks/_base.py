@@ -1,29 +1,46 @@
 """The :class:`Attack` base class, the ``ATTACKS`` registry and shared tensor helpers.
 
 An attack is configured at construction and called as ``attack(model, x, y, *, targets=None,
-generator=None) -> x_adv``. The base call validates once, switches the model to eval mode (and restores
-it), enables grad, runs the subclass's ``_run`` (which must only use ``torch.autograd.grad`` w.r.t. the
-input, so parameter ``.grad`` is never touched), projects onto the ε-ball and [0, 1] and detaches.
+generator=None, progress=None) -> x_adv``. The base call validates once (finite [0, 1] inputs, integer
+labels of any dtype inside the model's classes), checks that a gradient attack can differentiate the model
+w.r.t. its input, switches the model to eval mode (and restores it), enables grad, runs the subclass's
+``_run`` (which must only use ``torch.autograd.grad`` w.r.t. the input, so parameter ``.grad`` is never
+touched), projects onto the ε-ball and [0, 1] and detaches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._progress import check_progress, progress_bar, progress_enabled
 from .._registry import Registry
-from .._validation import check_image_batch, check_in_range, check_labels, check_option
+from .._validation import (
+    InvalidParameterError,
+    check_finite,
+    check_image_batch,
+    check_in_range,
+    check_labels,
+    check_option,
+)
 
 __all__ = [
-    "ATTACKS", "Attack", "NORMS", "register_attack", "project", "dlr_loss", "targeted_dlr_loss",
-    "margin", "check_logits_not_probabilities", "random_start", "l2_norm",
+    "ATTACKS", "Attack", "BUDGETS", "NORMS", "NoInputGradientError", "register_attack", "project", "dlr_loss",
+    "targeted_dlr_loss", "margin", "check_logits_not_probabilities", "looks_like_probabilities",
+    "has_input_gradient", "random_start", "l2_norm", "quiet_probability_warning",
 ]
+
+#: The common budget options and what they count; each attack class declares which one it takes
+#: (:attr:`Attack.budget_param`), so suites map ``steps`` / ``n_queries`` onto the attacks that take them.
+BUDGETS = {"steps": "iterations", "n_queries": "model queries per example"}
 
 NORMS = ("linf", "l2")
 
@@ -94,14 +111,60 @@ def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tens
     return -(z_y - z_t) / denom
 
 
-def check_logits_not_probabilities(logits: torch.Tensor, owner: str) -> None:
-    """Warn when the model's outputs look like probabilities (non-negative rows summing to 1)."""
-    if logits.numel() == 0 or logits.shape[1] < 2:
-        return
+class NoInputGradientError(InvalidParameterError):
+    """The model's output has no gradient w.r.t. its input (the autograd graph is cut), so gradient attacks cannot run."""
+
+
+_QUIET_PROBS: contextvars.ContextVar[bool] = contextvars.ContextVar("robustlab_quiet_probs", default=False)
+_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("robustlab_attack_progress", default=False)
+
+
+@contextlib.contextmanager
+def quiet_probability_warning() -> Iterator[None]:
+    """Inside this block attacks do not warn about probability outputs (an evaluation flags it once instead)."""
+    token = _QUIET_PROBS.set(True)
+    try:
+        yield
+    finally:
+        _QUIET_PROBS.reset(token)
+
+
+def looks_like_probabilities(logits: torch.Tensor) -> bool:
+    """Whether the outputs look like probabilities: non-negative rows summing to 1 (attacks need raw logits)."""
+    if logits.numel() == 0 or logits.dim() != 2 or logits.shape[1] < 2:
+        return False
     with torch.no_grad():
-        sums = logits.detach().sum(1)
-        looks_like_probs = bool((logits.detach().min() >= 0) & ((sums - 1).abs().max() < 1e-4))
-    if looks_like_probs:
+        lg = logits.detach()
+        return bool((lg.min() >= 0) & ((lg.sum(1) - 1).abs().max() < 1e-4))
+
+
+PROBABILITIES_FLAG = ("the model's outputs look like probabilities (non-negative rows summing to 1): attacks "
+                      "(cross-entropy, DLR, margin) need raw logits, so the robust accuracy may be overestimated; "
+                      "remove the final softmax from the model")
+NO_INPUT_GRADIENT_FLAG = ("no input gradient: the model's output does not depend differentiably on its input "
+                          "(the autograd graph is cut, e.g. by thresholding, .detach(), argmax or non-torch code), "
+                          "a form of gradient masking")
+
+
+def has_input_gradient(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> bool:
+    """Whether ``model(x)`` is connected to ``x`` in the autograd graph (one forward/backward; parameters untouched)."""
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = model(xg)
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return False
+        (g,) = torch.autograd.grad(out.float().sum(), xg, allow_unused=True)
+    return g is not None
+
+
+def check_logits_not_probabilities(logits: torch.Tensor, owner: str) -> None:
+    """Warn when the model's outputs look like probabilities (non-negative rows summing to 1).
+
+    Silent inside :func:`quiet_probability_warning` (evaluations report it once, as a flag of the result).
+    """
+    if _QUIET_PROBS.get():
+        return
+    if looks_like_probabilities(logits):
         warnings.warn(
             f"{owner}: the model's outputs are non-negative and each row sums to 1, so they look like "
             "probabilities; attacks (cross-entropy, DLR, margin) need raw logits. Remove the final softmax "
@@ -122,15 +185,24 @@ class Attack:
     """Base class: configure at construction, call as ``attack(model, x, y, *, targets=None)``.
 
     Subclasses set ``name`` and implement ``_run(model, x, y, targets, generator) -> x_adv``; the
-    base ``__call__`` validates ``x`` ([0, 1] floats), ``y`` and ``targets``, puts the model in eval
+    base ``__call__`` validates ``x`` (finite floats in [0, 1]), ``y`` and ``targets`` (integer class indices
+    of any integer dtype, inside the model's output width; passed to ``_run`` as int64), checks that the model
+    has an input gradient when ``uses_gradients`` (else :class:`NoInputGradientError`), puts the model in eval
     mode (restoring its mode afterwards), enables grad, then projects the result onto the ε-ball and
     [0, 1] and returns it detached. ``x`` is never modified and parameter ``.grad`` is never touched.
-    ``supports_targets`` says whether ``targets=`` is accepted.
+
+    Class attributes: ``supports_targets`` (``targets=`` accepted), ``uses_gradients`` (needs input
+    gradients; False for score-based black-box attacks), ``budget_param`` (the constructor parameter that
+    sets the attack's budget, a key of :data:`BUDGETS`: ``"steps"`` or ``"n_queries"``; None for one-step
+    attacks). ``progress=`` (None: auto, shown when stderr is a TTY) shows a bar over restarts, target
+    classes or queries; subclasses wrap such loops in :meth:`_progress`.
     """
 
     name = "attack"
     supports_targets = True
     needs_three_classes = False
+    uses_gradients: ClassVar[bool] = True
+    budget_param: ClassVar[str | None] = None
 
     def __init__(self, *, eps: float, norm: str = "linf", generator: torch.Generator | None = None) -> None:
         check_option(norm, "norm", NORMS, owner=self.name)
@@ -156,12 +228,15 @@ class Attack:
         *,
         targets: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        progress: bool | None = None,
     ) -> torch.Tensor:
         """Return adversarial examples for ``(x, y)``; with ``targets``, aim at those classes."""
         if not isinstance(model, nn.Module) and not callable(model):
             raise TypeError(f"The 'model' parameter of {self.name} must be a torch.nn.Module. Got {type(model).__name__}.")
         if isinstance(x, torch.Tensor):
             x = x.detach()
+            if x.dtype.is_floating_point:
+                check_finite(x, "x", owner=self.name)
         check_image_batch(x, "x", owner=self.name)
         if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
             raise ValueError(
@@ -176,13 +251,16 @@ class Attack:
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"The 'generator' parameter of {self.name} must be a torch.Generator or None. "
                             f"Got {type(generator).__name__} instead.")
+        check_progress(progress, owner=self.name)
         gen = generator if generator is not None else self.generator
         x = x.detach()
         if x.shape[0] == 0 or self.eps == 0.0:
+            check_labels(y, _MAX_CLASSES, "y", owner=self.name)
             return x.clone()
         was_training = getattr(model, "training", False)
         if isinstance(model, nn.Module):
             model.eval()
+        token = _PROGRESS.set(progress_enabled(progress))
         try:
             with torch.enable_grad():
                 with torch.no_grad():
@@ -194,12 +272,20 @@ class Attack:
                 check_labels(y, num_classes, "y", owner=self.name)
                 if targets is not None:
                     check_labels(targets, num_classes, "targets", owner=self.name)
+                    targets = targets.long()
+                y = y.long()
                 if self.needs_three_classes and num_classes < 3:
                     raise ValueError(f"{self.name} uses the DLR loss, which needs at least 3 classes "
                                      f"(it divides by z_π1 − z_π3); the model has {num_classes}. Use a CE-based attack.")
+                if self.uses_gradients and not has_input_gradient(model, x[:1]):
+                    raise NoInputGradientError(
+                        f"{self.name} is a gradient attack, but the model has {NO_INPUT_GRADIENT_FLAG}. "
+                        f"Use a gradient-free attack ({', '.join(gradient_free_attacks())}) or replace the "
+                        "non-differentiable step by a differentiable approximation (BPDA) for the attack.")
                 check_logits_not_probabilities(logits, self.name)
                 x_adv = self._run(model, x, y, targets, gen)
         finally:
+            _PROGRESS.reset(token)
             if isinstance(model, nn.Module):
                 model.train(was_training)
         return project(x_adv.detach(), x, self.eps, self.norm)
@@ -209,12 +295,30 @@ class Attack:
         raise NotImplementedError
 
     # -- helpers for subclasses ----------------------------------------------------------------
+    def _progress(self, iterable: Iterable[Any] | int, what: str) -> Any:
+        """A progress bar over ``iterable`` (or a manual bar of that many steps), shown when the call asked for one."""
+        return progress_bar(iterable, f"{self.name} {what}", enabled=_PROGRESS.get())
+
+    def budget(self) -> dict[str, int]:
+        """The attack's budget as ``{budget_param: value}`` (empty for one-step attacks)."""
+        if self.budget_param is None:
+            return {}
+        return {self.budget_param: int(getattr(self, self.budget_param))}
+
     def _hyper(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in ("generator", "needs_three_classes", "name")}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._hyper().items())
         return f"{type(self).__name__}({args})"
+
+
+_MAX_CLASSES = 2**62  # labels of an empty or eps = 0 call are checked for dtype and sign only
+
+
+def gradient_free_attacks() -> list[str]:
+    """Registered attacks that use only model outputs (no input gradients)."""
+    return ATTACKS.available(tags=("black_box",))
 
 
 def rand(shape: Any, generator: torch.Generator | None, like: torch.Tensor, *, normal: bool = False) -> torch.Tensor:

@@ -29,6 +29,7 @@ class CWL2(Attack):
     """
 
     name = "cw_l2"
+    budget_param = "steps"
 
     def __init__(self, *, eps: float | None = None, norm: str = "l2", c: float = 1.0, kappa: float = 0.0,
                  steps: int = 100, binary_search_steps: int = 5, lr: float = 0.01,
@@ -54,7 +55,7 @@ class CWL2(Attack):
         const = torch.full((b,), self.c, dtype=x.dtype, device=x.device)
         best_l2 = torch.full((b,), math.inf, dtype=x.dtype, device=x.device)
         best_adv = x.clone()
-        for _ in range(self.binary_search_steps):
+        for _ in self._progress(range(self.binary_search_steps), "binary search"):
             w = w0.clone()
             m = torch.zeros_like(w)
             v = torch.zeros_like(w)

@@ -118,6 +118,7 @@ class FABT(Attack):
     """
 
     name = "fab_t"
+    budget_param = "steps"
     supports_targets = False
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", steps: int = 100, n_target_classes: int = 9,
@@ -138,7 +139,7 @@ class FABT(Attack):
         ranked = logits.scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)
         out = x.clone()
         alive = logits.argmax(1) == y
-        for r in range(min(self.n_target_classes, logits.shape[1] - 1)):
+        for r in self._progress(range(min(self.n_target_classes, logits.shape[1] - 1)), "target classes"):
             for k in range(self.restarts):
                 idx = alive.nonzero().squeeze(1)
                 if idx.numel() == 0:

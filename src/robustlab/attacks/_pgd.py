@@ -140,6 +140,7 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
+    budget_param = None  # one step
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", loss: str = "ce",
                  generator: torch.Generator | None = None) -> None:
@@ -164,6 +165,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    budget_param = "steps"
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", step_size: float | None = None,
                  steps: int = 10, random_start: bool = True, restarts: int = 1, loss: str = "ce",
@@ -186,4 +188,5 @@ class PGD(Attack):
 
         if self.restarts == 1:
             return one()
-        return keep_strongest(model, x, y, targets, self.loss, (one() for _ in range(self.restarts)))
+        return keep_strongest(model, x, y, targets, self.loss,
+                              (one() for _ in self._progress(range(self.restarts), "restarts")))

@@ -7,6 +7,7 @@ attack via random search", ECCV 2020, arXiv:1912.00049.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,6 +70,8 @@ class Square(Attack):
     """
 
     name = "square"
+    uses_gradients = False
+    budget_param = "n_queries"
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
                  generator: torch.Generator | None = None) -> None:
@@ -97,10 +100,20 @@ class Square(Attack):
         else:
             best = self._l2_init(xi, gen)
         score = self._score(model, best.view(shape), y, targets)
+        with self._progress(self.n_queries - 1, "queries") as bar:
+            best = self._iterate(model, xi, best, score, y, targets, gen, shape, bar)
+        return best.view(shape)
+
+    def _iterate(self, model: nn.Module, xi: torch.Tensor, best: torch.Tensor, score: torch.Tensor, y: torch.Tensor,
+                 targets: torch.Tensor | None, gen: torch.Generator | None, shape: torch.Size, bar: Any) -> torch.Tensor:
+        """The random-search loop (one query per example still alive per iteration)."""
+        _, c, h, w = xi.shape
+        eps = self.eps
         for it in range(self.n_queries - 1):
             alive = (score > 0).nonzero().squeeze(1)
             if alive.numel() == 0:
                 break
+            bar.update(1)
             xa, ba = xi[alive], best[alive]
             sh, sw = _side(p_selection(self.p_init, it, self.n_queries), h, w, c)
             mask = _window_mask(alive.numel(), h, w, sh, sw, gen, xa)
@@ -115,7 +128,7 @@ class Square(Attack):
             better = s_new < score[alive]
             best[alive] = torch.where(_view_b(better, cand), cand, ba)
             score[alive] = torch.where(better, s_new, score[alive])
-        return best.view(shape)
+        return best
 
     def _l2_init(self, xi: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         g = rand(xi.shape, gen, xi, normal=True)

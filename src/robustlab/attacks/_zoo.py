@@ -47,6 +47,8 @@ class ZOO(Attack):
     """
 
     name = "zoo"
+    uses_gradients = False
+    budget_param = "n_queries"
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", n_queries: int = 2000, n_samples: int = 20,
                  mu: float = 5e-3, step_size: float | None = None, generator: torch.Generator | None = None) -> None:
@@ -64,7 +66,7 @@ class ZOO(Attack):
         out = x.clone()
         with torch.no_grad():
             alive = torch.arange(x.shape[0], device=x.device)
-            for _ in range(steps):
+            for _ in self._progress(range(steps), "steps"):
                 xa, xo, ya = out[alive], x[alive], y[alive]
                 ta = None if targets is None else targets[alive]
 

@@ -260,3 +260,124 @@ def check_repr_shows_hyperparameters(spec: Spec[Any]) -> None:
     """repr names the class and the eps."""
     r = repr(_build(spec))
     assert "eps=" in r, r
+
+
+@check()
+def check_rejects_nonfinite_inputs(spec: Spec[Any]) -> None:
+    """NaN or ±inf anywhere in x is a ValueError naming NaN, never a result."""
+    model, x, y = _fixture()
+    atk = _build(spec)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        xb = x[:4].clone()
+        xb[1, 0] = bad
+        try:
+            atk(model, xb, y[:4], generator=_gen())
+        except ValueError as e:
+            assert "NaN" in str(e) and "'x'" in str(e), str(e)
+        else:
+            raise AssertionError(f"{spec.name} accepted an input holding {bad}")
+
+
+@check()
+def check_accepts_any_integer_labels(spec: Spec[Any]) -> None:
+    """int32 / int16 / uint8 labels give exactly the int64 result (no raw dtype error from a loss)."""
+    model, x, y = _fixture()
+    atk = _build(spec)
+    ref = atk(model, x[:8], y[:8], generator=_gen())
+    for dt in (torch.int32, torch.int16, torch.uint8):
+        out = atk(model, x[:8], y[:8].to(dt), generator=_gen())
+        assert torch.equal(out, ref), f"{spec.name}: {dt} labels changed the result"
+
+
+@check()
+def check_rejects_bad_labels(spec: Spec[Any]) -> None:
+    """Labels outside [0, C), float labels and (for targeted attacks) out-of-range targets are clear errors."""
+    model, x, y = _fixture()
+    atk = _build(spec)
+    for bad in (torch.full((4,), 10), torch.tensor([0, -1, 2, 3])):
+        try:
+            atk(model, x[:4], bad, generator=_gen())
+        except ValueError as e:
+            assert "'y'" in str(e) and "[0, 10)" in str(e), str(e)
+        else:
+            raise AssertionError(f"{spec.name} accepted labels {bad.tolist()} for a 10-class model")
+    try:
+        atk(model, x[:4], y[:4].float(), generator=_gen())
+    except TypeError as e:
+        assert "integer" in str(e), str(e)
+    else:
+        raise AssertionError(f"{spec.name} accepted float labels")
+    if atk.supports_targets:
+        try:
+            atk(model, x[:4], y[:4], targets=torch.full((4,), 12), generator=_gen())
+        except ValueError as e:
+            assert "'targets'" in str(e), str(e)
+        else:
+            raise AssertionError(f"{spec.name} accepted targets outside the model's classes")
+
+
+class _Threshold(nn.Module):
+    """A model that cuts the autograd graph: binarised input, then the fixture model."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner((x > 0.5).float())
+
+
+@check()
+def check_gradient_declaration(spec: Spec[Any]) -> None:
+    """``uses_gradients`` agrees with the ``gradient`` tag; on a graph-cutting model gradient attacks raise
+    NoInputGradientError naming the gradient-free attacks, and gradient-free attacks still run."""
+    from ..attacks import NoInputGradientError
+
+    model, x, y = _fixture()
+    atk = _build(spec)
+    assert atk.uses_gradients == ("gradient" in spec.tags), (
+        f"{spec.name}: uses_gradients={atk.uses_gradients} but tags {sorted(spec.tags)}")
+    cut = _Threshold(model)
+    if atk.uses_gradients:
+        try:
+            atk(cut, x[:4], y[:4], generator=_gen())
+        except NoInputGradientError as e:
+            assert "no input gradient" in str(e) and "square" in str(e), str(e)
+        else:
+            raise AssertionError(f"{spec.name} ran on a model without input gradient")
+    else:
+        out = atk(cut, x[:4], y[:4], generator=_gen())
+        assert out.shape == x[:4].shape
+
+
+@check()
+def check_budget_declared(spec: Spec[Any]) -> None:
+    """``budget_param`` is None or a common budget option (``BUDGETS``) taken by the factory, and ``budget()`` reads it."""
+    import inspect
+
+    from ..attacks import BUDGETS
+
+    atk = _build(spec)
+    bp = atk.budget_param
+    if bp is None:
+        assert atk.budget() == {}
+        return
+    assert bp in BUDGETS, f"{spec.name}: budget_param {bp!r} is not one of {sorted(BUDGETS)}"
+    assert bp in inspect.signature(spec.factory).parameters, f"{spec.name}: the factory takes no {bp!r}"
+    value = spec.example_kwargs.get(bp)
+    if value is not None:
+        assert atk.budget() == {bp: value}, (atk.budget(), value)
+
+
+@check()
+def check_probability_warning_can_be_quieted(spec: Spec[Any]) -> None:
+    """Inside ``quiet_probability_warning()`` (used by evaluations, which flag it once) no per-call warning."""
+    from ..attacks._base import quiet_probability_warning
+
+    model, x, y = _fixture()
+    probs = nn.Sequential(model, nn.Softmax(dim=1))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        with quiet_probability_warning():
+            _build(spec)(probs, x[:4], y[:4], generator=_gen())
+    assert not any("logits" in str(m.message) for m in w), f"{spec.name} warned inside quiet_probability_warning"
