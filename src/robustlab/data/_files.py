@@ -48,6 +48,7 @@ import pickle
 import re
 import struct
 import warnings
+import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -187,6 +188,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5: bounded by the bytes
         ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"), ("builtins", "set"),
         ("builtins", "str"), ("builtins", "int"), ("builtins", "float"),
         ("_codecs", "encode"),
@@ -710,7 +712,8 @@ def load_npz(
     try:
         with np.load(p, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError, zlib.error) as e:
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, KeyError, NotImplementedError,
+            OverflowError, MemoryError, RuntimeError, struct.error) as e:
         raise CorruptFileError(f"npz file '{p}' is corrupt or not an npz archive ({type(e).__name__}).") from e
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
