@@ -43,7 +43,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 LOSS_KW: dict[str, dict] = {
     "ce": {}, "label_smoothing": {"smoothing": 0.1}, "focal": {"gamma": 0.5}, "mse": {}, "mae": {},
     "gce": {"q": 0.7}, "tgce": {"q": 0.7, "k": 0.5}, "sce": {"alpha": 0.5, "beta": 0.5}, "rce": {}, "nce": {},
-    "nce_rce": {"alpha": 5.0, "beta": 5.0}, "nce_agce": {"alpha": 5.0, "beta": 5.0, "a": 3.0, "q": 1.5},
+    "nce_rce": {"alpha": 5.0, "beta": 5.0, "log_zero": -9.210340371976182},  # the LDR code's RCE: A = ln 1e-4
+    "nce_agce": {"alpha": 5.0, "beta": 5.0, "a": 3.0, "q": 1.5},
     "nce_aul": {"alpha": 5.0, "beta": 5.0, "a": 6.0, "p": 1.5}, "js": {"pi": 0.5}, "rll": {"alpha": 1.0},
     "cs": {"margin": 1.0}, "ww": {"margin": 1.0}, "comp_sum": {"tau": 1.5}, "zloss": {"a": 1.0, "b": 0.0},
     "ensloss": {"n_draws": 1}, "ldr_kl": {"lam": 1.0, "margin": 0.1, "normalize": "softplus"},

@@ -79,3 +79,10 @@ def test_constraints_are_declared_once_on_the_functional():
         losses.get("gce", q=0)
     with pytest.raises(InvalidParameterError, match="'num_samples' parameter of TruncatedGCELoss"):
         losses.get("tgce", num_samples=0)
+
+
+def test_paper_settings_use_the_codes_log_zero():
+    from robustlab.bench.spec import expand
+
+    cfgs = [r.config["loss"] for r in expand("paper-ldr") if r.config["loss"]["name"] == "nce_rce"]
+    assert cfgs and all(c["kwargs"]["log_zero"] == pytest.approx(math.log(1e-4)) for c in cfgs)
