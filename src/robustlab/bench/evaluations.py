@@ -1,7 +1,9 @@
 """Evaluation plug-ins run after training: each returns named metrics (and optional curves).
 
 A plug-in is a subclass of :class:`Evaluation` registered in :data:`EVALUATIONS` with its default
-parameters (``defaults``), the robustlab modules it needs (``requires``) and ``run(ctx, **params)``.
+parameters (``defaults``), the robustlab modules it needs (``requires``), the metrics it writes
+(``metrics``: :class:`~robustlab.bench._metrics.Metric` declarations, read by the report and checked by
+the battery ``robustlab.testing._evaluations``) and ``run(ctx, **params)``.
 A spec naming a plug-in whose module is not importable fails validation with a clear message;
 nothing is skipped silently. Metric names are hierarchical, e.g. ``acc/clean``, ``acc/top5``,
 ``robust_acc/pgd/eps=0.1``, ``cert_acc/ibp/eps=0.1``, ``cert_acc/rs/r=0.25``, ``conformal/aps/coverage``.
@@ -20,10 +22,20 @@ import torch
 from torch import nn
 
 from .._registry import Registry
+from ._metrics import Metric, MetricMatch, match_metric
 
-__all__ = ["EVALUATIONS", "EvalContext", "EvalOutput", "Evaluation", "normalize_evaluation", "register_evaluation"]
+__all__ = ["EVALUATIONS", "PIPELINE_METRICS", "EvalContext", "EvalOutput", "Evaluation", "Metric",
+           "collapse_reason", "declared_metrics", "normalize_evaluation", "register_evaluation", "resolve_metric"]
 
-EVALUATIONS: Registry[Any] = Registry("evaluation")
+EVALUATIONS: Registry[Any] = Registry("evaluation", checks="robustlab.testing._evaluations")
+
+# written by the run pipeline itself (training history, realized noise), not by an evaluation
+PIPELINE_METRICS: tuple[Metric, ...] = (
+    Metric("train/{key}", "train {key}", higher_is_better=None, value_range=(None, None),
+           doc="training history, one value per epoch (step = epoch)"),
+    Metric("noise/realized_rate", "realized noise rate", higher_is_better=None),
+    Metric("acc/final_epoch_test", "test acc (last epoch)"),
+)
 
 
 def register_evaluation(name: str, **kw: Any) -> Any:
@@ -76,6 +88,7 @@ class Evaluation:
 
     requires: tuple[str, ...] = ()
     defaults: dict[str, Any] = {}
+    metrics: tuple[Metric, ...] = ()  # every metric run() writes, declared once
 
     def validate(self, params: dict[str, Any]) -> str | None:
         """Return an error message for bad parameter values, or None."""
@@ -130,6 +143,30 @@ def normalize_evaluation(name: Any, params: dict[str, Any], ctx: Any, where: str
     return {"name": name, **out}
 
 
+def declared_metrics() -> list[tuple[str, Metric]]:
+    """``(evaluation name, Metric)`` for every registered evaluation, then the pipeline's own metrics."""
+    out = [(name, m) for name in EVALUATIONS for m in EVALUATIONS.spec(name).factory.metrics]
+    return out + [("pipeline", m) for m in PIPELINE_METRICS]
+
+
+def resolve_metric(name: str) -> MetricMatch | None:
+    """The declaration ``name`` is an instance of (None for an undeclared name)."""
+    return match_metric(name, declared_metrics())
+
+
+def collapse_reason(final: dict[str, float]) -> str | None:
+    """Why a run's model collapsed (a class never predicted, accuracy at chance), from its final metrics.
+
+    Written next to :class:`Clean`, whose metrics it reads; None for a healthy (or unevaluated) run.
+    """
+    missing, acc, chance = final.get("pred/missing_classes"), final.get("acc/clean"), final.get("acc/chance")
+    if missing is not None and missing >= 1:
+        return f"{int(missing)} class(es) never predicted on the test set"
+    if acc is not None and chance is not None and acc <= chance + 1e-9:
+        return f"clean accuracy {acc:.3f} is at chance (constant predictor: {chance:.3f})"
+    return None
+
+
 def run_evaluation(spec: dict[str, Any], ctx: EvalContext) -> EvalOutput:
     params = {k: v for k, v in spec.items() if k != "name"}
     return EVALUATIONS.spec(spec["name"]).factory().run(ctx, **params)
@@ -142,7 +179,19 @@ def _num(v: float) -> str:
 # -- built-in plug-ins --------------------------------------------------------------------------
 @register_evaluation("clean", tags={"accuracy"}, reference="top-1, per-class and worst-class accuracy, ECE")
 class Clean(Evaluation):
-    """Test accuracy, per-class accuracy, worst-class accuracy and expected calibration error."""
+    """Test accuracy, per-class accuracy, worst-class accuracy, expected calibration error, and the
+    collapse symptoms: classes never predicted and the accuracy of a constant predictor (chance)."""
+
+    metrics = (
+        Metric("acc/clean", "clean acc", leaderboard=True,
+               plots=(("noise_rate", "y"), ("robust_eps", "origin"), ("disparity", "bar"))),
+        Metric("acc/class/{cls}", "class {cls} acc"),
+        Metric("acc/worst_class", "worst-class acc", leaderboard=True, plots=(("disparity", "bar"),)),
+        Metric("ece/clean", "ECE", higher_is_better=False),
+        Metric("pred/missing_classes", "classes never predicted", higher_is_better=False, value_range=(0, None),
+               integer=True),
+        Metric("acc/chance", "chance acc (majority class)", higher_is_better=None),
+    )
 
     def run(self, ctx: EvalContext) -> EvalOutput:
         from .. import metrics
@@ -157,14 +206,20 @@ class Clean(Evaluation):
                 out.add(f"acc/class/{i}", v)
         out.add("acc/worst_class", metrics.worst_class_accuracy(logits, y, c))
         out.add("ece/clean", metrics.expected_calibration_error(logits.softmax(1), y))
+        present = torch.bincount(y, minlength=c) > 0
+        predicted = torch.bincount(logits.argmax(1), minlength=c) > 0
+        out.add("pred/missing_classes", int((present & ~predicted).sum()))
+        out.add("acc/chance", float(torch.bincount(y, minlength=c).max()) / max(int(y.numel()), 1))
         return out
 
 
-@register_evaluation("topk", tags={"accuracy"}, reference="top-k accuracy (the LDR paper reports top-1..top-5)")
+@register_evaluation("topk", tags={"accuracy"}, reference="top-k accuracy (the LDR paper reports top-1..top-5)",
+                     example_kwargs={"k": [1, 3]})
 class TopK(Evaluation):
     """Top-k test accuracy for each ``k`` (k larger than the number of classes is an error)."""
 
     defaults = {"k": [1, 5]}
+    metrics = (Metric("acc/top{k}", "top-{k} acc", leaderboard=True, hide=("acc/top1",)),)  # top-1 = clean acc
 
     def validate(self, params: dict[str, Any]) -> str | None:
         if not params["k"] or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in params["k"]):
@@ -188,6 +243,13 @@ class Memorization(Evaluation):
     """On the training set: share of noisy-labelled examples predicted as their noisy label
     (``mem/memorized``) or as their true label (``mem/corrected``), and accuracy on the clean-labelled ones."""
 
+    metrics = (
+        Metric("noise/train_fraction", "noisy fraction (train)", higher_is_better=None),
+        Metric("mem/memorized", "memorized (noisy) ↓", higher_is_better=False, leaderboard=True),
+        Metric("mem/corrected", "corrected (noisy)"),
+        Metric("acc/train_clean_labels", "train acc (clean labels)"),
+    )
+
     def run(self, ctx: EvalContext) -> EvalOutput:
         from ..training import predict_logits
 
@@ -206,7 +268,9 @@ class Memorization(Evaluation):
 
 
 @register_evaluation("attacks", tags={"adversarial"}, reference="PGD (Madry et al., 2018), APGD (Croce & Hein, 2020); "
-                     "power law of robust error vs eps")
+                     "power law of robust error vs eps",
+                     example_kwargs={"attacks": ["fgsm", "pgd"], "eps": [0.01, 0.02, 0.04, 0.08], "steps": 5,
+                                     "n_test": 100})
 class Attacks(Evaluation):
     """Robust accuracy under each attack at every eps of the grid (and under the worst of them),
     worst-class robust accuracy, and the power-law fit of robust error vs eps."""
@@ -214,6 +278,21 @@ class Attacks(Evaluation):
     requires = ("robustlab.attacks", "robustlab.evaluate")
     defaults = {"attacks": ["pgd"], "norm": "linf", "eps": [0.05, 0.1, 0.2], "steps": 10, "n_test": 200,
                 "batch_size": 256, "powerlaw": True}
+    metrics = (
+        Metric("robust_acc/{attack}/eps={eps}", "{attack} acc ε={eps}", doc="cumulative along the cascade"),
+        Metric("robust_acc/any/eps={eps}", "robust acc ε={eps}", leaderboard=True, plots=(("robust_eps", "y"),)),
+        Metric("robust_acc/worst_class/eps={eps}", "worst-class robust acc ε={eps}",
+               plots=(("disparity", "bar_first"),)),
+        Metric("powerlaw/k", "power-law k", higher_is_better=None, value_range=(None, None), leaderboard=True,
+               plots=(("robust_eps", "k"),), doc="adv. error ≈ A·ε^k on the clean-correct points"),
+        Metric("powerlaw/k_lo", "power-law k (CI low)", higher_is_better=None, value_range=(None, None),
+               plots=(("robust_eps", "k_lo"),)),
+        Metric("powerlaw/k_hi", "power-law k (CI high)", higher_is_better=None, value_range=(None, None),
+               plots=(("robust_eps", "k_hi"),)),
+        Metric("powerlaw/a", "power-law A", higher_is_better=None, value_range=(0, None),
+               plots=(("robust_eps", "a"),)),
+        Metric("powerlaw/r2", "power-law R²", higher_is_better=None, value_range=(None, 1)),
+    )
 
     def validate(self, params: dict[str, Any]) -> str | None:
         from ..attacks import ATTACKS
@@ -227,18 +306,22 @@ class Attacks(Evaluation):
             return f"'norm' must be 'linf' or 'l2'. Got {params['norm']!r}."
         return None
 
-    def run(self, ctx: EvalContext, attacks: list[str], norm: str, eps: list[float], steps: int, n_test: int,
-            batch_size: int, powerlaw: bool) -> EvalOutput:
+    @staticmethod
+    def suite(attacks: list[str], steps: int) -> list[tuple[str, dict[str, Any]]]:
+        """The attack suite: ``steps`` goes to the attacks that take it."""
         import inspect
 
-        from .. import evaluate
         from ..attacks import ATTACKS
 
+        return [(a, {"steps": steps} if "steps" in inspect.signature(ATTACKS.spec(a).factory).parameters else {})
+                for a in attacks]
+
+    def run(self, ctx: EvalContext, attacks: list[str], norm: str, eps: list[float], steps: int, n_test: int,
+            batch_size: int, powerlaw: bool) -> EvalOutput:
+        from .. import evaluate
+
         sub = ctx.data.subset(n_test=n_test)
-        suite = []
-        for a in attacks:
-            accepted = inspect.signature(ATTACKS.spec(a).factory).parameters
-            suite.append((a, {"steps": steps} if "steps" in accepted else {}))
+        suite = self.suite(attacks, steps)
         out = EvalOutput()
         seed = int(ctx.generator("attacks").initial_seed() % (2**31))
         curve: dict[str, list[float]] = {"eps": list(eps)}
@@ -258,6 +341,7 @@ class Attacks(Evaluation):
                 out.add("powerlaw/k", rc.fit.k)
                 out.add("powerlaw/k_lo", rc.fit.ci[0])
                 out.add("powerlaw/k_hi", rc.fit.ci[1])
+                out.add("powerlaw/a", rc.fit.a)
                 out.add("powerlaw/r2", rc.fit.r2)
             curve["pgd_robust_error"] = [float(v) for v in rc.robust_error]
         out.curves["robust_vs_eps"] = curve
@@ -273,23 +357,18 @@ def _get(obj: Any, *names: str) -> Any:
     return None
 
 
-def _attack_results(res: Any, names: list[str]) -> dict[str, float]:
-    per = _get(res, "per_attack", "attacks")
-    out: dict[str, float] = {}
-    if isinstance(per, dict):
-        for k, v in per.items():
-            out[str(k)] = float(v if not isinstance(v, dict) else _get(v, "overall", "accuracy"))
-    elif isinstance(per, (list, tuple)) and len(per) == len(names):
-        out = {n: float(v) for n, v in zip(names, per)}
-    return out
-
-
-@register_evaluation("corruptions", tags={"shift"}, reference="common corruptions (Hendrycks & Dietterich, ICLR 2019)")
+@register_evaluation("corruptions", tags={"shift"}, reference="common corruptions (Hendrycks & Dietterich, ICLR 2019)",
+                     example_kwargs={"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 3], "n_test": 100})
 class Corruptions(Evaluation):
     """Accuracy under each corruption and severity (computed in memory; not comparable to CIFAR-10-C files)."""
 
     requires = ("robustlab.shift",)
     defaults = {"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 3, 5], "n_test": 300}
+    metrics = (
+        Metric("corr_acc/{corruption}/{severity}", "{corruption} acc (severity {severity})",
+               plots=(("corruptions", "y"),)),
+        Metric("corr_acc/mean", "corruption acc", leaderboard=True),
+    )
 
     def validate(self, params: dict[str, Any]) -> str | None:
         from .. import shift
@@ -324,12 +403,14 @@ class Corruptions(Evaluation):
         return out
 
 
-@register_evaluation("certify_ibp", tags={"certified"}, reference="interval bound propagation (Gowal et al., 2018)")
+@register_evaluation("certify_ibp", tags={"certified"}, reference="interval bound propagation (Gowal et al., 2018)",
+                     example_kwargs={"eps": [0.002, 0.01, 0.03], "n_test": 100})
 class CertifyIBP(Evaluation):
     """IBP-certified accuracy at each l-inf eps on a test subset."""
 
     requires = ("robustlab.certify.ibp",)
     defaults = {"eps": [0.01, 0.05, 0.1], "n_test": 300}
+    metrics = (Metric("cert_acc/ibp/eps={eps}", "IBP cert ε={eps}", leaderboard=True, plots=(("cert_ibp", "y"),)),)
 
     def run(self, ctx: EvalContext, eps: list[float], n_test: int) -> EvalOutput:
         from ..certify import ibp
@@ -346,13 +427,23 @@ class CertifyIBP(Evaluation):
         return out
 
 
-@register_evaluation("certify_smoothing", tags={"certified"}, reference="randomized smoothing (Cohen et al., ICML 2019)")
+@register_evaluation("certify_smoothing", tags={"certified"}, reference="randomized smoothing (Cohen et al., ICML 2019)",
+                     example_kwargs={"n0": 20, "n": 100, "alpha": 0.01, "n_test": 30, "radii": [0.0, 0.1, 0.25, 0.6]})
 class CertifySmoothing(Evaluation):
-    """Certified l2 accuracy of the Gaussian-smoothed classifier at each radius (CERTIFY with n0, n, alpha)."""
+    """Certified l2 accuracy of the Gaussian-smoothed classifier at each radius (CERTIFY with n0, n, alpha),
+    and the largest radius those settings can certify at all, ``σ·Φ⁻¹(α^(1/n))`` (all n draws agreeing):
+    certified accuracy above it is 0 by construction, not a measurement."""
 
     requires = ("robustlab.certify.smoothing",)
     defaults = {"sigma": 0.25, "n0": 50, "n": 500, "alpha": 0.001, "n_test": 50, "radii": [0.0, 0.25, 0.5, 0.75],
                 "batch_size": 500}
+    metrics = (
+        Metric("cert_acc/rs/r={r}", "RS cert r={r}", leaderboard=True, hide=("cert_acc/rs/r=0",),
+               plots=(("cert_rs", "y"),), limit=("r", "cert/rs/radius_max")),
+        Metric("cert/rs/abstain", "RS abstain rate", higher_is_better=False),
+        Metric("cert/rs/radius_max", "largest certifiable radius", unit="l2", higher_is_better=None,
+               value_range=(0, None), plots=(("cert_rs", "limit"),)),
+    )
 
     def run(self, ctx: EvalContext, sigma: float, n0: int, n: int, alpha: float, n_test: int, radii: list[float],
             batch_size: int) -> EvalOutput:
@@ -371,17 +462,28 @@ class CertifySmoothing(Evaluation):
             out.add(f"cert_acc/rs/r={_num(r)}", v)
             vals.append(v)
         out.add("cert/rs/abstain", float((classes < 0).float().mean()))
+        out.add("cert/rs/radius_max", max_certifiable_radius(sigma, n, alpha))
         out.curves["cert_rs"] = {"radius": list(radii), "cert_acc": vals, "sigma": sigma}
         return out
 
 
-@register_evaluation("conformal", tags={"conformal"}, reference="split conformal prediction (APS: Romano et al., 2020)")
+@register_evaluation("conformal", tags={"conformal"}, reference="split conformal prediction (APS: Romano et al., 2020)",
+                     example_kwargs={"scores": ["thr", "aps"]})
 class Conformal(Evaluation):
     """Split conformal sets on the test split (first ``cal_fraction`` calibrates): coverage, mean set
     size and worst-class coverage per score."""
 
     requires = ("robustlab.conformal",)
     defaults = {"scores": ["aps"], "alpha": 0.1, "cal_fraction": 0.5}
+    metrics = (
+        Metric("conformal/{score}/coverage", "{score} coverage", higher_is_better=None, leaderboard=True,
+               plots=(("conformal", "y"),)),
+        Metric("conformal/{score}/set_size", "{score} set size ↓", unit="classes", higher_is_better=False,
+               value_range=(0, None), leaderboard=True, plots=(("conformal", "x"),)),
+        Metric("conformal/{score}/worst_class_coverage", "{score} worst-class coverage", higher_is_better=None),
+        Metric("conformal/{score}/target", "{score} target coverage", higher_is_better=None,
+               plots=(("conformal", "target"),)),
+    )
 
     def validate(self, params: dict[str, Any]) -> str | None:
         from ..conformal import SCORES
@@ -412,3 +514,11 @@ class Conformal(Evaluation):
                 out.add(f"conformal/{s}/worst_class_coverage", min(per))
             out.add(f"conformal/{s}/target", 1.0 - alpha)
         return out
+
+
+def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
+    """``σ·Φ⁻¹(α^(1/n))``: the radius CERTIFY gives when all ``n`` noise draws vote for one class
+    (its Clopper–Pearson lower bound is then ``α^(1/n)``); no larger radius can be certified."""
+    from scipy.stats import norm
+
+    return max(0.0, float(sigma * norm.ppf(alpha ** (1.0 / n))))
