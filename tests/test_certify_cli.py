@@ -31,7 +31,7 @@ def test_certify_bounds_and_smoothing(checkpoint, tmp_path, capsys):
     acc = res["certified_accuracy"]
     assert acc["0"] == pytest.approx(res["clean_accuracy"]) and acc["0.05"] <= acc["0"]
     assert main(["certify", "--checkpoint", str(checkpoint), "--data", "blobs2d", "--method", "smoothing",
-                 "--sigma", "0.1", "--n", "200", "--n0", "20", "--max-samples", "20", "--radii", "0", "0.1",
+                 "--sigma", "0.1", "--n", "200", "--n0", "20", "--n-test", "20", "--radii", "0", "0.1",
                  "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["num_points"] == 20 and res["certified_accuracy"]["0.1"] <= res["certified_accuracy"]["0"]

@@ -45,7 +45,7 @@ def test_evaluate_standard_with_curve_and_sanity(run_dir, capsys, tmp_path):
     out_file = tmp_path / "eval.json"
     rc = main(["evaluate", "--checkpoint", str(run_dir), "--suite", "standard", "--eps", "0.05", "--steps", "5",
                "--n-queries", "30", "--n-test", "30", "--curve", "0.01,0.02,0.04,0.08,0.16", "--sanity",
-               "--output", str(out_file)])
+               "--out", str(out_file)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "after apgd_ce" in text and "after square" in text and "sanity" in text

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -21,7 +22,7 @@ _COMMANDS = ("list", "train", "attack", "evaluate", "certify", "conformal", "shi
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's default is terse; keep its exit code 2
         self.print_usage(sys.stderr)
-        self.exit(2, f"robustlab: error: {message}\nRun '{self.prog} --help' for the accepted options.\n")
+        self.exit(2, f"{self.prog}: error: {message}\nRun '{self.prog} --help' for the accepted options.\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,24 +37,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# How each command's ``--out`` is checked before any work: a result file or a run/results folder.
+# A command may also declare it with ``set_defaults(out_kind="dir")``.
+_OUT_KIND = {"train": "dir", "bench": "dir"}
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    out = getattr(args, "out", None)
+    if not out or not isinstance(out, str):
+        return
+    from ._options import check_writable
+
+    kind = getattr(args, "out_kind", None) or _OUT_KIND.get(args.command, "file")
+    check_writable(out, "--out", directory=kind == "dir")
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:  # "[Errno 30] ..." -> plain words
+        return f"{e.strerror}: '{e.filename}'"
+    if isinstance(e, MemoryError):
+        return "out of memory" + (f" ({e})" if str(e) else "") + "; use a smaller --batch-size or --n-test"
+    text = str(e) or type(e).__name__
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``robustlab`` with ``argv``; return the exit code (0 ok, 2 bad input, 1 other failure, 130 interrupt).
+
+    Every failure prints one line ``robustlab <command>: error: ...`` and no traceback (``-v`` shows it).
+    """
     parser = build_parser()
     # Commands that set ``accepts_free_options=True`` (e.g. ``train``) get unknown ``--name value``
     # options as ``args.free_options`` and validate them; for every other command they are an error.
-    args, extras = parser.parse_known_args(argv)
-    if extras and getattr(args, "accepts_free_options", False):
-        args.free_options = extras
-    elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras and getattr(args, "accepts_free_options", False):
+            args.free_options = extras
+        elif extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    except SystemExit as e:  # argparse: --help, --version, usage errors
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    where = f"robustlab {args.command}"
     try:
+        _check_out(args)
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, ConnectionError) as e:
-        print(f"robustlab {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, TypeError, LookupError, FileNotFoundError) as e:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{where}: error: {_message(e)}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError, OverflowError, RuntimeError, EOFError) as e:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{where}: error: {_message(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # an internal error: still one line, the traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{where}: error: internal error {type(e).__name__}: {_message(e)} "
+              "(rerun with -v for details and report it)", file=sys.stderr)
+        return 1

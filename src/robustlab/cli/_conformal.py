@@ -12,35 +12,36 @@ average set size, and writes ``--out`` JSON atomically when given.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
+
+from ._inputs import add_inputs, call, emit, load_inputs
+from ._options import add_options
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("conformal", help="conformal prediction sets with coverage guarantees (split or RSCP+)")
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (.pt file or run directory)")
-    p.add_argument("--data", default=None, help="data set name (its test split is used); default: the one recorded with the checkpoint")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--score", default="aps", help="conformal score (robustlab list scores)")
-    p.add_argument("--alpha", type=float, default=0.1, help="miscoverage level")
-    p.add_argument("--cal-fraction", type=float, default=0.5, help="share of the test split used for calibration")
+    add_inputs(p)
+    p.add_argument("--score", default="aps", help="conformal score (robustlab list scores; default aps)")
+    p.add_argument("--alpha", type=float, default=0.1, help="miscoverage level (default 0.1)")
+    p.add_argument("--cal-fraction", type=float, default=0.5,
+                   help="share of the test split used for calibration (default 0.5)")
     p.add_argument("--robust", action="store_true", help="RSCP+ sets robust to L2 perturbations of size --eps")
-    p.add_argument("--sigma", type=float, default=0.25, help="RSCP+ smoothing σ")
-    p.add_argument("--eps", type=float, default=0.125, help="RSCP+ L2 radius")
-    p.add_argument("--beta", type=float, default=0.001, help="RSCP+ Monte-Carlo failure probability")
-    p.add_argument("--n-mc", type=int, default=256, help="RSCP+ Gaussian draws per input")
+    p.add_argument("--sigma", type=float, default=0.25, help="RSCP+ smoothing σ (default 0.25)")
+    add_options(p, "eps", eps={"default": 0.125, "help": "RSCP+ L2 radius; fractions accepted (default 0.125)"})
+    p.add_argument("--beta", type=float, default=0.001, help="RSCP+ Monte-Carlo failure probability (default 0.001)")
+    p.add_argument("--n-mc", type=int, default=256, help="RSCP+ Gaussian draws per input (default 256)")
     p.add_argument("--no-ptt", action="store_true", help="disable the post-training transformation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="write the results as JSON to this file")
+    add_options(p, "n_test", "seed", "device", "json", "out", "quiet")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from .._validation import InvalidParameterError
     from ..conformal import (
         RobustConformal,
         SplitConformal,
@@ -48,14 +49,11 @@ def run(args: argparse.Namespace) -> int:
         coverage,
         size_stratified_coverage,
     )
-    from ..training import atomic_write_text, load_checkpoint, predict_logits
-    from ._attack import load_recorded_data
+    from ..training import predict_logits
 
     if not 0 < args.cal_fraction < 1:
-        raise ValueError(f"--cal-fraction must be in (0, 1). Got {args.cal_fraction}.")
-    model = load_checkpoint(args.checkpoint).eval()
-    data = load_recorded_data(args.checkpoint, model, args.data, args.data_root)
-    args.data = data.name
+        raise InvalidParameterError(f"--cal-fraction must be in (0, 1). Got {args.cal_fraction}.")
+    model, data, ref, label = load_inputs(args)
     g = torch.Generator().manual_seed(args.seed)
     perm = torch.randperm(data.x_test.shape[0], generator=g)
     k = int(round(args.cal_fraction * perm.numel()))
@@ -65,15 +63,16 @@ def run(args: argparse.Namespace) -> int:
     if args.robust:
         cp = RobustConformal(model, sigma=args.sigma, eps=args.eps, score=args.score, alpha=args.alpha, beta=args.beta,
                              n_mc=args.n_mc, ptt=not args.no_ptt)
-        cp.calibrate(data.x_test[cal], data.y_test[cal], generator=g)
-        sets = cp.predict_sets(data.x_test[test], generator=g)
+        call(cp.calibrate, data.x_test[cal], data.y_test[cal], generator=g, args=args)
+        sets = call(cp.predict_sets, data.x_test[test], generator=g, args=args)
     else:
-        probs = predict_logits(model, data.x_test).softmax(1)
+        probs = predict_logits(model, data.x_test).softmax(1).cpu()
         cp = SplitConformal(args.score, args.alpha).calibrate(probs[cal], data.y_test[cal], generator=g)
         sets = cp.predict_sets(probs[test], generator=g)
     y = data.y_test[test]
     result = {
-        "data": args.data, "score": args.score, "alpha": args.alpha, "robust": bool(args.robust),
+        "command": "conformal", "model": label, "data": data.name, "data_ref": ref.to_config(), "score": args.score,
+        "alpha": args.alpha, "cal_fraction": args.cal_fraction, "seed": args.seed, "robust": bool(args.robust),
         "n_calibration": int(cal.numel()), "n_test": int(test.numel()),
         "coverage": coverage(sets, y), "average_set_size": average_set_size(sets),
         "size_stratified_coverage": {str(s): list(v) for s, v in size_stratified_coverage(sets, y).items()},
@@ -81,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.robust:
         result.update(sigma=args.sigma, eps=args.eps, beta=args.beta, n_mc=args.n_mc, ptt=not args.no_ptt)
-    kind = f"RSCP+ (σ={args.sigma:g}, ε={args.eps:g})" if args.robust else "split conformal"
-    print(f"{kind} {args.score} α={args.alpha:g}: coverage {100 * result['coverage']:.2f}% "
-          f"(target ≥ {100 * (1 - args.alpha):.0f}%), average set size {result['average_set_size']:.3f} "
-          f"on {test.numel()} points")
-    if args.out:
-        atomic_write_text(args.out, json.dumps(result, indent=2))
+    kind = (f"RSCP+ (σ={args.sigma:g}, ε={args.eps:g}, β={args.beta:g}, n_mc={args.n_mc}, "
+            f"ptt={'off' if args.no_ptt else 'on'})") if args.robust else "split conformal"
+    lines = [f"{data.name}, model {label}: {kind} {args.score} α={args.alpha:g}, calibration "
+             f"{cal.numel()} / test {test.numel()} points (seed {args.seed})",
+             f"  coverage {100 * result['coverage']:.2f}% (target ≥ {100 * (1 - args.alpha):.0f}%), "
+             f"average set size {result['average_set_size']:.3f}"]
+    emit(args, result, lines)
     return 0

@@ -1,0 +1,154 @@
+"""What every evaluation command starts from: a model (``--checkpoint``/``--model``) and its data
+(``--data``/``--data-root``/``--data-arg``, default: the data recorded with the checkpoint), and how
+it ends: a summary printed, a JSON document printed (``--json``) and written (``--out``).
+
+A checkpoint's recorded data reference is read with :meth:`DataRef.from_config` (``trusted=False``):
+``download``/``mirror`` never come from a file; the command line overrides the recorded root and options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._validation import InvalidParameterError
+from ._options import add_options, key_values, progress_arg
+
+__all__ = ["add_inputs", "call", "emit", "load_inputs", "recorded_data"]
+
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def add_inputs(p: argparse.ArgumentParser) -> None:
+    """The model and data options: ``--checkpoint``, ``--model``, ``--model-arg``, ``--data``, ``--data-root``, ``--data-arg``."""
+    add_options(p, "checkpoint", "model", "model_arg", "data", "data_root", "data_arg")
+
+
+def recorded_data(checkpoint: str | None, model: Any) -> Any:
+    """The :class:`DataRef` recorded with a checkpoint (its ``extra["config"]``, else ``metrics.json`` beside it), or None."""
+    from ..data import DataRef
+
+    cfg = (getattr(model, "robustlab_extra", None) or {}).get("config")
+    if isinstance(cfg, dict) and cfg.get("data") is not None:
+        return DataRef.from_config(cfg)
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    metrics = (path if path.is_dir() else path.parent) / "metrics.json"
+    try:
+        doc = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
+    except (OSError, ValueError):
+        return None
+    cfg = doc.get("config") if isinstance(doc, dict) else None
+    if isinstance(cfg, dict) and cfg.get("data") is not None:
+        return DataRef.from_config(cfg)
+    return None
+
+
+def _data_ref(args: argparse.Namespace, recorded: Any, source: str | None) -> Any:
+    from ..data import DataRef
+
+    opts = key_values(getattr(args, "data_arg", []) or [], "--data-arg")
+    if args.data is None and recorded is None:
+        raise InvalidParameterError(
+            f"Cannot tell which data set {source or 'the model'} was trained on; pass --data NAME "
+            "(see 'robustlab list data') and --data-root DIR for file-backed sets."
+        )
+    base = recorded if recorded is not None else DataRef(args.data)
+    return base.override(name=args.data, root=args.data_root, options=opts)
+
+
+def _load_data(ref: Any) -> Any:
+    try:
+        return ref.load()
+    except FileNotFoundError as e:
+        hint = "" if ref.root is not None or ref.is_path else " On the command line: --data-root DIR."
+        raise FileNotFoundError(f"{e}{hint}") from None
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+    """``(model, data, data_ref, model_label)``: the model in eval mode on ``--device``, the data (first
+    ``--n-test`` test examples), checked to fit each other (input shape, number of classes)."""
+    from ..models import resolve
+    from ..models._ref import check_compatible
+
+    ckpt, ref_text = getattr(args, "checkpoint", None), getattr(args, "model", None)
+    if ckpt is not None and ref_text is not None:
+        raise InvalidParameterError("Pass either --checkpoint PATH or --model REF, not both.")
+    if ckpt is None and ref_text is None:
+        raise InvalidParameterError(
+            "Pass the model to use: --checkpoint PATH (a robustlab run folder or .pt) or --model REF "
+            "(TorchScript file, module:attribute, timm:NAME or registry name)."
+        )
+    model_kw = key_values(getattr(args, "model_arg", []) or [], "--model-arg")
+    label = str(ckpt if ckpt is not None else ref_text)
+    model = None
+    if ckpt is not None:
+        from ..models._ref import load_checkpoint_file
+
+        if model_kw:
+            raise InvalidParameterError("--model-arg does not apply to --checkpoint (the checkpoint records its model).")
+        model = load_checkpoint_file(ckpt)
+    elif Path(ref_text).expanduser().exists() or ref_text.startswith(("checkpoint:", "torchscript:")):
+        model = resolve(ref_text, **model_kw)
+    recorded = recorded_data(ckpt or (ref_text if model is not None else None), model) if model is not None else None
+    ref = _data_ref(args, recorded, f"'{label}'")
+    data = _load_data(ref)
+    if model is None:
+        import torch
+
+        torch.manual_seed(args.seed if hasattr(args, "seed") else 0)
+        model = resolve(ref_text, input_shape=data.input_shape, num_classes=data.num_classes, **model_kw)
+    check_compatible(model, data.input_shape, data.num_classes, data=f"data set '{data.name}'",
+                     model_name=f"model '{label}'")
+    n_test = getattr(args, "n_test", None)
+    if n_test is not None:
+        data = data.subset(n_test=n_test)
+    device = getattr(args, "device", None)
+    if device:
+        model = model.to(device)
+    return model.eval(), data, ref, label
+
+
+def call(fn: Callable[..., Any], *a: Any, args: argparse.Namespace, **kw: Any) -> Any:
+    """Call ``fn`` with ``progress=`` from ``--quiet`` when its signature takes ``progress``."""
+    try:
+        takes = "progress" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        kw["progress"] = progress_arg(args)
+    return fn(*a, **kw)
+
+
+def clean(text: Any) -> str:
+    """``text`` without terminal control sequences (labels and names may come from files)."""
+    return _CONTROL.sub("", str(text))
+
+
+def emit(args: argparse.Namespace, doc: dict[str, Any], lines: list[str]) -> None:
+    """Write ``doc`` to ``--out`` (atomically), then print it as JSON (``--json``) or print ``lines``."""
+    text = json.dumps(doc, indent=2, default=_json_default)
+    if getattr(args, "out", None):
+        from ..training import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
+    if getattr(args, "json", False):
+        print(text)
+    else:
+        print("\n".join(clean(line) for line in lines))
+        if getattr(args, "out", None):
+            print(f"wrote {clean(args.out)}")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, tuple):
+        return list(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
