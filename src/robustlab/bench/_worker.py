@@ -1,8 +1,8 @@
-"""Executing one run: data -> noise -> model -> fit -> evaluations -> a result dict.
+"""Executing one run in a sweep: :func:`robustlab.pipeline.run` wrapped into a result dict.
 
-Used by every executor (in a child process, a Ray task, or in-process). Everything random is seeded
-from the run config: noise from ``seed``, model init by ``torch.manual_seed(seed)``, training order
-by ``fit(seed=seed)``, each evaluation by a generator derived from (seed, evaluation).
+Used by every executor (in a child process, a Ray task, or in-process). The run itself (data, noise,
+model, fit, evaluations, seeding) is the pipeline's; this module adds timings, the environment,
+failure capture and the result file.
 """
 
 from __future__ import annotations
@@ -88,92 +88,15 @@ def execute_run(config: dict[str, Any], *, run_dir: str | os.PathLike[str] | Non
 
 def _execute(config: dict[str, Any], result: dict[str, Any], *, run_dir: Path | None, checkpoint: bool,
              device: str | None) -> None:
-    from .. import data as data_mod
-    from .. import models
-    from ..training import fit, save_checkpoint
-    from .evaluations import EvalContext, run_evaluation
+    """One run through :func:`robustlab.pipeline.run` (the same pipeline as ``robustlab train``)."""
+    from .. import pipeline
 
-    timings = result["timings"]
-    metrics = result["metrics"]
-    seed = int(config["seed"])
-    dev = torch.device(device) if device else torch.device("cpu")
-
-    t = time.perf_counter()
-    dc = config["data"]
-    d = data_mod.load(dc["name"], **dc["options"])
-    if dc.get("n_train") or dc.get("n_test"):
-        d = d.subset(n_train=dc.get("n_train"), n_test=dc.get("n_test"))
-    nc = config["noise"]
-    is_noisy = None
-    train_data = d
-    if nc["kind"] != "none":
-        from .. import noise
-
-        nl = noise.inject(d.y_train, kind=nc["kind"], rate=nc["rate"], num_classes=d.num_classes,
-                          generator=torch.Generator().manual_seed(seed), x=d.x_train, **nc["options"])
-        is_noisy = nl.is_noisy
-        train_data = d.with_train_labels(nl.labels, noise=f"{nc['kind']}:{nc['rate']}")
-        metrics.append(["noise/realized_rate", float(nl.realized_rate), -1])
-    timings["load_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    torch.manual_seed(seed)
-    mc = config["model"]
-    mkw = _tuplify(mc["kwargs"])
-    if mkw.get("normalize") == "data":  # statistics of the (clean) training inputs; labels play no part
-        mkw["normalize"] = (float(d.x_train.mean()), float(d.x_train.std().clamp_min(1e-6)))
-    model = models.create(mc["name"], input_shape=d.input_shape, num_classes=d.num_classes, **mkw)
-    tc = config["train"]
-    lc, oc = config["loss"], config["objective"]
-    loss_kw = dict(lc["kwargs"])
-    if "num_samples" in _params(lc["name"]) and "num_samples" not in loss_kw:
-        loss_kw["num_samples"] = int(train_data.x_train.shape[0])  # per-sample state (e.g. ALDR-KL)
-    res = fit(model, train_data, loss=lc["name"], loss_kw=loss_kw, objective=oc["name"],
-              objective_kw=oc["kwargs"], seed=seed, progress=False, device=dev, **tc)
-    model = res.model.eval()
-    timings["train_s"] = time.perf_counter() - t
-    hist = res.history
-    for i, ep in enumerate(hist.get("epoch", [])):
-        for k, vals in hist.items():
-            if k in ("epoch",) or i >= len(vals):
-                continue
-            metrics.append([f"train/{k}", float(vals[i]), int(ep)])
-    if hist.get("test_acc"):
-        metrics.append(["acc/final_epoch_test", float(hist["test_acc"][-1]), -1])
-
-    t = time.perf_counter()
-    ctx = EvalContext(model=model, data=d, train_labels=train_data.y_train, is_noisy=is_noisy, seed=seed, device=dev)
-    curves: dict[str, Any] = {}
-    for ev in config["evaluations"]:
-        te = time.perf_counter()
-        out = run_evaluation(ev, ctx)
-        metrics.extend([list(m) for m in out.metrics])
-        curves.update(out.curves)
-        timings[f"eval_{ev['name']}_s"] = time.perf_counter() - te
-    timings["eval_s"] = time.perf_counter() - t
-    if run_dir is not None:
-        if checkpoint:
-            p = save_checkpoint(model, run_dir / "model.pt", extra={"run_config": config})
-            result["artifacts"].append(["checkpoint", str(p)])
-        if curves:
-            from ..training import atomic_write_text
-
-            cp = run_dir / "curves.json"
-            atomic_write_text(cp, json.dumps(curves, sort_keys=True))
-            result["artifacts"].append(["curves", str(cp)])
-    result["curves"] = curves
-
-
-def _params(loss_name: str) -> Any:
-    import inspect
-
-    from ..losses import LOSSES
-
-    return inspect.signature(LOSSES.spec(loss_name).factory).parameters
-
-
-def _tuplify(kw: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
+    res = pipeline.run(config, out=run_dir, checkpoint=checkpoint, device=device, progress=False)
+    result["metrics"].extend([list(m) for m in res.metrics])
+    result["timings"].update(res.timings)
+    result["artifacts"].extend([list(a) for a in res.artifacts])
+    result["curves"] = res.curves
+    result["resolved"] = res.resolved  # every hyper-parameter used, defaults included
 
 
 def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
@@ -199,7 +122,7 @@ def child_main(run_dir: str, threads: int, checkpoint: bool, device: str | None)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C and stops us
     rd = Path(run_dir)
-    (rd / PID_NAME).write_text(str(os.getpid()))
+    # worker.pid (PID_NAME) is written by the driver, with this process's verified identity
     log = open(rd / "log.txt", "ab", buffering=0)  # noqa: SIM115
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)

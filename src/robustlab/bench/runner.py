@@ -13,6 +13,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -25,7 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .._validation import check_in_range, check_int, check_option
-from ._worker import CONFIG_NAME, PID_NAME, RESULT_NAME
+from ._folder import FolderLock, kill_recorded_worker, record_worker
+from ._rebuild import RUNS_DIR, write_run_meta, write_sweep_meta
+from ._resultfile import InvalidResult, load_result, quarantine
+from ._worker import CONFIG_NAME, RESULT_NAME, write_result
 from .spec import BenchSpec, RunConfig, expand, load_spec
 from .store import ResultStore
 
@@ -33,7 +37,6 @@ __all__ = ["EXECUTORS", "SweepResult", "default_threads", "run_sweep"]
 
 log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray")
-RUNS_DIR = "runs"
 
 
 @dataclass
@@ -49,6 +52,7 @@ class SweepResult:
     executed: int = 0
     wall_s: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)  # (result file kept as, why it was refused)
 
     @property
     def db(self) -> Path:
@@ -82,6 +86,10 @@ def run_sweep(
     ``timeout_s``: per-run wall-clock limit (kills only that run; default from the spec's ``run``
     section, else none). A failing run is recorded as failed and the sweep goes on. Ctrl-C kills
     the runs in flight, records them as interrupted and re-raises ``KeyboardInterrupt``.
+
+    One driver per ``out``: a second one raises :class:`~robustlab.bench._folder.ResultsFolderBusy`
+    naming the holder. Result files that do not validate are quarantined (``res.quarantined``) and
+    their runs are run again.
     """
     check_int(workers, "workers", 1, None, owner="run_sweep")
     check_option(executor, "executor", EXECUTORS, owner="run_sweep")
@@ -101,17 +109,22 @@ def run_sweep(
     runs = expand(bs)
     outp = Path(out).resolve()
     (outp / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(outp, purpose=f"bench run {bs.name}").acquire()  # before anything reads or writes
     t0 = time.time()
     res = SweepResult(out=outp, spec=bs.name, run_ids=[r.id for r in runs])
-    store = ResultStore(outp)
+    store = None
     try:
-        store.record_sweep(bs.name, json.dumps(bs.source, sort_keys=True), executor=executor)
+        store = ResultStore(outp)
+        spec_json = json.dumps(bs.source, sort_keys=True)
+        write_sweep_meta(outp, spec=bs.name, spec_json=spec_json, run_ids=res.run_ids)
+        store.record_sweep(bs.name, spec_json, executor=executor)
         store.link_runs(bs.name, res.run_ids)
-        _recover(store, outp)
+        _recover(store, outp, res)
         status = store.status_of(res.run_ids)
         todo = [r for r in runs if status.get(r.id) != "completed"]
         res.skipped = len(runs) - len(todo)
-        owner = f"{os.getpid()}@{socket.gethostname()}"
+        token = secrets.token_hex(8)  # this sweep's workers carry it in worker.pid; recovery checks it
+        owner = f"{os.getpid()}@{socket.gethostname()}#{token}"
         bar = _progress(len(todo), bs.name, progress)
 
         def on_result(rc: RunConfig, result: dict[str, Any]) -> None:
@@ -135,6 +148,7 @@ def run_sweep(
                 shutil.rmtree(rd)  # a fresh attempt never sees files of an earlier one
             rd.mkdir(parents=True)
             (rd / CONFIG_NAME).write_text(json.dumps(rc.config, sort_keys=True, indent=1))
+            write_run_meta(rd, spec=bs.name, labels=rc.labels)
             store.claim(rc.id, spec=bs.name, config=rc.config, labels=rc.labels, owner=owner, executor=executor)
             return rd
 
@@ -142,14 +156,24 @@ def run_sweep(
             on_result(rc, {"status": "failed", "error": error, "traceback": tb,
                            "timings": {"total_s": duration}, "finished_at": time.time()})
 
+        def ingest(rc: RunConfig, rd: Path, duration: float | None = None) -> None:
+            """Record the run's result file, or quarantine it and record the run failed if it does not validate."""
+            try:
+                result = load_result(rd)
+            except InvalidResult as e:
+                _quarantine(res, rd / RESULT_NAME, e)
+                fail(rc, f"InvalidResult: {e}", None, duration)
+                return
+            on_result(rc, result)
+
         checkpoint, device = bool(bs.run.get("checkpoints", False)), bs.run.get("device")
         try:
             if executor == "local":
-                _run_local(todo, workers=workers, claim=claim, on_result=on_result, fail=fail, threads=threads,
-                           timeout_s=timeout_s, checkpoint=checkpoint, device=device)
+                _run_local(todo, workers=workers, claim=claim, ingest=ingest, fail=fail, threads=threads,
+                           timeout_s=timeout_s, checkpoint=checkpoint, device=device, token=token)
             else:
                 _run_ray(todo, workers=workers, address=ray_address, num_gpus=float(bs.run.get("num_gpus", 0)),
-                         claim=claim, on_result=on_result, fail=fail, threads=threads, timeout_s=timeout_s,
+                         claim=claim, ingest=ingest, fail=fail, threads=threads, timeout_s=timeout_s,
                          checkpoint=checkpoint, device=device)
         finally:
             if bar is not None:
@@ -157,7 +181,9 @@ def run_sweep(
         res.completed = res.skipped + res.completed
     finally:
         res.wall_s = time.time() - t0
-        store.close()
+        if store is not None:
+            store.close()
+        lock.release()
     return res
 
 
@@ -169,36 +195,31 @@ def _progress(total: int, name: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=f"bench {name}", unit="run", file=sys.stderr, dynamic_ncols=True)
 
 
-def _recover(store: ResultStore, out: Path) -> None:
-    """Ingest result files of runs left ``running``; mark the rest failed (they will be retried)."""
-    for rid, st in store.status_of().items():
-        if st != "running":
-            continue
-        rf = out / RUNS_DIR / rid / RESULT_NAME
+def _recover(store: ResultStore, out: Path, res: SweepResult) -> None:
+    """Ingest valid result files of runs left ``running`` by a dead driver; mark the rest failed (retried).
+
+    A worker of the dead driver still running such a run is killed, but only when its recorded
+    identity (pid, start time, boot id, host, the claim's sweep token) matches the live process.
+    """
+    for row in store.runs(status="running"):
+        rid, rd = row["id"], out / RUNS_DIR / row["id"]
+        rf = rd / RESULT_NAME
         if rf.exists():
             try:
-                store.finish(rid, json.loads(rf.read_text()))
+                store.finish(rid, load_result(rd))
                 continue
-            except (json.JSONDecodeError, OSError) as e:  # cannot happen with atomic writes; be safe
-                log.warning("ignoring unreadable result file %s: %s", rf, e)
-        _kill_orphan(out / RUNS_DIR / rid)
+            except InvalidResult as e:
+                _quarantine(res, rf, e)
+        token = (row.get("owner") or "").rpartition("#")[2] or None
+        if kill_recorded_worker(rd, token):
+            log.warning("killed the orphaned worker of run %s left by a stopped driver", rid[:12])
         store.fail(rid, "interrupted: the driver stopped before this run finished; reset on restart")
 
 
-def _kill_orphan(rd: Path) -> None:
-    """Kill a worker left behind by a dead driver (Linux: only if it is still a multiprocessing child)."""
-    try:
-        pid = int((rd / PID_NAME).read_text())
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if b"multiprocessing" in cmd:
-        import signal
-
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+def _quarantine(res: SweepResult, rf: Path, err: Exception) -> None:
+    kept = quarantine(rf)
+    res.quarantined.append((str(kept or rf), str(err)))
+    log.warning("quarantined an invalid result file as %s (the run will run again): %s", kept or rf, err)
 
 
 def _log_tail(rd: Path, n: int = 30) -> str:
@@ -225,8 +246,29 @@ def _mp_context() -> Any:
         # Children fork from a server that has imported torch and robustlab once, instead of paying
         # ~2 s of imports per run; the server never runs tensor ops, so forking it is safe.
         ctx.set_forkserver_preload(_PRELOAD)
+        _start_forkserver_without_cwd()
         return ctx
     return mp.get_context("spawn")  # pragma: no cover - Windows
+
+
+def _start_forkserver_without_cwd() -> None:
+    """Start the fork server (if not running) with no working-directory entry on its ``sys.path``.
+
+    The server is ``python -c ...``, which puts the working directory first on ``sys.path``: a
+    ``yaml.py`` or ``concurrent.py`` there would be imported by the preload (and run in every run).
+    ``PYTHONSAFEPATH`` (Python >= 3.11) stops that; the runs inherit the server's clean path.
+    """
+    from multiprocessing import forkserver
+
+    old = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if old is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = old
 
 
 @contextmanager
@@ -254,9 +296,8 @@ def _main_not_reimported() -> Iterator[None]:
 
 
 def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: float | None, checkpoint: bool,
-               device: str | None, claim: Callable[[RunConfig], Path],
-               on_result: Callable[[RunConfig, dict[str, Any]], None],
-               fail: Callable[..., None]) -> None:
+               device: str | None, claim: Callable[[RunConfig], Path], ingest: Callable[..., None],
+               fail: Callable[..., None], token: str) -> None:
     from ._worker import child_main
 
     ctx = _mp_context()
@@ -272,6 +313,7 @@ def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: 
                 live[p] = (rc, rd, time.time())  # before start: an interrupt inside start() is accounted for
                 with _main_not_reimported():
                     p.start()
+                record_worker(rd, p.pid, token)
             wait_for = 0.5
             if timeout_s is not None:
                 nearest = min(start + timeout_s for _, _, start in live.values())
@@ -285,7 +327,7 @@ def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: 
                     del live[p]
                     rf = rd / RESULT_NAME
                     if p.exitcode == 0 and rf.exists():
-                        on_result(rc, json.loads(rf.read_text()))
+                        ingest(rc, rd, now - start)
                     else:
                         code = p.exitcode
                         why = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
@@ -311,8 +353,7 @@ def _run_local(todo: list[RunConfig], *, workers: int, threads: int, timeout_s: 
 # -- Ray executor -------------------------------------------------------------------------------
 def _run_ray(todo: list[RunConfig], *, workers: int, address: str | None, num_gpus: float, threads: int,
              timeout_s: float | None, checkpoint: bool, device: str | None,
-             claim: Callable[[RunConfig], Path], on_result: Callable[[RunConfig, dict[str, Any]], None],
-             fail: Callable[..., None]) -> None:
+             claim: Callable[[RunConfig], Path], ingest: Callable[..., None], fail: Callable[..., None]) -> None:
     try:
         import ray
     except ImportError:
@@ -351,7 +392,9 @@ def _run_ray(todo: list[RunConfig], *, workers: int, address: str | None, num_gp
                         except Exception as e:  # worker died (exceptions in runs are returned, not raised)
                             fail(rc, f"WorkerCrashed: {type(e).__name__}: {e}", None, now - start)
                             continue
-                        on_result(rc, result)
+                        # the result file beside the run's config is what `results rebuild` reads
+                        write_result(rd, {**result, "run_id": rc.id} if isinstance(result, dict) else result)
+                        ingest(rc, rd, now - start)
                     elif timeout_s is not None and now - start > timeout_s:
                         ray.cancel(ref, force=True)
                         del live[ref]

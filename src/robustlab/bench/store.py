@@ -18,8 +18,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-__all__ = ["DB_NAME", "STATUSES", "ResultStore"]
+__all__ = ["DB_NAME", "STATUSES", "ResultStore", "ResultsDatabaseError"]
 
 DB_NAME = "results.db"
 STATUSES = ("running", "completed", "failed")
@@ -51,6 +52,29 @@ CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
 
 
+class ResultsDatabaseError(ValueError):
+    """``results.db`` is damaged, foreign or unreadable; the message says how to recover."""
+
+
+def _how_to_recover(p: Path) -> str:
+    return (f"The per-run result files are the source of truth: run 'robustlab results rebuild {p.parent}' to "
+            "rebuild the database from them (the damaged file is kept beside it).")
+
+
+def _connect(p: Path, *, readonly: bool, timeout: float) -> sqlite3.Connection:
+    """Writers open normally (WAL); readers open read-only, and immutable where they cannot write.
+
+    A WAL database needs its ``-shm`` file, which a reader cannot create on read-only media: there the
+    file is opened ``immutable=1`` (nothing can change it underneath) instead of failing.
+    """
+    if not readonly:
+        return sqlite3.connect(p, timeout=timeout, isolation_level=None)
+    uri = f"file:{quote(str(p.resolve()))}?mode=ro"
+    if not (os.access(p.parent, os.W_OK) and os.access(p, os.W_OK)):
+        uri += "&immutable=1"
+    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+
+
 class ResultStore:
     """Open (creating if needed) ``results.db`` in ``directory`` (or the ``.db`` path given).
 
@@ -64,28 +88,51 @@ class ResultStore:
             p = p / DB_NAME
         self.path = p
         self.readonly = readonly
-        if readonly:
-            if not p.exists():
-                raise FileNotFoundError(f"No results database at '{p}' (run 'robustlab bench run SPEC --out DIR' first).")
-            self._con = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
-        else:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            self._con = sqlite3.connect(p, timeout=timeout, isolation_level=None)
-            self._con.execute("PRAGMA journal_mode=WAL")
-            self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.row_factory = sqlite3.Row
-        self._con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        self._con.execute("PRAGMA foreign_keys=ON")
+        if readonly and not p.exists():
+            raise FileNotFoundError(f"No results database at '{p}' (run 'robustlab bench run SPEC --out DIR' first).")
         if not readonly:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = _connect(p, readonly=readonly, timeout=timeout)
+        except sqlite3.DatabaseError as e:
+            raise ResultsDatabaseError(f"Cannot open the results database '{p}' ({e}). {_how_to_recover(p)}") from None
+        try:
+            self._setup(timeout)
+        except sqlite3.DatabaseError as e:
+            self._con.close()
+            raise ResultsDatabaseError(f"The results database '{p}' is damaged ({e}). {_how_to_recover(p)}") from None
+        except BaseException:
+            self._con.close()
+            raise
+
+    def _setup(self, timeout: float) -> None:
+        con, p = self._con, self.path
+        con.row_factory = sqlite3.Row
+        con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        if not self.readonly:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA foreign_keys=ON")
+        problems = [r[0] for r in con.execute("PRAGMA quick_check(5)").fetchall()]
+        if problems != ["ok"]:
+            raise ResultsDatabaseError(f"The results database '{p}' is damaged (integrity check: "
+                                       f"{'; '.join(map(str, problems))}). {_how_to_recover(p)}")
+        v = con.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+        if self.readonly and not tables:
+            raise ResultsDatabaseError(f"The results database '{p}' is empty: a driver is creating it, or it was "
+                                       f"truncated. {_how_to_recover(p)}")
+        if v not in (0, SCHEMA_VERSION) or (tables and "runs" not in tables):
+            raise ResultsDatabaseError(
+                f"'{p}' is not a robustlab results database (schema {v}, tables: {', '.join(sorted(tables)) or 'none'}); "
+                f"this robustlab reads schema {SCHEMA_VERSION}. Give the folder that 'robustlab bench run' wrote.")
+        if not self.readonly:
             with self.transaction() as cur:
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
                         cur.execute(stmt)
-                v = cur.execute("PRAGMA user_version").fetchone()[0]
                 if v == 0:
                     cur.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                elif v != SCHEMA_VERSION:
-                    raise ValueError(f"'{p}' has results schema {v}; this robustlab reads schema {SCHEMA_VERSION}.")
 
     # -- plumbing -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -130,9 +177,9 @@ class ResultStore:
                             [(spec, r) for r in run_ids])
 
     def claim(self, run_id: str, *, spec: str, config: dict[str, Any], labels: dict[str, Any],
-              owner: str, executor: str) -> None:
+              owner: str, executor: str | None, started_at: float | None = None) -> None:
         """Mark a run ``running`` (insert or update; ``attempts`` += 1) before it is submitted."""
-        now = time.time()
+        now = time.time() if started_at is None else float(started_at)
         with self.transaction() as cur:
             cur.execute(
                 "INSERT INTO runs(id, spec, config_json, labels_json, data, noise, noise_kind, noise_rate, model, loss, "

@@ -1,4 +1,4 @@
-"""``robustlab results list|show|export DIR``: query a results database."""
+"""``robustlab results list|show|export|rebuild DIR``: query a results database, or rebuild it from the run files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ _AXES = ("data", "noise", "model", "loss", "objective", "seed")
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("results", help="list, show or export the runs of a results directory")
-    rsub = p.add_subparsers(dest="results_command", metavar="{list,show,export}")
+    rsub = p.add_subparsers(dest="results_command", metavar="{list,show,export,rebuild}")
     rsub.required = True
     ls = rsub.add_parser("list", help="one line per run: id, axes, status, duration, clean accuracy")
     ls.add_argument("dir", help="results directory (or results.db)")
@@ -33,6 +33,23 @@ def add_parser(sub: Any) -> None:
     ex.add_argument("-o", "--output", default=None, help="output file (default: stdout for csv/json)")
     ex.add_argument("--long", action="store_true", help="one row per (run, metric, step) instead of one per run")
     ex.set_defaults(func=export_cmd)
+    rb = rsub.add_parser("rebuild", help="rebuild DIR/results.db from the per-run result files (e.g. after damage)")
+    rb.add_argument("dir", help="results directory (holds runs/)")
+    rb.set_defaults(func=rebuild_cmd)
+
+
+def rebuild_cmd(args: argparse.Namespace) -> int:
+    from ..bench._rebuild import rebuild
+
+    rep = rebuild(args.dir)
+    print(f"rebuilt {rep.db}: {rep.runs} runs from their result files ({rep.completed} completed, {rep.failed} failed)")
+    if rep.previous is not None:
+        print(f"  the previous database is kept as {rep.previous}")
+    if rep.without_result:
+        print(f"  {len(rep.without_result)} run folder(s) have no result file; 'bench run' will run them again")
+    for kept, why in rep.quarantined:
+        print(f"  quarantined {kept}: {why}", file=sys.stderr)
+    return 0
 
 
 def _store(path: str) -> Any:
