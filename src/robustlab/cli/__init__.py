@@ -7,6 +7,7 @@ which registers a sub-parser whose ``func(args) -> int`` runs it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
@@ -61,6 +62,30 @@ def _message(e: BaseException) -> str:
     return text
 
 
+# Renamed options: one name per thing in every command (issue 12).
+_RENAMED = {"--output": "--out", "--max-samples": "--n-test", "--no-progress": "--quiet"}
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return None
+
+
+def _suggest(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """`` Did you mean --out?`` for the first unknown option with a close (or renamed) accepted one."""
+    known = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    for tok in extras:
+        flag = tok.split("=", 1)[0]
+        if not flag.startswith("--"):
+            continue
+        close = [_RENAMED[flag]] if _RENAMED.get(flag) in known else difflib.get_close_matches(flag, known, n=1)
+        if close:
+            return f". Did you mean {close[0]}?"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``robustlab`` with ``argv``; return the exit code (0 ok, 2 bad input, 1 other failure, 130 interrupt).
 
@@ -74,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extras and getattr(args, "accepts_free_options", False):
             args.free_options = extras
         elif extras:
-            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+            sub = _subparser(parser, getattr(args, "command", None)) or parser
+            sub.error(f"unrecognized arguments: {' '.join(extras)}{_suggest(sub, extras)}")
     except SystemExit as e:  # argparse: --help, --version, usage errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
