@@ -73,7 +73,7 @@ def test_standard_ensemble_is_seeded_and_ordered(digits_model):
     r1 = evaluate.robust_accuracy(m, d, "standard", seed=3, **kw)
     r2 = evaluate.robust_accuracy(m, d, "standard", seed=3, **kw)
     assert torch.equal(r1.robust, r2.robust)
-    assert list(r1.per_attack) == ["apgd_ce", "apgd_t", "square"]
+    assert list(r1.per_attack) == ["apgd_ce", "apgd_t", "fab_t", "square"]  # AutoAttack's standard suite
     vals = list(r1.per_attack.values())
     assert all(b <= a for a, b in zip(vals, vals[1:]))  # cumulative worst case never goes up
     lo, hi = r1.ci
@@ -81,7 +81,8 @@ def test_standard_ensemble_is_seeded_and_ordered(digits_model):
     d2 = r1.to_dict()
     assert d2["n"] == 60 and "per_class" in d2
     names = [a.name for a in evaluate.standard_ensemble(0.1, "l2", num_classes=2)]
-    assert names == ["apgd_ce", "square"]  # APGD-T left out below 3 classes
+    assert names == ["apgd_ce", "fab_t", "square"]  # APGD-T left out below 3 classes
+    assert [a.name for a in evaluate.fast_ensemble(0.1, "l2", num_classes=2)] == ["apgd_ce", "square"]
 
 
 def test_robust_accuracy_errors(digits_model):

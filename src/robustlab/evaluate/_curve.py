@@ -15,10 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._progress import check_progress, progress_bar, progress_enabled
 from .._validation import check_in_range, check_int, check_option
-from ..attacks import ATTACKS, NORMS
-from ..attacks._base import _view_b, l2_norm, rand
-from ._robust import as_tensors, model_device
+from ..attacks import NORMS, NoInputGradientError
+from ..attacks import get as get_attack
+from ..attacks._base import (
+    NO_INPUT_GRADIENT_FLAG,
+    _view_b,
+    has_input_gradient,
+    l2_norm,
+    quiet_probability_warning,
+    rand,
+)
+from ._robust import model_device, prepare_data, probability_flag
 
 __all__ = ["PowerLawFit", "RobustnessCurve", "fit_power_law", "minimal_epsilon", "robustness_curve"]
 
@@ -132,26 +141,34 @@ def _pgd_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: to
 
 def minimal_epsilon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", eps_hi: float,
                     bisection_steps: int = 10, steps: int = 20, generator: torch.Generator | None = None,
-                    batch_size: int = 256) -> torch.Tensor:
+                    batch_size: int = 256, progress: bool | None = None) -> torch.Tensor:
     """Per-example smallest ε at which PGD-CE (``steps`` steps) finds an adversarial example, by bisection.
 
     Returns (N,): 0 for points misclassified at ε = 0, ``inf`` for points the attack broke at no tried ε
     (``eps_hi`` or a bisection midpoint), else the upper end of the final bisection bracket (so the value is
     an ε at which an attack succeeded). All
     points are bisected together (each with its own radius) in ``bisection_steps + 1`` attack runs.
+    ``x`` must be finite in [0, 1] and ``y`` integer labels inside the model's classes; a model without an input
+    gradient is a :class:`~robustlab.attacks.NoInputGradientError`. ``progress``: a bar over batches.
     """
     owner = "minimal_epsilon"
     check_option(norm, "norm", NORMS, owner=owner)
     check_in_range(eps_hi, "eps_hi", 0.0, 1.0 if norm == "linf" else None, closed="right", owner=owner)
     check_int(bisection_steps, "bisection_steps", 0, None, owner=owner)
     check_int(steps, "steps", 1, None, owner=owner)
+    check_int(batch_size, "batch_size", 1, None, owner=owner)
+    check_progress(progress, owner=owner)
     device = model_device(model)
     was_training = model.training
     model.eval()
     out = []
     try:
+        x, y, _ = prepare_data(model, (x, y), None, owner)
+        if x.shape[0] and not has_input_gradient(model, x[:1].to(device)):
+            raise NoInputGradientError(f"{owner} bisects with PGD, but the model has {NO_INPUT_GRADIENT_FLAG}.")
         with torch.enable_grad():
-            for s in range(0, x.shape[0], batch_size):
+            starts = range(0, x.shape[0], batch_size)
+            for s in progress_bar(starts, "minimal eps batches", enabled=progress):
                 xb, yb = x[s:s + batch_size].to(device).detach(), y[s:s + batch_size].to(device)
                 out.append(_bisect(model, xb, yb, norm, float(eps_hi), bisection_steps, steps, generator).cpu())
     finally:
@@ -201,6 +218,7 @@ class RobustnessCurve:
     critical_eps: torch.Tensor | None = None
     clean_accuracy: float = 0.0
     notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
     @property
     def k(self) -> float:
@@ -216,7 +234,7 @@ class RobustnessCurve:
         """JSON-able summary (no per-example arrays)."""
         return {"eps": self.eps.tolist(), "robust_error": self.robust_error.tolist(),
                 "adv_error": self.adv_error.tolist(), "clean_accuracy": self.clean_accuracy,
-                "fit": None if self.fit is None else self.fit.to_dict(), "notes": self.notes}
+                "fit": None if self.fit is None else self.fit.to_dict(), "notes": self.notes, "flags": self.flags}
 
 
 def robustness_curve(
@@ -235,12 +253,15 @@ def robustness_curve(
     bootstrap: int = 1000,
     confidence: float = 0.95,
     bisection_steps: int = 0,
+    progress: bool | None = None,
 ) -> RobustnessCurve:
     """Robust error vs ε on ``eps_grid`` with the same attack and seed at every ε, and a power-law fit.
 
     The fit ``adv_error(ε) ≈ A·ε^k`` uses the grid points with ``0 < adv_error ≤ max_err`` and a
     bootstrap over examples for the interval of ``k``. ``bisection_steps > 0`` also computes each point's
     minimal adversarial ε by bisection (:func:`minimal_epsilon`, PGD-CE) up to ``max(eps_grid)``.
+    Inputs and labels are validated as in :func:`robust_accuracy`; a model whose outputs look like
+    probabilities gets a flag (``flags``, once). ``progress``: bars over the grid and batches (None: TTY).
     Cubuk et al. 2018, arXiv:1711.02846.
     """
     owner = "robustness_curve"
@@ -255,25 +276,32 @@ def robustness_curve(
     check_int(min_points, "min_points", 2, None, owner=owner)
     check_in_range(confidence, "confidence", 0.0, 1.0, closed="neither", owner=owner)
     check_int(bisection_steps, "bisection_steps", 0, None, owner=owner)
-    x, y, _ = as_tensors(data, n)
+    check_int(batch_size, "batch_size", 1, None, owner=owner)
+    check_progress(progress, owner=owner)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model' parameter of {owner} must be a torch.nn.Module. Got {type(model).__name__}.")
     device = model_device(model)
     kw = dict(attack_kw or {})
+    show = progress_enabled(progress)
     was = model.training
     model.eval()  # the clean pass, the attacks and the check of each x_adv all run in eval mode
     try:
+        x, y, _ = prepare_data(model, data, n, owner)
+        flags = probability_flag(model, x, device, owner)
         with torch.no_grad():
             clean = torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size]
                                for i in range(0, x.shape[0], batch_size)])
         idx = clean.nonzero().squeeze(1)
         raw = np.zeros((idx.numel(), grid.size), dtype=bool)
         raw_acc = np.zeros(grid.size)
-        for gi, e in enumerate(grid):
-            atk = ATTACKS.get(attack, eps=float(e), norm=norm, **kw)
+        for gi, e in enumerate(progress_bar(grid, f"{attack} over eps", enabled=show)):
+            atk = get_attack(attack, eps=float(e), norm=norm, **kw)
             gen = torch.Generator(device=device).manual_seed(seed)
             for s in range(0, idx.numel(), batch_size):
                 j = idx[s:s + batch_size]
                 xb, yb = x[j].to(device), y[j].to(device)
-                xa = atk(model, xb, yb, generator=gen)
+                with quiet_probability_warning():
+                    xa = atk(model, xb, yb, generator=gen, progress=False)
                 with torch.no_grad():
                     raw[s:s + j.numel(), gi] = (model(xa).argmax(1) != yb).cpu().numpy()
             raw_acc[gi] = (idx.numel() - raw[:, gi].sum()) / max(x.shape[0], 1)
@@ -297,7 +325,8 @@ def robustness_curve(
     if bisection_steps > 0:
         gen = torch.Generator(device=device).manual_seed(seed)
         crit = minimal_epsilon(model, x, y, norm=norm, eps_hi=float(grid.max()), bisection_steps=bisection_steps,
-                               steps=int(kw.get("steps", 20)), generator=gen, batch_size=batch_size)
+                               steps=int(kw.get("steps", 20)), generator=gen, batch_size=batch_size, progress=show)
     return RobustnessCurve(eps=grid, robust_error=robust_error, adv_error=adv_error, raw_robust_accuracy=raw_acc,
                            fooled=fooled, fit=fit, critical_eps=crit,
-                           clean_accuracy=float(clean.float().mean()) if clean.numel() else 0.0, notes=notes)
+                           clean_accuracy=float(clean.float().mean()) if clean.numel() else 0.0, notes=notes,
+                           flags=flags)

@@ -5,18 +5,36 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._validation import check_in_range, check_int, check_option
-from ..attacks import ATTACKS, NORMS, Attack
+from .._progress import check_progress, progress_bar, progress_enabled
+from .._validation import (
+    InvalidParameterError,
+    check_bool,
+    check_finite,
+    check_image_batch,
+    check_in_range,
+    check_int,
+    check_labels,
+    check_option,
+)
+from ..attacks import ATTACKS, NORMS, Attack, NoInputGradientError
+from ..attacks._base import (
+    NO_INPUT_GRADIENT_FLAG,
+    PROBABILITIES_FLAG,
+    gradient_free_attacks,
+    has_input_gradient,
+    looks_like_probabilities,
+    quiet_probability_warning,
+)
+from ._suites import SUITES, fast_ensemble, resolve_attacks, standard_ensemble
 
 __all__ = ["RobustAccuracy", "clopper_pearson", "resolve_attacks", "robust_accuracy", "standard_ensemble",
-           "as_tensors", "model_device"]
+           "fast_ensemble", "as_tensors", "model_device", "prepare_data", "probability_flag"]
 
 log = logging.getLogger(__name__)
 
@@ -34,53 +52,6 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     lo = 0.0 if k == 0 else float(beta.ppf(a / 2, k, n - k + 1))
     hi = 1.0 if k == n else float(beta.ppf(1 - a / 2, k + 1, n - k))
     return lo, hi
-
-
-def standard_ensemble(eps: float, norm: str = "linf", *, num_classes: int | None = None, steps: int = 100,
-                      n_queries: int = 5000, n_target_classes: int = 9, include_fab: bool = False) -> list[Attack]:
-    """The ``standard`` suite: APGD-CE, APGD-T (top-9 targets), Square (5000 queries), in this order.
-
-    ``include_fab`` inserts FAB-T (9 targets) before Square, which is AutoAttack's full standard list.
-    APGD-T needs ≥ 3 classes; with fewer it is left out (a warning is logged).
-    Croce & Hein, ICML 2020, arXiv:2003.01690.
-    """
-    check_option(norm, "norm", NORMS, owner="standard_ensemble")
-    suite: list[Attack] = [ATTACKS.get("apgd_ce", eps=eps, norm=norm, steps=steps)]
-    if num_classes is None or num_classes >= 3:
-        nt = n_target_classes if num_classes is None else max(1, min(n_target_classes, num_classes - 1))
-        suite.append(ATTACKS.get("apgd_t", eps=eps, norm=norm, steps=steps, n_target_classes=nt))
-    else:
-        log.warning("standard_ensemble: %d classes, so APGD-T (targeted DLR) is left out.", num_classes)
-    if include_fab:
-        nt = n_target_classes if num_classes is None else max(1, min(n_target_classes, num_classes - 1))
-        suite.append(ATTACKS.get("fab_t", eps=eps, norm=norm, steps=steps, n_target_classes=nt))
-    suite.append(ATTACKS.get("square", eps=eps, norm=norm, n_queries=n_queries))
-    return suite
-
-
-def resolve_attacks(attacks: Any, *, eps: float, norm: str, num_classes: int | None = None,
-                    suite_kw: dict[str, Any] | None = None) -> list[Attack]:
-    """``"standard"``, a registered name, an :class:`Attack`, or a sequence of names / attacks / ``(name, kw)``."""
-    if isinstance(attacks, str) and attacks == "standard":
-        return standard_ensemble(eps, norm, num_classes=num_classes, **(suite_kw or {}))
-    if isinstance(attacks, (str, Attack)) or (isinstance(attacks, tuple) and len(attacks) == 2
-                                             and isinstance(attacks[1], dict)):
-        attacks = [attacks]
-    if not isinstance(attacks, Sequence) or not attacks:
-        raise TypeError("The 'attacks' parameter of robust_accuracy must be 'standard', an attack name, an Attack, "
-                        f"or a non-empty list of them. Got {attacks!r} instead.")
-    out: list[Attack] = []
-    for a in attacks:
-        if isinstance(a, Attack):
-            out.append(a)
-        elif isinstance(a, str):
-            out.append(ATTACKS.get(a, eps=eps, norm=norm))
-        elif isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], str) and isinstance(a[1], dict):
-            kw = {"eps": eps, "norm": norm, **a[1]}
-            out.append(ATTACKS.get(a[0], **kw))
-        else:
-            raise TypeError(f"Cannot turn {a!r} into an attack: use a name, an Attack or (name, kwargs).")
-    return out
 
 
 def as_tensors(data: Any, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int | None]:
@@ -101,8 +72,56 @@ def as_tensors(data: Any, n: int | None = None) -> tuple[torch.Tensor, torch.Ten
 
 
 def model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    p = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     return p.device if p is not None else torch.device("cpu")
+
+
+def prepare_data(model: nn.Module, data: Any, n: int | None, owner: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Validated ``(x, y, num_classes)`` for an evaluation; call with the model in eval mode.
+
+    ``x``: finite floats in [0, 1]; ``y``: integer class indices of any integer dtype (returned as int64) in
+    ``[0, num_classes)``; the model must return ``(N, C)`` logits with ``C == num_classes`` when the data
+    know their classes (a :class:`~robustlab.data.ClassificationData`), else ``num_classes = C``.
+    """
+    if not isinstance(model, nn.Module) and not callable(model):
+        raise TypeError(f"The 'model' parameter of {owner} must be a torch.nn.Module. Got {type(model).__name__}.")
+    x, y, num_classes = as_tensors(data, n)
+    if isinstance(x, torch.Tensor) and x.dtype.is_floating_point:
+        check_finite(x, "x", owner=owner)
+    check_image_batch(x, "x", owner=owner)
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"The labels 'y' of {owner} must have shape ({x.shape[0]},) to match x. "
+                         f"Got {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}.")
+    device = model_device(model)
+    with torch.no_grad():
+        out = model(x[:1].to(device))
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise TypeError(f"{owner}: the model must return one (N, C) logits tensor. "
+                        f"Got {type(out).__name__} {tuple(getattr(out, 'shape', ()))}.")
+    width = int(out.shape[1])
+    if num_classes is not None and width != num_classes:
+        raise InvalidParameterError(
+            f"{owner}: the model returns {width} outputs per example but the data have {num_classes} classes; "
+            "its output layer must have one logit per class.")
+    num_classes = width
+    check_labels(y, num_classes, "y", owner=owner)
+    return x, y.long(), num_classes
+
+
+def probability_flag(model: nn.Module, x: torch.Tensor, device: torch.device, owner: str) -> list[str]:
+    """``[PROBABILITIES_FLAG]`` when the model's outputs on the first points look like probabilities, else ``[]``.
+
+    Also warns once (unless inside ``quiet_probability_warning``); attacks run quietly after it.
+    """
+    from ..attacks._base import check_logits_not_probabilities
+
+    with torch.no_grad():
+        logits = model(x[:64].to(device))
+    if not looks_like_probabilities(logits):
+        return []
+    check_logits_not_probabilities(logits, owner)
+    return [PROBABILITIES_FLAG]
 
 
 @dataclass
@@ -111,7 +130,10 @@ class RobustAccuracy:
 
     ``robust`` / ``clean`` are per-example booleans; ``per_attack`` is the robust accuracy after each attack
     of the cascade (cumulative); ``ci`` is the Clopper–Pearson interval of ``robust_accuracy``;
-    ``flags`` lists sanity warnings (e.g. the black-box attack broke points the white-box ones missed).
+    ``flags`` lists sanity warnings (probability outputs, no input gradient, the black-box attack broke points
+    the white-box ones missed); ``attacks`` records each attack's class options and budget; ``skipped`` names
+    the attacks not run and why; ``x_adv`` (only with ``return_adv=True``) holds, per example, the adversarial
+    example that broke it and ``x`` itself where none did (AutoAttack's ``adv_complete``).
     """
 
     clean_accuracy: float
@@ -129,6 +151,10 @@ class RobustAccuracy:
     confidence: float = 0.95
     time_s: float = 0.0
     flags: list[str] = field(default_factory=list)
+    attacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    suite: str | None = None
+    x_adv: torch.Tensor | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no per-example tensors)."""
@@ -138,7 +164,8 @@ class RobustAccuracy:
             "per_class": [None if v != v else v for v in self.per_class],  # NaN (absent class) -> null
             "worst_class": self.worst_class, "worst_class_index": self.worst_class_index,
             "per_attack": self.per_attack, "eps": self.eps, "norm": self.norm, "n": self.n,
-            "time_s": self.time_s, "flags": self.flags,
+            "time_s": self.time_s, "flags": self.flags, "suite": self.suite, "attacks": self.attacks,
+            "skipped": self.skipped,
         }
 
     def __str__(self) -> str:
@@ -169,30 +196,52 @@ def robust_accuracy(
     n: int | None = None,
     confidence: float = 0.95,
     suite_kw: dict[str, Any] | None = None,
+    return_adv: bool = False,
+    progress: bool | None = None,
 ) -> RobustAccuracy:
     """Per-example worst case over an ensemble of attacks, run in sequence on the points still correct.
 
-    ``attacks``: ``"standard"`` (APGD-CE → APGD-T → Square-5000), a name, an :class:`Attack` or a list.
+    ``attacks``: a suite name — ``"standard"`` (AutoAttack's: APGD-CE → APGD-T → FAB-T → Square-5000) or
+    ``"fast"`` (no FAB-T) —, an attack name, an :class:`Attack`, a ``(name, options)`` pair or a list of them.
+    ``suite_kw``: options for every attack that takes them; the common budgets ``steps`` (iterations) and
+    ``n_queries`` (queries) go to the attacks whose budget they are (see ``attacks.budget_params()``).
     Attack ``i`` gets ``torch.Generator().manual_seed(seed + i)`` so the run is reproducible (AutoAttack
     seeds from the clock). Returns overall, per-class and worst-class robust accuracy, the per-example
     flags and a Clopper–Pearson interval (``confidence``). The model runs in eval mode throughout (its mode is
-    restored); every attack must use ``eps`` and ``norm`` (a ValueError otherwise).
+    restored); every attack must use ``eps`` and ``norm`` (a ValueError otherwise). ``return_adv=True`` also
+    returns the adversarial examples (``x_adv``, on the CPU; one copy of the data). A model without an input
+    gradient (graph cut) gets the flag "no input gradient" and only the gradient-free attacks of the suite run
+    (an error if there are none). ``progress``: bars over attacks and batches (None: when stderr is a TTY).
     Croce & Hein 2020, arXiv:2003.01690.
+
+    Example::
+
+        res = robust_accuracy(model, data, "standard", eps=8 / 255, return_adv=True)
+        assert (res.x_adv - data.x_test).abs().amax() <= 8 / 255 + 1e-6
     """
     owner = "robust_accuracy"
     check_option(norm, "norm", NORMS, owner=owner)
     check_in_range(eps, "eps", 0.0, 1.0 if norm == "linf" else None, owner=owner)
+    if not math.isfinite(float(eps)):
+        raise InvalidParameterError(f"The 'eps' parameter of {owner} must be finite. Got {eps!r} instead.")
     check_int(batch_size, "batch_size", 1, None, owner=owner)
     check_int(seed, "seed", 0, None, owner=owner)
     check_in_range(confidence, "confidence", 0.0, 1.0, closed="neither", owner=owner)
-    x, y, num_classes = as_tensors(data, n)
+    check_bool(return_adv, "return_adv", owner=owner)
+    check_progress(progress, owner=owner)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model' parameter of {owner} must be a torch.nn.Module. Got {type(model).__name__}.")
     device = model_device(model)
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()  # every forward of the evaluation (clean, attacks, the final check) runs in eval mode
     try:
-        return _robust_accuracy_eval(model, x, y, num_classes, attacks, eps=eps, norm=norm, batch_size=batch_size,
-                                     seed=seed, confidence=confidence, suite_kw=suite_kw, device=device, t0=t0)
+        x, y, num_classes = prepare_data(model, data, n, owner)
+        flags = probability_flag(model, x, device, owner)
+        with quiet_probability_warning():
+            return _robust_accuracy_eval(model, x, y, num_classes, attacks, eps=eps, norm=norm, batch_size=batch_size,
+                                         seed=seed, confidence=confidence, suite_kw=suite_kw, device=device, t0=t0,
+                                         flags=flags, return_adv=return_adv, progress=progress_enabled(progress))
     finally:
         model.train(was_training)
 
@@ -207,33 +256,60 @@ def _check_suite_threat_model(suite: list[Attack], eps: float, norm: str) -> Non
                 f"norm={norm!r}, eps={float(eps):g}. Build the attack with the same eps and norm (or pass its name).")
 
 
-def _robust_accuracy_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None, attacks: Any,
+def _drop_gradient_attacks(model: nn.Module, x: torch.Tensor, device: torch.device, suite: list[Attack],
+                           flags: list[str], skipped: dict[str, str]) -> list[Attack]:
+    """Without an input gradient, keep only the gradient-free attacks (flagged); none left is an error."""
+    if not any(getattr(a, "uses_gradients", True) for a in suite) or x.shape[0] == 0:
+        return suite
+    if has_input_gradient(model, x[:1].to(device)):
+        return suite
+    kept = [a for a in suite if not getattr(a, "uses_gradients", True)]
+    names = [a.name for a in suite if getattr(a, "uses_gradients", True)]
+    if not kept:
+        raise NoInputGradientError(
+            f"robust_accuracy: the model has {NO_INPUT_GRADIENT_FLAG}, and every attack asked for "
+            f"({', '.join(names)}) needs input gradients. Add a gradient-free attack "
+            f"({', '.join(gradient_free_attacks())}), e.g. the 'standard' suite, which ends with Square.")
+    flags.append(f"{NO_INPUT_GRADIENT_FLAG}; the gradient attacks ({', '.join(names)}) were skipped and only "
+                 f"{', '.join(a.name for a in kept)} ran, so the robust accuracy is an upper bound")
+    for nm in names:
+        skipped[nm] = "no input gradient"
+    return kept
+
+
+def _robust_accuracy_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, attacks: Any,
                           *, eps: float, norm: str, batch_size: int, seed: int, confidence: float,
-                          suite_kw: dict[str, Any] | None, device: torch.device, t0: float) -> RobustAccuracy:
-    pred = _predict(model, x, batch_size, device)
-    if num_classes is None:
-        with torch.no_grad():
-            num_classes = int(model(x[:1].to(device)).shape[1])
-    suite = resolve_attacks(attacks, eps=eps, norm=norm, num_classes=num_classes, suite_kw=suite_kw)
+                          suite_kw: dict[str, Any] | None, device: torch.device, t0: float, flags: list[str],
+                          return_adv: bool, progress: bool) -> RobustAccuracy:
+    suite = resolve_attacks(attacks, eps=eps, norm=norm, num_classes=num_classes, suite_kw=suite_kw, notes=flags)
     _check_suite_threat_model(suite, eps, norm)
+    skipped: dict[str, str] = {}
+    pred = _predict(model, x, batch_size, device)
+    suite = _drop_gradient_attacks(model, x, device, suite, flags, skipped)
     clean = pred == y
     robust = clean.clone()
+    x_adv_all = x.detach().cpu().clone() if return_adv else None
     per_attack: dict[str, float] = {}
-    flags: list[str] = []
+    config: dict[str, dict[str, Any]] = {}
     white_box_done = False
     for i, attack in enumerate(suite):
         gen = torch.Generator(device=device).manual_seed(seed + i)
         idx = robust.nonzero().squeeze(1)
         before = int(idx.numel())
-        for s in range(0, idx.numel(), batch_size):
+        key = attack.name if attack.name not in per_attack else f"{attack.name}_{i}"
+        starts = range(0, idx.numel(), batch_size)
+        for s in progress_bar(starts, f"{key} ({i + 1}/{len(suite)}) batches", enabled=progress):
             j = idx[s:s + batch_size]
             xb, yb = x[j].to(device), y[j].to(device)
-            x_adv = attack(model, xb, yb, generator=gen)
+            x_adv = attack(model, xb, yb, generator=gen, progress=progress)
             with torch.no_grad():
                 ok = (model(x_adv).argmax(1) == yb).cpu()
             robust[j] = ok
-        key = attack.name if attack.name not in per_attack else f"{attack.name}_{i}"
+            if x_adv_all is not None:
+                x_adv_all[j[~ok]] = x_adv[~ok.to(x_adv.device)].detach().cpu().to(x_adv_all.dtype)
         per_attack[key] = float(robust.float().mean()) if robust.numel() else 0.0
+        budget = attack.budget() if hasattr(attack, "budget") else {}
+        config[key] = {"attack": repr(attack), **budget}
         broken = before - int(robust.sum())
         tags = ATTACKS.spec(attack.name).tags if attack.name in ATTACKS else frozenset()
         if "black_box" in tags and white_box_done and broken > 0:
@@ -256,5 +332,6 @@ def _robust_accuracy_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, nu
         ci=clopper_pearson(k, n_total, confidence),
         per_class=per_class, worst_class=worst, worst_class_index=worst_c,
         clean=clean, robust=robust, per_attack=per_attack, eps=float(eps), norm=norm, n=n_total,
-        confidence=confidence, time_s=time.perf_counter() - t0, flags=flags,
+        confidence=confidence, time_s=time.perf_counter() - t0, flags=flags, attacks=config, skipped=skipped,
+        suite=attacks if isinstance(attacks, str) and attacks in SUITES else None, x_adv=x_adv_all,
     )

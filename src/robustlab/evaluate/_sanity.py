@@ -6,6 +6,7 @@ white-box one, input gradients must not vanish, and the model must return logits
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,21 +14,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._progress import check_progress, progress_bar
 from .._validation import check_in_range, check_int, check_option
 from ..attacks import NORMS
-from ._robust import as_tensors, model_device, robust_accuracy
+from ..attacks._base import NO_INPUT_GRADIENT_FLAG, looks_like_probabilities, quiet_probability_warning
+from ._robust import model_device, prepare_data, robust_accuracy
 
 __all__ = ["SanityCheck", "SanityReport", "sanity_checks"]
 
 
 @dataclass
 class SanityCheck:
-    """One check: ``name``, ``passed``, a human-readable ``detail`` and the measured ``values``."""
+    """One check: ``name``, ``passed``, a human-readable ``detail`` and the measured ``values``.
+
+    ``skipped`` checks could not run (e.g. PGD-based checks on a model without input gradient); they count as
+    passed, and the check that explains why fails.
+    """
 
     name: str
     passed: bool
     detail: str
     values: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
 
 
 @dataclass
@@ -49,7 +57,7 @@ class SanityReport:
         return {"passed": self.passed, "checks": [vars(c) for c in self.checks]}
 
     def __str__(self) -> str:
-        lines = [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
+        lines = [f"{'SKIP' if c.skipped else 'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
         head = "all sanity checks passed" if self.passed else f"{len(self.failures)} sanity check(s) FAILED"
         return "\n".join([head, *lines])
 
@@ -67,50 +75,92 @@ def sanity_checks(
     n: int | None = 256,
     batch_size: int = 256,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> SanityReport:
     """Run the gradient-masking checks with PGD and Square on up to ``n`` test points.
 
     - ``logits_not_probabilities``: output rows must not be non-negative and sum to 1;
-    - ``nonzero_gradients``: the CE input gradient is non-zero for every correctly classified point;
+    - ``nonzero_gradients``: the model has an input gradient (its graph is not cut) and the CE input gradient
+      is non-zero for every correctly classified point;
     - ``monotone_in_eps``: PGD robust accuracy at ``eps·eps_factors`` does not increase (± ``tolerance``);
     - ``monotone_in_steps``: PGD with ``steps[1]`` steps is not weaker than with ``steps[0]`` (± tolerance);
     - ``black_box_not_stronger``: Square (``n_queries``) robust accuracy ≥ that of PGD-CE then PGD-margin − ``tolerance``.
+
+    Without an input gradient the PGD-based checks are skipped (``SanityCheck.skipped``) and Square still runs.
+    ``progress``: a bar over the checks (None: when stderr is a TTY).
     """
     owner = "sanity_checks"
     check_option(norm, "norm", NORMS, owner=owner)
     check_in_range(eps, "eps", 0.0, 1.0 if norm == "linf" else None, closed="right", owner=owner)
     check_in_range(tolerance, "tolerance", 0.0, 1.0, owner=owner)
     check_int(n_queries, "n_queries", 1, None, owner=owner)
-    x, y, _ = as_tensors(data, n)
+    check_progress(progress, owner=owner)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model' parameter of {owner} must be a torch.nn.Module. Got {type(model).__name__}.")
     device = model_device(model)
-    checks: list[SanityCheck] = []
     was = model.training
     model.eval()
     try:
+        x, y, _ = prepare_data(model, data, n, owner)
         xb, yb = x[:batch_size].to(device).clone().requires_grad_(True), y[:batch_size].to(device)
         with torch.enable_grad():
             logits = model(xb)
-            (g,) = torch.autograd.grad(F.cross_entropy(logits, yb, reduction="sum"), xb)
+            g = None
+            if logits.requires_grad:
+                (g,) = torch.autograd.grad(F.cross_entropy(logits, yb, reduction="sum"), xb, allow_unused=True)
     finally:
         model.train(was)
+    checks: list[SanityCheck] = []
     lg = logits.detach()
-    probs = bool((lg.min() >= 0) & ((lg.sum(1) - 1).abs().max() < 1e-4))
+    probs = looks_like_probabilities(lg)
     checks.append(SanityCheck("logits_not_probabilities", not probs,
                               "outputs look like probabilities (rows sum to 1): attacks need logits" if probs
                               else "outputs are logits"))
-    correct = lg.argmax(1) == yb
-    zero = (g.flatten(1).abs().amax(1) == 0) & correct
-    nz = int(zero.sum())
-    checks.append(SanityCheck("nonzero_gradients", nz == 0,
-                              f"{nz} correctly classified point(s) have an exactly zero input gradient" if nz
-                              else "input gradients are non-zero", {"zero_gradient_points": nz}))
+    if g is None:
+        checks.append(SanityCheck("nonzero_gradients", False, NO_INPUT_GRADIENT_FLAG,
+                                  {"zero_gradient_points": int(yb.numel()), "input_gradient": False}))
+    else:
+        correct = lg.argmax(1) == yb
+        zero = (g.flatten(1).abs().amax(1) == 0) & correct
+        nz = int(zero.sum())
+        checks.append(SanityCheck("nonzero_gradients", nz == 0,
+                                  f"{nz} correctly classified point(s) have an exactly zero input gradient" if nz
+                                  else "input gradients are non-zero", {"zero_gradient_points": nz}))
+    bar = progress_bar(4, "sanity checks", enabled=progress)
 
     def acc(attack: Any, e: float) -> float:
-        return robust_accuracy(model, (x, y), attack, eps=e, norm=norm, batch_size=batch_size, seed=seed).robust_accuracy
+        res = robust_accuracy(model, (x, y), attack, eps=e, norm=norm, batch_size=batch_size, seed=seed,
+                              progress=False)
+        return res.robust_accuracy
 
+    with bar, quiet_probability_warning():
+        if g is None:
+            checks.extend(_square_only(acc, eps, n_queries, bar))
+            return SanityReport(checks)
+        checks.extend(_pgd_and_square(acc, eps, norm, eps_factors, steps, n_queries, tolerance, bar))
+    return SanityReport(checks)
+
+
+def _square_only(acc: Callable[[Any, float], float], eps: float, n_queries: int, bar: Any) -> list[SanityCheck]:
+    why = "not run: the model has no input gradient, so PGD cannot run"
+    out = [SanityCheck("monotone_in_eps", True, why, skipped=True),
+           SanityCheck("monotone_in_steps", True, why, skipped=True)]
+    bar.update(2)
+    a_bb = acc(("square", {"n_queries": n_queries}), eps)
+    bar.update(2)
+    out.append(SanityCheck("black_box_not_stronger", True,
+                           f"{why}; Square robust accuracy {a_bb:.4f} (the only valid attack here)",
+                           {"black_box": a_bb, "white_box": None}, skipped=True))
+    return out
+
+
+def _pgd_and_square(acc: Callable[[Any, float], float], eps: float, norm: str, eps_factors: tuple[float, ...],
+                    steps: tuple[int, int], n_queries: int, tolerance: float, bar: Any) -> list[SanityCheck]:
+    checks: list[SanityCheck] = []
     eps_max = 1.0 if norm == "linf" else float("inf")
     grid = sorted({min(eps * f, eps_max) for f in eps_factors})
     accs = [acc(("pgd", {"steps": steps[0]}), e) for e in grid]
+    bar.update(1)
     rises = [(grid[i], grid[i + 1]) for i in range(len(grid) - 1) if accs[i + 1] > accs[i] + tolerance]
     checks.append(SanityCheck(
         "monotone_in_eps", not rises,
@@ -119,6 +169,7 @@ def sanity_checks(
         {"eps": grid, "robust_accuracy": accs}))
     a_few = accs[grid.index(min(grid, key=lambda e: abs(e - eps)))]
     a_many = acc(("pgd", {"steps": steps[1]}), eps)
+    bar.update(1)
     ok = a_many <= a_few + tolerance
     checks.append(SanityCheck(
         "monotone_in_steps", ok,
@@ -126,12 +177,14 @@ def sanity_checks(
         + ("" if ok else ": more steps made the attack weaker"),
         {"few": a_few, "many": a_many}))
     a_bb = acc(("square", {"n_queries": n_queries}), eps)
+    bar.update(1)
     # white-box reference: PGD on CE then on the margin loss (CE alone is weak on under-confident models)
     a_wb = min(a_few, a_many, acc([("pgd", {"steps": steps[1]}), ("pgd", {"steps": steps[1], "loss": "margin"})], eps))
+    bar.update(1)
     ok = a_bb >= a_wb - tolerance
     checks.append(SanityCheck(
         "black_box_not_stronger", ok,
         f"Square robust accuracy {a_bb:.4f} vs PGD (CE, margin) {a_wb:.4f}"
         + ("" if ok else ": the black-box attack beats the white-box one, a sign of gradient masking"),
         {"black_box": a_bb, "white_box": a_wb}))
-    return SanityReport(checks)
+    return checks
