@@ -217,7 +217,7 @@ def test_cli_run_prints_summary_and_leaderboard_then_report(tmp_path, capsys):
     assert main(["results", "show", str(out), rows[0]["run_id"][:8]]) == 0
     assert "acc/clean" in capsys.readouterr().out
     assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 0
-    assert "report: " in capsys.readouterr().out and (tmp_path / "r.md").exists()
+    assert "report: " in capsys.readouterr().out and (tmp_path / "r.html").exists()  # -o's suffix picks the format
     assert main(["results", "list", str(tmp_path / "missing")]) == 2
 
 

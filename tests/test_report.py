@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from robustlab.bench import ResultStore
+from robustlab.bench.evaluations import declared_metrics
 from robustlab.bench.report import leaderboard_markdown, load_report_data, to_html, to_markdown, write_report
+
+
+def name(pattern: str, **values) -> str:
+    """A metric name from its declaration (a pattern no evaluation declares fails here, loudly)."""
+    decl = {m.pattern: m for _, m in declared_metrics()}
+    assert pattern in decl, f"no evaluation declares '{pattern}'"
+    return decl[pattern].name(**values)
 
 LOSSES = ("ce", "gce", "aldr_kl")
 RATES = (0.0, 0.2, 0.4)
@@ -36,19 +44,28 @@ def make_db(out) -> dict:
                     rid = f"{loss}-{rate}-{seed}".ljust(64, "0")
                     st.claim(rid, spec="synthetic", config=config, labels=labels, owner="test", executor="local")
                     acc = _value(loss, rate, seed)
-                    metrics = [("acc/clean", acc, -1), ("acc/worst_class", acc - 0.1, -1), ("acc/top5", 0.99, -1),
-                               ("train/loss", 1.0, 1), ("train/loss", 0.5, 2)]
+                    metrics = [(name("acc/clean"), acc, -1), (name("acc/worst_class"), acc - 0.1, -1),
+                               (name("acc/top{k}", k=5), 0.99, -1), (name("pred/missing_classes"), 0.0, -1),
+                               (name("acc/chance"), 0.1, -1), (name("train/{key}", key="loss"), 1.0, 1),
+                               (name("train/{key}", key="loss"), 0.5, 2)]
                     if rate == 0:
                         for i, e in enumerate(EPS):
-                            metrics.append((f"robust_acc/any/eps={e:g}", acc * (1 - e) ** (i + 2), -1))
-                            metrics.append((f"robust_acc/worst_class/eps={e:g}", acc * 0.5, -1))
-                            metrics.append((f"cert_acc/ibp/eps={e:g}", acc * (1 - 2 * e), -1))
-                        metrics += [("powerlaw/k", 1.5 + seed * 0.1, -1), ("powerlaw/k_lo", 1.2, -1),
-                                    ("powerlaw/k_hi", 1.9, -1), ("conformal/aps/coverage", 0.9, -1),
-                                    ("conformal/aps/set_size", 1.5 + seed, -1), ("conformal/aps/target", 0.9, -1),
-                                    ("cert_acc/rs/r=0", acc, -1), ("cert_acc/rs/r=0.25", acc / 2, -1),
-                                    ("corr_acc/gaussian_noise/1", acc, -1), ("corr_acc/gaussian_noise/3", acc - 0.2, -1),
-                                    ("corr_acc/mean", acc - 0.1, -1)]
+                            metrics.append((name("robust_acc/any/eps={eps}", eps=e), acc * (1 - e) ** (i + 2), -1))
+                            metrics.append((name("robust_acc/worst_class/eps={eps}", eps=e), acc * 0.5, -1))
+                            metrics.append((name("cert_acc/ibp/eps={eps}", eps=e), acc * (1 - 2 * e), -1))
+                        metrics += [(name("powerlaw/k"), 1.5 + seed * 0.1, -1), (name("powerlaw/k_lo"), 1.2, -1),
+                                    (name("powerlaw/k_hi"), 1.9, -1), (name("powerlaw/a"), 3.0, -1),
+                                    (name("conformal/{score}/coverage", score="aps"), 0.9, -1),
+                                    (name("conformal/{score}/set_size", score="aps"), 1.5 + seed, -1),
+                                    (name("conformal/{score}/target", score="aps"), 0.9, -1),
+                                    (name("cert_acc/rs/r={r}", r=0.0), acc, -1),
+                                    (name("cert_acc/rs/r={r}", r=0.25), acc / 2, -1),
+                                    (name("cert_acc/rs/r={r}", r=0.5), 0.0, -1), (name("cert/rs/radius_max"), 0.42, -1),
+                                    (name("corr_acc/{corruption}/{severity}", corruption="gaussian_noise", severity=1),
+                                     acc, -1),
+                                    (name("corr_acc/{corruption}/{severity}", corruption="gaussian_noise", severity=3),
+                                     acc - 0.2, -1),
+                                    (name("corr_acc/mean"), acc - 0.1, -1)]
                     status = "failed" if (loss, rate, seed) == ("gce", 0.4, 2) else "completed"
                     result = {"status": status, "metrics": metrics, "timings": {"total_s": 1.0},
                               "env": {"robustlab": "0.1.0", "torch": "2.x", "git_commit": "abc123", "host": "h"}}
@@ -82,10 +99,13 @@ def test_leaderboard_mean_std_and_bold_best_match_numpy(db):
             cells = [c.strip() for c in row.strip("|").split("|")]
             assert cells[2] == str(n)
             assert cells[3].strip("*") == (f"{m:.3f} ± {sd:.3f}" if n > 1 else f"{m:.3f}")
-    best = max((_stats(written, lo, r)[0], lo, r) for lo in LOSSES for r in RATES)
+    # the best clean accuracy is bold within each group of comparable runs (same noise), not across noise rates
     bold = [line for line in md.splitlines() if line.startswith("| ") and "**" in line.split("|")[4]]
-    noise = "none" if best[2] == 0 else f"symmetric:{best[2]:g}"
-    assert len(bold) == 1 and bold[0].startswith(f"| {noise} | {best[1]} |")
+    assert len(bold) == len(RATES)
+    for rate in RATES:
+        best = max((_stats(written, lo, rate)[0], lo) for lo in LOSSES)
+        noise = "none" if rate == 0 else f"symmetric:{rate:g}"
+        assert sum(line.startswith(f"| {noise} | {best[1]} |") for line in bold) == 1, (rate, best)
     # lower-is-better column: the smallest mean set size is bold
     header = md.splitlines()[2]
     col = [c.strip() for c in header.strip("|").split("|")].index("aps set size ↓")
@@ -106,8 +126,12 @@ def test_html_is_self_contained_and_has_every_plot(db):
         assert f">{section}</h2>" in html, section
     svgs = re.findall(r'<svg [^>]*width="(\d+)" height="(\d+)"', html)
     assert len(svgs) == 7 and all(int(w) > 0 and int(h) > 0 for w, h in svgs)
-    # the power-law exponent (mean over seeds 1.5, 1.6, 1.7) is in the robust-accuracy legend
-    assert "k=1.60 [1.20, 1.90]" in html
+    # the power-law exponent (mean over seeds 1.5, 1.6, 1.7) is in the robust-accuracy legend, on a line of
+    # its own (a long configuration label used to truncate it away), and the fitted curve is drawn
+    eps_svg = html[html.index("digits — robust accuracy vs ε"):]
+    eps_svg = eps_svg[:eps_svg.index("</svg>")]
+    assert re.search(r">k = 1\.60 \[1\.20, 1\.90\]</text>", eps_svg)
+    assert len(re.findall(r"<title>[^<]*: power-law fit</title>", eps_svg)) == 3
     # untrusted text is escaped
     assert "boom &lt;script&gt;" in html and "boom <script>" not in html
     # accuracy-vs-noise plot: one polyline per loss with 3 points (rates 0, 0.2, 0.4)
@@ -125,10 +149,11 @@ def test_markdown_summary_and_write_report_from_db_only(db):
     assert "## Failed runs" in md and "ValueError: boom" in md
     assert "- torch: 2.x" in md and "- git commit: abc123" in md
     assert "single seed" not in md  # every group has >= 2 seeds
-    html_path, md_path = write_report(out, out / "sub" / "report.html")
-    assert html_path.exists() and md_path.read_text() == md.replace(
+    (md_path,) = write_report(out, out / "sub" / "summary.md")
+    assert md_path.read_text() == md.replace(
         md.splitlines()[2], md_path.read_text().splitlines()[2])  # identical up to the timestamp line
     assert not any(out.glob("runs"))  # nothing but results.db was needed
+    assert sorted(p.name for p in write_report(out)) == ["report.html", "report.md"]  # default: both, in DIR
 
 
 def test_report_cli_prints_the_path(db, capsys):
@@ -139,6 +164,22 @@ def test_report_cli_prints_the_path(db, capsys):
     text = capsys.readouterr().out
     assert f"report: {(out / 'r.html').resolve()}" in text and "| clean acc |" in text
     assert main(["report", str(out / "nope")]) == 2
+
+
+def test_report_out_suffix_picks_the_format_and_nothing_is_overwritten(db, capsys):
+    # review fix: -o r.md wrote the HTML into r.md, then the Markdown over it (with_suffix(".md") is itself)
+    from robustlab.cli import main
+
+    out, _ = db
+    assert main(["report", str(out), "-o", str(out / "r.md")]) == 0
+    assert main(["report", str(out), "-o", str(out / "r.html")]) == 0
+    assert (out / "r.md").read_text().startswith("# robustlab benchmark report")
+    assert (out / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert f"summary: {(out / 'r.md').resolve()}" in capsys.readouterr().out
+    assert main(["report", str(out), "-o", str(out / "r.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "r.txt" in err and ".html" in err and ".md" in err and "Traceback" not in err
+    assert not (out / "r.txt").exists()
 
 
 def test_runs_with_the_same_labels_but_different_configs_are_not_pooled_as_seeds(tmp_path):

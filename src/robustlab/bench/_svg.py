@@ -1,7 +1,8 @@
 """Tiny, dependency-free SVG charts for the report (line, scatter, grouped bars).
 
 Deterministic output (fixed decimals), explicit width/height so browsers lay them out at a
-non-zero size, and an Okabe-Ito colour-blind-safe palette.
+non-zero size, and an Okabe-Ito colour-blind-safe palette. Axes span the data's range (padded, and
+kept inside [0, 1] for fractions) rather than a fixed [0, 1]; every text is escaped.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class _Frame:
     def sy(self, v: float) -> float:
         return MT + self.ph - (v - self.y0) / (self.y1 - self.y0) * self.ph
 
-    def legend(self, label: str, color: str, dash: str = "", marker: bool = True) -> None:
+    def legend(self, label: str, color: str, dash: str = "", marker: bool = True, sub: str = "") -> None:
+        """One legend entry; ``sub`` is a second, smaller line (e.g. a fitted exponent), never truncated away."""
         x = ML + self.pw + 10
         y = self.legend_y
         self.n_legend += 1
@@ -104,29 +106,48 @@ class _Frame:
         text = label if len(label) <= 32 else label[:31] + "…"
         self.parts.append(f'<text x="{x + 24}" y="{y + 4}" font-size="10">{escape(text)}<title>{escape(label)}</title></text>')
         self.legend_y += 15
+        if sub:
+            self.parts.append(f'<text x="{x + 24}" y="{y + 15}" font-size="9" fill="#333">{escape(sub)}</text>')
+            self.legend_y += 12
 
     def done(self) -> str:
         return "".join(self.parts) + "</svg>"
 
 
 def _limits(vals: list[float], pad: float = 0.05, clamp01: bool = False) -> tuple[float, float]:
+    """The data's range, padded by ``pad`` of its span; ``clamp01`` keeps the padding inside [0, 1]
+    when the data are fractions (the axis is not stretched to [0, 1] when the data span less)."""
     vals = [v for v in vals if v is not None and math.isfinite(v)]
     if not vals:
         return (0.0, 1.0)
     lo, hi = min(vals), max(vals)
-    if clamp01:
-        return (0.0, 1.0) if lo >= 0 and hi <= 1 else (min(0.0, lo), max(1.0, hi))
-    span = (hi - lo) or abs(hi) or 1.0
-    return (lo - pad * span, hi + pad * span)
+    span = (hi - lo) or max(abs(hi) * 0.1, 0.05)
+    lo2, hi2 = lo - pad * span, hi + pad * span
+    if clamp01 and lo >= 0 and hi <= 1:
+        lo2, hi2 = max(0.0, lo2), min(1.0, hi2)
+    return (lo2, hi2)
+
+
+def _vline(f: _Frame, x: float, text: str) -> None:
+    if not f.x0 <= x <= f.x1:
+        return
+    sx = f.sx(x)
+    f.parts.append(f'<line x1="{_fmt(sx)}" x2="{_fmt(sx)}" y1="{MT}" y2="{MT + f.ph}" stroke="#888" stroke-dasharray="4,3"/>'
+                   f'<text x="{_fmt(sx - 3)}" y="{MT + 12}" font-size="9" fill="#555" text-anchor="end">{escape(text)}</text>')
 
 
 def line_chart(series: list[dict[str, Any]], *, title: str, xlabel: str, ylabel: str, unit_y: bool = True,
-               hline: tuple[float, str] | None = None, note: str = "") -> str:
-    """``series``: dicts with ``label``, ``x``, ``y`` and optional ``err`` (±, drawn as bars)."""
-    xs = [x for s in series for x in s["x"]]
-    ys = [y for s in series for y in s["y"]] + [y + e for s in series for y, e in zip(s["y"], s.get("err") or [])
-                                                    if e == e]
+               hline: tuple[float, str] | None = None, vline: tuple[float, str] | None = None, note: str = "") -> str:
+    """``series``: dicts with ``label``, ``x``, ``y``, optional ``err`` (±, drawn as bars), ``sub`` (a
+    second legend line) and ``fit`` (``(xs, ys)`` drawn dashed in the series' colour)."""
+    xs = [x for s in series for x in s["x"]] + ([vline[0]] if vline else [])
+    ys = [y for s in series for y in s["y"]]
+    ys += [y + sg * e for s in series for y, e in zip(s["y"], s.get("err") or []) if y is not None and e == e
+           for sg in (-1, 1)]
+    ys += [y for s in series if s.get("fit") for y in s["fit"][1]]
     f = _Frame(title, xlabel, ylabel, _limits(xs, 0.03), _limits(ys, clamp01=unit_y))
+    if vline is not None:
+        _vline(f, *vline)
     if hline is not None:
         y = f.sy(hline[0])
         f.parts.append(f'<line x1="{ML}" x2="{ML + f.pw}" y1="{_fmt(y)}" y2="{_fmt(y)}" stroke="#888" '
@@ -147,7 +168,12 @@ def line_chart(series: list[dict[str, Any]], *, title: str, xlabel: str, ylabel:
                 f.parts.append(f'<line x1="{_fmt(a)}" x2="{_fmt(a)}" y1="{_fmt(f.sy(y - e))}" y2="{_fmt(f.sy(y + e))}" '
                                f'stroke="{color}" stroke-width="1"/>')
             f.parts.append(f'<circle cx="{_fmt(a)}" cy="{_fmt(b)}" r="3" fill="{color}"/>')
-        f.legend(s["label"], color, dash)
+        if s.get("fit"):
+            fp = [(f.sx(x), f.sy(y)) for x, y in zip(*s["fit"]) if math.isfinite(y)]
+            f.parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1" stroke-dasharray="3,2" '
+                           f'opacity="0.8" points="' + " ".join(f"{_fmt(a)},{_fmt(b)}" for a, b in fp)
+                           + f'"><title>{escape(s["label"])}: power-law fit</title></polyline>')
+        f.legend(s["label"], color, dash, sub=s.get("sub", ""))
     if note:
         f.parts.append(f'<text x="{ML}" y="{H - 24}" font-size="9" fill="#555">{escape(note)}</text>')
     return f.done()
@@ -155,10 +181,11 @@ def line_chart(series: list[dict[str, Any]], *, title: str, xlabel: str, ylabel:
 
 def scatter_chart(points: list[dict[str, Any]], *, title: str, xlabel: str, ylabel: str,
                   hline: tuple[float, str] | None = None) -> str:
-    """``points``: dicts with ``label`` (legend group), ``x``, ``y``."""
+    """``points``: dicts with ``label`` (legend group, the colour), ``x``, ``y``, and ``name`` (written
+    beside the point, so it reads without hovering) and ``title`` (the tooltip)."""
     groups: dict[str, list[tuple[float, float, str]]] = {}
     for p in points:
-        groups.setdefault(p["label"], []).append((p["x"], p["y"], p.get("title", p["label"])))
+        groups.setdefault(p["label"], []).append((p["x"], p["y"], p.get("title", p["label"]), p.get("name", "")))
     ys = [p["y"] for p in points] + ([hline[0]] if hline else [])
     f = _Frame(title, xlabel, ylabel, _limits([p["x"] for p in points], 0.1), _limits(ys, 0.1))
     if hline is not None:
@@ -168,9 +195,13 @@ def scatter_chart(points: list[dict[str, Any]], *, title: str, xlabel: str, ylab
                        f'{escape(hline[1])}</text>')
     for i, (label, pts) in enumerate(groups.items()):
         color = PALETTE[i % len(PALETTE)]
-        for x, y, t in pts:
+        for x, y, t, name in pts:
             f.parts.append(f'<circle cx="{_fmt(f.sx(x))}" cy="{_fmt(f.sy(y))}" r="4" fill="{color}" fill-opacity="0.8">'
-                           f'<title>{escape(t)}: coverage {y:.3f}, set size {x:.2f}</title></circle>')
+                           f'<title>{escape(t)}: {escape(ylabel)} {y:.3f}, {escape(xlabel)} {x:.2f}</title></circle>')
+            if name:
+                short = name if len(name) <= 24 else name[:23] + "…"
+                f.parts.append(f'<text x="{_fmt(f.sx(x) + 6)}" y="{_fmt(f.sy(y) - 5)}" font-size="9" fill="{color}">'
+                               f'{escape(short)}</text>')
         f.legend(label, color, marker=True)
     return f.done()
 
@@ -178,7 +209,8 @@ def scatter_chart(points: list[dict[str, Any]], *, title: str, xlabel: str, ylab
 def bar_chart(categories: list[str], series: list[dict[str, Any]], *, title: str, ylabel: str, xlabel: str = "") -> str:
     """Grouped bars: ``series`` dicts with ``label`` and ``y`` (one value per category), y in [0, 1]."""
     n = max(1, len(categories))
-    f = _Frame(title, xlabel, ylabel, (-0.5, n - 0.5), (0.0, 1.0), xcats=[c if len(c) <= 18 else c[:17] + "…"
+    top = max([v for s in series for v in s["y"] if v is not None and math.isfinite(v)], default=1.0)
+    f = _Frame(title, xlabel, ylabel, (-0.5, n - 0.5), (0.0, min(1.0, max(top * 1.08, 0.05))), xcats=[c if len(c) <= 18 else c[:17] + "…"
                                                                            for c in categories])
     k = max(1, len(series))
     width = 0.8 / k
