@@ -28,6 +28,10 @@ def test_budget_option_an_attack_does_not_take_names_which_attacks_take_it():
         attacks.get("fgsm", eps=0.1, n_queries=5)
     with pytest.raises(InvalidParameterError, match="takes no parameter 'stepz'"):
         attacks.get("pgd", eps=0.1, stepz=5)
+    m, x, y = _model_and_data()
+    with pytest.raises(InvalidParameterError, match="'square' takes no parameter 'steps'"):
+        attacks.functional.square(m, x, y, eps=0.1, steps=5)
+    assert attacks.functional.square(m, x, y, eps=0.1, n_queries=3, progress=False).shape == x.shape
 
 
 def test_budget_params_are_declared_by_the_classes():

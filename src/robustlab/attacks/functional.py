@@ -1,7 +1,7 @@
 """Functional forms: ``attacks.functional.<name>(model, x, y, *, ...) -> x_adv``.
 
 Each function builds the registered attack with the keyword options and calls it once, so validation,
-eval-mode switching and projection are the same as for the class form.
+eval-mode switching and projection are the same as for the class form (``progress=`` is passed to the call).
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ __all__ = ["apgd_ce", "apgd_dlr", "apgd_t", "cw_l2", "fab_t", "fgsm", "pgd", "sq
 
 def _call(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None,
           generator: torch.Generator | None, kw: dict[str, Any]) -> torch.Tensor:
-    return ATTACKS.get(name, **kw)(model, x, y, targets=targets, generator=generator)
+    from . import check_options
+
+    progress = kw.pop("progress", None)
+    check_options(name, kw)  # an option the attack does not take: a message naming which attacks take it
+    return ATTACKS.get(name, **kw)(model, x, y, targets=targets, generator=generator, progress=progress)
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, targets: torch.Tensor | None = None,
