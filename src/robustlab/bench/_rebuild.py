@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._folder import FolderLock
-from ._resultfile import InvalidResult, load_config, load_result, quarantine
+from ._resultfile import QUARANTINE_DIR, InvalidResult, load_config, load_result, quarantine
 from ._worker import RESULT_NAME
 from .store import DB_NAME, ResultStore
 
@@ -77,7 +77,7 @@ def rebuild(out: str | os.PathLike[str]) -> RebuildReport:
     with FolderLock(outp, purpose="results rebuild"):
         db = outp / DB_NAME
         salvaged = _salvage(db)
-        tmp = outp / f".{DB_NAME}.rebuild-{os.getpid()}"
+        tmp = outp / f".rebuild-{os.getpid()}.db"  # ends in .db: ResultStore opens it as the file
         for sfx in ("", "-wal", "-shm", "-journal"):
             Path(f"{tmp}{sfx}").unlink(missing_ok=True)
         report = RebuildReport(db=db)
@@ -116,7 +116,7 @@ def _fill(store: ResultStore, outp: Path, salvaged: dict[str, Any], report: Rebu
             config = load_config(rd)
             result = load_result(rd)
         except InvalidResult as e:
-            kept = quarantine(rf)
+            kept = quarantine(rf, outp / QUARANTINE_DIR)
             report.quarantined.append((str(kept or rf), str(e)))
             continue
         meta = _read_meta(rd) or salvaged["runs"].get(rd.name) or {}

@@ -3,8 +3,8 @@
 A result file is the source of truth for a run (the database can be rebuilt from the result files),
 so nothing from it reaches the database unchecked: :func:`validate_result` checks every field
 against :data:`RESULT_SCHEMA` and keeps artifact paths inside the run's folder (after resolving
-symbolic links). A file that does not validate is renamed by :func:`quarantine` to
-``result.json.invalid-<UTC time>`` and its run is run again.
+symbolic links). A file that does not validate is moved by :func:`quarantine` to
+``quarantine/<run id>.result.json.invalid-<UTC time>`` and its run is run again.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 from ._worker import CONFIG_NAME, RESULT_NAME
 
 __all__ = ["MAX_RESULT_BYTES", "RESULT_SCHEMA", "InvalidResult", "load_config", "load_result", "quarantine",
-           "validate_result"]
+           "QUARANTINE_DIR", "validate_result"]
 
+QUARANTINE_DIR = "quarantine"
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 
 
@@ -147,11 +148,15 @@ def load_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return config
 
 
-def quarantine(path: str | os.PathLike[str]) -> Path | None:
-    """Rename ``path`` to ``<name>.invalid-<UTC time>`` (kept for inspection, never read again)."""
+def quarantine(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> Path | None:
+    """Move ``runs/<id>/result.json`` to ``folder/<id>.result.json.invalid-<UTC time>`` (kept, never read again).
+
+    Outside the run folder, so that the run's next attempt (which starts from an empty folder) keeps it.
+    """
     p = Path(path)
-    dest = p.with_name(f"{p.name}.invalid-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    dest = Path(folder) / f"{p.parent.name}.{p.name}.invalid-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(p, dest)
     except OSError:
         return None

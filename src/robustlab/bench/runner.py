@@ -28,7 +28,7 @@ from typing import Any
 from .._validation import check_in_range, check_int, check_option
 from ._folder import FolderLock, kill_recorded_worker, record_worker
 from ._rebuild import RUNS_DIR, write_run_meta, write_sweep_meta
-from ._resultfile import InvalidResult, load_result, quarantine
+from ._resultfile import QUARANTINE_DIR, InvalidResult, load_result, quarantine
 from ._worker import CONFIG_NAME, RESULT_NAME, write_result
 from .spec import BenchSpec, RunConfig, expand, load_spec
 from .store import ResultStore
@@ -217,7 +217,7 @@ def _recover(store: ResultStore, out: Path, res: SweepResult) -> None:
 
 
 def _quarantine(res: SweepResult, rf: Path, err: Exception) -> None:
-    kept = quarantine(rf)
+    kept = quarantine(rf, res.out / QUARANTINE_DIR)
     res.quarantined.append((str(kept or rf), str(err)))
     log.warning("quarantined an invalid result file as %s (the run will run again): %s", kept or rf, err)
 

@@ -57,7 +57,7 @@ class ResultsDatabaseError(ValueError):
 
 
 def _how_to_recover(p: Path) -> str:
-    return (f"The per-run result files are the source of truth: run 'robustlab results rebuild {p.parent}' to "
+    return (f"the per-run result files are the source of truth: run 'robustlab results rebuild {p.parent}' to "
             "rebuild the database from them (the damaged file is kept beside it).")
 
 
@@ -95,12 +95,17 @@ class ResultStore:
         try:
             self._con = _connect(p, readonly=readonly, timeout=timeout)
         except sqlite3.DatabaseError as e:
-            raise ResultsDatabaseError(f"Cannot open the results database '{p}' ({e}). {_how_to_recover(p)}") from None
+            raise ResultsDatabaseError(f"Cannot open the results database '{p}' ({e}); {_how_to_recover(p)}") from None
         try:
             self._setup(timeout)
+        except sqlite3.OperationalError as e:  # cannot open, lock or read the file: not necessarily damage
+            self._con.close()
+            access = "readable" if readonly else "readable and writable"
+            raise ResultsDatabaseError(f"Cannot use the results database '{p}' ({e}). Check that it and its folder "
+                                       f"are {access}; if the file is damaged, {_how_to_recover(p)}") from None
         except sqlite3.DatabaseError as e:
             self._con.close()
-            raise ResultsDatabaseError(f"The results database '{p}' is damaged ({e}). {_how_to_recover(p)}") from None
+            raise ResultsDatabaseError(f"The results database '{p}' is damaged ({e}); {_how_to_recover(p)}") from None
         except BaseException:
             self._con.close()
             raise
@@ -116,12 +121,12 @@ class ResultStore:
         problems = [r[0] for r in con.execute("PRAGMA quick_check(5)").fetchall()]
         if problems != ["ok"]:
             raise ResultsDatabaseError(f"The results database '{p}' is damaged (integrity check: "
-                                       f"{'; '.join(map(str, problems))}). {_how_to_recover(p)}")
+                                       f"{'; '.join(map(str, problems))}); {_how_to_recover(p)}")
         v = con.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
         if self.readonly and not tables:
             raise ResultsDatabaseError(f"The results database '{p}' is empty: a driver is creating it, or it was "
-                                       f"truncated. {_how_to_recover(p)}")
+                                       f"truncated; {_how_to_recover(p)}")
         if v not in (0, SCHEMA_VERSION) or (tables and "runs" not in tables):
             raise ResultsDatabaseError(
                 f"'{p}' is not a robustlab results database (schema {v}, tables: {', '.join(sorted(tables)) or 'none'}); "
