@@ -246,3 +246,18 @@ def test_progress_follows_quiet():
     call(with_progress, 1, args=argparse.Namespace(quiet=False))
     assert seen["progress"] is None  # auto: a bar only on a terminal
     assert call(without, 2, args=argparse.Namespace(quiet=True)) == 2
+
+
+def test_warnings_are_one_plain_line(run_dir, capsys, monkeypatch):
+    import warnings
+
+    real = data.DataRef.load
+
+    def warn_then_load(self):
+        warnings.warn("the train split is missing", UserWarning, stacklevel=2)
+        return real(self)
+
+    monkeypatch.setattr(data.DataRef, "load", warn_then_load)
+    assert main(["attack", "--checkpoint", str(run_dir), *COMMANDS["attack"]]) == 0
+    err = capsys.readouterr().err
+    assert "robustlab attack: warning: the train split is missing" in err and "UserWarning" not in err

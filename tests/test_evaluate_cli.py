@@ -50,7 +50,11 @@ def test_evaluate_standard_with_curve_and_sanity(run_dir, capsys, tmp_path):
     text = capsys.readouterr().out
     assert "after apgd_ce" in text and "after square" in text and "sanity" in text
     doc = json.loads(out_file.read_text())
-    assert list(doc["per_attack"]) == ["apgd_ce", "apgd_t", "square"]
+    from robustlab.evaluate import SUITES
+
+    assert list(doc["per_attack"]) == SUITES["standard"].names()
+    assert len(doc["suite_members"]) == len(doc["per_attack"]) and doc["suite_kw"] == {"steps": 5, "n_queries": 30}
+    assert all(m.get("steps", 5) == 5 and m.get("n_queries", 30) == 30 for m in doc["suite_members"])
     assert "curve" in doc and "sanity" in doc
 
 

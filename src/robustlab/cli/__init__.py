@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -109,8 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     where = f"robustlab {args.command}"
     try:
-        _check_out(args)
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # one plain line per warning, like the errors
+            warnings.showwarning = lambda message, category, *a, **k: print(
+                f"{where}: warning: {message}", file=sys.stderr)
+            _check_out(args)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -26,6 +26,7 @@ def add_parser(sub: Any) -> None:
     add_inputs(p)
     p.add_argument("--attack", default="pgd", help="attack name (see 'robustlab list attacks'; default pgd)")
     add_threat_options(p)
+    p.add_argument("--steps", type=int, default=None, help="attack iterations (default: the attack's own)")
     p.add_argument("--step-size", type=float, default=None, help="step size (PGD / ZOO; default 2.5*eps/steps)")
     p.add_argument("--restarts", type=int, default=None, help="random restarts (PGD / APGD)")
     p.add_argument("--n-queries", type=int, default=None, help="query budget (Square / ZOO)")
@@ -36,10 +37,9 @@ def add_parser(sub: Any) -> None:
 
 
 def add_threat_options(p: argparse.ArgumentParser) -> None:
-    """``--norm``, ``--eps`` (required) and ``--steps``: the threat model shared by ``attack`` and ``evaluate``."""
+    """``--norm`` and ``--eps`` (required): the threat model shared by ``attack`` and ``evaluate``."""
     p.add_argument("--norm", default="linf", choices=("linf", "l2"), help="threat model (default linf)")
     add_options(p, "eps", eps={"required": True})
-    p.add_argument("--steps", type=int, default=None, help="attack iterations (default: the attack's own)")
 
 
 def attack_params(atk: Any) -> dict[str, Any]:

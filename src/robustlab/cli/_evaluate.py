@@ -8,8 +8,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import difflib
-import inspect
 from typing import Any
 
 from .._validation import InvalidParameterError
@@ -18,9 +16,6 @@ from ._inputs import add_inputs, call, emit, load_inputs
 from ._options import add_options, parse_number
 
 __all__ = ["add_parser", "run"]
-
-_STANDARD_STEPS = 100
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -33,7 +28,10 @@ def add_parser(sub: Any) -> None:
                    help="a suite name (standard, ...) or comma-separated attack names run in sequence "
                         "(default standard)")
     add_threat_options(p)
-    p.add_argument("--n-queries", type=int, default=5000, help="Square query budget in a named suite (default 5000)")
+    p.add_argument("--n-queries", type=int, default=None,
+                   help="query budget of the query-based attacks (Square; default: the suite's, 5000)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="iterations of the iteration-based attacks (default: the suite's, 100)")
     p.add_argument("--curve", default=None,
                    help="comma-separated eps grid (8/255 accepted): also report robust error vs eps and the "
                         "power-law exponent")
@@ -49,57 +47,25 @@ def _floats(text: str, flag: str) -> list[float]:
     return vals
 
 
-def _suite_names() -> list[str]:
-    from .. import evaluate
-
-    suites = getattr(evaluate, "SUITES", None)
-    return sorted(suites) if suites is not None else ["standard"]
-
-
-def _suite_factory() -> Any:
-    from .. import evaluate
-
-    return getattr(evaluate, "standard_ensemble", None)
-
-
-def resolve_suite(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+def resolve_suite(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """``(attacks, suite_kw)`` for :func:`robustlab.evaluate.robust_accuracy` from ``--suite``/``--steps``/``--n-queries``.
 
-    An unknown name is an error that suggests the closest suite or attack (``standrd`` -> ``standard``).
+    Checked before any loading: an unknown name suggests the closest suite or attack (``standrd`` ->
+    ``standard``), a budget no attack takes is an error naming which attacks take which.
     """
-    from ..attacks import ATTACKS
+    from .. import evaluate
 
-    suites = _suite_names()
     text = args.suite.strip()
-    if text in suites:
-        want = {"steps": args.steps if args.steps is not None else _STANDARD_STEPS, "n_queries": args.n_queries}
-        factory = _suite_factory()
-        try:
-            params = inspect.signature(factory).parameters if factory is not None else {}
-        except (TypeError, ValueError):
-            params = {}
-        return text, {k: v for k, v in want.items() if k in params}
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [n for n in names if n not in ATTACKS]
-    if not names or unknown:
-        bad = unknown[0] if unknown else text
-        choices = suites + ATTACKS.available()
-        close = difflib.get_close_matches(bad, choices, n=1, cutoff=0.5)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise InvalidParameterError(
-            f"--suite {args.suite!r}: unknown suite or attack '{bad}'.{hint} Suites: {', '.join(suites)}; "
-            "or comma-separated attack names (robustlab list attacks)."
-        )
-    return [(n, {"steps": args.steps} if args.steps is not None else {}) for n in names], None
-
-
-def _members(attacks: Any, args: argparse.Namespace, num_classes: int, suite_kw: dict[str, Any] | None) -> list[Any]:
-    from ..evaluate import _robust
-
-    resolve = getattr(_robust, "resolve_attacks", None)
-    if resolve is None:
-        return []
-    return resolve(attacks, eps=args.eps, norm=args.norm, num_classes=num_classes, suite_kw=suite_kw)
+    attacks: Any = text if text in evaluate.SUITES else [s.strip() for s in text.split(",") if s.strip()]
+    if not attacks:
+        raise InvalidParameterError(f"--suite must be a suite ({', '.join(evaluate.suite_names())}) or "
+                                    f"comma-separated attack names. Got {args.suite!r}.")
+    suite_kw = {k: v for k, v in (("steps", args.steps), ("n_queries", args.n_queries)) if v is not None}
+    try:
+        evaluate.resolve_attacks(attacks, eps=args.eps, norm=args.norm, suite_kw=suite_kw)
+    except InvalidParameterError as e:
+        raise InvalidParameterError(f"--suite {args.suite!r}: {e}") from None
+    return attacks, suite_kw
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,13 +74,14 @@ def run(args: argparse.Namespace) -> int:
     attacks, suite_kw = resolve_suite(args)
     curve_grid = _floats(args.curve, "--curve") if args.curve else None
     model, ds, ref, label = load_inputs(args)
-    members = _members(attacks, args, ds.num_classes, suite_kw)
-    res = call(evaluate.robust_accuracy, model, ds, members or attacks, eps=args.eps, norm=args.norm,
-               batch_size=args.batch_size, seed=args.seed, suite_kw=None if members else suite_kw, args=args)
+    members = evaluate.resolve_attacks(attacks, eps=args.eps, norm=args.norm, num_classes=ds.num_classes,
+                                       suite_kw=suite_kw)
+    res = call(evaluate.robust_accuracy, model, ds, attacks, eps=args.eps, norm=args.norm,
+               batch_size=args.batch_size, seed=args.seed, suite_kw=suite_kw, args=args)
     doc: dict[str, Any] = {"command": "evaluate", "model": label, "data": ds.name, "data_ref": ref.to_config(),
-                           "suite": args.suite, "suite_kw": suite_kw or {}, "seed": args.seed,
+                           "suite": args.suite, "suite_kw": suite_kw, "seed": args.seed,
                            "suite_members": [attack_params(a) for a in members], **res.to_dict()}
-    lines = [f"{ds.name}, model {label}: suite {args.suite} ({args.norm}, eps={args.eps:g}, n={res.n})",
+    lines = [f"{ds.name}, model {label}: suite {args.suite} ({args.norm}, eps={args.eps:g}, n={res.n}, seed {args.seed})",
              *[f"  member {a!r}" for a in members], *summary_lines(res)]
     if curve_grid:
         curve = call(evaluate.robustness_curve, model, ds, eps_grid=curve_grid, norm=args.norm,
