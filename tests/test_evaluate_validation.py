@@ -208,3 +208,11 @@ def test_progress_bars_only_on_request(digits_model, monkeypatch):
     assert "sanity checks" in err.getvalue()
     with pytest.raises(InvalidParameterError, match="'progress'"):
         evaluate.robust_accuracy(m, d, "fgsm", eps=0.05, progress=1)
+
+
+def test_fit_power_law_rejects_nonfinite_or_negative_values():
+    for eps, err, bad in (([0.1, float("nan"), 0.3], [0.1, 0.2, 0.3], "'eps'"),
+                          ([0.1, 0.2, 0.3], [0.1, float("inf"), 0.3], "'err'"),
+                          ([0.1, 0.2, 0.3], [0.1, -0.2, 0.3], "'err'")):
+        with pytest.raises(InvalidParameterError, match=bad):
+            evaluate.fit_power_law(eps, err)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._progress import check_progress, progress_bar, progress_enabled
-from .._validation import check_in_range, check_int, check_option
+from .._validation import InvalidParameterError, check_in_range, check_int, check_option
 from ..attacks import NORMS, NoInputGradientError
 from ..attacks import get as get_attack
 from ..attacks._base import (
@@ -78,6 +78,12 @@ def fit_power_law(eps: Any, err: Any, *, max_err: float = 0.5, min_points: int =
     if e.ndim != 1 or r.shape != e.shape:
         raise ValueError(f"fit_power_law: 'eps' and 'err' must be 1-D and of the same length. "
                          f"Got shapes {e.shape} and {r.shape}.")
+    for name, arr in (("eps", e), ("err", r)):
+        if not np.isfinite(arr).all():
+            raise InvalidParameterError(f"The '{name}' parameter of {owner} holds {int((~np.isfinite(arr)).sum())} "
+                                        "NaN or infinite value(s); pass finite numbers.")
+        if (arr < 0).any():
+            raise InvalidParameterError(f"The '{name}' parameter of {owner} must be non-negative. Got min {arr.min():g}.")
     check_in_range(max_err, "max_err", 0.0, 1.0, closed="right", owner=owner)
     check_int(min_points, "min_points", 2, None, owner=owner)  # a slope needs two points
     check_int(bootstrap, "bootstrap", 0, None, owner=owner)
