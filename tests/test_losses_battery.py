@@ -71,6 +71,16 @@ class UndeclaredScale(Loss):
         self.scale = scale
 
 
+class OpenCE(Loss):
+    """Takes **kwargs: signature-reading tools (CLI, specs) cannot tell its hyper-parameters."""
+
+    functional = staticmethod(LF.ce)
+
+    def __init__(self, reduction="mean", **kwargs):
+        super().__init__(reduction)
+        self._init_hparams(**kwargs)
+
+
 def _spec(factory, tags=(), **kw):
     return Spec(name=factory.__name__.lower(), factory=factory, tags=frozenset(tags), example_kwargs=kw)
 
@@ -87,8 +97,9 @@ def _spec(factory, tags=(), **kw):
     (_spec(HalfMAE), B.check_low_precision_gradient),
     (_spec(NaiveCE), B.check_declared_constraints),
     (_spec(UndeclaredScale), B.check_declared_constraints),
+    (_spec(OpenCE), B.check_declared_constraints),
 ], ids=["finite", "hparams", "hparams-inf", "module-functional", "independence", "bounded", "symmetric", "stateful",
-        "low-precision", "undeclared-functional", "undeclared-hparam"])
+        "low-precision", "undeclared-functional", "undeclared-hparam", "var-keyword"])
 def test_check_catches_the_defect(spec, check):
     with pytest.raises((AssertionError, RuntimeError)):
         check(spec)

@@ -74,7 +74,7 @@ def test_log_zero_must_be_negative_and_finite(name, bad):
 def test_constraints_are_declared_once_on_the_functional():
     # the module reads the functional's declaration: one object, not a copy
     assert losses.GCELoss.parameter_constraints()["q"] is LF.gce.parameter_constraints["q"]
-    assert set(losses.TruncatedGCELoss.parameter_constraints()) == {"q", "k", "num_samples"}
+    assert set(losses.TruncatedGCELoss.parameter_constraints()) == {"q", "k", "num_samples", "min_kept"}
     with pytest.raises(InvalidParameterError, match=r"^The 'q' parameter of gce must be a float in \(0, 1\]. Got 0 instead.$"):
         losses.get("gce", q=0)
     with pytest.raises(InvalidParameterError, match="'num_samples' parameter of TruncatedGCELoss"):

@@ -179,3 +179,64 @@ def test_checkpoint_write_is_atomic(tmp_path, tiny, monkeypatch):
 def test_missing_checkpoint_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.pt"):
         load_checkpoint(tmp_path)
+
+
+# -- issue 11: fit's safety checks and TGCE pruning ------------------------------------------------------------
+def test_output_width_must_match_the_classes(tiny):
+    torch.manual_seed(0)
+    wide = models.create("mlp", input_shape=tiny.input_shape, num_classes=tiny.num_classes + 1, hidden=(8,))
+    before = _params(wide).clone()
+    with pytest.raises(ValueError, match=r"output has shape \(1, 4\).*has 3 classes.*num_classes=3"):
+        fit(wide, tiny, epochs=1, progress=False)
+    assert torch.equal(_params(wide), before)  # refused before any training
+
+
+def test_non_finite_loss_stops_fit_naming_epoch_and_step(tiny, tmp_path):
+    from robustlab.training._fit import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"non-finite .* at epoch 1, step \d+ of 6 .*Lower the learning rate \(lr=1e\+10\)"):
+        fit(_model(tiny), tiny, epochs=3, batch_size=16, lr=1e10, progress=False, checkpoint=tmp_path / "m.pt")
+    assert not (tmp_path / "m.pt").exists()
+    assert issubclass(NonFiniteLossError, ValueError)
+
+
+def test_prune_schedule_follows_zhang_sabuncu():
+    from robustlab.training._fit import prune_epochs
+
+    assert prune_epochs(120) == [40, 50, 60, 70, 80, 90, 100, 110]  # the paper's run
+    assert prune_epochs(20) == [7, 9, 11, 13, 15, 17, 19]
+    assert prune_epochs(1) == [] and prune_epochs(3) == [1, 2]
+
+
+def test_tgce_never_prunes_every_sample_and_records_the_kept_fraction():
+    d = data.load("digits", flatten=True)
+    torch.manual_seed(0)
+    m = models.create("linear", input_shape=d.input_shape, num_classes=d.num_classes)
+    # the issue's run: digits, linear model, E = 20; a prune used to keep 0% and leave no gradient. With a tiny
+    # lr no sample reaches p_y > k = 0.5 by the first prune: the 10% most confident are kept (min_kept)
+    h = fit(m, d, loss="tgce", epochs=20, batch_size=128, lr=1e-4, progress=False).history
+    kept = h["kept_fraction"]
+    n = d.x_train.shape[0]
+    assert len(kept) == 20 and kept[:7] == [1.0] * 7  # first prune at epoch 8 (0-based 7)
+    assert kept[7:] == [pytest.approx(math.ceil(0.1 * n) / n)] * 13
+
+
+def test_tgce_prune_keeps_the_most_confident_when_all_fall_below_k():
+    from robustlab import losses
+
+    loss = losses.get("tgce", num_samples=10, k=0.5, min_kept=0.2)
+    logits = torch.zeros(10, 4)
+    logits[:, 0] = torch.arange(10.0) / 10  # p_0 < 0.5 everywhere, largest for the last rows
+    frac = loss.prune(logits, torch.zeros(10, dtype=torch.long), torch.arange(10))
+    assert float(frac) == pytest.approx(0.2) and loss.weight.tolist() == [0.0] * 8 + [1.0] * 2
+    logits[:5, 0] = 10.0  # half pass the threshold: the paper's rule applies unchanged
+    assert float(loss.prune(logits, torch.zeros(10, dtype=torch.long), torch.arange(10))) == 0.5
+
+
+def test_stateful_loss_index_message_says_indices():
+    from robustlab import losses
+
+    loss = losses.get("aldr_kl", num_samples=4)
+    with pytest.raises(ValueError, match=r"data-set indices outside \[0, 4\)") as e:
+        loss(torch.zeros(2, 3), torch.tensor([0, 1]), index=torch.tensor([0, 7]))
+    assert "labels" not in str(e.value)

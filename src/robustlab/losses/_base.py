@@ -18,7 +18,7 @@ from torch import nn
 
 from .._constraints import Constraint, validate_param, validate_params
 from .._registry import Registry
-from .._validation import check_labels, check_reduction
+from .._validation import check_reduction
 
 __all__ = ["LOSSES", "HALF_DTYPES", "IndexedLoss", "Loss", "loss_function", "reduce_loss", "register_loss"]
 
@@ -57,9 +57,10 @@ def loss_function(*, state: tuple[str, ...] = (), **constraints: Constraint) -> 
 
         @functools.wraps(fn)
         def wrapper(logits: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-            for name, c in items:
-                if name in kwargs:
-                    kwargs[name] = validate_param(c, kwargs[name], name, owner)
+            if kwargs:
+                for name, c in items:
+                    if name in kwargs:
+                        kwargs[name] = validate_param(c, kwargs[name], name, owner)
             if isinstance(logits, torch.Tensor) and logits.dtype in HALF_DTYPES:
                 return fn(logits.float(), target, **kwargs).to(logits.dtype)
             return fn(logits, target, **kwargs)
@@ -74,11 +75,12 @@ def loss_function(*, state: tuple[str, ...] = (), **constraints: Constraint) -> 
 class Loss(nn.Module):
     """Base of every registered loss: hyper-parameters validated in ``__init__``, one-line forward.
 
-    A subclass's ``__init__`` passes its hyper-parameters by keyword, in signature order:
-    ``super().__init__(reduction, q=q)``; they are validated against :meth:`parameter_constraints` (the
-    functional's declaration plus :attr:`module_constraints`) and stored as attributes. Subclasses with no
-    functional form implement :meth:`per_sample` returning shape (N,). Losses with per-sample state set
-    ``needs_index = True`` and receive the data-set indices of the batch as ``index``.
+    A subclass's ``__init__`` calls ``super().__init__(reduction)`` then passes its hyper-parameters by
+    keyword, in signature order, to ``self._init_hparams(q=q)``; they are validated against
+    :meth:`parameter_constraints` (the functional's declaration plus :attr:`module_constraints`) and stored
+    as attributes. Subclasses with no functional form implement :meth:`per_sample` returning shape (N,).
+    Losses with per-sample state set ``needs_index = True`` and receive the data-set indices of the batch
+    as ``index``.
     """
 
     needs_index: bool = False
@@ -87,15 +89,19 @@ class Loss(nn.Module):
     #: constraints of module-only hyper-parameters (e.g. ``num_samples``); the functional's come from it
     module_constraints: ClassVar[Mapping[str, Constraint]] = MappingProxyType({})
 
-    def __init__(self, reduction: str = "mean", **hparams: Any) -> None:
+    def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
         self.reduction = check_reduction(reduction, owner=type(self).__name__)
+
+    def _init_hparams(self, **hparams: Any) -> None:
+        """Validate ``hparams`` (passed in signature order) against :meth:`parameter_constraints`; store them."""
         fn_c = self.functional_constraints()
         fn_owner = getattr(type(self).functional, "__name__", type(self).__name__)
         values = {**validate_params(fn_c, {k: v for k, v in hparams.items() if k in fn_c}, fn_owner),
                   **validate_params(type(self).module_constraints, {k: v for k, v in hparams.items() if k not in fn_c},
                                     type(self).__name__)}
         self._hparam_names = tuple(hparams)
+        self._functional_names = tuple(k for k in hparams if k in fn_c)
         for k in self._hparam_names:
             setattr(self, k, values[k])
 
@@ -113,8 +119,7 @@ class Loss(nn.Module):
         """Keyword arguments of :attr:`functional` equivalent to this module (state included) for ``index``."""
         if not hasattr(type(self).functional, "parameter_constraints"):  # an undeclared functional takes them all
             return self.hparams()
-        fn_c = self.functional_constraints()
-        return {k: v for k, v in self.hparams().items() if k in fn_c}
+        return {k: getattr(self, k) for k in self.__dict__.get("_functional_names", ())}
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample loss, shape (N,)."""
@@ -149,7 +154,19 @@ class IndexedLoss(Loss):
                 f"{owner} keeps per-sample state and needs the batch's data-set indices: call "
                 "loss(logits, target, index=idx) (robustlab.training.fit passes them)."
             )
-        check_labels(index, self.num_samples, name="index", owner=owner)
+        if not isinstance(index, torch.Tensor) or index.dtype.is_floating_point or index.dtype == torch.bool \
+                or index.is_complex():
+            raise TypeError(f"index of {owner} must be an integer tensor of data-set indices. "
+                            f"Got {getattr(index, 'dtype', type(index).__name__)}.")
+        if index.dim() != 1:
+            raise ValueError(f"index of {owner} must have shape (N,). Got shape {tuple(index.shape)}.")
+        if index.numel():
+            lo, hi = torch.stack(torch.aminmax(index)).tolist()  # one sync
+            if lo < 0 or hi >= self.num_samples:
+                raise ValueError(
+                    f"index of {owner} holds data-set indices outside [0, {self.num_samples}) (num_samples): "
+                    f"min {lo}, max {hi}."
+                )
         if index.shape[0] != n:
             raise ValueError(f"index of {owner} has {index.shape[0]} entries for a batch of {n} samples.")
         return index

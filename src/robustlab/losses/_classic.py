@@ -26,7 +26,8 @@ class LabelSmoothingLoss(Loss):
     functional = staticmethod(P.label_smoothing)
 
     def __init__(self, smoothing: float = 0.1, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, smoothing=smoothing)
+        super().__init__(reduction)
+        self._init_hparams(smoothing=smoothing)
 
 
 @register_loss("focal", tags={"classic"}, reference="Lin et al., ICCV 2017 (arXiv:1708.02002)",
@@ -40,7 +41,8 @@ class FocalLoss(Loss):
     functional = staticmethod(P.focal)
 
     def __init__(self, gamma: float = 2.0, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, gamma=gamma)
+        super().__init__(reduction)
+        self._init_hparams(gamma=gamma)
 
 
 @register_loss("mse", tags={"classic", "bounded"}, reference="Ghosh, Kumar & Sastry, AAAI 2017 (arXiv:1712.09482)",

@@ -30,7 +30,8 @@ class LDRKLLoss(Loss):
 
     def __init__(self, lam: float = 1.0, margin: float = 0.1, normalize: str | None = None, *,
                  reduction: str = "mean") -> None:
-        super().__init__(reduction, lam=lam, margin=margin, normalize=normalize)
+        super().__init__(reduction)
+        self._init_hparams(lam=lam, margin=margin, normalize=normalize)
 
 
 @register_loss("aldr_kl", tags={"ldr", "stateful"}, reference=_REF,
@@ -62,7 +63,8 @@ class AdaptiveLDRKLLoss(IndexedLoss):
 
     def __init__(self, lam0: float = 1.0, alpha: float = 2.0, *, num_samples: int, margin: float = 0.1,
                  normalize: str | None = None, reduction: str = "mean") -> None:
-        super().__init__(reduction, lam0=lam0, alpha=alpha, num_samples=num_samples, margin=margin,
+        super().__init__(reduction)
+        self._init_hparams(lam0=lam0, alpha=alpha, num_samples=num_samples, margin=margin,
                          normalize=normalize)
         self.register_buffer("lam", torch.full((self.num_samples,), float(self.lam0)))
 

@@ -25,7 +25,8 @@ class CrammerSingerLoss(Loss):
     functional = staticmethod(M.cs)
 
     def __init__(self, margin: float = 1.0, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, margin=margin)
+        super().__init__(reduction)
+        self._init_hparams(margin=margin)
 
 
 @register_loss("ww", tags={"hinge"}, reference="Weston & Watkins, ESANN 1999", example_kwargs={"margin": 1.0})
@@ -38,7 +39,8 @@ class WestonWatkinsLoss(Loss):
     functional = staticmethod(M.ww)
 
     def __init__(self, margin: float = 1.0, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, margin=margin)
+        super().__init__(reduction)
+        self._init_hparams(margin=margin)
 
 
 @register_loss("comp_sum", tags=set(), reference="Mao, Mohri & Zhong, ICML 2023 (arXiv:2304.07288)",
@@ -53,7 +55,8 @@ class CompSumLoss(Loss):
     functional = staticmethod(M.comp_sum)
 
     def __init__(self, tau: float = 1.5, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, tau=tau)
+        super().__init__(reduction)
+        self._init_hparams(tau=tau)
 
 
 @register_loss("zloss", tags={"bounded"}, reference="de Brebisson & Vincent, arXiv:1604.08859",
@@ -68,7 +71,8 @@ class ZLoss(Loss):
     functional = staticmethod(M.zloss)
 
     def __init__(self, a: float = 1.0, b: float = 0.0, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, a=a, b=b)
+        super().__init__(reduction)
+        self._init_hparams(a=a, b=b)
 
 
 @register_loss("ensloss", tags={"stochastic"}, reference="Dai, ICML 2025 (arXiv:2409.00908)",
@@ -93,7 +97,8 @@ class EnsLoss(Loss):
     seed: int
 
     def __init__(self, n_draws: int = 1, *, seed: int = 0, reduction: str = "mean") -> None:
-        super().__init__(reduction, n_draws=n_draws, seed=seed)
+        super().__init__(reduction)
+        self._init_hparams(n_draws=n_draws, seed=seed)
         self.register_buffer("rng_state", torch.Generator().manual_seed(self.seed).get_state())
 
     def _generator(self) -> torch.Generator:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+import math
+from numbers import Integral, Real
 from types import MappingProxyType
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 
 from .._constraints import Interval
 from . import _fn_prob as P
-from ._base import IndexedLoss, Loss, register_loss
+from ._base import HALF_DTYPES, IndexedLoss, Loss, register_loss
 
 __all__ = [
     "GCELoss", "JSLoss", "NCEAGCELoss", "NCEAULLoss", "NCELoss", "NCERCELoss", "RCELoss", "RLLLoss", "SCELoss",
@@ -32,7 +33,8 @@ class GCELoss(Loss):
     functional = staticmethod(P.gce)
 
     def __init__(self, q: float = 0.7, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, q=q)
+        super().__init__(reduction)
+        self._init_hparams(q=q)
 
 
 @register_loss("tgce", tags={"bounded", "stateful"}, reference="Zhang & Sabuncu, NeurIPS 2018 (arXiv:1805.07836)",
@@ -43,19 +45,26 @@ class TruncatedGCELoss(IndexedLoss):
     The weights :math:`w_i \\in \\{0,1\\}` (buffer ``weight``, initialised to 1) are set by
     :meth:`prune` to :math:`1[p_y(x_i) > k]` with the current model; a pruned sample contributes the
     constant :math:`L_q(k)` (no gradient), as in the paper (the LDR code gives it 0). Call ``prune`` on
-    the training set on the paper's schedule (every 10 epochs in the second half of training).
-    Args: ``q`` in (0, 1] (default 0.7), ``k`` in [0, 1) (default 0.5), ``num_samples`` (training-set size).
-    Zhang & Sabuncu, NeurIPS 2018.
+    the training set on the paper's schedule (from epoch 40 of 120, every 10 epochs;
+    :func:`robustlab.training.fit` scales it to the run, see ``robustlab.training._fit.prune_epochs``).
+    A prune never drops every sample: when fewer than ``ceil(min_kept * n)`` of the n pruned samples have
+    :math:`p_y > k` (a model still far from fitting), the ``ceil(min_kept * n)`` with the largest :math:`p_y`
+    are kept instead (our safeguard; the paper does not say).
+    Args: ``q`` in (0, 1] (default 0.7), ``k`` in [0, 1) (default 0.5), ``num_samples`` (training-set size),
+    ``min_kept`` in (0, 1] (default 0.1). Zhang & Sabuncu, NeurIPS 2018.
     """
 
     functional = staticmethod(P.tgce)
-    module_constraints = NUM_SAMPLES
+    module_constraints = MappingProxyType({**NUM_SAMPLES, "min_kept": Interval(Real, 0, 1, closed="right")})
     weight: torch.Tensor
     q: float
     k: float
+    min_kept: float
 
-    def __init__(self, q: float = 0.7, k: float = 0.5, *, num_samples: int, reduction: str = "mean") -> None:
-        super().__init__(reduction, q=q, k=k, num_samples=num_samples)
+    def __init__(self, q: float = 0.7, k: float = 0.5, *, num_samples: int, min_kept: float = 0.1,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self._init_hparams(q=q, k=k, num_samples=num_samples, min_kept=min_kept)
         self.register_buffer("weight", torch.ones(self.num_samples))
 
     def functional_kwargs(self, index: torch.Tensor | None = None) -> dict[str, Any]:
@@ -69,11 +78,18 @@ class TruncatedGCELoss(IndexedLoss):
 
     @torch.no_grad()
     def prune(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Set ``weight[index] = 1[p_y > k]`` from ``logits`` of those samples; return the kept fraction."""
+        """Set ``weight[index] = 1[p_y > k]`` from ``logits`` of those samples (at least ``ceil(min_kept * n)``
+        kept, the largest :math:`p_y` first); return the kept fraction (a 0-dim tensor)."""
         idx = self._rows(index, logits.shape[0]).to(self.weight.device)
-        keep = (P._log_py(logits, target.to(logits.device)).exp() > self.k).to(self.weight)
-        self.weight[idx] = keep.to(self.weight.device)
-        return keep.mean()
+        f = logits.float() if logits.dtype in HALF_DTYPES else logits
+        py = P._log_py(f, target.to(logits.device)).exp()
+        keep = py > self.k
+        need = math.ceil(self.min_kept * py.shape[0])
+        if int(keep.sum()) < need:  # never prune (almost) every sample: keep the most confident instead
+            keep = torch.zeros_like(keep).index_fill_(0, torch.topk(py, need).indices, True)
+        keep_w = keep.to(self.weight)
+        self.weight[idx] = keep_w.to(self.weight.device)
+        return keep_w.mean()
 
 
 @register_loss("rce", tags={"bounded", "symmetric"}, reference="Wang et al., ICCV 2019 (arXiv:1908.06112)",
@@ -88,7 +104,8 @@ class RCELoss(Loss):
     functional = staticmethod(P.rce)
 
     def __init__(self, log_zero: float = P.RCE_LOG_ZERO, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, log_zero=log_zero)
+        super().__init__(reduction)
+        self._init_hparams(log_zero=log_zero)
 
 
 @register_loss("sce", tags=set(), reference="Wang et al., ICCV 2019 (arXiv:1908.06112)",
@@ -104,7 +121,8 @@ class SCELoss(Loss):
 
     def __init__(self, alpha: float = 0.1, beta: float = 1.0, log_zero: float = P.RCE_LOG_ZERO, *,
                  reduction: str = "mean") -> None:
-        super().__init__(reduction, alpha=alpha, beta=beta, log_zero=log_zero)
+        super().__init__(reduction)
+        self._init_hparams(alpha=alpha, beta=beta, log_zero=log_zero)
 
 
 @register_loss("nce", tags={"bounded", "symmetric"}, reference="Ma et al., ICML 2020 (arXiv:2006.13554)",
@@ -128,7 +146,8 @@ class NCERCELoss(Loss):
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, log_zero: float = P.RCE_LOG_ZERO, *,
                  reduction: str = "mean") -> None:
-        super().__init__(reduction, alpha=alpha, beta=beta, log_zero=log_zero)
+        super().__init__(reduction)
+        self._init_hparams(alpha=alpha, beta=beta, log_zero=log_zero)
 
 
 @register_loss("nce_agce", tags={"bounded"}, reference="Zhou et al., ICML 2021 (arXiv:2106.03110)",
@@ -143,7 +162,8 @@ class NCEAGCELoss(Loss):
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, a: float = 3.0, q: float = 1.5, *,
                  reduction: str = "mean") -> None:
-        super().__init__(reduction, alpha=alpha, beta=beta, a=a, q=q)
+        super().__init__(reduction)
+        self._init_hparams(alpha=alpha, beta=beta, a=a, q=q)
 
 
 @register_loss("nce_aul", tags={"bounded"}, reference="Zhou et al., ICML 2021 (arXiv:2106.03110)",
@@ -158,7 +178,8 @@ class NCEAULLoss(Loss):
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, a: float = 6.0, p: float = 1.5, *,
                  reduction: str = "mean") -> None:
-        super().__init__(reduction, alpha=alpha, beta=beta, a=a, p=p)
+        super().__init__(reduction)
+        self._init_hparams(alpha=alpha, beta=beta, a=a, p=p)
 
 
 @register_loss("js", tags={"bounded"}, reference="Englesson & Azizpour, NeurIPS 2021 (arXiv:2105.04522)",
@@ -172,7 +193,8 @@ class JSLoss(Loss):
     functional = staticmethod(P.js)
 
     def __init__(self, pi: float = 0.5, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, pi=pi)
+        super().__init__(reduction)
+        self._init_hparams(pi=pi)
 
 
 @register_loss("rll", tags={"bounded", "symmetric"}, reference="Kumar & Sastry, IEEE SMC 2018",
@@ -186,4 +208,5 @@ class RLLLoss(Loss):
     functional = staticmethod(P.rll)
 
     def __init__(self, alpha: float = 1.0, *, reduction: str = "mean") -> None:
-        super().__init__(reduction, alpha=alpha)
+        super().__init__(reduction)
+        self._init_hparams(alpha=alpha)

@@ -307,6 +307,8 @@ def check_declared_constraints(spec: Spec[Any]) -> None:
     assert set(fn_params) == set(fn_c), (
         f"functional {fn.__name__}: signature names {sorted(fn_params)} != declared {sorted(fn_c)}")
     all_c = cls.parameter_constraints()
+    var = [p.name for p in inspect.signature(cls).parameters.values() if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    assert not var, f"{cls.__name__}'s signature takes *{var[0]}: name every hyper-parameter (tools read it)"
     init_params = _hyper_parameters(cls.__init__)
     assert set(init_params) == set(all_c), (
         f"{cls.__name__}.__init__ names {sorted(init_params)} != declared {sorted(all_c)}")

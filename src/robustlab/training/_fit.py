@@ -16,10 +16,14 @@ from ..data import ClassificationData
 from ._checkpoint import save_checkpoint
 from ._objectives import OBJECTIVES, Batch, Objective
 
-__all__ = ["FitResult", "fit", "predict_logits", "resolve_loss"]
+__all__ = ["FitResult", "NonFiniteLossError", "fit", "predict_logits", "prune_epochs", "resolve_loss"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+
+
+class NonFiniteLossError(ValueError, FloatingPointError):
+    """The training loss became NaN or infinite (training diverged); the message names the epoch and step."""
 
 
 class FitResult(NamedTuple):
@@ -87,6 +91,38 @@ def _make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, wei
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+def prune_epochs(epochs: int) -> list[int]:
+    """0-based epochs at whose start a truncated loss (TGCE) re-selects its kept samples.
+
+    Zhang & Sabuncu (NeurIPS 2018) train 120 epochs and prune from epoch 40 on, every 10 epochs; this is
+    that schedule scaled to ``epochs``: start ``round(E/3)``, period ``max(1, round(E/12))``
+    (E = 120: 40, 50, ..., 110; E = 20: 7, 9, ..., 19). (The LDR code prunes in the second half instead.)
+    """
+    start, every = max(1, round(epochs / 3)), max(1, round(epochs / 12))
+    return list(range(start, epochs, every))
+
+
+def _check_output_width(model: nn.Module, data: ClassificationData, owner: str) -> None:
+    """One sample through ``model`` (eval mode): its output must be (1, num_classes) (or (1, 1) for 2 classes)."""
+    out = predict_logits(model, data.x_train[:1])
+    k = data.num_classes
+    if out.dim() != 2 or not (out.shape[1] == k or (k == 2 and out.shape[1] == 1)):
+        raise ValueError(
+            f"The model's output has shape {tuple(out.shape)} for one input, but data set '{data.name}' has {k} "
+            f"classes: {owner} needs logits of shape (N, {k}). Build the model with num_classes={k}."
+        )
+
+
+def _raise_non_finite(losses_seen: list[torch.Tensor], epoch: int, steps_per_epoch: int, lr: float, owner: str) -> None:
+    vals = torch.stack(losses_seen).float().cpu()
+    bad = int((~torch.isfinite(vals)).nonzero()[0, 0]) if not bool(torch.isfinite(vals).all()) else len(vals) - 1
+    raise NonFiniteLossError(
+        f"{owner}: the training loss became non-finite ({float(vals[bad])}) at epoch {epoch + 1}, step "
+        f"{bad + 1} of {steps_per_epoch} (global step {epoch * steps_per_epoch + bad + 1}); training diverged. "
+        f"Lower the learning rate (lr={lr:g}) or check the data and the loss for NaN/inf."
+    )
+
+
 def _lr_factor(schedule: str, step: int, total: int) -> float:
     if schedule == "constant" or total <= 0:
         return 1.0
@@ -126,8 +162,13 @@ def fit(
     ``objective`` is a registry name (``training.objectives``) or an :class:`Objective`.
     ``schedule``: ``cosine`` (per step, to 0), ``step`` (/10 at 50% and 75% of training) or ``constant``.
     History keys: ``epoch``, ``loss``, ``train_acc`` (on the given, possibly noisy, labels),
-    ``test_acc``, ``lr``, ``time_s`` and any objective metric as ``train_<name>``.
-    ``checkpoint`` (file or run directory) is written atomically at the end.
+    ``test_acc``, ``lr``, ``time_s``, any objective metric as ``train_<name>``, and for losses with a
+    ``prune`` method (TGCE) ``kept_fraction``, the fraction of training samples kept (1 before the first
+    prune; schedule: :func:`prune_epochs`). ``checkpoint`` (file or run directory) is written atomically at the end.
+
+    Raises ``ValueError`` before training if the model's output width is not the data's number of classes,
+    and :class:`NonFiniteLossError` (a ``ValueError`` and ``FloatingPointError``) naming the epoch and step
+    when the training loss becomes NaN/inf (checked once per epoch; nothing is written).
     """
     owner = "fit"
     check_int(epochs, "epochs", 1, None, owner=owner)
@@ -159,8 +200,10 @@ def fit(
         )
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(dev)
-    prune_every = max(1, epochs // 10)
+    prunes = set(prune_epochs(epochs)) if hasattr(loss_fn, "prune") else set()
+    kept_fraction = 1.0
     obj = _resolve_objective(objective, objective_kw)
+    _check_output_width(model, data, owner)
 
     x, y = data.x_train.to(dev), data.y_train.to(dev)
     n = x.shape[0]
@@ -183,10 +226,8 @@ def fit(
     for epoch in range(epochs):
         t0 = time.perf_counter()
         obj.on_epoch_start(epoch)
-        if hasattr(loss_fn, "prune") and epoch >= max(1, epochs // 2) and epoch % prune_every == 0:
-            # truncated losses (TGCE) re-select kept samples every ~E/10 epochs in the second half of
-            # training (Zhang & Sabuncu's schedule, scaled to the run length)
-            loss_fn.prune(predict_logits(model, x), y, torch.arange(n, device=dev))
+        if epoch in prunes:  # truncated losses (TGCE) re-select their kept samples (prune_epochs)
+            kept_fraction = float(loss_fn.prune(predict_logits(model, x), y, torch.arange(n, device=dev)))
             model.train()
         record = eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs)
         if isinstance(obj, Objective):
@@ -217,6 +258,8 @@ def fit(
         weights = torch.full((len(losses_seen),), float(batch_size), device=dev)
         weights[-1] = n - batch_size * (len(losses_seen) - 1)
         loss_sum = (torch.stack(losses_seen).float() * weights).sum()
+        if not bool(torch.isfinite(loss_sum)):  # the epoch's one sync; the step is found only on failure
+            _raise_non_finite(losses_seen, epoch, steps_per_epoch, lr, owner)
         metric_sums = {
             k: (torch.stack(vs).float().reshape(len(vs)) * weights).sum() if len(vs) == len(losses_seen)
             else torch.stack(vs).float().mean() * n  # a metric reported on some steps only
@@ -227,6 +270,8 @@ def fit(
             for k, v in metric_sums.items():
                 row["train_acc" if k == "acc" else f"train_{k}"] = float(v) / n
             row.setdefault("train_acc", float("nan"))
+            if prunes:
+                row["kept_fraction"] = kept_fraction
             row["test_acc"] = (
                 float((predict_logits(model, data.x_test).argmax(1).cpu() == data.y_test).float().mean())
                 if data.x_test.shape[0] else float("nan")
