@@ -42,7 +42,7 @@ _MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
 def plain(text: Any) -> str:
     """``text`` on one line without terminal control sequences (ANSI escapes, C0/C1 controls)."""
     s = re.sub(r"\s*[\r\n\t\v\f]+\s*", " ", str(text))
-    return _CONTROL.sub("", s)
+    return _CONTROL.sub("", s).strip()
 
 
 def md_escape(text: Any) -> str:
@@ -186,7 +186,7 @@ def _cell_value(g: Group, c: Column) -> Cell:
     if c.limit is not None:
         lim = g.mean(c.limit)
         if lim is not None and c.x > lim + 1e-12:
-            return f"n/a (> {lim:.3g})"
+            return f"n/a (max {lim:.3g})"
     return g.stat(c.metric)
 
 
@@ -266,7 +266,7 @@ def leaderboard_markdown(rd: ReportData, *, compact: bool = False) -> str:
 
 _LEGEND = ("Mean ± sample standard deviation over seeds (n = number of seeds); best value per column in bold "
            "within each group of comparable runs (same data and noise); ↓ = lower is better; "
-           "“n/a (> R)”: the radius exceeds the largest one the smoothing settings can certify (R).")
+           "“n/a (max R)”: the radius exceeds R, the largest one the smoothing settings can certify.")
 
 
 def to_markdown(rd: ReportData) -> str:
