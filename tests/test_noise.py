@@ -166,3 +166,37 @@ def test_parse():
 
 def test_available_lists_all_kinds():
     assert set(noise.available()) >= {"symmetric", "uniform", "asymmetric", "pairflip", "instance", "transition"}
+
+
+def test_asymmetric_cifar100_flips_within_superclasses():
+    from robustlab.noise._class_conditional import CIFAR100_COARSE
+
+    assert sorted(CIFAR100_COARSE.count(c) for c in range(20)) == [5] * 20
+    m = noise.ASYMMETRIC_MAPS["cifar100"]
+    assert sorted(m) == list(range(100)) and sorted(m.values()) == list(range(100))  # a permutation
+    for a, b in m.items():
+        assert a != b and CIFAR100_COARSE[a] == CIFAR100_COARSE[b]
+    # fish (coarse 1) are fine ids 1, 32, 67, 73, 91: aquarium_fish -> flatfish -> ray -> shark -> trout -> aquarium_fish
+    assert [m[i] for i in (1, 32, 67, 73, 91)] == [32, 67, 73, 91, 1]
+    # a cycle of length 5 in every superclass
+    for start in range(100):
+        i, n = m[start], 1
+        while i != start:
+            i, n = m[i], n + 1
+        assert n == 5
+    t = noise.get("asymmetric", rate=0.4, num_classes=100, dataset="cifar100").matrix()
+    assert torch.allclose(t.diagonal(), torch.full((100,), 0.6, dtype=torch.float64))
+    assert t[1, 32] == pytest.approx(0.4) and t[4, 30] == pytest.approx(0.4)  # beaver -> dolphin (aquatic mammals)
+    with pytest.raises(ValueError, match="num_classes=10"):
+        noise.get("asymmetric", rate=0.3, num_classes=10, dataset="cifar100")
+
+
+def test_asymmetric_cifar100_consecutive_is_the_reference_codes_grouping():
+    m = noise.ASYMMETRIC_MAPS["cifar100_consecutive"]
+    assert m == {i: 5 * (i // 5) + (i + 1) % 5 for i in range(100)}
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(100).repeat(50)
+    out = noise.inject(y, kind="asymmetric", rate=0.4, num_classes=100, generator=g, dataset="cifar100_consecutive")
+    changed = out.labels != y
+    assert torch.equal(out.labels[changed], torch.tensor([m[int(v)] for v in y[changed]]))
+    assert 0.35 < float(changed.float().mean()) < 0.45

@@ -8,7 +8,9 @@ Kinds (registry ``NOISES``; ``available()`` lists them):
 - ``pairflip``: flip ``i -> (i + 1) mod C`` with probability ``rate``.
 - ``asymmetric``: the literature's class maps with probability ``rate``: ``dataset="mnist"``
   (2→7, 3→8, 5↔6, 7→1), ``dataset="cifar10"`` (truck→automobile, bird→airplane, deer→horse, cat↔dog),
-  ``dataset="letter"`` (LDR swaps), default generic next-class map (= ``pairflip``), or ``mapping=``.
+  ``dataset="letter"`` (LDR swaps), ``dataset="cifar100"`` (circular flips within each of the 20
+  superclasses; ``"cifar100_consecutive"``: the reference code's consecutive-id groups), default generic
+  next-class map (= ``pairflip``), or ``mapping=``.
 - ``instance``: instance-dependent, part-dependent noise driven by features ``x`` (Xia et al., 2020).
 - ``transition``: any row-stochastic C x C matrix (``rate`` left ``None``).
 

@@ -19,6 +19,21 @@ __all__ = [
     "ASYMMETRIC_MAPS", "AsymmetricNoise", "PairflipNoise", "SymmetricNoise", "TransitionNoise", "UniformNoise",
 ]
 
+#: CIFAR-100 fine label (0..99, torchvision/Keras order) -> coarse label (0..19, the 20 superclasses of 5)
+CIFAR100_COARSE: tuple[int, ...] = (
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
+    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
+    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
+)
+
+
+def _circular_within(groups: list[list[int]]) -> dict[int, int]:
+    """Each group's classes (ascending) flip to the next one, the last back to the first."""
+    return {g[i]: g[(i + 1) % len(g)] for g in (sorted(g) for g in groups) for i in range(len(g))}
+
+
 # Class maps of the literature (0-based class indices). Classes absent from a map are never flipped.
 ASYMMETRIC_MAPS: dict[str, dict[int, int]] = {
     # Patrini et al., CVPR 2017: 2 -> 7, 3 -> 8, 5 <-> 6, 7 -> 1.
@@ -28,6 +43,13 @@ ASYMMETRIC_MAPS: dict[str, dict[int, int]] = {
     # LDR paper (Zhu et al.), UCI letter, symmetric swaps; 0, 9, 18, 19, 24, 25 untouched.
     "letter": {a: b for p, q in [(1, 3), (2, 6), (4, 5), (7, 13), (8, 11), (10, 23), (12, 22), (14, 16),
                                   (15, 17), (20, 21)] for a, b in ((p, q), (q, p))},
+    # Patrini et al., CVPR 2017 (and GCE/SCE/APL): within each of the 20 superclasses, a circular flip to the
+    # next of its 5 classes; superclasses from CIFAR-100's fine -> coarse table.
+    "cifar100": _circular_within([[f for f in range(100) if CIFAR100_COARSE[f] == c] for c in range(20)]),
+    # The same rule as the reference code (Patrini's, copied by D2L/SCE/APL) implements it: "superclasses" of 5
+    # consecutive fine ids (5k..5k+4, i -> i + 1 circularly), which are not CIFAR-100's superclasses; use it to
+    # reproduce those papers' published numbers.
+    "cifar100_consecutive": _circular_within([list(range(5 * c, 5 * c + 5)) for c in range(20)]),
 }
 
 
@@ -94,9 +116,12 @@ class AsymmetricNoise(NoiseModel):
 
     ``dataset``: ``"mnist"`` (2→7, 3→8, 5↔6, 7→1), ``"cifar10"`` (truck→automobile, bird→airplane,
     deer→horse, cat↔dog; i.e. 9→1, 2→0, 4→7, 3↔5), ``"letter"`` (the LDR paper's swaps, 0-based:
-    1↔3, 2↔6, 4↔5, 7↔13, 8↔11, 10↔23, 12↔22, 14↔16, 15↔17, 20↔21), or ``None`` for the generic
-    next-class map ``i → (i + 1) mod C`` (then equal to ``pairflip``). ``mapping={i: j}`` gives any
-    other map.
+    1↔3, 2↔6, 4↔5, 7↔13, 8↔11, 10↔23, 12↔22, 14↔16, 15↔17, 20↔21), ``"cifar100"`` (within each of the
+    20 superclasses, each class flips to the next of its 5 classes in id order, circularly; ``CIFAR100_COARSE``
+    is the fine → coarse table), ``"cifar100_consecutive"`` (the reference code's version of that rule,
+    with "superclasses" of 5 consecutive ids 5k..5k+4: reproduces GCE/SCE/APL's published numbers), or
+    ``None`` for the generic next-class map ``i → (i + 1) mod C`` (then equal to ``pairflip``).
+    ``mapping={i: j}`` gives any other map.
     """
 
     kind = "asymmetric"
