@@ -78,7 +78,7 @@ def test_unknown_objective_option_names_accepted(recording_objective, capsys):
     rc = main(["train", *TINY, "--objective", "cli_test_recording", "--beta", "6"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "unknown option(s) --beta for objective 'cli_test_recording'" in err
+    assert "unknown parameter '--beta' for objective 'cli_test_recording'" in err
     assert "--eps" in err and "--step-size" in err and "--random-start" in err
 
 
@@ -86,7 +86,7 @@ def test_unknown_objective_option_names_accepted(recording_objective, capsys):
     (["--noise", "symetric:0.4"], "Did you mean 'symmetric'"),
     (["--noise", "symmetric:1.5"], r"[0, 1)"),
     (["--model", "mlpp"], "Did you mean 'mlp'"),
-    (["--model-arg", "hiden=3"], "accepted: hidden"),
+    (["--model-arg", "hiden=3"], "Did you mean 'hidden'"),
     (["--loss-arg", "q=0.7"], "loss 'ce'"),
     (["--optimizer", "rmsprop"], "'optimizer' parameter of fit"),
     (["--epochs", "0"], "'epochs' parameter of fit"),
@@ -100,9 +100,11 @@ def test_bad_values_fail_clearly(argv, msg, capsys):
 
 
 def test_unknown_option_on_other_commands_still_errors(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["list", "noise", "--bogus"])
-    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    try:
+        code = main(["list", "noise", "--bogus"])
+    except SystemExit as e:  # argparse's own exit
+        code = e.code
+    assert code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_parse_helpers():

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _SUBPACKAGES = (
     "attacks", "bench", "certify", "conformal", "data", "defences", "evaluate", "losses", "metrics",
-    "models", "noise", "shift", "testing", "training",
+    "models", "noise", "pipeline", "shift", "testing", "training",
 )
 
 __all__ = ["__version__", *_SUBPACKAGES]
