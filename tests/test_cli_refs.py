@@ -198,3 +198,60 @@ def test_check_compatible():
         check_compatible(bare, (1, 28, 28), 3)
     with pytest.raises(InvalidParameterError, match=r"returns \(1, 3\)"):
         check_compatible(bare, (6,), 10)
+
+
+# -- every evaluation command uses the same table -----------------------------------------------------
+EVAL_COMMANDS = ("attack", "evaluate", "certify", "conformal", "shift")
+
+
+def _subparsers():
+    from robustlab.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_shared_options_are_the_same_in_every_command():
+    subs = _subparsers()
+    for name in EVAL_COMMANDS:
+        p = subs[name]
+        flags = {s for a in p._actions for s in a.option_strings}
+        for opt in ("--out", "--n-test", "--seed", "--device", "--json", "--quiet", "--data", "--data-root",
+                     "--data-arg", "--model", "--model-arg", "--checkpoint", *(("--eps",) if name != "shift" else ())):
+            assert opt in flags, (name, opt)
+        assert "--output" not in flags and "--max-samples" not in flags and "--no-progress" not in flags
+        for a in p._actions:
+            assert a.help, (name, a.dest)
+            shared = next((k for k, (fl, _) in _options.OPTIONS.items() if fl == tuple(a.option_strings)), None)
+            if shared and shared not in ("eps", "batch_size"):  # eps/batch-size keep per-command defaults
+                assert a.help == _options.OPTIONS[shared][1]["help"], (name, a.dest)
+        if name == "shift":  # no threat model
+            continue
+        eps = p.parse_known_args(["--eps", "8/255"])[0].eps
+        assert (eps[0] if isinstance(eps, list) else eps) == pytest.approx(8 / 255), name
+
+
+def test_list_suites_and_choice_suggestions(capsys):
+    from robustlab.cli import main
+    from robustlab.evaluate import SUITES
+
+    assert main(["list", "suites"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SUITES)
+    assert main(["list", "scoress"]) == 2
+    assert "Did you mean 'scores'?" in capsys.readouterr().err
+    assert main(["certify", "--checkpoint", "x", "--method", "ibpp"]) == 2
+    assert "Did you mean 'ibp'?" in capsys.readouterr().err
+
+
+def test_data_root_as_data_arg(tmp_path, capsys):
+    from robustlab.cli import main
+
+    run = tmp_path / "run"
+    training.save_checkpoint(models.create("linear", input_shape=(1, 28, 28), num_classes=10), run,
+                             extra={"config": {"data": "mnist", "data_args": {}}})
+    assert main(["attack", "--checkpoint", str(run), "--eps", "0.1", "--data-arg", f"root={tmp_path / 'none'}"]) == 2
+    assert str(tmp_path / "none") in capsys.readouterr().err  # the root was used (and has no files)
+    assert main(["attack", "--checkpoint", str(run), "--eps", "0.1", "--data-arg", "name=digits"]) == 2
+    assert "--data NAME" in capsys.readouterr().err

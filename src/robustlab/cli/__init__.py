@@ -10,6 +10,7 @@ import argparse
 import difflib
 import importlib
 import logging
+import re
 import sys
 import traceback
 import warnings
@@ -24,6 +25,10 @@ _COMMANDS = ("list", "train", "attack", "evaluate", "certify", "conformal", "shi
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's default is terse; keep its exit code 2
         self.print_usage(sys.stderr)
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:  # suggest, as every registry lookup does
+            close = difflib.get_close_matches(m.group(1), re.findall(r"'([^']*)'", m.group(2)), n=1)
+            message += f". Did you mean '{close[0]}'?" if close else ""
         self.exit(2, f"{self.prog}: error: {message}\nRun '{self.prog} --help' for the accepted options.\n")
 
 

@@ -54,13 +54,16 @@ def _data_ref(args: argparse.Namespace, recorded: Any, source: str | None) -> An
     from ..data import DataRef
 
     opts = key_values(getattr(args, "data_arg", []) or [], "--data-arg")
+    root = opts.pop("root", None) if args.data_root is None else args.data_root
+    if "name" in opts:
+        raise InvalidParameterError("--data-arg name=... is not an option; pass the data set as --data NAME.")
     if args.data is None and recorded is None:
         raise InvalidParameterError(
             f"Cannot tell which data set {source or 'the model'} was trained on; pass --data NAME "
             "(see 'robustlab list data') and --data-root DIR for file-backed sets."
         )
     base = recorded if recorded is not None else DataRef(args.data)
-    return base.override(name=args.data, root=args.data_root, options=opts)
+    return base.override(name=args.data, root=None if root is None else str(root), options=opts)
 
 
 def _load_data(ref: Any) -> Any:

@@ -1,4 +1,4 @@
-"""``robustlab list KIND``: registered names of a concept."""
+"""``robustlab list KIND``: registered names of a concept (and the attack suites of ``evaluate --suite``)."""
 
 from __future__ import annotations
 
@@ -30,12 +30,23 @@ def _registry(kind: str) -> Any:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("list", help="list registered data sets, noise kinds, models, losses, attacks, ...")
-    p.add_argument("kind", choices=sorted(_KINDS), help="which registry to list")
+    p.add_argument("kind", choices=sorted([*_KINDS, "suites"]), help="which registry to list")
     p.add_argument("--tag", action="append", default=[], help="only items carrying this tag (repeatable)")
     p.set_defaults(func=run)
 
 
+def _suites() -> int:
+    from ..evaluate import SUITES
+
+    width = max(len(n) for n in SUITES)
+    for name in sorted(SUITES):
+        print(f"{name:<{width}}  {SUITES[name].doc}  [{', '.join(SUITES[name].names())}]")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.kind == "suites":
+        return _suites()
     reg = _registry(args.kind)
     if reg is None:
         print(f"(no {args.kind} available in this installation)")
