@@ -35,7 +35,7 @@ from .._validation import (
 __all__ = [
     "ATTACKS", "Attack", "BUDGETS", "NORMS", "NoInputGradientError", "register_attack", "project", "dlr_loss",
     "targeted_dlr_loss", "margin", "check_logits_not_probabilities", "looks_like_probabilities",
-    "has_input_gradient", "random_start", "l2_norm", "quiet_probability_warning",
+    "has_input_gradient", "probe_model", "random_start", "l2_norm", "quiet_probability_warning",
 ]
 
 #: The common budget options and what they count; each attack class declares which one it takes
@@ -144,6 +144,23 @@ PROBABILITIES_FLAG = ("the model's outputs look like probabilities (non-negative
 NO_INPUT_GRADIENT_FLAG = ("no input gradient: the model's output does not depend differentiably on its input "
                           "(the autograd graph is cut, e.g. by thresholding, .detach(), argmax or non-torch code), "
                           "a form of gradient masking")
+
+
+def probe_model(model: Callable[[torch.Tensor], torch.Tensor], x1: torch.Tensor, owner: str) -> torch.Tensor:
+    """``model(x1)`` without grad, checked to be one (N, C) logits tensor; a model that fails on inputs of this
+    shape (e.g. data of the wrong shape for a checkpoint) is an :class:`InvalidParameterError` saying so."""
+    try:
+        with torch.no_grad():
+            logits = model(x1)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidParameterError(
+            f"{owner}: the model fails on inputs of shape {tuple(x1.shape[1:])} per example ({first}); "
+            "check that the data match the model's expected input shape.") from e
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise TypeError(f"{owner}: the model must return one (N, C) logits tensor. "
+                        f"Got {type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}.")
+    return logits
 
 
 def has_input_gradient(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> bool:
@@ -263,11 +280,7 @@ class Attack:
         token = _PROGRESS.set(progress_enabled(progress))
         try:
             with torch.enable_grad():
-                with torch.no_grad():
-                    logits = model(x[:1])
-                if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-                    raise TypeError(f"{self.name}: the model must return one (N, C) logits tensor. "
-                                    f"Got {type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}.")
+                logits = probe_model(model, x[:1], self.name)
                 num_classes = logits.shape[1]
                 check_labels(y, num_classes, "y", owner=self.name)
                 if targets is not None:

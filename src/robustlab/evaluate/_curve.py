@@ -164,6 +164,8 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
     check_int(steps, "steps", 1, None, owner=owner)
     check_int(batch_size, "batch_size", 1, None, owner=owner)
     check_progress(progress, owner=owner)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"The 'model' parameter of {owner} must be a torch.nn.Module. Got {type(model).__name__}.")
     device = model_device(model)
     was_training = model.training
     model.eval()

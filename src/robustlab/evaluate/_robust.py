@@ -29,6 +29,7 @@ from ..attacks._base import (
     gradient_free_attacks,
     has_input_gradient,
     looks_like_probabilities,
+    probe_model,
     quiet_probability_warning,
 )
 from ._suites import SUITES, fast_ensemble, resolve_attacks, standard_ensemble
@@ -93,12 +94,7 @@ def prepare_data(model: nn.Module, data: Any, n: int | None, owner: str) -> tupl
     if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"The labels 'y' of {owner} must have shape ({x.shape[0]},) to match x. "
                          f"Got {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}.")
-    device = model_device(model)
-    with torch.no_grad():
-        out = model(x[:1].to(device))
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise TypeError(f"{owner}: the model must return one (N, C) logits tensor. "
-                        f"Got {type(out).__name__} {tuple(getattr(out, 'shape', ()))}.")
+    out = probe_model(model, x[:1].to(model_device(model)), owner)
     width = int(out.shape[1])
     if num_classes is not None and width != num_classes:
         raise InvalidParameterError(
