@@ -261,3 +261,15 @@ def test_warnings_are_one_plain_line(run_dir, capsys, monkeypatch):
     assert main(["attack", "--checkpoint", str(run_dir), *COMMANDS["attack"]]) == 0
     err = capsys.readouterr().err
     assert "robustlab attack: warning: the train split is missing" in err and "UserWarning" not in err
+
+
+def test_terminal_output_has_no_control_sequences(run_dir, tmp_path, capsys):
+    import shutil
+
+    odd = tmp_path / "run\x1b[31mred\x07"
+    shutil.copytree(run_dir, odd)
+    assert main(["attack", "--checkpoint", str(odd), *COMMANDS["attack"]]) == 0
+    out = capsys.readouterr().out
+    assert "runred" in out and "\x1b" not in out and "\x07" not in out
+    err = _fails(capsys, ["attack", "--checkpoint", str(odd / "nope"), *COMMANDS["attack"]], "runred")
+    assert "\x1b" not in err

@@ -60,12 +60,13 @@ def _check_out(args: argparse.Namespace) -> None:
 
 
 def _message(e: BaseException) -> str:
+    from ._inputs import clean
+
     if isinstance(e, OSError) and e.strerror and e.filename is not None:  # "[Errno 30] ..." -> plain words
-        return f"{e.strerror}: '{e.filename}'"
+        return clean(f"{e.strerror}: '{e.filename}'")
     if isinstance(e, MemoryError):
-        return "out of memory" + (f" ({e})" if str(e) else "") + "; use a smaller --batch-size or --n-test"
-    text = str(e) or type(e).__name__
-    return text
+        return clean("out of memory" + (f" ({e})" if str(e) else "") + "; use a smaller --batch-size or --n-test")
+    return clean(str(e) or type(e).__name__)  # names may come from files: no terminal control sequences
 
 
 # Renamed options: one name per thing in every command (issue 12).
