@@ -96,6 +96,8 @@ def test_smoothing_radii_beyond_the_certifiable_one_are_not_results(tmp_path):
     col = header.index("RS cert r=0.75")
     assert _row(md, "ce")[col] == "n/a (max 0.424)" and _row(md, "gce")[col] == "n/a (max 0.424)"
     assert _row(md, "ce")[header.index("RS cert r=0.25")].startswith("**0.400")
+    compact = leaderboard_markdown(rd, compact=True)  # what `bench run` prints: one radius, a certifiable one
+    assert "RS cert r=0.25" in compact and "r=0.75" not in compact
     html = to_html(rd)
     svg = html[html.index("randomized smoothing certified accuracy"):]
     svg = svg[:svg.index("</svg>")]

@@ -27,8 +27,10 @@ def _varying(groups: list[Group], axes: tuple[str, ...] = ("noise", *_METHOD_AXE
     return [a for a in axes if len({g.labels[a] for g in groups}) > 1] or ["loss"]
 
 
-def _label(g: Group, axes: list[str]) -> str:
-    return " / ".join(str(g.labels[a]) for a in axes) or str(g.labels["loss"])
+def _label(g: Group, axes: list[str], *, mark: bool = True) -> str:
+    """The configuration's values on ``axes``; ``mark`` flags a configuration whose every seed collapsed."""
+    lab = " / ".join(str(g.labels[a]) for a in axes) or str(g.labels["loss"])
+    return lab + (" (collapsed)" if mark and g.all_collapsed else "")
 
 
 def _role(rd: ReportData, g: Group, plot: str, role: str) -> list[MetricMatch]:
@@ -79,7 +81,7 @@ def _noise_rate(rd: ReportData, data: str, gs: list[Group]) -> list[tuple[str, s
         methods: dict[str, dict[float, Group]] = {}
         for g in gs:
             if g.labels["noise_kind"] in (kind, "none"):
-                methods.setdefault(_label(g, meth), {})[float(g.labels["noise_rate"] or 0.0)] = g
+                methods.setdefault(_label(g, meth, mark=False), {})[float(g.labels["noise_rate"] or 0.0)] = g
         for m, by_rate in sorted(methods.items()):
             pts = []
             for r in sorted(by_rate):
@@ -115,11 +117,9 @@ def _robust_eps(rd: ReportData, data: str, gs: list[Group]) -> list[tuple[str, s
         entry: dict[str, Any] = {"label": _label(g, axes), "x": xs, "y": ys, "err": es}
         if k is not None and math.isfinite(k):
             entry["sub"] = f"k = {k:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
-            c0 = _one(rd, g, "robust_eps", "origin")
             pos = [x for x in xs if x > 0]
-            if a is not None and c0 is not None and pos:
-                grid = [min(pos) + (max(pos) - min(pos)) * i / 24 for i in range(25)]
-                entry["fit"] = (grid, [max(0.0, c0 * (1 - a * e ** k)) for e in grid])
+            if a is not None and pos:
+                entry["fit"] = _fit_curve(rd, g, min(pos), max(pos))
         else:
             unfitted.append(entry["label"])
         series.append(entry)
@@ -132,6 +132,22 @@ def _robust_eps(rd: ReportData, data: str, gs: list[Group]) -> list[tuple[str, s
                 "(or powerlaw: false)")
     return [("Robust accuracy vs ε", cap, _svg.line_chart(series, title=f"{data} — robust accuracy vs ε", xlabel="ε",
                                                           ylabel=_ylabel(rd, gs, "robust_eps", "y", "robust accuracy")))]
+
+
+def _fit_curve(rd: ReportData, g: Group, lo: float, hi: float) -> tuple[list[float], list[float]]:
+    """Mean over seeds of each seed's fitted ``clean·(1 − A·ε^k)``, drawn where the fit holds
+    (adversarial error ≤ 0.5, the regime it was fitted on); NaN elsewhere."""
+    names = {r: (_role(rd, g, "robust_eps", r) or [None])[0] for r in ("origin", "k", "a")}
+    grid = [lo + (hi - lo) * i / 32 for i in range(33)]
+    curves = []
+    for rid in g.run_ids:
+        vals = rd.final.get(rid, {})
+        c0, k, a = (vals.get(m.name) if m else None for m in names.values())
+        if None not in (c0, k, a) and all(math.isfinite(v) for v in (c0, k, a)):
+            curves.append([c0 * (1 - a * e ** k) if a * e ** k <= 0.5 else math.nan for e in grid])
+    ys = [statistics.fmean(col) if curves and all(math.isfinite(v) for v in col) else math.nan
+          for col in zip(*curves)] if curves else [math.nan] * len(grid)
+    return grid, ys
 
 
 def _certified(rd: ReportData, data: str, gs: list[Group]) -> list[tuple[str, str, str]]:

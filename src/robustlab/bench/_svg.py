@@ -144,7 +144,7 @@ def line_chart(series: list[dict[str, Any]], *, title: str, xlabel: str, ylabel:
     ys = [y for s in series for y in s["y"]]
     ys += [y + sg * e for s in series for y, e in zip(s["y"], s.get("err") or []) if y is not None and e == e
            for sg in (-1, 1)]
-    ys += [y for s in series if s.get("fit") for y in s["fit"][1]]
+    ys += [y for s in series if s.get("fit") for y in s["fit"][1] if math.isfinite(y)]
     f = _Frame(title, xlabel, ylabel, _limits(xs, 0.03), _limits(ys, clamp01=unit_y))
     if vline is not None:
         _vline(f, *vline)
@@ -168,8 +168,8 @@ def line_chart(series: list[dict[str, Any]], *, title: str, xlabel: str, ylabel:
                 f.parts.append(f'<line x1="{_fmt(a)}" x2="{_fmt(a)}" y1="{_fmt(f.sy(y - e))}" y2="{_fmt(f.sy(y + e))}" '
                                f'stroke="{color}" stroke-width="1"/>')
             f.parts.append(f'<circle cx="{_fmt(a)}" cy="{_fmt(b)}" r="3" fill="{color}"/>')
-        if s.get("fit"):
-            fp = [(f.sx(x), f.sy(y)) for x, y in zip(*s["fit"]) if math.isfinite(y)]
+        fp = [(f.sx(x), f.sy(y)) for x, y in zip(*s["fit"]) if math.isfinite(y)] if s.get("fit") else []
+        if len(fp) > 1:
             f.parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1" stroke-dasharray="3,2" '
                            f'opacity="0.8" points="' + " ".join(f"{_fmt(a)},{_fmt(b)}" for a, b in fp)
                            + f'"><title>{escape(s["label"])}: power-law fit</title></polyline>')
@@ -199,9 +199,11 @@ def scatter_chart(points: list[dict[str, Any]], *, title: str, xlabel: str, ylab
             f.parts.append(f'<circle cx="{_fmt(f.sx(x))}" cy="{_fmt(f.sy(y))}" r="4" fill="{color}" fill-opacity="0.8">'
                            f'<title>{escape(t)}: {escape(ylabel)} {y:.3f}, {escape(xlabel)} {x:.2f}</title></circle>')
             if name:
-                short = name if len(name) <= 24 else name[:23] + "…"
-                f.parts.append(f'<text x="{_fmt(f.sx(x) + 6)}" y="{_fmt(f.sy(y) - 5)}" font-size="9" fill="{color}">'
-                               f'{escape(short)}</text>')
+                short = name if len(name) <= 28 else name[:27] + "…"
+                left = f.sx(x) > ML + 0.55 * f.pw  # keep the text inside the plot: write it leftwards
+                tx, anchor = (f.sx(x) - 6, "end") if left else (f.sx(x) + 6, "start")
+                f.parts.append(f'<text x="{_fmt(tx)}" y="{_fmt(f.sy(y) - 5)}" font-size="9" fill="{color}" '
+                               f'text-anchor="{anchor}">{escape(short)}</text>')
         f.legend(label, color, marker=True)
     return f.done()
 

@@ -155,7 +155,10 @@ def _columns(rd: ReportData, groups: list[Group], *, compact: bool = False) -> l
     if compact:
         fams: dict[int, list[MetricMatch]] = {}
         for m in found:
-            fams.setdefault(id(m.metric), []).append(m)
+            lim = m.metric.limit
+            lims = [v for g in groups if lim and (v := g.mean(lim[1])) is not None]
+            if not lims or m.number(lim[0]) <= max(lims) + 1e-12:  # a column that is n/a everywhere says nothing
+                fams.setdefault(id(m.metric), []).append(m)
         found = [ms[len(ms) // 2] for ms in fams.values()]
     cols = []
     for m in found:
