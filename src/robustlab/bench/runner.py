@@ -27,6 +27,7 @@ from typing import Any
 
 from .._validation import check_in_range, check_int, check_option
 from ._folder import FolderLock, kill_recorded_worker, record_worker
+from ._mlflow import MlflowMirror
 from ._rebuild import RUNS_DIR, write_run_meta, write_sweep_meta
 from ._resultfile import QUARANTINE_DIR, InvalidResult, load_result, quarantine
 from ._worker import CONFIG_NAME, RESULT_NAME, write_result
@@ -101,11 +102,7 @@ def run_sweep(
     if threads is None:
         threads = default_threads(workers)
     check_int(threads, "threads", 1, None, owner="run_sweep")
-    if mlflow_uri:
-        try:
-            import mlflow  # noqa: F401
-        except ImportError:
-            raise ImportError("--mlflow needs MLflow: pip install mlflow.") from None
+    mirror = MlflowMirror(mlflow_uri) if mlflow_uri else None  # ImportError (before any file is written) if absent
     runs = expand(bs)
     outp = Path(out).resolve()
     (outp / RUNS_DIR).mkdir(parents=True, exist_ok=True)
@@ -136,8 +133,8 @@ def run_sweep(
                 res.failed += 1
                 res.failures[rc.id] = str(result.get("error"))
                 log.warning("run %s (%s) failed: %s", rc.short_id, rc.describe(), result.get("error"))
-            if mlflow_uri:
-                _mlflow_log(mlflow_uri, bs.name, rc, result)
+            if mirror is not None:
+                _mirror(mirror, bs.name, rc, result, outp / RUNS_DIR / rc.id)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(failed=res.failed)
@@ -179,12 +176,26 @@ def run_sweep(
             if bar is not None:
                 bar.close()
         res.completed = res.skipped + res.completed
+        if mirror is not None:
+            try:
+                mirror.log_report(bs.name, outp)
+            except Exception as e:  # the mirror is a copy: never fail the sweep for it
+                log.warning("MLflow: could not log the report: %s: %s", type(e).__name__, e)
     finally:
         res.wall_s = time.time() - t0
         if store is not None:
             store.close()
         lock.release()
     return res
+
+
+def _mirror(mirror: MlflowMirror, spec: str, rc: RunConfig, result: dict[str, Any], rd: Path) -> None:
+    try:
+        mirror.log_run(spec=spec, run_id=rc.id, labels=rc.labels, config=rc.config, status=str(result.get("status")),
+                       metrics=[tuple(m) for m in result.get("metrics", [])], artifacts=result.get("artifacts", []),
+                       env=result.get("env"), error=result.get("error"), run_dir=rd)
+    except Exception as e:  # the mirror is a copy: never fail the sweep for it
+        log.warning("MLflow: could not log run %s: %s: %s", rc.short_id, type(e).__name__, e)
 
 
 def _progress(total: int, name: str, enabled: bool) -> Any:
@@ -410,24 +421,3 @@ def _run_ray(todo: list[RunConfig], *, workers: int, address: str | None, num_gp
     finally:
         if started_here:
             ray.shutdown()
-
-
-# -- optional MLflow mirror -----------------------------------------------------------------------
-def _mlflow_log(uri: str, spec: str, rc: RunConfig, result: dict[str, Any]) -> None:
-    """Mirror one finished run to MLflow, idempotent by the ``robustlab.run_id`` tag."""
-    try:
-        import mlflow
-    except ImportError:
-        raise ImportError("--mlflow needs MLflow: pip install mlflow.") from None
-    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(f"robustlab/{spec}")
-    exp_id = exp.experiment_id if exp else client.create_experiment(f"robustlab/{spec}")
-    found = client.search_runs([exp_id], filter_string=f"tags.`robustlab.run_id` = '{rc.id}'")
-    run = found[0] if found else client.create_run(exp_id, tags={"robustlab.run_id": rc.id}, run_name=rc.short_id)
-    rid = run.info.run_id
-    for k, v in rc.labels.items():
-        client.log_param(rid, k, str(v))
-    for name, value, step in result.get("metrics", []):
-        if value == value:  # skip NaN
-            client.log_metric(rid, name.replace("=", "_"), float(value), step=max(int(step), 0))
-    client.set_terminated(rid, status="FINISHED" if result.get("status") == "completed" else "FAILED")

@@ -271,9 +271,13 @@ class ResultStore:
         rid = rows[0]["id"]
         d = next(r for r in self.runs() if r["id"] == rid)
         d["metrics"] = self.metrics(rid)
-        d["artifacts"] = {r["name"]: r["path"] for r in
-                          self._con.execute("SELECT name, path FROM artifacts WHERE run_id=?", (rid,)).fetchall()}
+        d["artifacts"] = self.artifacts(rid)
         return d
+
+    def artifacts(self, run_id: str) -> dict[str, str]:
+        """``{name: path}`` of the files a run wrote (inside its run folder)."""
+        rows = self._con.execute("SELECT name, path FROM artifacts WHERE run_id=? ORDER BY name", (run_id,)).fetchall()
+        return {r["name"]: r["path"] for r in rows}
 
     def metrics(self, run_id: str | None = None) -> list[dict[str, Any]]:
         q, args = "SELECT run_id, name, step, value FROM metrics", []

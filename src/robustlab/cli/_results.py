@@ -32,10 +32,24 @@ def add_parser(sub: Any) -> None:
     ex.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
     ex.add_argument("-o", "--output", default=None, help="output file (default: stdout for csv/json)")
     ex.add_argument("--long", action="store_true", help="one row per (run, metric, step) instead of one per run")
+    ex.add_argument("--mlflow", default=None, metavar="URI",
+                    help="instead: mirror every run (config, metrics, files) and the report to this MLflow tracking URI")
     ex.set_defaults(func=export_cmd)
     rb = rsub.add_parser("rebuild", help="rebuild DIR/results.db from the per-run result files (e.g. after damage)")
     rb.add_argument("dir", help="results directory (holds runs/)")
     rb.set_defaults(func=rebuild_cmd)
+
+
+def _export_mlflow(args: argparse.Namespace) -> int:
+    from ..bench._mlflow import export_to_mlflow
+
+    try:
+        n = export_to_mlflow(args.dir, args.mlflow)
+    except ImportError as e:  # the optional extra is missing: a usage error, not a crash
+        raise ValueError(str(e)) from None
+    print(f"MLflow {args.mlflow}: {n['logged']} runs logged, {n['skipped']} already there; "
+          f"reports of {n['specs']} spec(s) logged")
+    return 0
 
 
 def rebuild_cmd(args: argparse.Namespace) -> int:
@@ -115,6 +129,8 @@ def _rows(st: Any, long: bool) -> list[dict[str, Any]]:
 
 
 def export_cmd(args: argparse.Namespace) -> int:
+    if args.mlflow:
+        return _export_mlflow(args)
     with _store(args.dir) as st:
         rows = _rows(st, args.long)
     cols: list[str] = []
