@@ -13,7 +13,7 @@ Deviations (stated in the table header): one fixed hyper-parameter per loss (the
 no 5-fold CV / model selection (the last epoch is reported), epochs/seeds as given on the command line.
 
     .venv/bin/python benchmarks/paper_ldr.py --datasets letter digits --epochs 30 --seeds 0 1 2 \\
-        --noise clean uniform:0.3 uniform:0.6 uniform:0.9 cd:0.1 cd:0.3 cd:0.5 --out notes/ldr_table.md
+        --noise clean uniform:0.3 uniform:0.6 uniform:0.9 cd:0.1 cd:0.3 cd:0.5 --out runs/ldr_table.md
 
 Results are cached per run in ``--cache`` (JSON lines) so an interrupted sweep resumes.
 """
@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--noise", nargs="+",
                     default=["clean", "uniform:0.3", "uniform:0.6", "uniform:0.9", "cd:0.1", "cd:0.3", "cd:0.5"])
     ap.add_argument("--out", default=None, help="write the markdown table here")
-    ap.add_argument("--cache", default="notes/ldr_runs.jsonl")
+    ap.add_argument("--cache", default="runs/ldr_runs.jsonl")  # published logs: docs/results/ldr_runs_*.jsonl
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table-only", action="store_true", help="render the cached runs only; run nothing new")
     a = ap.parse_args()
