@@ -255,3 +255,17 @@ def test_data_root_as_data_arg(tmp_path, capsys):
     assert str(tmp_path / "none") in capsys.readouterr().err  # the root was used (and has no files)
     assert main(["attack", "--checkpoint", str(run), "--eps", "0.1", "--data-arg", "name=digits"]) == 2
     assert "--data NAME" in capsys.readouterr().err
+
+
+def test_cli_takes_a_module_attribute_factory(capsys):
+    import json
+
+    from robustlab.cli import main
+
+    assert main(["attack", "--model", f"{__name__}:make_net", "--model-arg", "width=5", "--data", "digits",
+                 "--attack", "fgsm", "--eps", "0.1", "--n-test", "12", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == f"{__name__}:make_net" and doc["n"] == 12
+    assert main(["attack", "--model", f"{__name__}:make_net", "--model-arg", "depth=5", "--data", "digits",
+                 "--eps", "0.1"]) == 2
+    assert "does not take option(s) depth; it takes input_shape, num_classes, width" in capsys.readouterr().err

@@ -212,6 +212,12 @@ def _factory(ref: str, input_shape: Sequence[int] | None, num_classes: int | Non
     except (TypeError, ValueError):
         params = {}
     var_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in kw if params and not var_kw and k not in params]
+    if unknown:
+        raise InvalidParameterError(
+            f"Model factory '{ref}' does not take option(s) {', '.join(unknown)}; it takes "
+            f"{', '.join(n for n in params if n not in ('self', 'args')) or '(none)'}."
+        )
     if input_shape is not None and ("input_shape" in params or var_kw):
         kw.setdefault("input_shape", tuple(input_shape))
     if num_classes is not None and ("num_classes" in params or var_kw):
