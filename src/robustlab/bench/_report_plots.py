@@ -11,6 +11,7 @@ import math
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from ..pipeline import AXES
 from . import _svg
 from ._metrics import MetricMatch
 
@@ -19,10 +20,11 @@ if TYPE_CHECKING:
 
 __all__ = ["plots"]
 
-_METHOD_AXES = ("model", "loss", "objective")
+_AXES = tuple(a for a in AXES if a not in ("data", "seed"))  # what varies inside one data set's plots
+_METHOD_AXES = tuple(a for a in _AXES if a != "noise")  # lines of a plot whose x is the noise rate
 
 
-def _varying(groups: list[Group], axes: tuple[str, ...] = ("noise", *_METHOD_AXES)) -> list[str]:
+def _varying(groups: list[Group], axes: tuple[str, ...] = _AXES) -> list[str]:
     """Axes whose value differs among ``groups`` (for short legend labels); at least ``loss``."""
     return [a for a in axes if len({g.labels[a] for g in groups}) > 1] or ["loss"]
 

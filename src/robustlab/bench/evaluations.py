@@ -170,8 +170,10 @@ def collapse_reason(final: dict[str, float]) -> str | None:
 
 
 def run_evaluation(spec: dict[str, Any], ctx: EvalContext) -> EvalOutput:
-    params = {k: v for k, v in spec.items() if k != "name"}
-    return EVALUATIONS.spec(spec["name"]).factory().run(ctx, **params)
+    """Run ``{"name": ..., **params}`` on ``ctx``; parameters left out take the evaluation's defaults."""
+    cls = EVALUATIONS.spec(spec["name"]).factory
+    params = {**cls.defaults, **{k: v for k, v in spec.items() if k != "name"}}
+    return cls().run(ctx, **params)
 
 
 def _num(v: float) -> str:

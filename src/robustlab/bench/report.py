@@ -22,6 +22,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..pipeline import AXES
 from ._metrics import MetricMatch, match_metric
 from .evaluations import EVALUATIONS, collapse_reason, declared_metrics
 from .spec import canonical_json
@@ -30,7 +31,8 @@ from .store import ResultStore
 __all__ = ["ReportData", "leaderboard_markdown", "leaderboards", "load_report_data", "to_html", "to_markdown",
            "write_report"]
 
-GROUP_AXES = ("data", "noise", "model", "loss", "objective")
+GROUP_AXES = tuple(a for a in AXES if a != "seed")  # a group = runs differing only by seed
+_METHOD_AXES = tuple(a for a in GROUP_AXES if a != "data")  # what varies inside one leaderboard
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown"}
 
 
@@ -200,7 +202,7 @@ def leaderboards(rd: ReportData, *, compact: bool = False) -> list[Leaderboard]:
     for data in sorted({str(g.labels["data"]) for g in rd.groups}):
         gs = [g for g in rd.groups if str(g.labels["data"]) == data]
         cols = _columns(rd, gs, compact=compact)
-        axes = [a for a in ("noise", "model", "loss", "objective") if len({g.labels[a] for g in gs}) > 1] or ["loss"]
+        axes = [a for a in _METHOD_AXES if len({g.labels[a] for g in gs}) > 1] or ["loss"]
         rows: list[tuple[Group, list[Cell]]] = [(g, [_cell_value(g, c) for c in cols]) for g in gs]
 
         def lead(r: tuple[Group, list[Cell]]) -> float:
