@@ -24,7 +24,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/robustlab bench run quick --out runs/demo --workers 2
-	$(VENV)/bin/robustlab report runs/demo -o runs/demo/report.html
+	$(VENV)/bin/robustlab report runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --durations=15
