@@ -62,6 +62,10 @@ def test_nan_and_out_of_range_labels_are_errors():
         a(m, x, torch.full((8,), 10))
     with pytest.raises(TypeError, match="integer class indices"):
         a(m, x, y.float())
+    zero = attacks.get("pgd", eps=0.0)
+    with pytest.raises(ValueError, match=r"'y' of pgd holds labels outside \[0, 10\)"):
+        zero(m, x, torch.full((8,), 10))  # eps = 0 returns x, but only for valid labels
+    assert torch.equal(zero(m, x, y.int()), x)
 
 
 def test_gradient_attack_on_graph_cutting_model_is_a_clear_error():
