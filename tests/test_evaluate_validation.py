@@ -216,3 +216,15 @@ def test_fit_power_law_rejects_nonfinite_or_negative_values():
                           ([0.1, 0.2, 0.3], [0.1, -0.2, 0.3], "'err'")):
         with pytest.raises(InvalidParameterError, match=bad):
             evaluate.fit_power_law(eps, err)
+
+
+def test_apgd_t_left_out_below_three_classes_is_flagged_and_wrong_shapes_are_clear():
+    torch.manual_seed(0)
+    two = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).eval()
+    x = torch.rand(12, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(12) % 2
+    res = evaluate.robust_accuracy(two, (x, y), "fast", eps=0.1, suite_kw={"steps": 2, "n_queries": 5})
+    assert list(res.per_attack) == ["apgd_ce", "square"]
+    assert any("APGD-T" in f and "left out" in f for f in res.to_dict()["flags"])
+    with pytest.raises(InvalidParameterError, match=r"model fails on inputs of shape \(15,\).*mat1 and mat2"):
+        evaluate.robust_accuracy(two, (x[:, :15], y), "fgsm", eps=0.1)

@@ -155,8 +155,8 @@ def probe_model(model: Callable[[torch.Tensor], torch.Tensor], x1: torch.Tensor,
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InvalidParameterError(
-            f"{owner}: the model fails on inputs of shape {tuple(x1.shape[1:])} per example ({first}); "
-            "check that the data match the model's expected input shape.") from e
+            f"{owner}: the model fails on inputs of shape {tuple(x1.shape[1:])} per example, dtype {x1.dtype}, "
+            f"device {x1.device} ({first}); check that the data match the model's expected input.") from e
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise TypeError(f"{owner}: the model must return one (N, C) logits tensor. "
                         f"Got {type(logits).__name__} {tuple(getattr(logits, 'shape', ()))}.")
