@@ -52,6 +52,16 @@ def test_a_collapsed_seed_is_flagged_not_averaged(tmp_path):
     assert "collapsed: 9 class(es) never predicted" in to_html(rd)
 
 
+def test_collapse_is_recognised_in_results_written_before_the_collapse_metrics():
+    from robustlab.bench.evaluations import collapse_reason
+
+    per_class = {name("acc/class/{cls}", cls=k): v for k, v in enumerate([0.9, 0.8, 0.0])}
+    assert "1 class(es) never correctly predicted" in collapse_reason({name("acc/clean"): 0.6, **per_class})
+    flat = {name("acc/class/{cls}", cls=k): 0.3 for k in range(3)}
+    assert "at chance" in collapse_reason({name("acc/clean"): 0.3, **flat})
+    assert collapse_reason({name("acc/clean"): 0.6, **flat}) is None
+
+
 def test_plot_axes_use_the_data_range():
     from robustlab.bench import _svg
 
