@@ -151,6 +151,19 @@ def test_return_adv_gives_verifiable_adversarial_examples(digits_model):
         evaluate.robust_accuracy(m, d, "fgsm", eps=eps, return_adv="yes")
 
 
+def test_save_adv_round_trips_without_code(digits_model, tmp_path):
+    m, d = digits_model
+    res = evaluate.robust_accuracy(m, d, "fgsm", eps=0.08, return_adv=True)
+    path = tmp_path / "adv.pt"
+    res.save_adv(path)
+    doc = torch.load(path, weights_only=True)
+    assert torch.equal(doc["x_adv"], res.x_adv) and torch.equal(doc["robust"], res.robust)
+    assert doc["eps"] == 0.08 and doc["norm"] == "linf"
+    with pytest.raises(ValueError, match="return_adv=True"):
+        evaluate.robust_accuracy(m, d, "fgsm", eps=0.08).save_adv(tmp_path / "none.pt")
+    assert not (tmp_path / "none.pt").exists()
+
+
 def test_common_budget_options_map_per_attack(digits_model):
     m, d = digits_model
     res = evaluate.robust_accuracy(m, d, ["apgd_ce", "square"], eps=0.05, suite_kw={"steps": 3, "n_queries": 11})

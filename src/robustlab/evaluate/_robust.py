@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +164,24 @@ class RobustAccuracy:
             "time_s": self.time_s, "flags": self.flags, "suite": self.suite, "attacks": self.attacks,
             "skipped": self.skipped,
         }
+
+    def save_adv(self, path: str | os.PathLike[str]) -> None:
+        """Save ``x_adv`` with ``robust``, ``clean``, ``eps`` and ``norm`` to a ``torch.save`` file, atomically.
+
+        Needs ``return_adv=True``. Read it back with ``torch.load(path, weights_only=True)`` (tensors and plain
+        values only, so loading runs no code), as AutoAttack's saved ``adv_complete``.
+        """
+        if self.x_adv is None:
+            raise ValueError("save_adv: this result holds no adversarial examples; "
+                             "call robust_accuracy(..., return_adv=True).")
+        import io
+
+        from ..training import atomic_write_bytes
+
+        buf = io.BytesIO()
+        torch.save({"x_adv": self.x_adv, "robust": self.robust, "clean": self.clean, "eps": self.eps,
+                    "norm": self.norm}, buf)
+        atomic_write_bytes(path, buf.getvalue())
 
     def __str__(self) -> str:
         lo, hi = self.ci
