@@ -69,6 +69,8 @@ def _help(action: argparse.Action) -> str:
     text = action.help or ""
     if text == argparse.SUPPRESS:
         return ""
+    if not action.option_strings and action.choices is not None and not isinstance(action.choices, dict):
+        text += " (one of: " + ", ".join(f"`{c}`" for c in action.choices) + ")"
     if "%(" in text:  # argparse's own %-expansion (%(default)s, %(choices)s, ...)
         params = {k: v for k, v in vars(action).items()}
         if params.get("choices") is not None:

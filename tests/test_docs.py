@@ -4,6 +4,7 @@ its API section, every Markdown file is reachable, and the generated CLI referen
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import re
 from pathlib import Path
@@ -190,3 +191,43 @@ def test_python_examples_compile():
 def test_python_examples_run(page, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, page, "exec"), {"__name__": "docs_example"})
+
+
+@pytest.fixture(scope="module")
+def rst():
+    spec = importlib.util.spec_from_file_location("robustlab_docs_griffe_rst", DOCS / "griffe_rst.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.rst_to_markdown
+
+
+def test_docstring_rst_becomes_markdown(rst):
+    src = ("Loss :math:`-\\log p_y`, see :class:`~robustlab.losses.Loss` and :func:`fit`.\n\n"
+           "Example::\n\n    robustlab train --data digits\n\n"
+           ".. math::\n\n    R = \\sigma \\Phi^{-1}(p)\n\n"
+           ">>> 1 + 1\n2\n\nEnd.")
+    out = rst(src)
+    assert "\\(-\\log p_y\\)" in out and "`robustlab.losses.Loss`" in out and "`fit`" in out and ":class:" not in out
+    assert "Example:\n\n```bash\nrobustlab train --data digits\n```" in out
+    assert "$$\nR = \\sigma \\Phi^{-1}(p)\n$$" in out
+    assert "```pycon\n>>> 1 + 1\n2\n```" in out and out.endswith("End.")
+    fenced = "```python\nx = 1  # a::b\n```"
+    assert rst(fenced) == fenced
+
+
+def test_api_docstrings_convert_without_loss_of_text(rst):
+    """Every public docstring converts: no reST role or directive is left, no line of prose is dropped."""
+    import inspect
+
+    for name in _concept_packages():
+        module = importlib.import_module(f"robustlab.{name}")
+        for obj in [module, *(getattr(module, n) for n in getattr(module, "__all__", []))]:
+            doc = inspect.getdoc(obj) if (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)) else None
+            if not doc:
+                continue
+            out = rst(doc)
+            assert not re.search(r":(class|func|meth|mod|data|attr|math):`", out), (name, obj)
+            assert ".. math::" not in out
+            words = lambda s: re.findall(r"[A-Za-z]{4,}", s)  # noqa: E731
+            prose = re.sub(r":\w+:`|\.\. math::", "`", doc)  # the role and directive names are meant to go
+            assert set(words(prose)) <= set(words(out)), (name, obj)
