@@ -1,0 +1,75 @@
+"""``check_spec``: everything a sweep needs, checked before anything is launched.
+
+:func:`~robustlab.bench.spec.load_spec` checks a spec's structure, names and values without loading
+data. :func:`check_spec` then loads every data set (fetching it only when the spec itself says
+``download``), checks each requested ``n_train``/``n_test`` against the split sizes, builds every noise
+process for each data set's classes and every model for each data set's shape, and raises one
+:class:`~robustlab.bench.spec.SpecError` listing all problems, so a bad grid fails in seconds, not
+mid-sweep. ``robustlab bench check SPEC`` runs only this; ``robustlab bench run`` runs it first.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .. import pipeline
+from .spec import BenchSpec, SpecError, load_spec
+
+__all__ = ["check_spec"]
+
+
+def _text(e: BaseException) -> str:
+    msg = str(e).strip() or type(e).__name__
+    return msg if isinstance(e, (ValueError, TypeError, OSError, KeyError)) else f"{type(e).__name__}: {msg}"
+
+
+def check_spec(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec, *, fetch: bool = True) -> BenchSpec:
+    """Validate ``spec`` and its whole grid (see the module docstring); return the :class:`BenchSpec`.
+
+    ``fetch=False`` ignores the spec's ``download``/``mirror`` (a missing data set is then a problem).
+    """
+    bs = load_spec(spec)
+    problems: list[str] = []
+    loaded: list[tuple[str, Any]] = []
+    for i, dv in enumerate(bs.axes["data"]):
+        where = f"data[{i}] ({dv.label})"
+        dc = pipeline.DataConfig.from_value(dv.config)
+        try:
+            d = pipeline.load_data(dc, fetch=dv.fetch if fetch else None)
+        except Exception as e:  # any failure to load is a problem of this spec entry, reported with the rest
+            problems.append(f"{where}: cannot be loaded: {_text(e)}")
+            continue
+        for key, split in (("n_train", d.x_train), ("n_test", d.x_test)):
+            want = getattr(dc, key)
+            if want is not None and split.shape[0] < want:
+                problems.append(f"{where}.{key}: asks for {want} examples but the split has {split.shape[0]}.")
+        if d.x_train.shape[0] == 0:
+            problems.append(f"{where}: the train split is empty; for a test-set-only folder add "
+                            "use_test_split_as_train: 0.8.")
+            continue
+        loaded.append((where, d))
+    for where, d in loaded:
+        for j, nv in enumerate(bs.axes["noise"]):
+            nc = pipeline.NoiseConfig.from_value(nv.config)
+            if nc.kind == "none":
+                continue
+            try:
+                from .. import noise
+
+                noise.get(nc.kind, rate=nc.rate, num_classes=d.num_classes, **pipeline.noise_options(nc, d))
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"noise[{j}] ({nv.label}) on {where}: {_text(e)}")
+        for j, mv in enumerate(bs.axes["model"]):
+            try:
+                with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+                    pipeline.build_model(pipeline.Component.from_value(mv.config, "model"), d)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"models[{j}] ({mv.label}) on {where}: {_text(e)}")
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems:\n{lines}"
+        raise SpecError(f"spec '{bs.name}': {head}", problems)
+    return bs
