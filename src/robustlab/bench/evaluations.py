@@ -11,17 +11,13 @@ nothing is skipped silently. Metric names are hierarchical, e.g. ``acc/clean``, 
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from .._registry import Registry
+from ._evalbase import EvalContext, EvalOutput, Evaluation, _missing
 from ._metrics import Metric, MetricMatch, match_metric
 
 __all__ = ["EVALUATIONS", "PIPELINE_METRICS", "EvalContext", "EvalOutput", "Evaluation", "Metric",
@@ -41,72 +37,6 @@ PIPELINE_METRICS: tuple[Metric, ...] = (
 def register_evaluation(name: str, **kw: Any) -> Any:
     """Class decorator registering an :class:`Evaluation` subclass under ``name``."""
     return EVALUATIONS.register(name, **kw)
-
-
-@dataclass
-class EvalContext:
-    """What an evaluation sees: the trained model (eval mode), the clean data, the labels it trained on."""
-
-    model: nn.Module
-    data: Any  # ClassificationData with clean labels
-    train_labels: torch.Tensor
-    is_noisy: torch.Tensor | None
-    seed: int
-    device: torch.device = torch.device("cpu")
-    _cache: dict[str, Any] = field(default_factory=dict)
-
-    def generator(self, salt: str) -> torch.Generator:
-        """A generator seeded from the run seed and ``salt`` (independent streams per evaluation)."""
-        h = int(hashlib.sha256(f"{self.seed}:{salt}".encode()).hexdigest()[:12], 16)
-        return torch.Generator().manual_seed(h)
-
-    def test_logits(self) -> torch.Tensor:
-        if "test_logits" not in self._cache:
-            from ..training import predict_logits
-
-            self._cache["test_logits"] = predict_logits(self.model, self.data.x_test).cpu()
-        return self._cache["test_logits"]
-
-    def test_subset(self, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.data.x_test, self.data.y_test
-        return (x, y) if n is None else (x[:n], y[:n])
-
-
-@dataclass
-class EvalOutput:
-    """Metrics as ``(name, value, step)`` (step -1 when none) and JSON-able ``curves`` for artifacts."""
-
-    metrics: list[tuple[str, float, int]] = field(default_factory=list)
-    curves: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, name: str, value: float, step: int = -1) -> None:
-        self.metrics.append((name, float(value), int(step)))
-
-
-class Evaluation:
-    """Base class: ``defaults`` (all accepted params), ``requires`` (modules), ``validate``, ``run``."""
-
-    requires: tuple[str, ...] = ()
-    defaults: dict[str, Any] = {}
-    metrics: tuple[Metric, ...] = ()  # every metric run() writes, declared once
-    note: str = ""  # a caveat the report prints when this evaluation's metrics are present
-
-    def validate(self, params: dict[str, Any]) -> str | None:
-        """Return an error message for bad parameter values, or None."""
-        return None
-
-    # ``run(self, ctx, **params) -> EvalOutput``, with the parameters of ``defaults`` as keywords
-    # (declared as an attribute so each plug-in spells out its own keyword arguments).
-    run: Callable[..., EvalOutput]
-
-
-def _missing(requires: tuple[str, ...]) -> str | None:
-    for mod in requires:
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            return mod
-    return None
 
 
 def normalize_evaluation(name: Any, params: dict[str, Any], ctx: Any, where: str) -> dict[str, Any]:
@@ -162,8 +92,15 @@ def collapse_reason(final: dict[str, float]) -> str | None:
     Written next to :class:`Clean`, whose metrics it reads; None for a healthy (or unevaluated) run.
     """
     missing, acc, chance = final.get("pred/missing_classes"), final.get("acc/clean"), final.get("acc/chance")
+    per_class = [v for n, v in final.items() if n.startswith("acc/class/")]  # Clean's acc/class/{cls}
+    if missing is None and per_class:  # results written before pred/missing_classes existed
+        zero = sum(1 for v in per_class if v == 0.0)
+        if zero:
+            return f"{zero} class(es) never correctly predicted on the test set"
     if missing is not None and missing >= 1:
         return f"{int(missing)} class(es) never predicted on the test set"
+    if chance is None and per_class:
+        chance = 1.0 / len(per_class)
     if acc is not None and chance is not None and acc <= chance + 1e-9:
         return f"clean accuracy {acc:.3f} is at chance (constant predictor: {chance:.3f})"
     return None
