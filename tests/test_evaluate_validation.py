@@ -169,8 +169,9 @@ def test_common_budget_options_map_per_attack(digits_model):
     res = evaluate.robust_accuracy(m, d, ["apgd_ce", "square"], eps=0.05, suite_kw={"steps": 3, "n_queries": 11})
     assert res.attacks["apgd_ce"]["steps"] == 3 and res.attacks["square"]["n_queries"] == 11
     assert res.to_dict()["attacks"]["square"] == res.attacks["square"]
-    res = evaluate.robust_accuracy(m, d, ["apgd_ce", "square"], eps=0.05, suite_kw={"steps": 3, "n_queries": None})
-    assert res.attacks["square"]["n_queries"] == 5000  # None keeps each attack's default
+    built = evaluate.resolve_attacks(["apgd_ce", "square"], eps=0.05, norm="linf",
+                                     suite_kw={"steps": 3, "n_queries": None})
+    assert [a.budget() for a in built] == [{"steps": 3}, {"n_queries": 5000}]  # None keeps each attack's default
     with pytest.raises(InvalidParameterError, match="'square' takes no parameter 'steps'.*is taken by.*square, zoo"):
         evaluate.robust_accuracy(m, d, [("square", {"steps": 5})], eps=0.05)
     with pytest.raises(InvalidParameterError, match="'steps' is taken by none of the attacks.*'n_queries'"):
