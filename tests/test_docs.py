@@ -148,13 +148,18 @@ def _blocks(text: str, lang: str) -> list[str]:
 
 
 def _doc_commands() -> list[tuple[str, str]]:
+    """``robustlab ...`` lines of the docs' bash blocks, and the README's (blocks and inline code) that are
+    concrete commands (no ``a|b`` alternatives, ``[optional]`` parts, ``...`` or ``;``)."""
     out = []
-    for page in sorted(DOCS.rglob("*.md")):
-        for block in _blocks(page.read_text(encoding="utf-8"), "bash"):
-            for line in block.replace("\\\n", " ").splitlines():
-                line = line.split("  #")[0].strip()
-                if line.startswith("robustlab "):
-                    out.append((page.relative_to(DOCS).as_posix(), line))
+    for page in [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]:
+        text = page.read_text(encoding="utf-8")
+        lines = [ln for block in _blocks(text, "bash") for ln in block.replace("\\\n", " ").splitlines()]
+        if page.name == "README.md":
+            lines += [c for c in re.findall(r"`(robustlab [^`]+)`", text) if " --" in c]  # not bare names
+        for line in lines:
+            line = line.split("  #")[0].strip()
+            if line.startswith("robustlab ") and not any(t in line for t in ("|", "[", "...", ";")):
+                out.append((page.relative_to(ROOT).as_posix(), line))
     return out
 
 
