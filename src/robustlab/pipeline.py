@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from ._validation import InvalidParameterError, check_in_range, check_int, check_option
+from ._validation import InvalidParameterError, check_in_range, check_int
 
 __all__ = [
     "AXES", "FETCH_OPTIONS", "TRAIN_OPTIONS", "Component", "Config", "DataConfig", "NoiseConfig", "RunResult",
@@ -53,31 +53,27 @@ AXES = ("data", "noise", "model", "loss", "objective", "seed")
 FETCH_OPTIONS = ("download", "mirror")
 
 
-def _check_float(low: float | None, high: float | None, closed: str) -> Callable[[Any, str], Any]:
-    return lambda v, n: float(check_in_range(v, n, low, high, closed=closed, owner="fit"))
+def _train_constraints() -> dict[str, Any]:
+    from numbers import Integral, Real
+
+    from ._constraints import Interval, Options
+    from .training._fit import OPTIMIZERS, SCHEDULES
+
+    return {
+        "epochs": Interval(Integral, 1, None, closed="left"),
+        "batch_size": Interval(Integral, 1, None, closed="left"),
+        "optimizer": Options(OPTIMIZERS),
+        "lr": Interval(Real, 0.0, None, closed="neither"),
+        "momentum": Interval(Real, 0.0, 1.0, closed="left"),
+        "weight_decay": Interval(Real, 0.0, None, closed="left"),
+        "schedule": Options(SCHEDULES),
+        "eval_every": Interval(Integral, 0, None, closed="left"),
+    }
 
 
-def _check_choice(options: tuple[str, ...]) -> Callable[[Any, str], Any]:
-    return lambda v, n: check_option(v, n, options, owner="fit")
-
-
-def _choices(name: str) -> tuple[str, ...]:
-    from .training import _fit
-
-    return tuple(getattr(_fit, name))
-
-
-# The train options of a run and their constraints (the same ranges ``fit`` enforces).
-TRAIN_OPTIONS: dict[str, Callable[[Any, str], Any]] = {
-    "epochs": lambda v, n: check_int(v, n, 1, None, owner="fit"),
-    "batch_size": lambda v, n: check_int(v, n, 1, None, owner="fit"),
-    "optimizer": lambda v, n: _check_choice(_choices("OPTIMIZERS"))(v, n),
-    "lr": _check_float(0.0, None, "neither"),
-    "momentum": _check_float(0.0, 1.0, "left"),
-    "weight_decay": _check_float(0.0, None, "both"),
-    "schedule": lambda v, n: _check_choice(_choices("SCHEDULES"))(v, n),
-    "eval_every": lambda v, n: check_int(v, n, 0, None, owner="fit"),
-}
+#: The train options of a run (``fit``'s keyword arguments) and the constraints they must meet (the same
+#: ranges ``fit`` enforces), declared once for the bench spec, the CLI and :class:`Config`.
+TRAIN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "eval_every")
 
 
 def train_defaults() -> dict[str, Any]:
@@ -99,9 +95,10 @@ def check_train_options(options: Mapping[str, Any], *, fill_defaults: bool = Tru
     unknown = [k for k in options if k not in TRAIN_OPTIONS]
     if unknown:
         raise InvalidParameterError(_unknown(unknown, list(TRAIN_OPTIONS), "the train options"))
+    from ._constraints import validate_params
+
     out = train_defaults() if fill_defaults else {}
-    for k, v in options.items():
-        out[k] = TRAIN_OPTIONS[k](v, k)
+    out.update(validate_params(_train_constraints(), dict(options), "fit"))
     return out
 
 
