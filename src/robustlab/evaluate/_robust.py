@@ -191,10 +191,11 @@ class RobustAccuracy:
         return s + "".join(f"\n  flag: {f}" for f in self.flags)
 
 
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
+             progress: bool = False) -> torch.Tensor:
     out = []
     with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
+        for i in progress_bar(range(0, x.shape[0], batch_size), "clean predictions", enabled=progress):
             out.append(model(x[i:i + batch_size].to(device)).argmax(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
@@ -299,7 +300,7 @@ def _robust_accuracy_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, nu
     suite = resolve_attacks(attacks, eps=eps, norm=norm, num_classes=num_classes, suite_kw=suite_kw, notes=flags)
     _check_suite_threat_model(suite, eps, norm)
     skipped: dict[str, str] = {}
-    pred = _predict(model, x, batch_size, device)
+    pred = _predict(model, x, batch_size, device, progress)
     suite = _drop_gradient_attacks(model, x, device, suite, flags, skipped)
     clean = pred == y
     robust = clean.clone()
