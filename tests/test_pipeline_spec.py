@@ -191,3 +191,13 @@ def test_corruption_mean_leaves_out_the_clean_severity():
     got = {n: v for n, v, _ in run_evaluation(ev, ctx).metrics}
     assert got["corr_acc/mean"] == pytest.approx(got["corr_acc/contrast/3"])
     assert torch.is_tensor(d.x_test)
+
+
+def test_csv_label_column_goes_in_options(tmp_path):
+    rows = ["f1,f2,cls"] + [f"{i % 3 * 0.3:.2f},{(i * 7) % 10 / 10:.2f},{i % 3}" for i in range(60)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    s = spec(data=[{"name": f"csv:{tmp_path / 't.csv'}", "label": "tab", "options": {"label": "cls"}}])
+    rc = expand(check_spec(s))[0]
+    assert rc.labels["data"] == "tab" and rc.config["data"]["options"] == {"label": "cls"}
+    with pytest.raises(SpecError, match=r"given both"):
+        load_spec(spec(data=[{"name": f"csv:{tmp_path / 't.csv'}", "seed": 1, "options": {"seed": 2}}]))

@@ -515,13 +515,15 @@ def record(config: Config) -> dict[str, Any]:
 
 
 def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | None = None, checkpoint: bool = True,
-        device: str | torch.device | None = None, progress: bool | None = False,
+        device: str | torch.device | None = None, progress: bool | None = None,
         fetch: Mapping[str, Any] | None = None, checkpoint_extra: Mapping[str, Any] | None = None) -> RunResult:
     """Train and evaluate one run; write ``model.pt`` (when ``checkpoint``) and ``curves.json`` into ``out``.
 
+    ``progress``: a bar over the training epochs; ``None`` shows it when stderr is a terminal.
     ``fetch``: ``download``/``mirror`` for the data (never recorded). ``checkpoint_extra`` is stored
     with the checkpoint next to the run's config (``extra["run_config"]``).
     """
+    from ._progress import progress_enabled
     from .bench.evaluations import EvalContext, run_evaluation
     from .training import OBJECTIVES, fit
 
@@ -550,7 +552,7 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
     model = build_model(cfg.model, d)
     objective = OBJECTIVES.get(cfg.objective.name, **cfg.objective.kwargs)
     res = fit(model, train_data, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, objective=objective,
-              seed=cfg.seed, progress=bool(progress), device=dev, **cfg.train)
+              seed=cfg.seed, progress=progress_enabled(progress), device=dev, **cfg.train)
     model = res.model.eval()
     timings["train_s"] = time.perf_counter() - t
     hist = res.history

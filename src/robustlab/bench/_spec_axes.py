@@ -187,6 +187,12 @@ def _data_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:
     if train:
         ctx.expect(train, dict, f"{where}.train", "a mapping of train settings")
         train = _train(train, ctx, f"{where}.train", defaults=False)
+    if "options" in kw:  # loader options spelled apart, e.g. a CSV's 'label' column ('label' is the display label)
+        extra = ctx.expect(kw.pop("options"), dict, f"{where}.options", "a mapping of loader options")
+        both = sorted(set(extra) & set(kw))
+        if both:
+            raise ctx.err(f"{where}.options", f"{both} given both here and beside 'name'; keep one.")
+        kw.update(extra)
     data_mod = importlib.import_module("robustlab.data")
     prefix, sep, rest = name.partition(":")
     is_path = bool(sep) and prefix in data_mod._PATH_LOADERS
