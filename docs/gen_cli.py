@@ -116,7 +116,11 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
     out += ["| option | default | description |", "|---|---|---|"]
     out += [f"| {_names(a)} | {_default(a)} | {_help(a)} |" for a in _options(parser)]
     out.append("")
-    for command, sub, summary in iter_commands(parser):
+    commands = list(iter_commands(parser))
+    out += ["| command | what it does |", "|---|---|"]
+    out += [f"| [`{c}`](#{c.replace(' ', '-')}) | {_cell(h)} |" for c, _, h in commands]
+    out.append("")
+    for command, sub, summary in commands:
         out.append(command_markdown(command, sub, summary))
     return "\n".join(out)
 

@@ -236,3 +236,11 @@ def test_api_docstrings_convert_without_loss_of_text(rst):
             words = lambda s: re.findall(r"[A-Za-z]{4,}", s)  # noqa: E731
             prose = re.sub(r":\w+:`|\.\. math::", "`", doc)  # the role and directive names are meant to go
             assert set(words(prose)) <= set(words(out)), (name, obj)
+
+
+def test_readme_links_to_docs_exist():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [t for t in re.findall(r"\]\(([^)#\s]+)\)", text) if not t.startswith(("http://", "https://"))]
+    assert any(t.startswith("docs/") for t in targets), "the README links to the documentation"
+    missing = [t for t in targets if not (ROOT / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"
