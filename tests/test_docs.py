@@ -244,3 +244,15 @@ def test_readme_links_to_docs_exist():
     assert any(t.startswith("docs/") for t in targets), "the README links to the documentation"
     missing = [t for t in targets if not (ROOT / t).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_every_results_page_shows_its_commands(nav):
+    pages = [p for p in nav if p.startswith("results/") and p != "results/index.md"]
+    assert len(pages) >= 5
+    for page in pages:
+        text = (DOCS / page).read_text(encoding="utf-8")
+        commands = [ln for block in _blocks(text, "bash") for ln in block.splitlines()
+                    if re.match(r"\s*(nice )?(\.venv/bin/)?(python |robustlab |make )", ln)]
+        assert commands, f"{page}: no command block (```bash) showing how its tables were produced"
+        assert f"]({page.removeprefix('results/')})" in (DOCS / "results/index.md").read_text(encoding="utf-8"), \
+            f"{page} is not linked from results/index.md"
