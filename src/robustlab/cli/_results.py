@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_AXES = ("data", "noise", "model", "loss", "objective", "seed")
+from ..pipeline import AXES as _AXES  # the one axis table
 
 
 def add_parser(sub: Any) -> None:
