@@ -98,8 +98,10 @@ def _spec(factory, tags=(), **kw):
     (_spec(NaiveCE), B.check_declared_constraints),
     (_spec(UndeclaredScale), B.check_declared_constraints),
     (_spec(OpenCE), B.check_declared_constraints),
+    (_spec(HalfMAE), B.check_integer_target_dtypes),
 ], ids=["finite", "hparams", "hparams-inf", "module-functional", "independence", "bounded", "symmetric", "stateful",
-        "low-precision", "undeclared-functional", "undeclared-hparam", "var-keyword"])
+        "low-precision", "undeclared-functional", "undeclared-hparam", "var-keyword",
+        "int32-target"])
 def test_check_catches_the_defect(spec, check):
     with pytest.raises((AssertionError, RuntimeError)):
         check(spec)
@@ -109,5 +111,5 @@ def test_checks_pass_on_a_correct_loss():
     spec = Spec(name="ce", factory=lambda **kw: __import__("robustlab").losses.get("ce", **kw), example_kwargs={})
     for check in (B.check_finite_extreme_logits, B.check_module_equals_functional, B.check_per_sample_independence,
                   B.check_gradcheck, B.check_reductions_agree, B.check_bad_target, B.check_low_precision_gradient,
-                  B.check_declared_constraints):
+                  B.check_declared_constraints, B.check_integer_target_dtypes):
         check(spec)

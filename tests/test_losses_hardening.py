@@ -86,3 +86,18 @@ def test_paper_settings_use_the_codes_log_zero():
 
     cfgs = [r.config["loss"] for r in expand("paper-ldr") if r.config["loss"]["name"] == "nce_rce"]
     assert cfgs and all(c["kwargs"]["log_zero"] == pytest.approx(math.log(1e-4)) for c in cfgs)
+
+
+@pytest.mark.parametrize("name", ["ce", "tgce", "aldr_kl", "cs"])
+def test_int32_targets_and_indices_are_accepted(name):
+    kw = {"num_samples": 6} if name in ("tgce", "aldr_kl") else {}
+    f = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    a, b = losses.get(name, **kw), losses.get(name, **kw)
+    idx = {"index": torch.arange(6)} if kw else {}
+    idx32 = {"index": torch.arange(6, dtype=torch.int32)} if kw else {}
+    torch.testing.assert_close(a(f, y.int(), **idx32), b(f, y, **idx))
+    if name == "tgce":
+        assert float(a.prune(f, y.int(), torch.arange(6, dtype=torch.int32))) == float(b.prune(f, y, torch.arange(6)))
+    with pytest.raises(TypeError, match="integer class indices"):
+        a(f, y.float(), **idx)

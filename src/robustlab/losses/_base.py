@@ -20,10 +20,20 @@ from .._constraints import Constraint, validate_param, validate_params
 from .._registry import Registry
 from .._validation import check_reduction
 
-__all__ = ["LOSSES", "HALF_DTYPES", "IndexedLoss", "Loss", "loss_function", "reduce_loss", "register_loss"]
+__all__ = ["LOSSES", "HALF_DTYPES", "IndexedLoss", "Loss", "as_long_target", "loss_function", "reduce_loss",
+           "register_loss"]
 
 #: logits of these dtypes are computed in float32 and the result cast back (the gradient reaches the logits)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def as_long_target(target: Any) -> Any:
+    """Integer class indices of any integer dtype (int32, uint8, ...) as int64, which torch's kernels need;
+    anything else (float, bool, not a tensor) is returned unchanged for the input checks to refuse."""
+    if isinstance(target, torch.Tensor) and target.dtype != torch.int64 and not (
+            target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex()):
+        return target.long()
+    return target
 
 LOSSES: Registry[nn.Module] = Registry("loss", checks="robustlab.testing._losses")
 register_loss = LOSSES.register
@@ -46,7 +56,7 @@ def loss_function(*, state: tuple[str, ...] = (), **constraints: Constraint) -> 
 
     The wrapped function validates every declared keyword argument it is given (an
     :class:`~robustlab._validation.InvalidParameterError` naming it) and passes the converted value on;
-    half-precision logits (``HALF_DTYPES``) are computed in float32 and the result cast back, so the gradient
+    integer targets of any dtype are passed as int64; half-precision logits (``HALF_DTYPES``) are computed in float32 and the result cast back, so the gradient
     survives where ``1 - p_y`` would round. ``state`` names keyword arguments that carry per-sample state
     (validated by the function itself). The declaration is ``f.parameter_constraints`` (read-only).
     """
@@ -61,6 +71,7 @@ def loss_function(*, state: tuple[str, ...] = (), **constraints: Constraint) -> 
                 for name, c in items:
                     if name in kwargs:
                         kwargs[name] = validate_param(c, kwargs[name], name, owner)
+            target = as_long_target(target)
             if isinstance(logits, torch.Tensor) and logits.dtype in HALF_DTYPES:
                 return fn(logits.float(), target, **kwargs).to(logits.dtype)
             return fn(logits, target, **kwargs)

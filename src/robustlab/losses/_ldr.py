@@ -8,7 +8,7 @@ import torch
 
 from .._validation import check_classification_inputs
 from . import _fn_margin as M
-from ._base import HALF_DTYPES, IndexedLoss, Loss, register_loss
+from ._base import HALF_DTYPES, IndexedLoss, Loss, as_long_target, register_loss
 from ._robust import NUM_SAMPLES
 
 __all__ = ["AdaptiveLDRKLLoss", "LDRKLLoss"]
@@ -76,6 +76,7 @@ class AdaptiveLDRKLLoss(IndexedLoss):
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         idx = self._rows(index, logits.shape[0]).to(self.lam.device)
+        target = as_long_target(target)
         check_classification_inputs(logits, target, owner="aldr_kl")
         M._min_classes(logits, 2, "aldr_kl")
         f = logits.float() if logits.dtype in HALF_DTYPES else logits  # as every functional: half -> float32

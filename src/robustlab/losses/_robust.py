@@ -11,7 +11,7 @@ import torch
 
 from .._constraints import Interval
 from . import _fn_prob as P
-from ._base import HALF_DTYPES, IndexedLoss, Loss, register_loss
+from ._base import HALF_DTYPES, IndexedLoss, Loss, as_long_target, register_loss
 
 __all__ = [
     "GCELoss", "JSLoss", "NCEAGCELoss", "NCEAULLoss", "NCELoss", "NCERCELoss", "RCELoss", "RLLLoss", "SCELoss",
@@ -82,7 +82,7 @@ class TruncatedGCELoss(IndexedLoss):
         kept, the largest :math:`p_y` first); return the kept fraction (a 0-dim tensor)."""
         idx = self._rows(index, logits.shape[0]).to(self.weight.device)
         f = logits.float() if logits.dtype in HALF_DTYPES else logits
-        py = P._log_py(f, target.to(logits.device)).exp()
+        py = P._log_py(f, as_long_target(target).to(logits.device)).exp()
         keep = py > self.k
         need = math.ceil(self.min_kept * py.shape[0])
         if int(keep.sum()) < need:  # never prune (almost) every sample: keep the most confident instead

@@ -22,7 +22,7 @@ from . import check
 
 __all__ = [
     "check_bad_hyperparameters", "check_bad_target", "check_bounded", "check_declared_constraints",
-    "check_finite_extreme_logits", "check_gradcheck", "check_low_precision_gradient", "check_module_equals_functional", "check_per_sample_independence", "check_pickle_state_dict",
+    "check_finite_extreme_logits", "check_gradcheck", "check_integer_target_dtypes", "check_low_precision_gradient", "check_module_equals_functional", "check_per_sample_independence", "check_pickle_state_dict",
     "check_reductions_agree", "check_repr_shows_hparams", "check_stateful_needs_index", "check_symmetric",
 ]
 
@@ -328,3 +328,15 @@ def check_declared_constraints(spec: Spec[Any]) -> None:
                 e = _raises(lambda kw=kw: fn(logits, target, **kw), InvalidParameterError,
                             f"functional {name}={bad!r}")
                 assert f"'{name}'" in str(e), f"message does not name the parameter: {e}"
+
+
+@check()
+def check_integer_target_dtypes(spec: Spec[Any]) -> None:
+    """Targets of any integer dtype (int32, int16, int8, uint8) give the int64 values, module and functional."""
+    logits, target = _inputs(seed=8)
+    loss = _make(spec, reduction="none")
+    ref = _call(loss, logits, target)
+    for dtype in (torch.int32, torch.int16, torch.int8, torch.uint8):
+        t = target.to(dtype)
+        _close(_call(loss, logits, t), ref, f"module with {dtype} target")
+        _close(_functional(loss, logits, t), _functional(loss, logits, target), f"functional with {dtype} target")
