@@ -111,3 +111,33 @@ def test_parse_helpers():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
     assert parse_value("none") is None and parse_value("64,64") == (64, 64) and parse_value("relu") == "relu"
     assert parse_free_options(["--a", "-1", "--b", "--c=x", "--d-e", "2"]) == {"a": -1, "b": True, "c": "x", "d_e": 2}
+
+
+def test_train_json_and_unwritable_out_fail_fast(tmp_path, capsys):
+    assert main(["train", *TINY, "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["resolved"]["train"]["epochs"] == 2 and rec["config"]["noise_kind"] == "none"
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    assert main(["train", *TINY, "--epochs", "50", "--out", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert "not a folder" in err and "Traceback" not in err
+
+
+def test_download_is_passed_on_but_never_recorded(tmp_path, capsys, monkeypatch):
+    seen = {}
+    real = data.load
+
+    def spy(name, **kw):
+        seen.update(kw)
+        kw.pop("download", None)
+        kw.pop("mirror", None)
+        return real(name, **kw)
+
+    monkeypatch.setattr(data, "load", spy)
+    out = tmp_path / "r"
+    assert main(["train", *TINY, "--data-arg", "download=true", "--data-arg", "mirror=http://example.invalid",
+                 "--out", str(out)]) == 0
+    assert seen["download"] is True and seen["mirror"] == "http://example.invalid"
+    assert "download" not in (out / "metrics.json").read_text()
+    assert "example.invalid" not in json.dumps(load_checkpoint(out).robustlab_extra)

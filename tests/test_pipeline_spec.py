@@ -201,3 +201,19 @@ def test_csv_label_column_goes_in_options(tmp_path):
     assert rc.labels["data"] == "tab" and rc.config["data"]["options"] == {"label": "cls"}
     with pytest.raises(SpecError, match=r"given both"):
         load_spec(spec(data=[{"name": f"csv:{tmp_path / 't.csv'}", "seed": 1, "options": {"seed": 2}}]))
+
+
+def test_models_by_factory_reference_in_a_spec(tmp_path, monkeypatch):
+    (tmp_path / "t7a_models.py").write_text(
+        "import torch\n\ndef make(input_shape, num_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    s = spec(models=["t7a_models:make"])
+    rc = expand(check_spec(s))[0]
+    assert rc.config["model"] == {"name": "t7a_models:make", "kwargs": {}}
+    from robustlab.bench._worker import execute_run
+
+    res = execute_run(rc.config, threads=1)
+    assert res["status"] == "completed", res.get("error")
+    with pytest.raises(SpecError, match=r"models\[0\] \(t7a_models:nope\)"):
+        check_spec(spec(models=["t7a_models:nope"]))
