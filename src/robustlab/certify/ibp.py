@@ -8,20 +8,46 @@ through the network with linear ReLU relaxations built from the IBP pre-activati
 
 Each layer type has a rule in a table filled with :func:`register_ibp_rule`; an unsupported layer
 fails with a message listing the supported ones.
+
+BatchNorm: every entry point (``interval_bounds``, ``margin_bounds``, ``verified``,
+``certified_accuracy``, ``tightness``, and the ``ibp``/``crown_ibp`` training objectives, which call
+``margin_bounds``) bounds the network with BatchNorm's eval-mode (running) statistics, whatever the
+module's mode, and never updates them: the bounds at ε = 0 equal ``model.eval()(x)``. A BatchNorm
+without running statistics (``track_running_stats=False``) raises. Dropout in train mode raises.
+
+Memory: CROWN's backward pass holds ``(N, S, width)`` coefficient tensors (S = neurons bounded at
+once). ``max_memory`` (bytes, 1 GiB by default) caps that working set: the spec rows, and in
+``verified``/``certified_accuracy`` the batch, are split into chunks sized from the layer widths;
+results are identical with and without chunking.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_in_range, check_option
+from .._progress import check_progress, progress_bar
+from .._validation import check_finite, check_in_range, check_int, check_labels, check_option
 from ..models import Normalize
+from ._crown import (
+    _CROWN_AFFINE,
+    _CROWN_NAMES,
+    DEFAULT_MAX_MEMORY,
+    Bounds,
+    _affine_vjp,
+    _cr,
+    _crown_backward_chunked,
+    _crown_bounds_at,
+    _input_box,
+    _lu,
+    crown_bytes_per_sample,
+)
 
 __all__ = [
     "IBP_RULES",
@@ -34,7 +60,6 @@ __all__ = [
     "verified",
 ]
 
-Bounds = tuple[torch.Tensor, torch.Tensor]
 Rule = Callable[[Any, torch.Tensor, torch.Tensor], Bounds]
 
 #: layer type -> rule ``(module, lower, upper) -> (lower, upper)``.
@@ -72,14 +97,6 @@ def supported_layers() -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Per-layer rules
 # ----------------------------------------------------------------------------------------------
-def _cr(lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
-    return (upper + lower) / 2, (upper - lower) / 2
-
-
-def _lu(c: torch.Tensor, r: torch.Tensor) -> Bounds:
-    return c - r, c + r
-
-
 @register_ibp_rule(nn.Sequential)
 def _sequential_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     for child in m:  # type: ignore[attr-defined]
@@ -132,13 +149,11 @@ def _dropout_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
 
 
 def _bn_affine(m: Any, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel ``(scale, shift)`` of a BatchNorm; batch statistics of ``center`` in train mode."""
-    dims = [0] + list(range(2, center.dim()))
-    if m.training or m.running_mean is None:
-        mean = center.mean(dims)
-        var = center.var(dims, unbiased=False)
-    else:
-        mean, var = m.running_mean, m.running_var
+    """Per-channel ``(scale, shift)`` of a BatchNorm from its running (eval-mode) statistics."""
+    if m.running_mean is None or m.running_var is None:
+        raise TypeError(f"Bounds through {type(m).__name__} need its running statistics, but it was built with "
+                        "track_running_stats=False (its output depends on the batch); use track_running_stats=True.")
+    mean, var = m.running_mean, m.running_var
     scale = torch.rsqrt(var + m.eps)
     if m.weight is not None:
         scale = scale * m.weight
@@ -149,10 +164,31 @@ def _bn_affine(m: Any, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 @register_ibp_rule(nn.BatchNorm1d, nn.BatchNorm2d)
 def _batchnorm_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
-    """Eval mode: running statistics; train mode: the statistics of the box centres (not updated)."""
+    """The affine map of the running statistics (eval mode), whatever the module's mode."""
     c, r = _cr(lower, upper)
     scale, shift = _bn_affine(m, c)
     return _lu(c * scale + shift, r * scale.abs())
+
+
+@contextlib.contextmanager
+def _batchnorm_eval(model: nn.Module) -> Iterator[None]:
+    """Put every BatchNorm of ``model`` in eval mode for the duration (running statistics, no updates).
+
+    Every bound path (IBP rules, CROWN's vector-Jacobian products, tightness) then sees the same
+    eval-mode affine map; the modes are restored afterwards. A BatchNorm without running statistics raises.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        if m.running_mean is None or m.running_var is None:
+            _bn_affine(m, torch.zeros(1, 1))  # raises the track_running_stats message
+    modes = [m.training for m in bns]
+    try:
+        for m in bns:
+            m.training = False
+        yield
+    finally:
+        for m, mode in zip(bns, modes):
+            m.training = mode
 
 
 def _residual_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
@@ -205,14 +241,28 @@ def _layers(model: nn.Module) -> list[nn.Module]:
     return [model]
 
 
-def _validate(model: Any, x: Any, eps: Any, norm: Any, method: Any, owner: str) -> None:
+def _validate(model: Any, x: Any, eps: Any, norm: Any, method: Any, owner: str, max_memory: Any = None) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"The 'model' parameter of {owner} must be an nn.Module. Got {type(model).__name__}.")
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
         raise TypeError(f"The 'x' parameter of {owner} must be a floating-point batch (N, ...). Got {getattr(x, 'shape', type(x))}.")
+    check_finite(x, "x", owner=owner)
     check_in_range(eps, "eps", 0.0, None, owner=owner)
     check_option(norm, "norm", NORMS, owner=owner)
     check_option(method, "method", METHODS, owner=owner)
+    if max_memory is not None:
+        check_int(max_memory, "max_memory", 1, None, owner=owner)
+
+
+def _check_y(y: Any, x: torch.Tensor, num_classes: int | None, owner: str) -> torch.Tensor:
+    """Labels: an integer tensor of shape (N,) with classes in ``[0, num_classes)``; returned as int64 on x's device."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"The 'y' parameter of {owner} must have shape ({x.shape[0]},). Got {getattr(y, 'shape', y)}.")
+    if num_classes is None:  # dtype only; the range once the class count is known
+        check_labels(y[:0], 1, owner=owner)
+    else:
+        check_labels(y, num_classes, owner=owner)
+    return y.to(device=x.device, dtype=torch.long)
 
 
 def _check_clip(x: torch.Tensor, clip: Any, norm: str, owner: str) -> None:
@@ -233,13 +283,6 @@ def _check_clip(x: torch.Tensor, clip: Any, norm: str, owner: str) -> None:
         raise ValueError(
             f"'x' of {owner} must lie in clip={tuple(clip)} (got min {lo:.4g}, max {hi:.4g}); put input "
             "normalization inside the model (robustlab.models.Normalize), or pass clip=None for an unclipped box.")
-
-
-def _input_box(x: torch.Tensor, eps: float, clip: tuple[float, float] | None) -> Bounds:
-    lower, upper = x - eps, x + eps
-    if clip is not None:
-        lower, upper = lower.clamp(clip[0], clip[1]), upper.clamp(clip[0], clip[1])
-    return lower, upper
 
 
 def _forward_l2_start(layers: list[nn.Module], x: torch.Tensor, eps: float) -> tuple[int, Bounds] | None:
@@ -265,12 +308,12 @@ def _forward_l2_start(layers: list[nn.Module], x: torch.Tensor, eps: float) -> t
 
 def _ibp_forward(
     layers: list[nn.Module], x: torch.Tensor, eps: float, norm: str, clip: tuple[float, float] | None,
-    *, crown: bool = False,
+    *, crown: bool = False, max_memory: int | None = None,
 ) -> tuple[Bounds, list[Bounds]]:
     """IBP through ``layers``; ``records[i]`` = input bounds of layer ``i``.
 
     With ``crown=True`` the input bounds of every ReLU are tightened by a CROWN backward pass
-    (full CROWN) before the ReLU is applied.
+    (full CROWN, rows chunked under ``max_memory`` bytes) before the ReLU is applied.
     """
     start = 0
     box = _input_box(x, eps, clip if norm == "linf" else None)
@@ -284,127 +327,16 @@ def _ibp_forward(
     for i in range(start, len(layers)):
         m = layers[i]
         if crown and isinstance(m, nn.ReLU) and i > 0:
-            lc, uc = _crown_bounds_at(layers[:i], records, x, eps, norm, clip, lower.shape[1:])
+            lc, uc = _crown_bounds_at(layers[:i], records, x, eps, norm, clip, lower.shape[1:], max_memory)
             lower, upper = torch.maximum(lower, lc), torch.minimum(upper, uc)
         records.append((lower, upper))
         lower, upper = _propagate(m, lower, upper)
     return (lower, upper), records
 
 
-# ----------------------------------------------------------------------------------------------
-# CROWN backward pass
-# ----------------------------------------------------------------------------------------------
-_CROWN_AFFINE = (nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-_CROWN_NAMES = "Sequential, Linear, ReLU, Flatten, Identity, Dropout (eval), Normalize, Conv2d, BatchNorm (eval), AvgPool2d"
-
-
-def _crown_backward(
-    layers: list[nn.Module], records: list[Bounds], lam: torch.Tensor, x: torch.Tensor, eps: float,
-    norm: str, clip: tuple[float, float] | None, *, relu_slopes: list[torch.Tensor | None] | None = None,
-) -> torch.Tensor:
-    """Lower bound of ``lam @ f(x')`` over the input set, ``lam`` of shape (N, S, *out_shape) -> (N, S).
-
-    ``relu_slopes[i]`` (optional) replaces the relaxation of ReLU ``i`` by a fixed slope (the
-    linearisation used by :func:`tightness`).
-    """
-    n, s = lam.shape[:2]
-    bias = lam.new_zeros(n, s)
-    for i in reversed(range(len(layers))):
-        m = layers[i]
-        in_shape = records[i][0].shape[1:]
-        if isinstance(m, nn.Linear):
-            if m.bias is not None:
-                bias = bias + lam @ m.bias
-            lam = lam @ m.weight
-        elif isinstance(m, nn.ReLU):
-            lo, up = records[i]
-            if relu_slopes is not None and relu_slopes[i] is not None:
-                lam = lam * relu_slopes[i].unsqueeze(1)  # type: ignore[union-attr]
-                continue
-            lo, up = lo.unsqueeze(1), up.unsqueeze(1)
-            act, unstable = lo >= 0, (lo < 0) & (up > 0)
-            s_up = torch.where(act, torch.ones_like(up), torch.where(unstable, up / (up - lo).clamp_min(1e-12), torch.zeros_like(up)))
-            t_up = torch.where(unstable, -s_up * lo, torch.zeros_like(up))
-            s_lo = torch.where(act, torch.ones_like(up), torch.where(unstable, (up > -lo).to(up.dtype), torch.zeros_like(up)))
-            pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-            bias = bias + (neg * t_up).flatten(2).sum(-1)
-            lam = pos * s_lo + neg * s_up
-        elif isinstance(m, nn.Flatten):
-            lam = lam.reshape(n, s, *in_shape)
-        elif isinstance(m, (nn.Identity, nn.Dropout)):
-            if isinstance(m, nn.Dropout) and m.training and m.p > 0:
-                raise TypeError("CROWN through Dropout needs the model in eval mode (model.eval()).")
-        elif isinstance(m, Normalize):
-            lam = lam / m.std
-            bias = bias - (lam * m.mean).flatten(2).sum(-1)
-        elif isinstance(m, nn.Conv2d) and not isinstance(m.padding, str) and m.padding_mode == "zeros":
-            lam, b = _conv2d_backward(m, lam, in_shape)
-            bias = bias + b
-        elif isinstance(m, _CROWN_AFFINE):
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.training:
-                raise TypeError("CROWN through BatchNorm needs the model in eval mode (model.eval()).")
-            lam, b = _affine_vjp(m, lam, in_shape)
-            bias = bias + b
-        else:
-            raise TypeError(
-                f"CROWN bounds do not support the layer {type(m).__name__}. CROWN supports: {_CROWN_NAMES} "
-                "(use method='ibp' for other layers, e.g. residual blocks)."
-            )
-    flat = lam.flatten(2)
-    if norm == "l2":
-        return bias + (flat * x.flatten(1).unsqueeze(1)).sum(-1) - eps * flat.norm(dim=-1)
-    c, r = _cr(*_input_box(x, eps, clip))
-    # Λ⁺ l + Λ⁻ u = Λ c − |Λ| r, as two batched matrix-vector products
-    return bias + (flat @ c.flatten(1).unsqueeze(-1)).squeeze(-1) - (flat.abs() @ r.flatten(1).unsqueeze(-1)).squeeze(-1)
-
-
-def _conv2d_backward(m: Any, lam: torch.Tensor, in_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lam @ A`` for a Conv2d as one transposed convolution (no forward pass), and ``lam @ bias``."""
-    n, s = lam.shape[:2]
-    oh, ow = lam.shape[-2:]
-    h, w = in_shape[-2:]
-    kh, kw = m.kernel_size
-    pads = [h - ((oh - 1) * m.stride[0] - 2 * m.padding[0] + m.dilation[0] * (kh - 1) + 1),
-            w - ((ow - 1) * m.stride[1] - 2 * m.padding[1] + m.dilation[1] * (kw - 1) + 1)]
-    flat = lam.reshape(n * s, *lam.shape[2:])
-    g = F.conv_transpose2d(flat, m.weight, None, m.stride, m.padding, tuple(pads), m.groups, m.dilation)
-    b = lam.sum((-2, -1)) @ m.bias if m.bias is not None else lam.new_zeros(n, s)
-    return g.view(n, s, *in_shape), b
-
-
-def _affine_vjp(m: nn.Module, lam: torch.Tensor, in_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lam @ A`` and ``lam @ a`` for an affine layer ``f(x) = A x + a`` via one vector-Jacobian product."""
-    n, s = lam.shape[:2]
-    z = torch.zeros((n * s, *in_shape), dtype=lam.dtype, device=lam.device, requires_grad=True)
-    keep = torch.is_grad_enabled()
-    with torch.enable_grad():
-        out = m(z)
-        flat_lam = lam.reshape(n * s, *out.shape[1:])
-        (g,) = torch.autograd.grad(out, z, flat_lam, create_graph=keep)
-    b = (flat_lam * out).flatten(1).sum(-1).view(n, s)
-    if not keep:
-        g, b = g.detach(), b.detach()
-    return g.view(n, s, *in_shape), b
-
-
-def _crown_bounds_at(
-    layers: list[nn.Module], records: list[Bounds], x: torch.Tensor, eps: float, norm: str,
-    clip: tuple[float, float] | None, out_shape: torch.Size,
-) -> Bounds:
-    """Element-wise CROWN bounds of the output of ``layers`` (shape ``out_shape``)."""
-    k = math.prod(out_shape)
-    eye = torch.eye(k, dtype=x.dtype, device=x.device).expand(x.shape[0], k, k).reshape(x.shape[0], k, *out_shape)
-    lo = _crown_backward(layers, records, eye, x, eps, norm, clip)
-    up = -_crown_backward(layers, records, -eye, x, eps, norm, clip)
-    return lo.view(x.shape[0], *out_shape), up.view(x.shape[0], *out_shape)
-
-
-# ----------------------------------------------------------------------------------------------
-# Public API
-# ----------------------------------------------------------------------------------------------
 def interval_bounds(
     model: nn.Module, x: torch.Tensor, *, eps: float, norm: str = "linf", method: str = "ibp",
-    clip: tuple[float, float] | None = (0.0, 1.0),
+    clip: tuple[float, float] | None = (0.0, 1.0), max_memory: int | None = DEFAULT_MAX_MEMORY,
 ) -> Bounds:
     """Element-wise ``(lower, upper)`` bounds on ``model``'s logits over the ε-ball around each ``x``.
 
@@ -412,15 +344,19 @@ def interval_bounds(
     Linear layer is bounded exactly by ``eps * ||W_i||_2``, later layers by intervals; ``clip`` is
     ignored). ``method``: ``ibp``, ``crown_ibp`` (backward linear bounds with IBP intermediate
     bounds, Zhang et al. 2020) or ``crown`` (intermediate bounds by CROWN too; MLP-sized models).
-    The model is used in its current mode (call ``model.eval()`` for BatchNorm/Dropout).
+    BatchNorm uses its running statistics whatever the model's mode (at ε = 0 the bounds equal
+    ``model.eval()(x)``); Dropout must be in eval mode. ``max_memory`` (bytes, ``None`` = no cap)
+    bounds CROWN's working set by chunking the specification rows (same results).
     """
-    _validate(model, x, eps, norm, method, "interval_bounds")
+    _validate(model, x, eps, norm, method, "interval_bounds", max_memory)
     _check_clip(x, clip, norm, "interval_bounds")
     layers = _layers(model)
-    (lower, upper), records = _ibp_forward(layers, x, float(eps), norm, clip, crown=method == "crown")
-    if method == "ibp":
-        return lower, upper
-    lo, up = _crown_bounds_at(layers, records, x, float(eps), norm, clip, lower.shape[1:])
+    with _batchnorm_eval(model):
+        (lower, upper), records = _ibp_forward(layers, x, float(eps), norm, clip, crown=method == "crown",
+                                               max_memory=max_memory)
+        if method == "ibp":
+            return lower, upper
+        lo, up = _crown_bounds_at(layers, records, x, float(eps), norm, clip, lower.shape[1:], max_memory)
     return torch.maximum(lo, lower), torch.minimum(up, upper)
 
 
@@ -432,29 +368,41 @@ def _spec_matrix(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch
 
 def margin_bounds(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
-    method: str = "ibp", clip: tuple[float, float] | None = (0.0, 1.0),
+    method: str = "ibp", clip: tuple[float, float] | None = (0.0, 1.0), max_memory: int | None = DEFAULT_MAX_MEMORY,
 ) -> torch.Tensor:
     """Lower bounds (N, C) on the margins ``z_y - z_j`` over the ε-ball (entry ``j = y`` is 0).
 
     The specification matrix ``C = e_y - e_j`` is folded into the last Linear layer before taking
     absolute values (tighter than ``l_y - u_j``). A point is verified iff all entries ``j != y`` are
-    positive. ``-margin_bounds`` are the worst-case logits used by certified training.
+    positive. ``-margin_bounds`` are the worst-case logits used by certified training. ``y``: integer
+    class indices of any integer dtype. BatchNorm and ``max_memory`` as in :func:`interval_bounds`.
     """
-    _validate(model, x, eps, norm, method, "margin_bounds")
-    _check_clip(x, clip, norm, "margin_bounds")
-    if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"The 'y' parameter of margin_bounds must have shape ({x.shape[0]},). Got {getattr(y, 'shape', y)}.")
+    owner = "margin_bounds"
+    _validate(model, x, eps, norm, method, owner, max_memory)
+    _check_clip(x, clip, norm, owner)
+    y = _check_y(y, x, None, owner)
     layers = _layers(model)
+    with _batchnorm_eval(model):
+        return _margin_bounds(model, layers, x, y, float(eps), norm, method, clip, max_memory)
+
+
+def _margin_bounds(
+    model: nn.Module, layers: list[nn.Module], x: torch.Tensor, y: torch.Tensor, eps: float, norm: str,
+    method: str, clip: tuple[float, float] | None, max_memory: int | None,
+) -> torch.Tensor:
+    owner = "margin_bounds"
     if norm == "l2" and method == "ibp" and all(isinstance(m, (nn.Flatten, nn.Identity, Normalize, nn.Linear)) for m in layers):
         method = "crown_ibp"  # an affine network: the backward bound with the dual norm is exact
     last: Any = layers[-1]
     elide = isinstance(last, nn.Linear)  # a bare Linear too: its body is empty and the input box is used
     body = layers[:-1] if elide else layers
-    (lower, upper), records = _ibp_forward(body, x, float(eps), norm, clip, crown=method == "crown")
+    (lower, upper), records = _ibp_forward(body, x, eps, norm, clip, crown=method == "crown", max_memory=max_memory)
     if elide:
+        num_classes = last.weight.shape[0]
+        _check_y(y, x, num_classes, owner)
         c, r = _cr(lower, upper)
         w = last.weight
-        num_classes, hidden = w.shape
+        hidden = w.shape[1]
         z = F.linear(c, w, last.bias)
         centre = z.gather(1, y[:, None]) - z  # C (W c + b) = z_y - z
         # |C W| r for every possible true class in one GEMM: A[k, j] = |w_k - w_j|, (N, H) x (H, C*C)
@@ -462,13 +410,16 @@ def margin_bounds(
         rad = (r @ a.T).view(-1, num_classes, num_classes)
         lb = centre - rad.gather(1, y.view(-1, 1, 1).expand(-1, 1, num_classes)).squeeze(1)
     else:
+        if lower.dim() != 2:
+            raise ValueError(f"{owner} needs a model returning (N, C) logits. Got shape {tuple(lower.shape)}.")
         num_classes = lower.shape[1]
+        _check_y(y, x, num_classes, owner)
         lb = lower.gather(1, y[:, None]) - upper
     if method != "ibp":
         spec = _spec_matrix(y, num_classes, x.dtype)
         if elide:
             records = records + [(lower, upper)]
-        crown = _crown_backward(layers, records, spec, x, float(eps), norm, clip)
+        crown = _crown_backward_chunked(layers, records, spec, x, eps, norm, clip, max_memory)
         lb = torch.maximum(lb, crown)
     return lb.masked_fill(torch.nn.functional.one_hot(y, num_classes).bool(), 0.0)
 
@@ -476,33 +427,67 @@ def margin_bounds(
 def certified_accuracy(
     model: nn.Module, data: Any, *, eps: float, norm: str = "linf", method: str = "ibp",
     batch_size: int = 256, clip: tuple[float, float] | None = (0.0, 1.0),
+    max_memory: int | None = DEFAULT_MAX_MEMORY, progress: bool | None = None,
 ) -> float:
     """Fraction of test points whose margin lower bounds are all positive over the ε-ball.
 
     ``data`` is a :class:`~robustlab.data.ClassificationData` (its test split) or a pair ``(x, y)``.
-    Runs the model in eval mode (restored afterwards) without gradients.
+    Runs the model in eval mode (restored afterwards) without gradients; batching, ``max_memory`` and
+    ``progress`` as in :func:`verified`.
     """
     x, y = _xy(data, "certified_accuracy")
-    ok = verified(model, x, y, eps=eps, norm=norm, method=method, batch_size=batch_size, clip=clip)
+    ok = verified(model, x, y, eps=eps, norm=norm, method=method, batch_size=batch_size, clip=clip,
+                  max_memory=max_memory, progress=progress)
     return float(ok.float().mean()) if ok.numel() else float("nan")
 
 
 def verified(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",
     method: str = "ibp", batch_size: int = 256, clip: tuple[float, float] | None = (0.0, 1.0),
+    max_memory: int | None = DEFAULT_MAX_MEMORY, progress: bool | None = None,
 ) -> torch.Tensor:
-    """Boolean (N,) mask of points certified at ``eps`` (eval mode, batched, no gradients)."""
+    """Boolean (N,) mask of points certified at ``eps`` (eval mode, batched, no gradients).
+
+    Points are bounded ``batch_size`` at a time, fewer when the estimated working set of ``method``
+    (from the layer widths, see :func:`robustlab.certify._crown.crown_bytes_per_sample`) would exceed
+    ``max_memory`` bytes (1 GiB by default; ``None`` = no cap). The mask does not depend on the chunking.
+    ``progress``: a bar over the points (``None``: when stderr is a TTY).
+
+    Example::
+
+        ok = verified(model, x, y, eps=0.1, method="crown", max_memory=2 << 30, progress=True)
+    """
+    owner = "verified"
+    _validate(model, x, eps, norm, method, owner, max_memory)
+    _check_clip(x, clip, norm, owner)
+    batch_size = check_int(batch_size, "batch_size", 1, None, owner=owner)
+    check_progress(progress, owner=owner)
     was = model.training
     model.eval()
     dev = next((p.device for p in model.parameters()), x.device)
     out = []
+    layers = _layers(model)
     try:
         with torch.no_grad():
-            for i in range(0, x.shape[0], batch_size):
-                xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
-                lb = margin_bounds(model, xb, yb, eps=eps, norm=norm, method=method, clip=clip)
-                lb = lb.masked_fill(F.one_hot(yb, lb.shape[1]).bool(), float("inf"))
-                out.append((lb > 0).all(1).cpu())
+            chunk = batch_size
+            y = _check_y(y, x, None, owner)
+            if x.shape[0]:
+                x1 = x[:1].to(dev)
+                with _batchnorm_eval(model):
+                    (lo1, _), recs = _ibp_forward(layers, x1, 0.0, norm, None)  # shapes only
+                y = _check_y(y, x, lo1.shape[1] if lo1.dim() == 2 else None, owner)
+                per = crown_bytes_per_sample(layers, recs, x1, method, math.prod(lo1.shape[1:]))
+                if max_memory is not None:
+                    chunk = max(1, min(batch_size, int(max_memory) // max(1, per)))
+            with progress_bar(total=x.shape[0], desc=f"certify {method} eps={float(eps):g}", enabled=progress,
+                              unit="pt") as bar:
+                for i in range(0, x.shape[0], chunk):
+                    xb, yb = x[i:i + chunk].to(dev), y[i:i + chunk].to(dev)
+                    lb = margin_bounds(model, xb, yb, eps=eps, norm=norm, method=method, clip=clip,
+                                       max_memory=max_memory)
+                    lb = lb.masked_fill(F.one_hot(yb, lb.shape[1]).bool(), float("inf"))
+                    out.append((lb > 0).all(1).cpu())
+                    bar.update(xb.shape[0])
     finally:
         model.train(was)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
@@ -526,8 +511,16 @@ def tightness(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, 
     the same linearisation), per margin ``z_y - z_j`` (per logit when ``y`` is None), averaged;
     in (0, 1]. For a deep linear network it is ``|W_L...W_1| 1 / (|W_L|...|W_1| 1)``. Supports the
     layers of the CROWN backward pass with ReLU activations; the radius scales out (``eps`` only
-    sets the box used for both numerator and denominator).
+    sets the box used for both numerator and denominator). BatchNorm uses its running statistics.
     """
+    _validate(model, x, eps, "linf", "ibp", "tightness")
+    if y is not None:
+        y = _check_y(y, x, None, "tightness")
+    with _batchnorm_eval(model):
+        return _tightness(model, x, y, float(eps))
+
+
+def _tightness(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: float) -> torch.Tensor:
     layers = _layers(model)
     # forward pass at x recording layer inputs and ReLU slopes
     records: list[Bounds] = []
@@ -538,6 +531,8 @@ def tightness(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, 
         slopes.append((h > 0).to(h.dtype) if isinstance(m, nn.ReLU) else None)
         h = m(h)
     num_classes = h.shape[1]
+    if y is not None:
+        _check_y(y, x, num_classes, "tightness")
     if y is None:
         spec = torch.eye(num_classes, dtype=x.dtype, device=x.device).expand(x.shape[0], num_classes, num_classes)
     else:

@@ -70,3 +70,64 @@ def check_ibp_bounds_contain_samples(spec: Spec[Any]) -> None:
             return
         assert bool((z >= lc - tol).all() and (z <= uc + tol).all()), f"{spec.name}: a logit escapes CROWN-IBP"
         assert bool((uc - lc <= upper - lower + 1e-5).all()), "CROWN-IBP looser than IBP"
+
+
+@check(requires={"ibp"})
+def check_ibp_rejects_nan_input_and_bad_labels(spec: Spec[Any]) -> None:
+    """NaN/Inf inputs and labels out of range, of float dtype or of the wrong shape raise a clear error."""
+    from ..certify.ibp import interval_bounds, margin_bounds, verified
+
+    model = _model(spec)
+    shape = tuple(spec.example_kwargs["input_shape"])
+    x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        c = model(x).shape[1]
+    bad_x = x.clone()
+    bad_x.view(-1)[0] = float("nan")
+    y = torch.zeros(2, dtype=torch.long)
+    for fn in (lambda: interval_bounds(model, bad_x, eps=0.01), lambda: margin_bounds(model, bad_x, y, eps=0.01),
+               lambda: verified(model, bad_x, y, eps=0.01)):
+        _raises(fn, ValueError, "NaN", spec.name)
+    for bad_y, kind in ((torch.tensor([0, c]), ValueError), (torch.tensor([-1, 0]), ValueError),
+                        (torch.zeros(2), TypeError), (torch.zeros(3, dtype=torch.long), ValueError)):
+        _raises(lambda b=bad_y: margin_bounds(model, x, b, eps=0.01), kind, "'y'", spec.name)
+        _raises(lambda b=bad_y: verified(model, x, b, eps=0.01), kind, "'y'", spec.name)
+    y32 = torch.tensor([0, c - 1], dtype=torch.int32)  # any integer dtype is accepted
+    with torch.no_grad():
+        torch.testing.assert_close(margin_bounds(model, x, y32, eps=0.01), margin_bounds(model, x, y32.long(), eps=0.01))
+
+
+@check(requires={"ibp"})
+def check_ibp_uses_eval_batchnorm_statistics_in_train_mode(spec: Spec[Any]) -> None:
+    """With the model in train mode, the bounds at ε = 0 equal the eval-mode logits; no statistics change."""
+    from ..certify.ibp import interval_bounds, margin_bounds
+
+    model = _model(spec)
+    shape = tuple(spec.example_kwargs["input_shape"])
+    x = torch.rand((3, *shape), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        z = model(x)
+    y = z.argmax(1)
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    model.train()
+    for m in model.modules():  # BatchNorm is the subject here; dropout in train mode is refused by design
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    with torch.no_grad():
+        lo, up = interval_bounds(model, x, eps=0.0)
+        mb = margin_bounds(model, x, y, eps=0.0)
+    tol = dict(rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(lo, z, **tol, msg=lambda m: f"{spec.name}: train-mode bounds at eps=0 differ: {m}")
+    torch.testing.assert_close(up, z, **tol)
+    torch.testing.assert_close(mb, z.gather(1, y[:, None]) - z, **tol)
+    assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers()), f"{spec.name}: bounds changed a buffer"
+    assert model.training, "the bounds changed the model's mode"
+
+
+def _raises(fn: Any, kind: type, text: str, name: str) -> None:
+    try:
+        fn()
+    except kind as e:
+        assert text in str(e), f"{name}: message {str(e)!r} does not mention {text!r}"
+    else:
+        raise AssertionError(f"{name}: no {kind.__name__} raised")
