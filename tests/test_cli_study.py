@@ -1,6 +1,6 @@
 """The study of issue 12, shortened, from the CLI alone: noisy-label training, PGD-AT, attack, evaluate,
-certify, conformal, shift — on an embedded data set always, and on the shared MNIST test files
-(``../shared/datasets/mnist-t10k``) when they are present.
+certify, conformal, shift, then a bench spec and its report — on an embedded data set always, and on the
+shared MNIST test files (``../shared/datasets/mnist-t10k``) when they are present.
 
 Later commands name only the checkpoint: the data (and its root folder) come from what ``train`` recorded.
 """
@@ -27,6 +27,15 @@ def _data_args(kind: str) -> list[str]:
         pytest.skip(f"shared MNIST test files not found at {root}")
     # the folder holds only the test split: 20 % of it trains, the rest is the test split
     return ["--data", "mnist", "--data-root", root, "--data-arg", "use_test_split_as_train=0.2"]
+
+
+def _spec_data(argv: list[str]) -> dict:
+    """The spec's data entry naming the same data as the command-line options ``argv``."""
+    entry: dict = {"name": argv[argv.index("--data") + 1]}
+    if "--data-root" in argv:
+        entry["root"] = argv[argv.index("--data-root") + 1]
+        entry["options"] = {"use_test_split_as_train": 0.2}
+    return entry
 
 
 def _ok(capsys, argv: list[str]) -> str:
@@ -86,3 +95,25 @@ def test_study_from_the_cli(kind, tmp_path, capsys):
     refs[-1] = refs[-1]["data_ref"]
     assert all(r == refs[0] for r in refs)
     assert refs[0]["name"] == ("digits" if kind == "embedded" else "mnist")
+
+
+@pytest.mark.parametrize("kind", ["embedded", "mnist_files"])
+def test_study_bench_spec_and_report(kind, tmp_path, capsys):
+    import yaml
+
+    spec = {
+        "name": "study", "description": "the study's sweep, shortened",
+        "data": [_spec_data(_data_args(kind))], "noise": ["symmetric:0.4"],
+        "models": [{"name": "mlp", "hidden": [32]}], "losses": ["gce"], "objectives": ["standard"],
+        "seeds": [0], "train": {"epochs": 1, "batch_size": 64},
+        "evaluations": ["clean", {"name": "attacks", "attacks": ["pgd"], "eps": [0.05], "steps": 2, "n_test": 30}],
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = _ok(capsys, ["bench", "run", str(path), "--out", str(tmp_path / "results"), "--quiet"])
+    assert "1 completed, 0 failed" in out
+    _ok(capsys, ["report", str(tmp_path / "results"), "-o", str(tmp_path / "report.md")])
+    _ok(capsys, ["report", str(tmp_path / "results"), "-o", str(tmp_path / "report.html")])
+    md = (tmp_path / "report.md").read_text()
+    assert "clean acc" in md and ("digits" if kind == "embedded" else "mnist") in md
+    assert (tmp_path / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
