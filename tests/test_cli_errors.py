@@ -273,3 +273,44 @@ def test_terminal_output_has_no_control_sequences(run_dir, tmp_path, capsys):
     assert "runred" in out and "\x1b" not in out and "\x07" not in out
     err = _fails(capsys, ["attack", "--checkpoint", str(odd / "nope"), *COMMANDS["attack"]], "runred")
     assert "\x1b" not in err
+
+
+# -- hostile data files reach the user as one line ----------------------------------------------------
+def _hostile(tmp_path, case: str) -> list[str]:
+    from robustlab.testing._data import write_idx
+
+    if case == "empty_csv":
+        (tmp_path / "h.csv").write_text("f,label\n")
+        return ["--data", f"csv:{tmp_path / 'h.csv'}"]
+    if case == "empty_svmlight":
+        (tmp_path / "e.txt").write_text("")
+        return ["--data", f"svmlight:{tmp_path / 'e.txt'}"]
+    if case == "empty_npz":
+        np.savez(tmp_path / "z.npz", x=np.zeros((0, 3)), y=np.zeros(0, dtype=int))
+        return ["--data", f"npz:{tmp_path / 'z.npz'}"]
+    if case == "secret_csv":
+        (tmp_path / "p.csv").write_text("root:x:0:0:SECRET-TOKEN\nSECRET-TOKEN\n")
+        return ["--data", f"csv:{tmp_path / 'p.csv'}"]
+    if case == "idx_overflow":
+        (tmp_path / "t10k-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", *[0xFFFFFFFF] * 3))
+        write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(10) % 10)
+        return ["--data", "mnist", "--data-root", str(tmp_path)]
+    if case == "idx_sizes_differ":
+        write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((10, 28, 28)))
+        write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(10) % 10)
+        write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((10, 32, 32)))
+        write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(10) % 10)
+        return ["--data", "mnist", "--data-root", str(tmp_path)]
+    assert case == "cifar_pickle_bomb"
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in ("test_batch", "batches.meta"):
+        (folder / name).write_bytes(b"\x80\x04\x8d" + struct.pack("<Q", 1 << 62))
+    return ["--data", "cifar10", "--data-root", str(tmp_path)]
+
+
+@pytest.mark.parametrize("case", ["empty_csv", "empty_svmlight", "empty_npz", "secret_csv", "idx_overflow",
+                                  "idx_sizes_differ", "cifar_pickle_bomb"])
+def test_hostile_data_files_through_the_cli(tmp_path, capsys, case):
+    err = _fails(capsys, ["attack", "--model", "linear", *_hostile(tmp_path, case), "--eps", "0.1"])
+    assert "SECRET" not in err and len(err.strip().splitlines()) == 1
