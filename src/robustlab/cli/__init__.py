@@ -1,7 +1,11 @@
 """Command-line interface: ``robustlab <command> ...``.
 
 Each command lives in its own module ``robustlab.cli._<name>`` exposing ``add_parser(subparsers)``
-which registers a sub-parser whose ``func(args) -> int`` runs it.
+which registers a sub-parser whose ``func(args) -> int`` runs it. Options that mean the same thing in
+several commands come from one table (``cli._options``); model and data come from ``cli._inputs``
+(``--checkpoint``/``--model``, ``--data``/``--data-root``/``--data-arg``). ``--out`` is checked writable
+before any work. Every failure ends as one line ``robustlab <command>: error: ...`` (exit 2 for bad
+input, 1 otherwise); ``-v`` also prints the traceback.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="robustlab", description="Make classifiers robust and prove how robust they are.")
     parser.add_argument("--version", action="version", version=f"robustlab {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level and print the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMANDS:
         importlib.import_module(f"{__name__}._{name}").add_parser(sub)
