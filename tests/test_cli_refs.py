@@ -269,3 +269,8 @@ def test_cli_takes_a_module_attribute_factory(capsys):
     assert main(["attack", "--model", f"{__name__}:make_net", "--model-arg", "depth=5", "--data", "digits",
                  "--eps", "0.1"]) == 2
     assert "does not take option(s) depth; it takes input_shape, num_classes, width" in capsys.readouterr().err
+
+
+def test_dataref_is_hashable():
+    a = data.DataRef("mnist", root="/a", options={"seed": 1})
+    assert len({a, data.DataRef("mnist", root="/a", options={"seed": 1}), data.DataRef("digits")}) == 2

@@ -18,6 +18,7 @@ creates directories.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -63,6 +64,9 @@ class DataRef:
                 f"Data set '{self.name}': option names must be str other than 'name'/'root'. Got {bad}."
             )
         object.__setattr__(self, "options", dict(self.options))
+
+    def __hash__(self) -> int:  # options is a dict: hash the JSON form
+        return hash(json.dumps(self.to_config(), sort_keys=True, default=str))
 
     @property
     def is_path(self) -> bool:
