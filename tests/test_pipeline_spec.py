@@ -217,3 +217,18 @@ def test_models_by_factory_reference_in_a_spec(tmp_path, monkeypatch):
     assert res["status"] == "completed", res.get("error")
     with pytest.raises(SpecError, match=r"models\[0\] \(t7a_models:nope\)"):
         check_spec(spec(models=["t7a_models:nope"]))
+
+
+def test_model_files_in_a_spec_resolve_from_the_spec_folder(tmp_path):
+    import torch
+
+    from robustlab import data
+
+    d = data.load("gaussians", n_train=60, n_test=30, dim=4)
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, d.num_classes)))
+    torch.jit.save(scripted, str(tmp_path / "m.ts"))
+    (tmp_path / "s.yaml").write_text(json.dumps(spec(models=["m.ts"])))
+    rc = expand(check_spec(str(tmp_path / "s.yaml")))[0]
+    assert rc.config["model"]["name"] == str(tmp_path / "m.ts") and rc.labels["model"] == "m.ts"
+    with pytest.raises(SpecError, match=r"models\[0\] \(gone.pt\)"):
+        check_spec(spec(models=["gone.pt"]))

@@ -260,9 +260,9 @@ def _named_axis(module: str, attr: str, what: str, skip: tuple[str, ...]):  # no
         name, label, kw = _entry(raw, ctx, where)
         train = kw.pop("train", {}) if what == "objective" else {}
         reg = _registry(module, attr, what, ctx, where)
-        if what == "model" and isinstance(name, str) and name not in reg and (":" in name or os.sep in name):
+        if what == "model" and isinstance(name, str) and name not in reg and _model_ref(name, ctx) is not None:
             # a model file, module:attribute factory or timm:NAME: resolved when the grid is checked
-            return _AxisValue(label or name, {"name": name, "kwargs": kw})
+            return _AxisValue(label or name, {"name": _model_ref(name, ctx), "kwargs": kw})
         spec = _lookup(reg, name, ctx, where)
         normalize = kw.pop("normalize", None) if what == "model" else None
         kw = _check_kwargs(spec.factory, kw, ctx, where, skip=skip, what=f"{what} '{name}'")
@@ -285,6 +285,23 @@ def _named_axis(module: str, attr: str, what: str, skip: tuple[str, ...]):  # no
         return _AxisValue(label or name, {"name": name, "kwargs": kw}, train)
 
     return build
+
+
+_MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
+
+
+def _model_ref(name: str, ctx: _Ctx) -> str | None:
+    """A non-registry model reference as the config records it (file paths made absolute), or None."""
+    import re
+
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix == "timm" or re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", name):
+        return name
+    if sep and prefix in ("checkpoint", "torchscript"):
+        return f"{prefix}:{_absolute(rest, ctx)}"
+    if os.sep in name or "/" in name or name.endswith(_MODEL_FILE_SUFFIXES) or (ctx.base_dir / name).exists():
+        return _absolute(name, ctx)
+    return None
 
 
 def _check_loss_values(factory: Any, kw: dict[str, Any], ctx: _Ctx, where: str) -> None:
