@@ -5,6 +5,11 @@ generator=None) -> x_adv`` on inputs in [0, 1]. Registered: ``fgsm``, ``pgd``, `
 ``apgd_t``, ``fab_t``, ``square``, ``zoo``, ``cw_l2`` (see ``available()``). Tags: ``linf``/``l2``, ``targeted``,
 ``white_box``/``black_box``, ``gradient``.
 
+Inputs: NaN/inf in ``x`` and labels outside the model's classes are errors; labels of any integer dtype work.
+Gradient attacks (``uses_gradients``) on a model whose graph is cut (no input gradient) raise
+:class:`NoInputGradientError` naming the gradient-free attacks; ``progress=`` on a call shows a bar over
+restarts, target classes or queries (None: when stderr is a TTY).
+
 Budgets: each attack class declares the constructor parameter that sets its budget (``budget_param``):
 ``steps`` (iterations) for the gradient attacks, ``n_queries`` (model queries per example) for Square and
 ZOO, none for FGSM; :func:`budget_params` lists them and :func:`get` rejects an option an attack does not

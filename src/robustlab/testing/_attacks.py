@@ -2,7 +2,10 @@
 
 Each check builds the attack from its ``example_kwargs`` (L2 variants get ``eps=1``) and runs it on a
 tiny fixture: a 1-hidden-layer MLP trained for a second on the embedded ``digits`` set (8×8 images,
-10 classes), cached for the session.
+10 classes), cached for the session. Rules every attack inherits: the threat model, determinism per
+generator, eval mode and untouched parameter ``.grad``, NaN/inf inputs and out-of-range labels refused, any
+integer label dtype accepted, ``uses_gradients`` matching the ``gradient`` tag (gradient attacks refuse a
+graph-cutting model), a declared budget parameter.
 """
 
 from __future__ import annotations
