@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import struct
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_bad_checkpoint_is_one_clear_line(run_dir, tmp_path, capsys, kind, comma
     elif kind == "truncated":
         p.write_bytes(good[: len(good) // 2])
     elif kind == "garbage":
-        p.write_bytes(os.urandom(300))
+        p.write_bytes(random.Random(0).randbytes(300))
     elif kind == "pickled_module":
         torch.save(nn.Linear(64, 10), p)
     else:
@@ -314,3 +315,12 @@ def _hostile(tmp_path, case: str) -> list[str]:
 def test_hostile_data_files_through_the_cli(tmp_path, capsys, case):
     err = _fails(capsys, ["attack", "--model", "linear", *_hostile(tmp_path, case), "--eps", "0.1"])
     assert "SECRET" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unreadable_recorded_data_reference(tmp_path, capsys):
+    run = tmp_path / "run"
+    training.save_checkpoint(models.create("linear", input_shape=(64,), num_classes=10), run,
+                             extra={"config": {"data": 3}})
+    _fails(capsys, ["attack", "--checkpoint", str(run), "--eps", "0.1"], str(run), "--data NAME", code=2)
+    assert main(["attack", "--checkpoint", str(run), "--data", "digits", "--data-arg", "flatten=true",
+                 *COMMANDS["attack"]]) == 0

@@ -274,3 +274,30 @@ def test_cli_takes_a_module_attribute_factory(capsys):
 def test_dataref_is_hashable():
     a = data.DataRef("mnist", root="/a", options={"seed": 1})
     assert len({a, data.DataRef("mnist", root="/a", options={"seed": 1}), data.DataRef("digits")}) == 2
+
+
+def test_checkpoint_fuzz_loads_or_refuses_clearly(tmp_path):
+    """Seeded byte flips and truncations of a valid checkpoint: it loads, or InvalidParameterError names it."""
+    import random
+    import warnings
+
+    from robustlab.models._ref import load_checkpoint_file
+
+    good = tmp_path / "good.pt"
+    training.save_checkpoint(models.create("mlp", input_shape=(6,), num_classes=3, hidden=(4,)), good)
+    raw = good.read_bytes()
+    rng = random.Random(0)
+    p = tmp_path / "model.pt"
+    for i in range(150):
+        b = bytearray(raw if i % 5 else rng.randbytes(rng.randrange(1, 400)))
+        for _ in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        if i % 3 == 0:
+            b = b[: rng.randrange(1, len(b))]
+        p.write_bytes(bytes(b))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                load_checkpoint_file(p)
+            except InvalidParameterError as e:
+                assert str(p) in str(e)

@@ -31,11 +31,10 @@ def add_inputs(p: argparse.ArgumentParser) -> None:
 
 def recorded_data(checkpoint: str | None, model: Any) -> Any:
     """The :class:`DataRef` recorded with a checkpoint (its ``extra["config"]``, else ``metrics.json`` beside it), or None."""
-    from ..data import DataRef
 
     cfg = (getattr(model, "robustlab_extra", None) or {}).get("config")
     if isinstance(cfg, dict) and cfg.get("data") is not None:
-        return DataRef.from_config(cfg)
+        return _from_recorded(cfg, checkpoint)
     if checkpoint is None:
         return None
     path = Path(checkpoint)
@@ -46,8 +45,19 @@ def recorded_data(checkpoint: str | None, model: Any) -> Any:
         return None
     cfg = doc.get("config") if isinstance(doc, dict) else None
     if isinstance(cfg, dict) and cfg.get("data") is not None:
-        return DataRef.from_config(cfg)
+        return _from_recorded(cfg, str(metrics))
     return None
+
+
+def _from_recorded(cfg: dict[str, Any], source: str | None) -> Any:
+    from ..data import DataRef
+
+    try:
+        return DataRef.from_config(cfg)  # trusted=False: download/mirror are dropped
+    except InvalidParameterError as e:
+        raise InvalidParameterError(
+            f"'{source}' records a data reference that cannot be read ({e}); pass --data NAME."
+        ) from None
 
 
 def _data_ref(args: argparse.Namespace, recorded: Any, source: str | None) -> Any:
@@ -99,7 +109,13 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
         model = load_checkpoint_file(ckpt)
     elif Path(ref_text).expanduser().exists() or ref_text.startswith(("checkpoint:", "torchscript:")):
         model = resolve(ref_text, **model_kw)
-    recorded = recorded_data(ckpt or (ref_text if model is not None else None), model) if model is not None else None
+    recorded = None
+    if model is not None:
+        try:
+            recorded = recorded_data(ckpt or ref_text, model)
+        except InvalidParameterError:
+            if args.data is None:
+                raise  # with --data the recorded reference is not needed
     ref = _data_ref(args, recorded, f"'{label}'")
     data = _load_data(ref)
     if model is None:

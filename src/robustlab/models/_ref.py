@@ -27,6 +27,7 @@ import json
 import os
 import pickle
 import re
+import struct
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,6 +164,10 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> nn.Module:
     except (ValueError, TypeError) as e:  # 'not a robustlab checkpoint', bad recorded config
         msg = _short(e)
         raise InvalidParameterError(msg if str(target) in msg else f"Checkpoint '{target}': {msg}") from None
+    except (IndexError, LookupError, struct.error, UnicodeDecodeError) as e:  # malformed pickle streams
+        raise InvalidParameterError(
+            f"Checkpoint '{target}' is corrupt ({type(e).__name__}: {_short(e)}). Retrain it or copy it again."
+        ) from None
 
 
 def _short(e: BaseException) -> str:
