@@ -25,7 +25,8 @@ def add_parser(sub: Any) -> None:
     )
     add_inputs(p)
     p.add_argument("--suite", default="standard",
-                   help="a suite name (standard, ...) or comma-separated attack names run in sequence "
+                   help="standard (AutoAttack's: APGD-CE, APGD-T, FAB-T, Square-5000), fast (standard without "
+                        "FAB-T; 'robustlab list suites') or comma-separated attack names run in sequence "
                         "(default standard)")
     add_threat_options(p)
     p.add_argument("--n-queries", type=int, default=None,
