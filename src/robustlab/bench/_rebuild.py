@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ._folder import FolderLock
 from ._resultfile import QUARANTINE_DIR, InvalidResult, load_config, load_result, quarantine
@@ -162,7 +163,7 @@ def _salvage(db: Path) -> dict[str, Any]:
     if not db.exists():
         return out
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        con = sqlite3.connect(f"file:{quote(str(db))}?mode=ro", uri=True)
     except sqlite3.Error:
         return out
     try:
