@@ -285,6 +285,10 @@ class Attack:
                 check_labels(y, num_classes, "y", owner=self.name)
                 if targets is not None:
                     check_labels(targets, num_classes, "targets", owner=self.name)
+                    same = int((targets.to(y.device) == y).sum())
+                    if same:
+                        raise ValueError(f"'targets' of {self.name} equal the true label y for {same} example(s); a "
+                                         "targeted attack needs a target class different from the true one.")
                     targets = targets.long()
                 y = y.long()
                 if self.eps == 0.0:

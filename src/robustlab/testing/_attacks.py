@@ -317,6 +317,12 @@ def check_rejects_bad_labels(spec: Spec[Any]) -> None:
             assert "'targets'" in str(e), str(e)
         else:
             raise AssertionError(f"{spec.name} accepted targets outside the model's classes")
+        try:
+            atk(model, x[:4], y[:4], targets=y[:4].clone(), generator=_gen())
+        except ValueError as e:
+            assert "'targets'" in str(e) and "true label" in str(e), str(e)
+        else:
+            raise AssertionError(f"{spec.name} accepted targets equal to the true labels")
 
 
 class _Threshold(nn.Module):
