@@ -20,7 +20,15 @@ import torch
 from scipy.stats import norm as _norm
 from torch import nn
 
-from .._validation import NotCalibratedError, check_bool, check_in_range, check_int, check_labels
+from .._progress import check_progress, progress_bar
+from .._validation import (
+    NotCalibratedError,
+    check_bool,
+    check_finite,
+    check_in_range,
+    check_int,
+    check_labels,
+)
 from ..certify.smoothing import _randn
 from ._scores import Score, get_score
 from ._split import conformal_quantile
@@ -86,12 +94,40 @@ class RobustConformal:
             s = torch.sigmoid(self.ptt_temperature * (rank - self.ptt_bias))
         return s
 
+    @staticmethod
+    def _check_x(x: Any, owner: str) -> None:
+        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
+            raise TypeError(f"'x' of {owner} must be a floating-point batch (N, ...). Got {getattr(x, 'shape', type(x))}.")
+        check_finite(x, "x", owner=owner)
+
     @torch.no_grad()
-    def smoothed_scores(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _num_classes(self, x: torch.Tensor) -> int:
+        """The model's output width, from one eval-mode forward pass on ``x[:1]`` (no random draws)."""
+        model = self.model
+        was = model.training
+        model.eval()
+        dev = next((p.device for p in model.parameters()), x.device)
+        try:
+            out = model(x[:1].to(dev))
+        finally:
+            model.train(was)
+        if out.dim() != 2 or out.shape[1] < 2:
+            raise ValueError(f"RobustConformal needs a model returning (N, C) logits with C >= 2. Got shape {tuple(out.shape)}.")
+        return int(out.shape[1])
+
+    @torch.no_grad()
+    def smoothed_scores(self, x: torch.Tensor, *, generator: torch.Generator | None = None,
+                        progress: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Monte-Carlo mean and unbiased variance (N, C) of the (transformed) score of every label.
 
         ``n_mc`` Gaussian draws per input, all (input, draw) pairs evaluated ``batch_size`` at a time.
+        ``progress``: a bar over the N·n_mc noisy copies (``None``: when stderr is a TTY).
         """
+        self._check_x(x, "RobustConformal")
+        check_progress(progress, owner="RobustConformal")
+        if x.shape[0] == 0:
+            empty = torch.zeros(0, self._num_classes(x))
+            return empty, empty.clone()
         model = self.model
         was = model.training
         model.eval()
@@ -101,19 +137,24 @@ class RobustConformal:
         total = n * m
         sums: torch.Tensor | None = None
         sq: torch.Tensor | None = None
+        bar = progress_bar(total=total, desc=f"robust conformal Monte-Carlo (n_mc={m})", enabled=progress, unit="draw")
         try:
             for start in range(0, total, self.batch_size):
                 flat = torch.arange(start, min(start + self.batch_size, total), device=dev)
                 idx = flat // m
                 noise = _randn((flat.shape[0], *x.shape[1:]), generator, dev, x.dtype)
-                probs = model(x[idx] + self.sigma * noise).float().softmax(1)
+                logits = model(x[idx] + self.sigma * noise)
+                check_finite(logits, "model output", owner="RobustConformal")
+                probs = logits.float().softmax(1)
                 s = self._transform(self.score(probs, generator=generator), probs.shape[1]).double()
                 if sums is None or sq is None:
                     sums = torch.zeros(n, probs.shape[1], dtype=torch.float64, device=dev)
                     sq = torch.zeros_like(sums)
                 sums.index_add_(0, idx, s)
                 sq.index_add_(0, idx, s * s)
+                bar.update(flat.shape[0])
         finally:
+            bar.close()
             model.train(was)
         assert sums is not None and sq is not None
         mean = sums / m
@@ -121,12 +162,17 @@ class RobustConformal:
         return mean.float(), var.float()
 
     # -- calibrate / predict ------------------------------------------------------------------------
-    def calibrate(self, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None) -> RobustConformal:
-        """Fit PTT (on a held-out part) and the RSCP+ threshold on clean calibration data; returns ``self``."""
-        if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
-            raise TypeError(f"'x' of RobustConformal.calibrate must be a floating-point batch (N, ...). Got {getattr(x, 'shape', type(x))}.")
+    def calibrate(self, x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator | None = None,
+                  progress: bool | None = None) -> RobustConformal:
+        """Fit PTT (on a held-out part) and the RSCP+ threshold on clean calibration data; returns ``self``.
+
+        ``x``: finite inputs (N, ...); ``y``: (N,) class indices of any integer dtype.
+        """
+        owner = "RobustConformal.calibrate"
+        self._check_x(x, owner)
         if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-            raise ValueError(f"'y' of RobustConformal.calibrate must have shape ({x.shape[0]},). Got {getattr(y, 'shape', y)}.")
+            raise ValueError(f"'y' of {owner} must have shape ({x.shape[0]},). Got {getattr(y, 'shape', y)}.")
+        check_labels(y, self._num_classes(x), owner=owner)
         self.reference_ = None
         if self.ptt:
             k = min(self.n_holdout, x.shape[0] // 2)
@@ -137,8 +183,7 @@ class RobustConformal:
             hold, rest = perm[:k], perm[k:]
             self.reference_ = self._reference(x[hold], y[hold], generator)
             x, y = x[rest], y[rest]
-        mean, _ = self.smoothed_scores(x, generator=generator)
-        check_labels(y, mean.shape[1], owner="RobustConformal.calibrate")
+        mean, _ = self.smoothed_scores(x, generator=generator, progress=progress)
         cal = mean.gather(1, y.to(mean.device).long()[:, None]).squeeze(1)
         tau = float(conformal_quantile(cal, self.alpha - 2 * self.beta))
         self.threshold_ = tau
@@ -172,11 +217,13 @@ class RobustConformal:
             return 1.0
         return float(_norm.cdf(_norm.ppf(t) + self.eps / self.sigma))
 
-    def predict_sets(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Boolean (N, C) RSCP+ sets for (possibly perturbed) inputs ``x``."""
+    def predict_sets(self, x: torch.Tensor, *, generator: torch.Generator | None = None,
+                     progress: bool | None = None) -> torch.Tensor:
+        """Boolean (N, C) RSCP+ sets for (possibly perturbed) finite inputs ``x``; ``progress`` as in :meth:`smoothed_scores`."""
         if self.threshold_ is None:
             raise NotCalibratedError("This RobustConformal is not calibrated yet; call .calibrate(x, y) before predict_sets.")
+        self._check_x(x, "RobustConformal.predict_sets")
         thr = self.robust_threshold_
-        mean, var = self.smoothed_scores(x, generator=generator)
+        mean, var = self.smoothed_scores(x, generator=generator, progress=progress)
         lower = (mean - self.bernstein(var)).clamp(min=0.0)
         return lower <= thr

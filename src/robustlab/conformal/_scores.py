@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .._registry import Registry
-from .._validation import check_bool, check_in_range, check_int
+from .._validation import check_bool, check_finite, check_in_range, check_int, check_labels
 
 __all__ = ["SCORES", "APSScore", "RAPSScore", "Score", "THRScore", "check_probs", "get_score", "register_score"]
 
@@ -16,12 +16,13 @@ register_score = SCORES.register
 
 
 def check_probs(probs: Any, name: str = "probs", *, owner: str | None = None) -> None:
-    """Check ``probs`` is a floating (N, C) tensor of probabilities (rows in [0, 1] summing to 1)."""
+    """Check ``probs`` is a finite floating (N, C) tensor of probabilities (rows in [0, 1] summing to 1)."""
     where = f" of {owner}" if owner else ""
     if not isinstance(probs, torch.Tensor) or not probs.dtype.is_floating_point:
         raise TypeError(f"'{name}'{where} must be a floating-point tensor of probabilities. Got {getattr(probs, 'dtype', type(probs))}.")
     if probs.dim() != 2 or probs.shape[1] < 2:
         raise ValueError(f"'{name}'{where} must have shape (N, C) with C >= 2. Got shape {tuple(probs.shape)}.")
+    check_finite(probs, name, owner=owner)
     if probs.numel():
         lo, hi = float(probs.min()), float(probs.max())
         sums = probs.sum(1)
@@ -63,7 +64,8 @@ class Score:
             return s
         if not isinstance(labels, torch.Tensor) or labels.shape != (probs.shape[0],):
             raise ValueError(f"'labels' must have shape ({probs.shape[0]},). Got {getattr(labels, 'shape', labels)}.")
-        return s.gather(1, labels.long()[:, None]).squeeze(1)
+        check_labels(labels, probs.shape[1], "labels", owner=type(self).__name__)
+        return s.gather(1, labels.to(s.device).long()[:, None]).squeeze(1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"

@@ -25,6 +25,11 @@ def conformal_quantile(scores: torch.Tensor, alpha: float) -> torch.Tensor:
     With exchangeable calibration and test scores, ``P(S_test <= q) >= 1 − α``.
     """
     check_in_range(alpha, "alpha", 0.0, 1.0, closed="neither", owner="conformal_quantile")
+    if not isinstance(scores, torch.Tensor) or not scores.dtype.is_floating_point:
+        raise TypeError(f"'scores' of conformal_quantile must be a floating-point tensor. Got {getattr(scores, 'dtype', type(scores))}.")
+    if bool(torch.isnan(scores).any()):
+        raise ValueError(f"'scores' of conformal_quantile contains {int(torch.isnan(scores).sum())} NaN value(s); "
+                         "a NaN score would make the threshold NaN and every set empty.")
     n = scores.numel()
     k = quantile_rank(n, alpha)
     if k > n:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .._validation import check_labels
+
 __all__ = ["average_set_size", "class_conditional_coverage", "coverage", "size_stratified_coverage"]
 
 
@@ -12,6 +14,8 @@ def _check(sets: torch.Tensor, y: torch.Tensor | None = None) -> None:
         raise TypeError(f"'sets' must be a boolean (N, C) mask. Got {getattr(sets, 'dtype', type(sets))} {getattr(sets, 'shape', '')}.")
     if y is not None and (not isinstance(y, torch.Tensor) or y.shape != (sets.shape[0],)):
         raise ValueError(f"'y' must have shape ({sets.shape[0]},). Got {getattr(y, 'shape', y)}.")
+    if y is not None:
+        check_labels(y, sets.shape[1])
 
 
 def coverage(sets: torch.Tensor, y: torch.Tensor) -> float:

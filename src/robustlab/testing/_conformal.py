@@ -109,3 +109,50 @@ def check_sets_shrink_as_alpha_grows(spec: Spec[Any]) -> None:
         sets.append(cp.predict_sets(probs[100:], generator=torch.Generator().manual_seed(2)))
     assert bool((sets[1] <= sets[0]).all())
     assert int(sets[1].sum()) < int(sets[0].sum())
+
+
+@check()
+def check_rejects_nan_probabilities(spec: Spec[Any]) -> None:
+    """NaN or infinite probabilities raise ValueError in the score, ``calibrate`` and ``predict_sets``."""
+    from ..conformal import SplitConformal
+
+    score = spec.create(**spec.example_kwargs)
+    probs, y = _data(20, 4, torch.Generator().manual_seed(6))
+    cp = SplitConformal(score, 0.1).calibrate(probs, y, generator=torch.Generator().manual_seed(0))
+    for bad in (float("nan"), float("inf")):
+        p = probs.clone()
+        p[3, 1] = bad
+        for fn in (lambda p=p: score(p), lambda p=p: score(p, y),
+                   lambda p=p: SplitConformal(score, 0.1).calibrate(p, y), lambda p=p: cp.predict_sets(p)):
+            try:
+                fn()
+            except ValueError as e:
+                assert "NaN" in str(e), str(e)
+            else:
+                raise AssertionError(f"{spec.name}: probabilities with {bad} were accepted")
+
+
+@check()
+def check_rejects_bad_labels(spec: Spec[Any]) -> None:
+    """Labels out of range, of a float dtype or the wrong shape raise; every integer dtype is accepted."""
+    from ..conformal import SplitConformal
+
+    score = spec.create(**spec.example_kwargs)
+    probs, y = _data(20, 4, torch.Generator().manual_seed(7))
+    bad_labels = (y.clone().index_fill_(0, torch.tensor([2]), 4), y.clone().index_fill_(0, torch.tensor([2]), -1),
+                  y.double(), y[:5], y[:, None])
+    for bad in bad_labels:
+        for fn in (lambda b=bad: score(probs, b), lambda b=bad: SplitConformal(score, 0.1).calibrate(probs, b)):
+            try:
+                fn()
+            except (ValueError, TypeError) as e:
+                assert any(w in str(e) for w in ("label", "shape", "class indices")), str(e)
+            else:
+                raise AssertionError(f"{spec.name}: labels {bad.tolist()} were accepted")
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        a = score(probs, y.to(dtype), generator=torch.Generator().manual_seed(1))
+        b = score(probs, y, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(a, b), f"{spec.name}: {dtype} labels give other scores"
+        t1 = SplitConformal(score, 0.2).calibrate(probs, y.to(dtype), generator=torch.Generator().manual_seed(2)).threshold_
+        t2 = SplitConformal(score, 0.2).calibrate(probs, y, generator=torch.Generator().manual_seed(2)).threshold_
+        assert torch.equal(t1, t2)
