@@ -183,6 +183,10 @@ def test_common_budget_options_map_per_attack(digits_model):
     assert {k: v.get("steps", v.get("n_queries")) for k, v in r.attacks.items()} == {
         "apgd_ce": 2, "apgd_t": 2, "fab_t": 2, "square": 7}
     assert r.suite == "standard" and r.to_dict()["suite"] == "standard"
+    with pytest.raises(InvalidParameterError, match="'stepz' is taken by none of the attacks of the 'standard' suite"):
+        evaluate.robust_accuracy(m, d, "standard", eps=0.05, suite_kw={"stepz": 2})
+    with pytest.raises(InvalidParameterError, match="'suite_kw' parameter must be a dict"):
+        evaluate.robust_accuracy(m, d, "fast", eps=0.05, suite_kw=[("steps", 2)])
 
 
 def test_suites_standard_is_autoattack_and_fast_is_the_old_cascade(digits_model):
