@@ -324,3 +324,16 @@ def test_unreadable_recorded_data_reference(tmp_path, capsys):
     _fails(capsys, ["attack", "--checkpoint", str(run), "--eps", "0.1"], str(run), "--data NAME", code=2)
     assert main(["attack", "--checkpoint", str(run), "--data", "digits", "--data-arg", "flatten=true",
                  *COMMANDS["attack"]]) == 0
+
+
+def test_evaluation_flags_are_shown_and_stored(tmp_path, capsys):
+    torch.manual_seed(0)
+    soft = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Softmax(dim=1))
+    ts = tmp_path / "soft.ts"
+    torch.jit.save(torch.jit.script(soft), str(ts))
+    out = tmp_path / "r.json"
+    assert main(["attack", "--model", str(ts), "--data", "digits", *COMMANDS["attack"], "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    flags = json.loads(out.read_text())["flags"]
+    assert flags and any("probabilit" in f for f in flags)
+    assert all(f"flag: {f}" in text for f in flags)
