@@ -2,13 +2,14 @@
 
 Trains two MLPs (256, 256) on the embedded ``digits`` set (8×8, 10 classes): a standard one and a PGD-AT
 one (if the ``pgd_at`` objective is registered). For each, on the full test set (450 images):
-  - the ``standard`` ensemble (APGD-CE → APGD-T(9) → Square-5000) at L∞ ε (default 0.1) and L2 ε (default 0.5),
+  - a suite (``--suite``, default ``fast``: APGD-CE → APGD-T(9) → Square-5000, the cascade of the published table;
+    ``standard`` is AutoAttack's APGD-CE → APGD-T(9) → FAB-T(9) → Square-5000) at L∞ ε (default 0.1) and L2 ε (default 0.5),
     seeded, with the Clopper–Pearson interval and worst-class robust accuracy;
   - robustlab PGD-40 and torchattacks PGD-40 (same ε, step ε/10, random start) for comparison;
   - the robustness curve (PGD-20 on a log grid) with the power-law exponent k and its bootstrap interval;
   - the gradient-masking sanity checks.
 
-    .venv/bin/python benchmarks/eval_standard.py [--eps 0.1] [--eps-l2 0.5] [--epochs 30] [--threads 1]
+    .venv/bin/python benchmarks/eval_standard.py [--suite fast] [--eps 0.1] [--eps-l2 0.5] [--epochs 30] [--threads 1]
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def report(name: str, model: torch.nn.Module, d: data.ClassificationData, args: 
     print(f"\n=== {name}: clean accuracy {100 * acc(model, x, y):.2f}% on {len(y)} test images ===")
     for norm, eps in (("linf", args.eps), ("l2", args.eps_l2)):
         t = time.perf_counter()
-        res = evaluate.robust_accuracy(model, d, "standard", eps=eps, norm=norm, seed=0)
-        print(f"[standard {norm} eps={eps:g}] {res}  ({time.perf_counter() - t:.1f} s)")
+        res = evaluate.robust_accuracy(model, d, args.suite, eps=eps, norm=norm, seed=0)
+        print(f"[{args.suite} {norm} eps={eps:g}] {res}  ({time.perf_counter() - t:.1f} s)")
         print("    cumulative after each attack: " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in res.per_attack.items()))
         ours = acc(model, attacks.functional.pgd(model, x, y, eps=eps, norm=norm, step_size=eps / 10, steps=40,
                                                  generator=torch.Generator().manual_seed(0)), y)
@@ -71,6 +72,7 @@ def report(name: str, model: torch.nn.Module, d: data.ClassificationData, args: 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", default="fast", help="evaluate suite: fast (the table's cascade) or standard (AutoAttack's)")
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--eps-l2", type=float, default=0.5)
     ap.add_argument("--epochs", type=int, default=30)
