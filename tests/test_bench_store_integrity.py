@@ -221,3 +221,11 @@ def test_readers_open_immutable_when_they_cannot_write(done, monkeypatch):
     with ResultStore(done, readonly=True) as st:
         assert st.counts()["completed"] == 2
     assert seen and seen[-1].endswith("?mode=ro&immutable=1")
+
+
+def test_export_takes_out_like_every_command_and_writes_atomically(done, tmp_path, capsys):
+    target = tmp_path / "x.csv"
+    assert main(["results", "export", str(done), "--out", str(target)]) == 0
+    assert target.read_text().startswith("run_id,") and sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
+    assert main(["results", "export", str(done), "--output", str(target)]) == 2
+    assert "unrecognized arguments: --output" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ def add_parser(sub: Any) -> None:
     ex = rsub.add_parser("export", help="export runs with their final metrics (one row per run, or --long)")
     ex.add_argument("dir")
     ex.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
-    ex.add_argument("-o", "--output", default=None, help="output file (default: stdout for csv/json)")
+    ex.add_argument("-o", "--out", default=None, help="output file, written atomically (default: stdout for csv/json)")
     ex.add_argument("--long", action="store_true", help="one row per (run, metric, step) instead of one per run")
     ex.add_argument("--mlflow", default=None, metavar="URI",
                     help="instead: mirror every run (config, metrics, files) and the report to this MLflow tracking URI")
@@ -142,10 +143,16 @@ def export_cmd(args: argparse.Namespace) -> int:
             import pyarrow.parquet as pq
         except ImportError:
             raise ValueError("--format parquet needs pyarrow (pip install pyarrow); use csv or json otherwise.") from None
-        if not args.output:
-            raise ValueError("--format parquet needs -o FILE.")
-        pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows]), args.output)
-        print(f"wrote {len(rows)} rows to {args.output}", file=sys.stderr)
+        if not args.out:
+            raise ValueError("--format parquet needs --out FILE.")
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows]), tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        print(f"wrote {len(rows)} rows to {out}", file=sys.stderr)
         return 0
     if args.format == "json":
         clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
@@ -157,9 +164,11 @@ def export_cmd(args: argparse.Namespace) -> int:
         for r in rows:
             w.writerow(r)
         text = buf.getvalue()
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {len(rows)} rows to {args.output}", file=sys.stderr)
+    if args.out:
+        from ..training import atomic_write_text
+
+        atomic_write_text(Path(args.out), text)
+        print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
