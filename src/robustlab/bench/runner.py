@@ -271,11 +271,14 @@ def _start_forkserver_without_cwd() -> None:
     """
     from multiprocessing import forkserver
 
-    old = os.environ.get("PYTHONSAFEPATH")
+    old, path = os.environ.get("PYTHONSAFEPATH"), list(sys.path)
     os.environ["PYTHONSAFEPATH"] = "1"
+    cwd = os.getcwd()
+    sys.path[:] = [p for p in path if p not in ("", ".", cwd)]  # Pythons that hand the server our sys.path
     try:
         forkserver.ensure_running()
     finally:
+        sys.path[:] = path
         if old is None:
             del os.environ["PYTHONSAFEPATH"]
         else:
