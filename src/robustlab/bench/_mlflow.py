@@ -33,7 +33,7 @@ def require_mlflow() -> Any:
     try:
         import mlflow
     except ImportError:
-        raise ImportError("--mlflow needs MLflow: pip install mlflow-skinny (or mlflow).") from None
+        raise ImportError("--mlflow needs MLflow: pip install 'robustlab[mlflow]' (or mlflow).") from None
     return mlflow
 
 
