@@ -18,7 +18,8 @@ from scipy.stats import binom as _binom
 from scipy.stats import norm as _norm
 from torch import nn
 
-from .._validation import check_in_range, check_int
+from .._progress import check_progress, progress_bar
+from .._validation import check_finite, check_in_range, check_int, check_labels
 
 __all__ = ["ABSTAIN", "SmoothedClassifier", "certified_accuracy_curve", "clopper_pearson_lower"]
 
@@ -78,15 +79,30 @@ class SmoothedClassifier:
     @torch.no_grad()
     def sample_counts(
         self, x: torch.Tensor, num: int, *, batch_size: int = 1000, generator: torch.Generator | None = None,
+        progress: bool | None = None,
     ) -> torch.Tensor:
         """Counts (N, C) of the base classifier's argmax over ``num`` noisy copies of each input.
 
         All ``N * num`` (sample, draw) pairs are laid out flat and evaluated ``batch_size`` at a time.
+        ``x`` must be finite; a model returning NaN/Inf logits raises. ``progress``: a bar over the draws.
         """
-        check_int(num, "num", 1, None, owner="SmoothedClassifier.sample_counts")
-        check_int(batch_size, "batch_size", 1, None, owner="SmoothedClassifier.sample_counts")
+        owner = "SmoothedClassifier.sample_counts"
+        check_int(num, "num", 1, None, owner=owner)
+        check_int(batch_size, "batch_size", 1, None, owner=owner)
+        self._check_x(x, owner)
+        check_progress(progress, owner=owner)
+        with progress_bar(total=x.shape[0] * num, desc=f"smoothing: {x.shape[0]} points x {num} draws",
+                          enabled=progress, unit="draw") as bar:
+            return self._counts(x, num, batch_size, generator, bar)
+
+    @staticmethod
+    def _check_x(x: object, owner: str) -> None:
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
-            raise TypeError(f"'x' must be a floating-point batch of shape (N, ...). Got {getattr(x, 'shape', type(x))}.")
+            raise TypeError(f"'x' of {owner} must be a floating-point batch of shape (N, ...). Got {getattr(x, 'shape', type(x))}.")
+        check_finite(x, "x", owner=owner)
+
+    def _counts(self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None,
+                bar: object) -> torch.Tensor:
         model = self.model
         was = getattr(model, "training", False)
         if isinstance(model, nn.Module):
@@ -95,6 +111,7 @@ class SmoothedClassifier:
         x = x.to(dev)
         n_samples, c = x.shape[0], self.num_classes
         counts = torch.zeros(n_samples * c, dtype=torch.int64, device=dev)
+        finite = torch.ones((), dtype=torch.bool, device=dev)  # checked once at the end: no sync per batch
         total = n_samples * num
         try:
             for start in range(0, total, batch_size):
@@ -106,25 +123,31 @@ class SmoothedClassifier:
                 if logits.dim() != 2 or logits.shape[1] != c:  # shape only: no device sync
                     raise ValueError(f"The model returns outputs of shape {tuple(logits.shape)} but "
                                      f"num_classes={c}; it must return (batch, {c}) logits.")
+                finite &= torch.isfinite(logits).all()
                 pred = logits.argmax(1)
                 counts.index_add_(0, idx * c + pred, torch.ones_like(pred))
+                bar.update(flat.shape[0])  # type: ignore[attr-defined]
         finally:
             if isinstance(model, nn.Module):
                 model.train(was)
+        if not bool(finite):
+            raise ValueError("The model returned NaN or infinite logits on noisy copies of 'x'; "
+                             "the smoothed classifier's counts would be meaningless.")
         return counts.view(n_samples, c)
 
     # -- PREDICT / CERTIFY -------------------------------------------------------------------------
     def predict(
         self, x: torch.Tensor, *, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, progress: bool | None = None,
     ) -> torch.Tensor:
         """PREDICT: class (N,) of the smoothed classifier, ``-1`` where the binomial test does not pass.
 
         With probability ≥ 1 - α a returned class equals ``g(x)``. The two-sided binomial p-value of
-        ``n1`` successes in ``n1 + n2`` trials at ``p = 1/2`` is ``min(1, 2 P(X <= n2))``.
+        ``n1`` successes in ``n1 + n2`` trials at ``p = 1/2`` is ``min(1, 2 P(X <= n2))``. ``x`` must be
+        finite; ``progress``: a bar over the ``N * n`` noise draws (``None``: when stderr is a TTY).
         """
         check_in_range(alpha, "alpha", 0.0, 1.0, closed="neither", owner="SmoothedClassifier.predict")
-        counts = self.sample_counts(x, n, batch_size=batch_size, generator=generator)
+        counts = self.sample_counts(x, n, batch_size=batch_size, generator=generator, progress=progress)
         top2 = counts.topk(2, dim=1)
         pval = _binom_pvalue(top2.values[:, 0].cpu().numpy(), top2.values[:, 1].cpu().numpy())
         cls = top2.indices[:, 0].cpu().clone()
@@ -133,19 +156,25 @@ class SmoothedClassifier:
 
     def certify(
         self, x: torch.Tensor, *, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, progress: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """CERTIFY: ``(classes, radii)`` of shape (N,); class -1 and radius 0 on abstention.
 
         Selection with ``n0`` draws, estimation with ``n`` fresh draws, ``p_A`` = one-sided
-        Clopper–Pearson lower bound at level 1 - α, radius ``σ Φ⁻¹(p_A)`` if ``p_A >= 1/2``.
+        Clopper–Pearson lower bound at level 1 - α, radius ``σ Φ⁻¹(p_A)`` if ``p_A >= 1/2``. ``x`` must
+        be finite. ``progress``: one bar over all ``N * (n0 + n)`` noise draws (``None``: when stderr is a TTY).
         """
         owner = "SmoothedClassifier.certify"
         check_int(n0, "n0", 1, None, owner=owner)
         check_int(n, "n", 1, None, owner=owner)
+        check_int(batch_size, "batch_size", 1, None, owner=owner)
         check_in_range(alpha, "alpha", 0.0, 1.0, closed="neither", owner=owner)
-        c_hat = self.sample_counts(x, n0, batch_size=batch_size, generator=generator).argmax(1)
-        counts = self.sample_counts(x, n, batch_size=batch_size, generator=generator)
+        self._check_x(x, owner)
+        check_progress(progress, owner=owner)
+        with progress_bar(total=x.shape[0] * (n0 + n), desc=f"smoothing certify: {x.shape[0]} points x {n0}+{n} draws",
+                          enabled=progress, unit="draw") as bar:
+            c_hat = self._counts(x, n0, batch_size, generator, bar).argmax(1)
+            counts = self._counts(x, n, batch_size, generator, bar)
         n_a = counts.gather(1, c_hat[:, None]).squeeze(1)
         p_a = clopper_pearson_lower(n_a, n, alpha)
         radius = torch.as_tensor(self.sigma * _norm.ppf(p_a.numpy()), dtype=torch.float64)
@@ -159,6 +188,16 @@ def certified_accuracy_curve(
     classes: torch.Tensor, radii: torch.Tensor, y: torch.Tensor, radius_grid: Sequence[float] | torch.Tensor,
 ) -> torch.Tensor:
     """Certified accuracy at each radius ``r``: fraction of points with correct class and radius ≥ r."""
+    owner = "certified_accuracy_curve"
+    if not isinstance(y, torch.Tensor) or not isinstance(classes, torch.Tensor) or not isinstance(radii, torch.Tensor) \
+            or not (classes.shape == radii.shape == y.shape) or y.dim() != 1:
+        raise ValueError(f"'classes', 'radii' and 'y' of {owner} must be tensors of one shape (N,). Got "
+                         f"{getattr(classes, 'shape', classes)}, {getattr(radii, 'shape', radii)}, {getattr(y, 'shape', y)}.")
+    check_labels(y[:0], 1, owner=owner)  # integer dtype; negative labels below
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(f"'y' of {owner} holds negative labels (min {int(y.min())}); class indices are >= 0.")
+    if bool(torch.isnan(radii).any()):
+        raise ValueError(f"'radii' of {owner} contains NaN values.")
     grid = torch.as_tensor(list(radius_grid) if not isinstance(radius_grid, torch.Tensor) else radius_grid, dtype=torch.float32)
     correct = (classes.cpu() == y.cpu())
     return ((radii.cpu()[None, :] >= grid[:, None]) & correct[None, :]).float().mean(1)

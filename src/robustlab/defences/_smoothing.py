@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import InvalidParameterError, check_in_range, check_int, check_option
+from .._validation import (
+    InvalidParameterError,
+    check_finite,
+    check_in_range,
+    check_int,
+    check_labels,
+    check_option,
+)
 
 __all__ = [
     "AdaptiveSmoothing",
@@ -114,6 +121,8 @@ class AdaptiveSmoothing(nn.Module):
         return torch.logsumexp(parts, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (N, C) of the mixture at finite inputs ``x`` (NaN/Inf raise ValueError)."""
+        _check_inputs(x, "AdaptiveSmoothing")
         return self.mix(self.standard_model(x), self.robust_model(x), self.alpha_of(x))
 
     def extra_repr(self) -> str:
@@ -145,6 +154,20 @@ def train_mixing_network(
     check_int(batch_size, "batch_size", 1, None, owner=owner)
     check_in_range(lr, "lr", 0.0, None, closed="neither", owner=owner)
     check_in_range(ce_weight, "ce_weight", 0.0, None, owner=owner)
+    _check_inputs(x, owner)
+    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
+        raise ValueError(f"'y' of {owner} must have shape ({x.shape[0]},). Got {getattr(y, 'shape', y)}.")
+    if x.shape[0]:
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                num_classes = model.standard_model(x[:1]).shape[-1]
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        check_labels(y, num_classes, owner=owner)
+    y = y.long()
     step = float(step_size) if step_size is not None else 2.5 * float(eps) / steps
     gen = generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
     frozen = [p for m in (model.standard_model, model.robust_model) for p in m.parameters()]
@@ -184,6 +207,12 @@ def train_mixing_network(
     return history
 
 
+def _check_inputs(x: object, owner: str) -> None:
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
+        raise TypeError(f"'x' of {owner} must be a floating-point batch (N, ...). Got {getattr(x, 'shape', type(x))}.")
+    check_finite(x, "x", owner=owner)
+
+
 def _nll_sum(y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda log_probs: F.nll_loss(log_probs, y, reduction="sum")
 
@@ -210,8 +239,16 @@ def lipschitz_certified_radius(robust_probs: torch.Tensor, pred: torch.Tensor, a
     with ``y = pred`` the mixture's predicted class (the standard model may put all its mass on a wrong
     class). Positive only when ``alpha > 1/2``. Shapes: ``robust_probs`` (N, C), ``pred`` (N,) -> (N,).
     """
-    check_in_range(lipschitz, "lipschitz", 0.0, None, closed="neither", owner="lipschitz_certified_radius")
-    _check_alpha(alpha, "lipschitz_certified_radius")
+    owner = "lipschitz_certified_radius"
+    check_in_range(lipschitz, "lipschitz", 0.0, None, closed="neither", owner=owner)
+    _check_alpha(alpha, owner)
+    if not isinstance(robust_probs, torch.Tensor) or robust_probs.dim() != 2:
+        raise ValueError(f"'robust_probs' of {owner} must be an (N, C) tensor. Got {getattr(robust_probs, 'shape', robust_probs)}.")
+    check_finite(robust_probs, "robust_probs", owner=owner)
+    if not isinstance(pred, torch.Tensor) or pred.shape != robust_probs.shape[:1]:
+        raise ValueError(f"'pred' of {owner} must have shape ({robust_probs.shape[0]},). Got {getattr(pred, 'shape', pred)}.")
+    check_labels(pred, robust_probs.shape[1], "pred", owner=owner)
+    pred = pred.long()
     a = torch.as_tensor(alpha, dtype=robust_probs.dtype, device=robust_probs.device).expand(robust_probs.shape[0])
     top = robust_probs.gather(1, pred[:, None]).squeeze(1)
     other = robust_probs.scatter(1, pred[:, None], -math.inf).amax(1)
@@ -230,8 +267,16 @@ def smoothing_certified_radius(p_a: torch.Tensor, p_b: torch.Tensor, alpha: floa
     ``p_a`` a lower bound of the top smoothed probability, ``p_b`` an upper bound of the runner-up
     (Clopper-Pearson). With alpha = 1 this is Cohen et al.'s two-sided radius.
     """
-    check_in_range(sigma, "sigma", 0.0, None, closed="neither", owner="smoothing_certified_radius")
-    _check_alpha(alpha, "smoothing_certified_radius")
+    owner = "smoothing_certified_radius"
+    check_in_range(sigma, "sigma", 0.0, None, closed="neither", owner=owner)
+    _check_alpha(alpha, owner)
+    for name, p in (("p_a", p_a), ("p_b", p_b)):
+        if not isinstance(p, torch.Tensor) or not p.dtype.is_floating_point:
+            raise TypeError(f"'{name}' of {owner} must be a floating-point tensor. Got {getattr(p, 'dtype', type(p))}.")
+        check_finite(p, name, owner=owner)
+        if p.numel() and (float(p.min()) < 0 or float(p.max()) > 1):
+            raise ValueError(f"'{name}' of {owner} must hold probabilities in [0, 1]. "
+                             f"Got min {float(p.min()):.4g}, max {float(p.max()):.4g}.")
     a = torch.as_tensor(alpha, dtype=p_a.dtype, device=p_a.device)
     mu = (1 - a) / a.clamp_min(1e-12)
     lo = torch.special.ndtri((p_a / (1 + mu)).clamp(1e-12, 1 - 1e-12))
