@@ -11,9 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "load_checkpoint", "load_train_state", "save_checkpoint",
+           "save_train_state"]
 
 CHECKPOINT_NAME = "model.pt"
+STATE_NAME = "last.pt"  # fit's resumable training state inside checkpoint_dir
+STATE_FORMAT = "robustlab-train-state-v1"
 
 
 def _atomic_replace(path: Path, write: Any) -> None:
@@ -95,3 +98,25 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module | None = None
 
 def _tuplify(kw: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
+
+
+def save_train_state(directory: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write ``fit``'s resumable state (tensors, numbers, strings, lists and dicts only) to ``<dir>/last.pt`` atomically."""
+    target = Path(directory) / STATE_NAME
+    payload = {**state, "format": STATE_FORMAT}
+    _atomic_replace(target, lambda fh: torch.save(payload, fh))
+    return target
+
+
+def load_train_state(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``fit``'s state from ``<dir>/last.pt`` (``weights_only=True``: never runs code), or None if there is none."""
+    target = Path(directory) / STATE_NAME
+    if not target.exists():
+        return None
+    try:
+        payload = torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, never run it
+        raise ValueError(f"'{target}' is not a readable robustlab training state ({type(e).__name__}: {e}).") from e
+    if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+        raise ValueError(f"'{target}' is not a robustlab training state (format {STATE_FORMAT}).")
+    return payload

@@ -11,15 +11,20 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .._validation import check_in_range, check_int, check_option
+from .._validation import InvalidParameterError, check_bool, check_in_range, check_int, check_option
 from ..data import ClassificationData
-from ._checkpoint import save_checkpoint
+from . import _resume
+from ._checkpoint import save_checkpoint, save_train_state
 from ._objectives import OBJECTIVES, Batch, Objective
+from ._select import SELECT_METRICS, WeightEMA, resolve_select_kw, selection_metric, stratified_split
+from .augment import resolve as resolve_augment
 
 __all__ = ["FitResult", "NonFiniteLossError", "fit", "predict_logits", "prune_epochs", "resolve_loss"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(ValueError, FloatingPointError):
@@ -132,6 +137,32 @@ def _lr_factor(schedule: str, step: int, total: int) -> float:
     return 0.01 if frac >= 0.75 else 0.1 if frac >= 0.5 else 1.0  # "step": /10 at 50% and 75%
 
 
+
+def _check_new_options(owner: str, precision: str, checkpoint_dir: Any,
+                       checkpoint_every: int, resume: bool, val_fraction: float | None, select: str | None,
+                       select_every: int, patience: int | None, ema: float | None) -> float:
+    """Validate fit's augmentation/precision/resume/selection options; return the held-out fraction."""
+    check_option(precision, "precision", PRECISIONS, owner=owner)
+    check_int(checkpoint_every, "checkpoint_every", 1, None, owner=owner)
+    check_bool(resume, "resume", owner=owner)
+    if resume and checkpoint_dir is None:
+        raise InvalidParameterError("The 'resume' parameter of fit needs checkpoint_dir (the folder to resume from).")
+    check_option(select, "select", (None, *SELECT_METRICS), owner=owner)
+    if val_fraction is None:
+        val_fraction = 0.1 if select is not None else 0.0
+    check_in_range(val_fraction, "val_fraction", 0.0, 1.0, closed="left", owner=owner)
+    if select is not None and val_fraction == 0:
+        raise InvalidParameterError(f"select={select!r} needs a held-out split: val_fraction > 0 (default 0.1). Got 0.")
+    check_int(select_every, "select_every", 1, None, owner=owner)
+    if patience is not None:
+        check_int(patience, "patience", 1, None, owner=owner)
+        if select is None:
+            raise InvalidParameterError("The 'patience' parameter of fit needs select='clean' or 'pgd'.")
+    if ema is not None:
+        check_in_range(ema, "ema", 0.0, 1.0, closed="neither", owner=owner)
+    return float(val_fraction)
+
+
 def fit(
     model: nn.Module,
     data: ClassificationData,
@@ -153,6 +184,18 @@ def fit(
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    augment: Any = None,
+    augment_kw: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    val_fraction: float | None = None,
+    select: str | None = None,
+    select_kw: dict[str, Any] | None = None,
+    select_every: int = 1,
+    patience: int | None = None,
+    ema: float | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data.x_train, data.y_train`` and return ``(model, history)``.
 
@@ -165,6 +208,32 @@ def fit(
     ``test_acc``, ``lr``, ``time_s``, any objective metric as ``train_<name>``, and for losses with a
     ``prune`` method (TGCE) ``kept_fraction``, the fraction of training samples kept (1 before the first
     prune; schedule: :func:`prune_epochs`). ``checkpoint`` (file or run directory) is written atomically at the end.
+
+    ``augment``: a :mod:`training.augment` name (``crop_flip``, ``flip``, ``cutout``, ``noise``; options in
+    ``augment_kw``) or a callable ``(x, generator) -> x``, applied to each batch on its device before the
+    objective (adversarial objectives attack the augmented batch); its random numbers come from a generator
+    seeded with ``seed + 2``, so the batch order is the same with and without augmentation.
+
+    ``precision``: ``fp32``, ``bf16`` or ``fp16`` -- the training forward/backward (objective included) runs
+    under ``torch.autocast``; ``fp16`` uses a ``GradScaler``. Weights, optimizer state and every evaluation
+    (test accuracy, selection, and all of ``evaluate``/``certify``) stay float32: a half-precision attack is
+    a known source of false robustness (gradients that round to zero look like a robust model).
+
+    ``checkpoint_dir``: every ``checkpoint_every`` epochs (and at the end) ``<dir>/last.pt`` is written
+    atomically with the model, optimizer, scaler, LR-schedule position, epoch, every RNG state (fit,
+    objective, augmentation and torch's global generators), the loss's per-sample state (ALDR-KL lambda,
+    TGCE weights), the objective's state, the EMA and best weights and the history. ``resume=True``
+    continues from it (or starts fresh when there is none); on the CPU the result is bit-identical to the
+    uninterrupted run. Resuming with different settings is refused, naming them.
+
+    ``select``: ``clean`` or ``pgd`` (robust accuracy under PGD, ``select_kw`` e.g. ``{"eps": 0.1,
+    "steps": 10}``; eps/norm default to the objective's) measured every ``select_every`` epochs on a
+    stratified held-out ``val_fraction`` of the train split (default 0.1 when selecting; it is not trained
+    on); the best epoch's weights are returned (and written to ``<checkpoint_dir>/best.pt``), training
+    stops after ``patience`` evaluations without improvement. History gains ``val_epoch``, ``val_acc``
+    (``val_robust_acc`` for pgd) and ``selected_epoch`` (Rice, Wong & Kolter 2020). ``ema``: decay of an
+    exponential moving average of the weights (e.g. 0.999; Gowal et al. 2020), used for test accuracy and
+    selection and returned.
 
     Raises ``ValueError`` before training if the model's output width is not the data's number of classes,
     and :class:`NonFiniteLossError` (a ``ValueError`` and ``FloatingPointError``) naming the epoch and step
@@ -186,44 +255,77 @@ def fit(
             f"Data set '{data.name}' has an empty train split; nothing to fit "
             "(for a test-set-only folder load it with use_test_split_as_train=0.8)."
         )
+    aug = resolve_augment(augment, augment_kw, owner=owner)
+    if getattr(aug, "needs_image", False) and len(data.input_shape) != 3:
+        raise InvalidParameterError(
+            f"augment {augment!r} needs image inputs (C, H, W); data set '{data.name}' has input shape "
+            f"{tuple(data.input_shape)}. Use augment='noise' or None for flat inputs.")
+    val_fraction = _check_new_options(owner, precision, checkpoint_dir, checkpoint_every, resume,
+                                      val_fraction, select, select_every, patience, ema)
 
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
     model.to(dev)
+    x, y = data.x_train.to(dev), data.y_train.to(dev)
+    x_val = y_val = None
+    if val_fraction > 0:
+        train_idx, val_idx = stratified_split(data.y_train, val_fraction, seed)
+        x_val, y_val = x[val_idx.to(dev)], y[val_idx.to(dev)]
+        x, y = x[train_idx.to(dev)], y[train_idx.to(dev)]
+    n = x.shape[0]
     loss_kw = dict(loss_kw or {})
     if isinstance(loss, str) and "num_samples" not in loss_kw and _takes_num_samples(loss):
-        loss_kw["num_samples"] = int(data.x_train.shape[0])  # per-sample state sized to the training set
+        loss_kw["num_samples"] = int(n)  # per-sample state sized to the training set
     loss_fn = resolve_loss(loss, loss_kw)
-    if getattr(loss_fn, "needs_index", False) and getattr(loss_fn, "num_samples", None) not in (None, data.x_train.shape[0]):
+    if getattr(loss_fn, "needs_index", False) and getattr(loss_fn, "num_samples", None) not in (None, n):
         raise ValueError(
             f"The loss keeps per-sample state for num_samples={loss_fn.num_samples} examples, but the training "
-            f"split has {data.x_train.shape[0]}; build it with num_samples={data.x_train.shape[0]}."
+            f"split has {n}; build it with num_samples={n}."
         )
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(dev)
     prunes = set(prune_epochs(epochs)) if hasattr(loss_fn, "prune") else set()
     kept_fraction = 1.0
     obj = _resolve_objective(objective, objective_kw)
+    sel_kw = resolve_select_kw(select, select_kw, obj)
     _check_output_width(model, data, owner)
 
-    x, y = data.x_train.to(dev), data.y_train.to(dev)
-    n = x.shape[0]
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total_steps = epochs * steps_per_epoch
     gen = torch.Generator().manual_seed(int(seed))
     obj_gen = torch.Generator(device=dev).manual_seed(int(seed) + 1)
+    aug_gen = torch.Generator(device=dev).manual_seed(int(seed) + 2) if aug is not None else None
     obj.setup(model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, num_classes=data.num_classes,
               num_train=n, generator=obj_gen)
     opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
+    amp_dtype = _AMP_DTYPES[precision]
+    scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
+    ema_w = WeightEMA(model, ema) if ema is not None else None
     history: dict[str, list[float]] = {"epoch": [], "loss": [], "train_acc": [], "test_acc": [], "lr": [], "time_s": []}
+    sel = _resume.Selection()
+    gens = {"fit": gen, "objective": obj_gen, "augment": aug_gen}
+    fingerprint = _resume.fingerprint(
+        epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, schedule=schedule, seed=seed, n_train=n, num_classes=data.num_classes,
+        loss=loss, loss_kw=loss_kw, objective=objective, objective_kw=objective_kw, augment=augment,
+        augment_kw=augment_kw, precision=precision, val_fraction=val_fraction, select=select, select_kw=sel_kw,
+        select_every=select_every, patience=patience, ema=ema)
+    start_epoch = step = 0
+    if resume:
+        state = _resume.load(checkpoint_dir, fingerprint)
+        if state is not None:
+            start_epoch, step, kept_fraction = _resume.restore(
+                state, model=model, opt=opt, scaler=scaler, loss_fn=loss_fn, obj=obj, gens=gens, ema=ema_w,
+                history=history, selection=sel, device=dev)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, desc="fit", unit="epoch", leave=False, disable=None)
-    step = 0
+        bar = tqdm(total=epochs, initial=start_epoch, desc="fit", unit="epoch", leave=False, disable=None)
     model.train()
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
+        if sel.stopped:
+            break
         t0 = time.perf_counter()
         obj.on_epoch_start(epoch)
         if epoch in prunes:  # truncated losses (TGCE) re-select their kept samples (prune_epochs)
@@ -247,10 +349,22 @@ def fit(
                 factor = _lr_factor(schedule, step, total_steps)
                 for g in opt.param_groups:
                     g["lr"] = lr * factor
-            value, metrics = obj(model, Batch(x[idx], y[idx], idx), loss_fn)
+            xb = x[idx] if aug is None else aug(x[idx], aug_gen)
+            if amp_dtype is None:
+                value, metrics = obj(model, Batch(xb, y[idx], idx), loss_fn)
+            else:
+                with torch.autocast(dev.type, dtype=amp_dtype):
+                    value, metrics = obj(model, Batch(xb, y[idx], idx), loss_fn)
             opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
+            if scaler is None:
+                value.backward()
+                opt.step()
+            else:
+                scaler.scale(value).backward()
+                scaler.step(opt)
+                scaler.update()
+            if ema_w is not None:
+                ema_w.update()
             losses_seen.append(value.detach())
             for k, v in metrics.items():
                 metrics_seen.setdefault(k, []).append(v.detach())
@@ -265,6 +379,7 @@ def fit(
             else torch.stack(vs).float().mean() * n  # a metric reported on some steps only
             for k, vs in metrics_seen.items()
         }
+        eval_model = model if ema_w is None else ema_w.model
         if record:
             row = {"epoch": epoch + 1, "loss": float(loss_sum) / n, "lr": lr * _lr_factor(schedule, step, total_steps)}
             for k, v in metric_sums.items():
@@ -273,7 +388,7 @@ def fit(
             if prunes:
                 row["kept_fraction"] = kept_fraction
             row["test_acc"] = (
-                float((predict_logits(model, data.x_test).argmax(1).cpu() == data.y_test).float().mean())
+                float((predict_logits(eval_model, data.x_test).argmax(1).cpu() == data.y_test).float().mean())
                 if data.x_test.shape[0] else float("nan")
             )
             model.train()
@@ -284,12 +399,28 @@ def fit(
                 callback(epoch + 1, row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
+        if select is not None and ((epoch + 1) % select_every == 0 or epoch + 1 == epochs):
+            assert x_val is not None and y_val is not None
+            value_sel = selection_metric(eval_model, x_val, y_val, select, sel_kw, seed=int(seed) + 3)
+            if sel.update(epoch + 1, value_sel, eval_model, history, select, patience) and checkpoint_dir is not None:
+                save_checkpoint(eval_model, os.path.join(checkpoint_dir, "best.pt"),
+                                extra={"epoch": epoch + 1, "val_" + _resume.metric_name(select): value_sel})
+        if checkpoint_dir is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or sel.stopped):
+            save_train_state(checkpoint_dir, _resume.capture(
+                fingerprint=fingerprint, epoch=epoch + 1, step=step, model=model, opt=opt, scaler=scaler,
+                loss_fn=loss_fn, obj=obj, gens=gens, ema=ema_w, history=history, selection=sel,
+                kept_fraction=kept_fraction))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
     if isinstance(obj, Objective):
         vars(obj).pop("track_metrics", None)  # back to the class default for use outside fit
+    if sel.best is not None:
+        model.load_state_dict(sel.best)
+        history["selected_epoch"] = [float(sel.best_epoch)]
+    elif ema_w is not None:
+        model.load_state_dict(ema_w.model.state_dict())
     model.eval()
     if checkpoint is not None:
         save_checkpoint(model, checkpoint, extra={"history": history})
