@@ -51,8 +51,11 @@ def test_sweep_mirror_and_backfill_log_the_same_runs(tmp_path, capsys, monkeypat
     for rc in runs:
         m = live[rc.id]
         assert m["name"] == run_name(rc.labels) and rc.id[:8] not in m["name"]  # readable, not a hash
-        assert m["params"] == {k: v for k, v in flatten_config(rc.config).items()}  # every resolved value
-        assert {"train.epochs", "train.lr", "data.options.dim", "evaluations.0.name", "seed"} <= set(m["params"])
+        config = {k: v for k, v in m["params"].items() if not k.startswith("resolved.")}
+        assert config == flatten_config(rc.config)  # every config value ...
+        assert {"data.options.dim", "evaluations.0.name", "seed", "train.epochs"} <= set(config)
+        assert m["params"]["resolved.data.num_classes"] == "3"  # ... and every hyper-parameter as used
+        assert {"resolved.train.lr", "resolved.noise.rate"} <= set(m["params"])
         assert m["tags"]["axis.noise"] == rc.labels["noise"] and m["status"] == "FINISHED"
         assert 0.0 <= m["metrics"]["acc/clean"] <= 1.0
         assert {"config.json", "result.json", "checkpoint/model.pt"} <= m["files"]

@@ -88,8 +88,13 @@ class MlflowMirror:
 
     def log_run(self, *, spec: str, run_id: str, labels: dict[str, Any], config: dict[str, Any], status: str,
                 metrics: list[tuple[str, float | None, int]], artifacts: list[tuple[str, str]],
-                env: dict[str, Any] | None = None, error: str | None = None, run_dir: Path | None = None) -> bool:
-        """Log one run (or skip it when a completed copy is there); return whether anything was logged."""
+                env: dict[str, Any] | None = None, error: str | None = None, run_dir: Path | None = None,
+                resolved: dict[str, Any] | None = None) -> bool:
+        """Log one run (or skip it when a completed copy is there); return whether anything was logged.
+
+        Parameters: the run config flattened (``train.lr``), and ``resolved`` (every hyper-parameter the
+        run used, defaults included) under ``resolved.`` (``resolved.loss.q``).
+        """
         E = self._entities
         exp_id = self._experiment(spec)
         old = self._find(exp_id, "robustlab.run_id", run_id)
@@ -103,7 +108,10 @@ class MlflowMirror:
         run = old or self.client.create_run(exp_id, tags=tags, run_name=run_name(labels))
         rid = run.info.run_id
         now = int(time.time() * 1000)
-        params = [E.Param(_key(k), v) for k, v in flatten_config(config).items()]
+        flat = flatten_config(config)
+        if resolved:
+            flat.update(flatten_config(resolved, "resolved"))
+        params = [E.Param(_key(k), v) for k, v in flat.items()]
         if old is None:  # parameters are immutable in MLflow; a retried run has the same config anyway
             for i in range(0, len(params), 100):
                 self.client.log_batch(rid, params=params[i:i + 100])
@@ -135,6 +143,16 @@ class MlflowMirror:
         self.client.set_terminated(rid, status="FINISHED")
 
 
+def _resolved(run_dir: Path) -> dict[str, Any] | None:
+    """The resolved hyper-parameters from a run's result file (not kept in the database)."""
+    from ._resultfile import InvalidResult, load_result
+
+    try:
+        return load_result(run_dir).get("resolved")
+    except (InvalidResult, OSError):
+        return None
+
+
 def export_to_mlflow(out: str | os.PathLike[str], uri: str) -> dict[str, int]:
     """Mirror every run of a results folder to MLflow (backfill); return ``{"logged", "skipped", "specs"}``."""
     from .store import ResultStore
@@ -154,7 +172,7 @@ def export_to_mlflow(out: str | os.PathLike[str], uri: str) -> dict[str, int]:
                     spec=spec, run_id=r["id"], labels=r["labels"], config=r["config"], status=r["status"],
                     metrics=[(m["name"], m["value"], m["step"]) for m in st.metrics(r["id"])],
                     artifacts=list(st.artifacts(r["id"]).items()), env=r["env"], error=r.get("error"),
-                    run_dir=outp / RUNS_DIR / r["id"])
+                    run_dir=outp / RUNS_DIR / r["id"], resolved=_resolved(outp / RUNS_DIR / r["id"]))
                 counts["logged" if logged else "skipped"] += 1
     for spec in specs:
         mirror.log_report(spec, outp)

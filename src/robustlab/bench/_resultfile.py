@@ -81,6 +81,7 @@ RESULT_SCHEMA: dict[str, _Field] = {
     "threads": _Field("an integer or null", _opt(_is_int)),
     "run_id": _Field("the run folder's name", _opt(lambda v: isinstance(v, str))),
     "curves": _Field("an object", _opt(lambda v: isinstance(v, dict))),
+    "resolved": _Field("an object", _opt(lambda v: isinstance(v, dict))),
 }
 
 

@@ -193,7 +193,7 @@ def _mirror(mirror: MlflowMirror, spec: str, rc: RunConfig, result: dict[str, An
     try:
         mirror.log_run(spec=spec, run_id=rc.id, labels=rc.labels, config=rc.config, status=str(result.get("status")),
                        metrics=[tuple(m) for m in result.get("metrics", [])], artifacts=result.get("artifacts", []),
-                       env=result.get("env"), error=result.get("error"), run_dir=rd)
+                       env=result.get("env"), error=result.get("error"), run_dir=rd, resolved=result.get("resolved"))
     except Exception as e:  # the mirror is a copy: never fail the sweep for it
         log.warning("MLflow: could not log run %s: %s: %s", rc.short_id, type(e).__name__, e)
 
