@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._progress import check_progress, progress_bar, progress_enabled
 from .._validation import check_in_range, check_int, check_option
+from ..attacks import threat
 
 __all__ = ["RiFTResult", "module_robust_criticality", "robust_critical_fine_tuning"]
 
@@ -25,14 +27,12 @@ _MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def _adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float | None,
                  steps: int, norm: str, generator: torch.Generator, batch_size: int = 512) -> torch.Tensor:
-    from ..training.objectives._adversarial import _ce_sum, _perturb
-
     step = float(step_size) if step_size is not None else 2.5 * eps / steps
     out = []
     for s in range(0, x.shape[0], batch_size):
         xb, yb = x[s:s + batch_size], y[s:s + batch_size]
-        out.append(_perturb(model, xb, _ce_sum(yb), eps=eps, step_size=step, steps=steps, norm=norm,
-                            random_start="uniform", generator=generator))
+        out.append(threat.pgd(model, xb, threat.ce_sum(yb), eps=eps, step_size=step, steps=steps, norm=norm,
+                              start="uniform", generator=generator))
     return torch.cat(out)
 
 
@@ -51,6 +51,7 @@ def module_robust_criticality(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float | None = None,
     steps: int = 10, norm: str = "linf", weight_ratio: float = 0.1, epochs: int = 3, lr: float = 1.0,
     batch_size: int = 64, modules: list[str] | None = None, generator: torch.Generator | None = None,
+    progress: bool | None = None,
 ) -> dict[str, float]:
     r"""Module robust criticality: the worst rise of adversarial loss when one module's weight moves.
 
@@ -60,9 +61,11 @@ def module_robust_criticality(
     ``rho`` = ``weight_ratio``. The adversarial set is PGD(``eps``, ``steps``) on ``(x, y)`` built once;
     the max is approximated by ``epochs`` of SGD ascent (``lr``) on that module's weight, projected onto
     the ball after every step. Returns ``{module name: MRC}`` for every Linear/Conv module (or ``modules``).
+    ``progress``: a bar over the scanned modules (``None``: shown when stderr is a TTY).
     """
     owner = "module_robust_criticality"
-    check_option(norm, "norm", ("linf", "l2"), owner=owner)
+    check_progress(progress, owner=owner)
+    check_option(norm, "norm", threat.NORMS, owner=owner)
     check_in_range(eps, "eps", 0.0, 1.0 if norm == "linf" else None, owner=owner)
     steps = check_int(steps, "steps", 1, None, owner=owner)
     check_in_range(weight_ratio, "weight_ratio", 0.0, None, closed="neither", owner=owner)
@@ -82,7 +85,7 @@ def module_robust_criticality(
         x_adv = _adversarial(model, x, y, eps=eps, step_size=step_size, steps=steps, norm=norm, generator=gen)
         base_loss, _ = _mean_ce_acc(model, x_adv, y)
         out: dict[str, float] = {}
-        for name in names:
+        for name in progress_bar(names, "RiFT criticality scan", progress, unit="module"):
             probe = copy.deepcopy(model).eval()
             for p in probe.parameters():
                 p.requires_grad_(False)
@@ -145,7 +148,7 @@ def robust_critical_fine_tuning(
     model: nn.Module, data: Any, *, eps: float, step_size: float | None = None, steps: int = 10,
     norm: str = "linf", module: str | None = None, lr: float = 1e-3, epochs: int = 10, batch_size: int = 128,
     val_fraction: float = 0.2, interpolation: int = 11, tolerance: float = 0.0, mrc_examples: int = 512,
-    mrc_epochs: int = 3, seed: int = 0,
+    mrc_epochs: int = 3, seed: int = 0, progress: bool | None = None,
 ) -> RiFTResult:
     r"""RiFT: scan module robust criticality, fine-tune the least critical module on clean data,
     interpolate :math:`\theta_t = t\,\theta_{ft} + (1-t)\,\theta_{AT}` and pick ``t`` on a validation split.
@@ -159,6 +162,7 @@ def robust_critical_fine_tuning(
     ``model`` is not modified; the result holds an interpolated copy in eval mode. For an unbiased choice
     the validation examples should be unseen by ``model``: train it on ``data`` minus the same split
     (``val_fraction`` and ``seed`` make it reproducible) or pass data whose training split it never saw.
+    ``progress``: bars over the criticality scan, fine-tuning and the interpolation sweep (``None``: TTY).
     """
     from ..data import ClassificationData
     from ..training import fit
@@ -166,7 +170,7 @@ def robust_critical_fine_tuning(
     owner = "robust_critical_fine_tuning"
     if not isinstance(data, ClassificationData):
         raise TypeError(f"The 'data' parameter of {owner} must be a ClassificationData. Got {type(data).__name__}.")
-    check_option(norm, "norm", ("linf", "l2"), owner=owner)
+    check_option(norm, "norm", threat.NORMS, owner=owner)
     check_in_range(eps, "eps", 0.0, 1.0 if norm == "linf" else None, owner=owner)
     check_in_range(val_fraction, "val_fraction", 0.0, 1.0, closed="neither", owner=owner)
     check_int(interpolation, "interpolation", 2, None, owner=owner)
@@ -174,11 +178,12 @@ def robust_critical_fine_tuning(
     check_int(mrc_examples, "mrc_examples", 1, None, owner=owner)
     check_int(epochs, "epochs", 1, None, owner=owner)
     check_int(steps, "steps", 1, None, owner=owner)
+    check_progress(progress, owner=owner)
     sp = _split(data, val_fraction, seed)
     dev_gen = lambda: torch.Generator(device=sp.x_val.device).manual_seed(seed + 1)  # noqa: E731
     criticality = module_robust_criticality(
         model, sp.x_tr[:mrc_examples], sp.y_tr[:mrc_examples], eps=eps, step_size=step_size, steps=steps,
-        norm=norm, epochs=mrc_epochs, generator=dev_gen())
+        norm=norm, epochs=mrc_epochs, generator=dev_gen(), progress=progress)
     if module is None:
         module = min(criticality, key=lambda k: criticality[k])
     elif module not in criticality:
@@ -191,7 +196,7 @@ def robust_critical_fine_tuning(
         p.requires_grad_(id(p) in trainable)
     train = replace(data, x_train=sp.x_tr, y_train=sp.y_tr, x_test=sp.x_val[:0], y_test=sp.y_val[:0])
     fit(tuned, train, epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9, weight_decay=5e-4,
-        schedule="step", seed=seed, eval_every=0, progress=False)
+        schedule="step", seed=seed, eval_every=0, progress=progress_enabled(progress))
     for p in tuned.parameters():
         p.requires_grad_(True)
 
@@ -199,7 +204,7 @@ def robust_critical_fine_tuning(
     ft_state = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
     probe = copy.deepcopy(model).eval()
     records = []
-    for t in torch.linspace(0, 1, interpolation).tolist():
+    for t in progress_bar(torch.linspace(0, 1, interpolation).tolist(), "RiFT interpolation", progress, unit="alpha"):
         probe.load_state_dict(_interpolate(at_state, ft_state, t))
         _, acc = _mean_ce_acc(probe, sp.x_val, sp.y_val)
         x_adv = _adversarial(probe, sp.x_val, sp.y_val, eps=eps, step_size=step_size, steps=steps, norm=norm,

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._progress import check_progress, progress_bar
 from .._validation import InvalidParameterError, check_int
 from ._base import CORRUPTIONS, suite
 
@@ -110,6 +111,7 @@ def corruption_error(
     n_test: int | None = None,
     batch_size: int = 512,
     generator: torch.Generator | None = None,
+    progress: bool | None = None,
 ) -> CorruptionResult:
     r"""Accuracy of ``model`` on ``data.x_test`` under each corruption and severity, plus mCE.
 
@@ -121,7 +123,8 @@ def corruption_error(
               relCE_c = 100 \frac{\sum_s (E_{s,c} - E_{clean})}{\sum_s (E^{base}_{s,c} - E^{base}_{clean})}
 
     and mCE / relative mCE are their means. Corrupted inputs are drawn once per (corruption, severity)
-    from ``generator``, so the model and a baseline model see identical images.
+    from ``generator``, so the model and a baseline model see identical images. ``progress``: a bar
+    over the (corruption, severity) cells (``None``: shown when stderr is a TTY).
     """
     x, y = data.x_test, data.y_test
     if x.dim() != 4:
@@ -141,17 +144,21 @@ def corruption_error(
     if baseline is not None and base_model is None and not isinstance(baseline, CorruptionResult):
         raise TypeError(f"The 'baseline' parameter of corruption_error must be a model or a CorruptionResult. "
                         f"Got {type(baseline).__name__}.")
+    check_progress(progress, owner="corruption_error")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
 
     acc: dict[str, dict[int, float]] = {}
     base_acc: dict[str, dict[int, float]] = {}
-    for name in names:
-        acc[name], base_acc[name] = {}, {}
-        for s in sevs:
-            xc = CORRUPTIONS.get(name, severity=s)(x, generator=gen)
-            acc[name][s] = _acc(model, xc, y, batch_size)
-            if base_model is not None:
-                base_acc[name][s] = _acc(base_model, xc, y, batch_size)
+    with progress_bar(total=len(names) * len(sevs), desc="corruptions", enabled=progress, unit="cell") as bar:
+        for name in names:
+            acc[name], base_acc[name] = {}, {}
+            for s in sevs:
+                bar.set_postfix_str(f"{name} s{s}", refresh=False)
+                xc = CORRUPTIONS.get(name, severity=s)(x, generator=gen)
+                acc[name][s] = _acc(model, xc, y, batch_size)
+                if base_model is not None:
+                    base_acc[name][s] = _acc(base_model, xc, y, batch_size)
+                bar.update(1)
     clean = _acc(model, x, y, batch_size)
     result = CorruptionResult(acc, clean, int(y.shape[0]),
                               meta={"corruptions": names, "severities": sevs,
@@ -186,12 +193,14 @@ def _normalise(result: CorruptionResult, base: CorruptionResult) -> None:
 
 
 def mnist_c_accuracy(model: nn.Module, data: Any, *, n_test: int | None = None, batch_size: int = 512,
-                     generator: torch.Generator | None = None) -> dict[str, float]:
+                     generator: torch.Generator | None = None, progress: bool | None = None) -> dict[str, float]:
     """Accuracy under each MNIST-C corruption at MNIST-C's own fixed parameters (``MNIST_C_PARAMS``).
 
     Returns ``{corruption: accuracy}`` plus ``clean`` and ``mean`` (over the 15 corruptions). Meant for
     28x28 grayscale digits (Mu & Gilmer 2019); computed in memory, so not the released MNIST-C files.
+    ``progress``: a bar over the corruptions (``None``: shown when stderr is a TTY).
     """
+    check_progress(progress, owner="mnist_c_accuracy")
     from ._mnist_c import MNIST_C_PARAMS
 
     x, y = data.x_test, data.y_test
@@ -202,7 +211,8 @@ def mnist_c_accuracy(model: nn.Module, data: Any, *, n_test: int | None = None, 
         raise ValueError(f"mnist_c_accuracy needs image data (N, C, H, W). Got input shape {tuple(x.shape[1:])}.")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     out = {name: _acc(model, CORRUPTIONS.get(name, params=p)(x, generator=gen), y, batch_size)
-           for name, p in MNIST_C_PARAMS.items()}
+           for name, p in progress_bar(MNIST_C_PARAMS.items(), "MNIST-C corruptions", progress,
+                                       total=len(MNIST_C_PARAMS), unit="corruption")}
     out["mean"] = sum(out.values()) / len(MNIST_C_PARAMS)
     out["clean"] = _acc(model, x, y, batch_size)
     return out
