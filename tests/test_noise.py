@@ -200,3 +200,23 @@ def test_asymmetric_cifar100_consecutive_is_the_reference_codes_grouping():
     changed = out.labels != y
     assert torch.equal(out.labels[changed], torch.tensor([m[int(v)] for v in y[changed]]))
     assert 0.35 < float(changed.float().mean()) < 0.45
+
+
+def test_blockwise_sampling_equals_the_full_rows():
+    from robustlab.noise._base import sample_labels, sample_rows
+
+    t = noise.get("symmetric", rate=0.4, num_classes=7).matrix()
+    y = torch.randint(0, 7, (20_000,), generator=torch.Generator().manual_seed(1))  # > one block of rows
+    a = sample_labels(t, y, torch.Generator().manual_seed(3))
+    b = sample_rows(t[y], torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_num_classes_is_bounded():
+    from robustlab.noise._base import MAX_CLASSES
+
+    y = torch.zeros(4, dtype=torch.long)
+    for kind in ("symmetric", "uniform", "pairflip", "asymmetric"):
+        with pytest.raises(ValueError, match=rf"'num_classes' parameter of inject must be an int in \[2, {MAX_CLASSES}\]"):
+            noise.inject(y, kind=kind, rate=0.2, num_classes=10**30)  # used to allocate until OOM-killed
+    assert noise.inject(y, kind="symmetric", rate=0.2, num_classes=1000).labels.shape == (4,)

@@ -150,7 +150,7 @@ def check_classification_inputs(logits: torch.Tensor, target: torch.Tensor, *, o
             f"logits has shape {tuple(logits.shape)} but target has shape {tuple(target.shape)}; "
             f"target must be (N,) class indices{fix}."
         )
-    if target.dtype.is_floating_point or target.dtype == torch.bool:
+    if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"target{_where(owner)} must hold integer class indices. Got dtype {target.dtype}.")
     c = logits.shape[1]
     if target.numel():

@@ -157,6 +157,16 @@ class IndexedLoss(Loss):
     needs_index = True
     num_samples: int
 
+    def _batch_size(self, logits: Any) -> int:
+        """Rows of ``logits``, after the structural checks (no device sync) that indexing the state needs."""
+        owner = type(self).__name__
+        if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
+            raise TypeError(f"logits of {owner} must be a floating-point tensor. "
+                            f"Got {getattr(logits, 'dtype', type(logits).__name__)}.")
+        if logits.dim() != 2:
+            raise ValueError(f"logits of {owner} must have shape (N, C). Got shape {tuple(logits.shape)}.")
+        return int(logits.shape[0])
+
     def _rows(self, index: torch.Tensor | None, n: int) -> torch.Tensor:
         """Validate the data-set indices of a batch of ``n`` samples and return them on the state's device."""
         owner = type(self).__name__

@@ -116,7 +116,7 @@ def ensloss(logits: torch.Tensor, target: torch.Tensor, *, n_draws: int = 1,
     Ensembles for Preventing Overfitting in Classification", ICML 2025 (arXiv:2409.00908).
     """
     check_reduction(reduction, owner="ensloss")
-    if logits.dim() == 2 and logits.shape[1] == 1 and isinstance(target, torch.Tensor):
+    if isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[1] == 1 and isinstance(target, torch.Tensor):
         if target.dim() != 1 or target.shape[0] != logits.shape[0]:
             raise ValueError(f"logits has shape {tuple(logits.shape)} but target has shape "
                              f"{tuple(target.shape)}; target must be (N,) labels in {{0, 1}}.")

@@ -75,7 +75,7 @@ class AdaptiveLDRKLLoss(IndexedLoss):
                 "lam": self.lam[index.to(self.lam.device)].clone()}  # type: ignore[union-attr]
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        idx = self._rows(index, logits.shape[0]).to(self.lam.device)
+        idx = self._rows(index, self._batch_size(logits)).to(self.lam.device)
         target = as_long_target(target)
         check_classification_inputs(logits, target, owner="aldr_kl")
         M._min_classes(logits, 2, "aldr_kl")

@@ -73,14 +73,14 @@ class TruncatedGCELoss(IndexedLoss):
         return {"q": self.q, "k": self.k, "weight": self.weight[index.to(self.weight.device)]}  # type: ignore[union-attr]
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        self._rows(index, logits.shape[0])
+        self._rows(index, self._batch_size(logits))
         return super().per_sample(logits, target, index)
 
     @torch.no_grad()
     def prune(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Set ``weight[index] = 1[p_y > k]`` from ``logits`` of those samples (at least ``ceil(min_kept * n)``
         kept, the largest :math:`p_y` first); return the kept fraction (a 0-dim tensor)."""
-        idx = self._rows(index, logits.shape[0]).to(self.weight.device)
+        idx = self._rows(index, self._batch_size(logits)).to(self.weight.device)
         f = logits.float() if logits.dtype in HALF_DTYPES else logits
         py = P._log_py(f, as_long_target(target).to(logits.device)).exp()
         keep = py > self.k

@@ -9,7 +9,13 @@ import torch
 from .._registry import Registry
 from .._validation import InvalidParameterError, check_finite, check_in_range, check_int, check_labels
 
-__all__ = ["NOISES", "NoiseModel", "NoisyLabels", "register_noise", "sample_rows"]
+__all__ = ["MAX_CLASSES", "NOISES", "NoiseModel", "NoisyLabels", "register_noise", "sample_rows"]
+
+#: the largest ``num_classes`` a noise process accepts: its transition matrix is dense C x C float64
+#: (800 MB at the limit), so a typo such as num_classes=10**9 is an error, not an out-of-memory kill
+MAX_CLASSES = 10_000
+#: labels are sampled in blocks of this many rows, so memory is O(block x C), not O(N x C)
+_BLOCK_ROWS = 8192
 
 NOISES: Registry[NoiseModel] = Registry("noise kind", checks="robustlab.testing._noise")
 register_noise = NOISES.register
@@ -43,12 +49,25 @@ def sample_rows(probs: torch.Tensor, generator: torch.Generator | None) -> torch
     return out.clamp_(max=probs.shape[1] - 1)
 
 
+def sample_labels(t: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``sample_rows(t[y], generator)`` without materialising the (N, C) rows: same draws, same labels."""
+    cdf = t.cumsum(dim=1)
+    cdf[:, -1] = 1.0 + 1e-9
+    u = torch.rand(y.shape[0], 1, generator=generator, dtype=t.dtype, device=t.device)
+    out = torch.empty(y.shape[0], dtype=torch.int64, device=t.device)
+    for start in range(0, y.shape[0], _BLOCK_ROWS):
+        stop = start + _BLOCK_ROWS
+        out[start:stop] = torch.searchsorted(cdf[y[start:stop]], u[start:stop], right=True).squeeze(1)
+    return out.clamp_(max=t.shape[1] - 1)
+
+
 class NoiseModel:
     """A label-noise process for ``num_classes`` classes at flip ``rate``.
 
     Class-conditional subclasses implement :meth:`matrix` (the C x C row-stochastic transition);
     instance-dependent ones override :meth:`row_probs`. ``__call__(y, x=None, generator=None)``
-    samples the noisy labels, one categorical draw per sample from its row (vectorised).
+    samples the noisy labels, one categorical draw per sample from its row (vectorised, in blocks of rows).
+    ``num_classes`` is at most ``MAX_CLASSES`` (the matrix is dense).
     """
 
     needs_x: bool = False
@@ -56,7 +75,7 @@ class NoiseModel:
     owner = "inject"
 
     def __init__(self, *, rate: float, num_classes: int) -> None:
-        check_int(num_classes, "num_classes", 2, None, owner=self.owner)
+        check_int(num_classes, "num_classes", 2, MAX_CLASSES, owner=self.owner)
         check_in_range(rate, "rate", 0.0, 1.0, closed="left", owner=self.owner)
         self.rate = float(rate)
         self.num_classes = int(num_classes)
@@ -84,6 +103,9 @@ class NoiseModel:
         if self.is_identity():  # rate 0: exactly the identity, no random draws
             labels = y.clone()
             t = torch.eye(self.num_classes, dtype=torch.float64)
+        elif type(self).row_probs is NoiseModel.row_probs:  # class-conditional: rows of T, drawn blockwise
+            t = self.matrix()
+            labels = sample_labels(t, y, generator)
         else:
             probs, t = self.row_probs(y, x, generator)
             labels = sample_rows(probs, generator)
