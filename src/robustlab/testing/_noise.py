@@ -109,6 +109,10 @@ def check_bad_inputs_raise(spec: Spec[Any]) -> None:
             _make(spec, rate=1.5)
     with pytest.raises(InvalidParameterError, match="num_classes"):
         _make(spec, num_classes=1)
+    from ..noise._base import MAX_CLASSES
+
+    with pytest.raises(InvalidParameterError, match="num_classes"):  # bounded: no dense 10**9 x 10**9 matrix
+        _make(spec, num_classes=MAX_CLASSES + 1)
     with pytest.raises(ValueError, match="outside"):
         model(torch.full((5,), model.num_classes), x=None if x is None else x[:5])
     with pytest.raises(TypeError, match="integer"):
