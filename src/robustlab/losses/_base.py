@@ -35,6 +35,7 @@ def as_long_target(target: Any) -> Any:
         return target.long()
     return target
 
+
 LOSSES: Registry[nn.Module] = Registry("loss", checks="robustlab.testing._losses")
 register_loss = LOSSES.register
 
@@ -56,9 +57,15 @@ def loss_function(*, state: tuple[str, ...] = (), **constraints: Constraint) -> 
 
     The wrapped function validates every declared keyword argument it is given (an
     :class:`~robustlab._validation.InvalidParameterError` naming it) and passes the converted value on;
-    integer targets of any dtype are passed as int64; half-precision logits (``HALF_DTYPES``) are computed in float32 and the result cast back, so the gradient
-    survives where ``1 - p_y`` would round. ``state`` names keyword arguments that carry per-sample state
-    (validated by the function itself). The declaration is ``f.parameter_constraints`` (read-only).
+    integer targets of any dtype are passed as int64; half-precision logits (``HALF_DTYPES``) are computed
+    in float32 and the result cast back, so the gradient survives where ``1 - p_y`` would round. ``state``
+    names keyword arguments that carry per-sample state (validated by the function itself). The declaration
+    is ``f.parameter_constraints`` (read-only); ``f.__wrapped__`` is the undecorated function.
+
+    Example::
+
+        @loss_function(q=Interval(Real, 0, 1, closed="right"))
+        def gce(logits, target, *, q=0.7, reduction="mean"): ...
     """
 
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
