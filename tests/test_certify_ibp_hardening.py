@@ -171,8 +171,8 @@ def test_crown_working_set_stays_under_max_memory(monkeypatch):
     monkeypatch.setattr(_crown, "_crown_backward", spy)
     ok = verified(net, x, y, eps=0.01, method="crown", batch_size=1000, max_memory=budget)
     assert ok.shape == (40,) and len(seen) > 2
-    # one coefficient tensor is an eighth of the estimated working set
-    assert max(seen) * 8 <= budget
+    # one coefficient tensor is a twelfth of the estimated working set
+    assert max(seen) * 12 <= budget
     # the default cap keeps the CLI's batch of 1000 for full CROWN on an MNIST CNN to about 1 GiB
     mnist = nn.Sequential(nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2, padding=1),
                           nn.ReLU(), nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10))
@@ -180,6 +180,6 @@ def test_crown_working_set_stays_under_max_memory(monkeypatch):
     with torch.no_grad():
         _, recs = _ibp_forward(_layers(mnist), x1, 0.0, "linf", None)
     per = _crown.crown_bytes_per_sample(_layers(mnist), recs, x1, "crown", 10)
-    assert 100e6 < per < 1e9  # ~300 MB per point: 1000 points at once would need ~300 GB
+    assert 100e6 < per < 1e9  # ~450 MB per point: 1000 points at once would need ~450 GB
     chunk = max(1, min(1000, _crown.DEFAULT_MAX_MEMORY // per))
     assert chunk * per <= _crown.DEFAULT_MAX_MEMORY
