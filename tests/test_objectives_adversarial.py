@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from robustlab import data, losses, models, training
 from robustlab._validation import InvalidParameterError
+from robustlab.attacks.threat import pgd
 from robustlab.training import Batch, objectives
-from robustlab.training.objectives._adversarial import _perturb, kl_dro_weights
+from robustlab.training.objectives._adversarial import kl_dro_weights
 
 EPS = 0.2  # l_inf radius on digits pixels in [0, 1]
 
@@ -35,8 +36,8 @@ def test_perturb_respects_threat_model_and_leaves_model_untouched(norm, eps):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(32, 6, generator=g)
     y = torch.randint(0, 3, (32,), generator=g)
-    x_adv = _perturb(model, x, _ce(y), eps=eps, step_size=eps / 4, steps=10, norm=norm,
-                     random_start="uniform", generator=torch.Generator().manual_seed(1))
+    x_adv = pgd(model, x, _ce(y), eps=eps, step_size=eps / 4, steps=10, norm=norm,
+                start="uniform", generator=torch.Generator().manual_seed(1))
     d = (x_adv - x).flatten(1)
     size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
     assert float(size.max()) <= eps + 1e-6
@@ -48,10 +49,10 @@ def test_perturb_respects_threat_model_and_leaves_model_untouched(norm, eps):
     with torch.no_grad():
         assert float(F.cross_entropy(model(x_adv), y)) > float(F.cross_entropy(model(x), y))
     # same generator, same output; different generator, different output
-    again = _perturb(model, x, _ce(y), eps=eps, step_size=eps / 4, steps=10, norm=norm,
-                     random_start="uniform", generator=torch.Generator().manual_seed(1))
-    other = _perturb(model, x, _ce(y), eps=eps, step_size=eps / 4, steps=10, norm=norm,
-                     random_start="uniform", generator=torch.Generator().manual_seed(2))
+    again = pgd(model, x, _ce(y), eps=eps, step_size=eps / 4, steps=10, norm=norm,
+                start="uniform", generator=torch.Generator().manual_seed(1))
+    other = pgd(model, x, _ce(y), eps=eps, step_size=eps / 4, steps=10, norm=norm,
+                start="uniform", generator=torch.Generator().manual_seed(2))
     assert torch.equal(x_adv, again)
     assert not torch.equal(x_adv, other)
 
@@ -62,7 +63,7 @@ def test_perturb_matches_torchattacks_pgd_without_random_start():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(64, 6, generator=g)
     y = torch.randint(0, 3, (64,), generator=g)
-    ours = _perturb(model, x, _ce(y), eps=0.1, step_size=0.02, steps=7, norm="linf", random_start="none")
+    ours = pgd(model, x, _ce(y), eps=0.1, step_size=0.02, steps=7, norm="linf", start="none")
     peer = torchattacks.PGD(model, eps=0.1, alpha=0.02, steps=7, random_start=False)(x, y)
     assert torch.allclose(ours, peer, atol=1e-6)
 
@@ -74,7 +75,7 @@ def test_perturb_uses_eval_mode_for_batchnorm():
     stats = model[1].running_mean.clone()
     x = torch.rand(16, 6, generator=torch.Generator().manual_seed(0))
     y = torch.zeros(16, dtype=torch.long)
-    _perturb(model, x, _ce(y), eps=0.1, step_size=0.05, steps=3, random_start="none")
+    pgd(model, x, _ce(y), eps=0.1, step_size=0.05, steps=3, start="none")
     assert torch.equal(model[1].running_mean, stats)  # no train-mode BN update during the attack
     assert model.training
 

@@ -31,18 +31,17 @@ from .._validation import (
     check_labels,
     check_option,
 )
+from .threat import NORMS, batch_view, l2_norm, project, rand, random_start
 
 __all__ = [
     "ATTACKS", "Attack", "BUDGETS", "NORMS", "NoInputGradientError", "register_attack", "project", "dlr_loss",
     "targeted_dlr_loss", "margin", "check_logits_not_probabilities", "looks_like_probabilities",
-    "has_input_gradient", "probe_model", "random_start", "l2_norm", "quiet_probability_warning",
+    "has_input_gradient", "probe_model", "rand", "random_start", "l2_norm", "quiet_probability_warning",
 ]
 
 #: The common budget options and what they count; each attack class declares which one it takes
 #: (:attr:`Attack.budget_param`), so suites map ``steps`` / ``n_queries`` onto the attacks that take them.
 BUDGETS = {"steps": "iterations", "n_queries": "model queries per example"}
-
-NORMS = ("linf", "l2")
 
 ATTACKS: Registry[Attack] = Registry("attack", checks="robustlab.testing._attacks")
 
@@ -53,32 +52,9 @@ def register_attack(name: str, **kw: Any) -> Callable[[Any], Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# shared helpers (assume valid input; no syncs)
+# shared helpers (assume valid input; no syncs); the threat model itself lives in .threat
 # ----------------------------------------------------------------------------------------------
-def _view_b(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-example (N,) tensor to broadcast against ``x`` (N, ...)."""
-    return v.view(-1, *([1] * (x.dim() - 1)))
-
-
-def l2_norm(v: torch.Tensor) -> torch.Tensor:
-    """Per-example L2 norm of a batch, shape (N,)."""
-    return v.flatten(1).norm(p=2, dim=1)
-
-
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Project ``x_adv`` onto ``{‖x_adv − x‖_p ≤ eps} ∩ [0, 1]^d`` (out of place).
-
-    L∞: an exact box clip. L2: a radial rescale onto the ball, then the [0, 1] clip (which, since
-    ``x ∈ [0, 1]``, only moves coordinates toward ``x`` and so stays in the ball).
-    """
-    if norm == "linf":
-        return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
-    if math.isinf(eps):
-        return x_adv.clamp(0.0, 1.0)
-    delta = x_adv - x
-    n = l2_norm(delta)
-    factor = torch.where(n > eps, eps / (n + 1e-12), torch.ones_like(n))
-    return (x + delta * _view_b(factor, x)).clamp_(0.0, 1.0)
+_view_b = batch_view  # short in-package name (N,) -> (N, 1, ...)
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -337,26 +313,7 @@ def gradient_free_attacks() -> list[str]:
     return ATTACKS.available(tags=("black_box",))
 
 
-def rand(shape: Any, generator: torch.Generator | None, like: torch.Tensor, *, normal: bool = False) -> torch.Tensor:
-    """``torch.rand``/``randn`` drawn on the generator's device, returned on ``like``'s device and dtype."""
-    dev = generator.device if generator is not None else like.device
-    fn = torch.randn if normal else torch.rand
-    return fn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
-
-
 def randint(high: int, shape: Any, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     """``torch.randint(0, high)`` on the generator's device, returned on ``like``'s device."""
     dev = generator.device if generator is not None else like.device
     return torch.randint(0, high, shape, generator=generator, device=dev).to(like.device)
-
-
-def random_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None) -> torch.Tensor:
-    """A uniform point of the L∞ box, or a uniform point of the L2 ball, around ``x``, clipped to [0, 1]."""
-    if norm == "linf":
-        u = rand(x.shape, generator, x)
-        return (x + eps * (2 * u - 1)).clamp_(0.0, 1.0)
-    d = x[0].numel()
-    g = rand(x.shape, generator, x, normal=True)
-    r = rand(x.shape[0], generator, x).pow(1.0 / d) * eps
-    g = g * _view_b(r / (l2_norm(g) + 1e-12), x)
-    return (x + g).clamp_(0.0, 1.0)

@@ -12,16 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_bool, check_in_range, check_int, check_option
-from ._base import (
-    Attack,
-    _view_b,
-    dlr_loss,
-    l2_norm,
-    margin,
-    random_start,
-    register_attack,
-    targeted_dlr_loss,
-)
+from ._base import Attack, _view_b, dlr_loss, margin, register_attack, targeted_dlr_loss
+from .threat import ascent_step_, pgd
 
 __all__ = ["FGSM", "PGD", "LOSSES"]
 
@@ -52,15 +44,6 @@ def _summed_objective(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tens
     return _objective(logits, y, targets, loss).sum()
 
 
-def _ascent_step(x_adv: torch.Tensor, g: torch.Tensor, step_size: float, norm: str) -> None:
-    """In place: ``x_adv += step·sign(g)`` (L∞) or ``x_adv += step·g/‖g‖₂`` (L2)."""
-    if norm == "linf":
-        x_adv.add_(g.sign_(), alpha=step_size)
-    else:
-        g.mul_(_view_b(step_size / (l2_norm(g) + 1e-12), g))
-        x_adv.add_(g)
-
-
 def fgsm_impl(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None,
               eps: float, norm: str, loss: str) -> torch.Tensor:
     """One gradient step of size ``eps`` (sign for L∞, normalised gradient for L2); no projection."""
@@ -68,39 +51,16 @@ def fgsm_impl(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch
     obj = _summed_objective(model(x_adv), y, targets, loss)
     (g,) = torch.autograd.grad(obj, x_adv)
     x_adv = x_adv.detach()
-    _ascent_step(x_adv, g, eps, norm)
+    ascent_step_(x_adv, g, eps, norm)
     return x_adv
 
 
 def pgd_impl(model: nn.Module, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None, *,
              eps: float, norm: str, step_size: float, steps: int, random_start_: bool, loss: str,
              generator: torch.Generator | None) -> torch.Tensor:
-    """One PGD run: ``steps`` forward+backward passes w.r.t. the input, projection after each step.
-
-    The L∞ box ``[max(x−ε, 0), min(x+ε, 1)]`` is computed once; each step is one ``add_`` and one
-    ``clamp_`` on a single reused buffer; no host syncs inside the loop.
-    """
-    if random_start_:
-        x_adv = random_start(x, eps, norm, generator)
-    else:
-        x_adv = x.clone()
-    if norm == "linf":
-        lo = (x - eps).clamp_(min=0.0)
-        hi = (x + eps).clamp_(max=1.0)
-    x_adv.requires_grad_(True)
-    for _ in range(steps):
-        obj = _summed_objective(model(x_adv), y, targets, loss)
-        (g,) = torch.autograd.grad(obj, x_adv)
-        with torch.no_grad():
-            _ascent_step(x_adv, g, step_size, norm)
-            if norm == "linf":
-                x_adv.clamp_(min=lo, max=hi)
-            else:
-                delta = x_adv - x
-                n = l2_norm(delta)
-                delta.mul_(_view_b(torch.clamp(eps / (n + 1e-12), max=1.0), delta))
-                x_adv.copy_(delta.add_(x)).clamp_(0.0, 1.0)
-    return x_adv.detach()
+    """One PGD run (:func:`.threat.pgd`): ``steps`` forward+backward passes w.r.t. the input, projection after each."""
+    return pgd(model, x, lambda logits: _summed_objective(logits, y, targets, loss), eps=eps, step_size=step_size,
+               steps=steps, norm=norm, start="uniform" if random_start_ else "none", generator=generator)
 
 
 def _success_and_score(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None,

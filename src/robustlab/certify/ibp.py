@@ -34,6 +34,7 @@ from torch import nn
 
 from .._progress import check_progress, progress_bar
 from .._validation import check_finite, check_in_range, check_int, check_labels, check_option
+from ..attacks.threat import NORMS
 from ..models import Normalize
 from ._crown import (
     _CROWN_AFFINE,
@@ -66,7 +67,6 @@ Rule = Callable[[Any, torch.Tensor, torch.Tensor], Bounds]
 IBP_RULES: dict[type, Rule] = {}
 
 METHODS = ("ibp", "crown_ibp", "crown")
-NORMS = ("linf", "l2")
 
 
 def register_ibp_rule(*types: type) -> Callable[[Rule], Rule]:

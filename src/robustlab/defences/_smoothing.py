@@ -142,12 +142,12 @@ def train_mixing_network(
     statistics never change); only the mixer is in train mode. AdamW with ``lr``. Returns the mean
     loss per epoch.
     """
-    from ..training.objectives._adversarial import _perturb
+    from ..attacks import threat
 
     owner = "train_mixing_network"
     if model.mixer is None or not hasattr(model.mixer, "logit"):
         raise TypeError(f"{owner} needs an AdaptiveSmoothing whose alpha is a MixingNetwork.")
-    check_option(norm, "norm", ("linf", "l2"), owner=owner)
+    check_option(norm, "norm", threat.NORMS, owner=owner)
     check_in_range(eps, "eps", 0.0, None, owner=owner)
     steps = check_int(steps, "steps", 1, None, owner=owner)
     check_int(epochs, "epochs", 1, None, owner=owner)
@@ -185,8 +185,8 @@ def train_mixing_network(
             for s in range(0, x.shape[0], batch_size):
                 idx = perm[s:s + batch_size]
                 xb, yb = x[idx], y[idx]
-                x_adv = _perturb(model, xb, _nll_sum(yb), eps=float(eps), step_size=step, steps=steps, norm=norm,
-                                 random_start="uniform", generator=gen)
+                x_adv = threat.pgd(model, xb, _nll_sum(yb), eps=float(eps), step_size=step, steps=steps, norm=norm,
+                                   start="uniform", generator=gen)
                 model.eval()  # the base models are frozen: no BatchNorm-statistics updates, no dropout
                 mixer.train()
                 xs = torch.cat([xb, x_adv])

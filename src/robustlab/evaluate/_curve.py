@@ -12,21 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .._progress import check_progress, progress_bar, progress_enabled
 from .._validation import InvalidParameterError, check_in_range, check_int, check_option
-from ..attacks import NORMS, NoInputGradientError
+from ..attacks import NoInputGradientError, threat
 from ..attacks import get as get_attack
-from ..attacks._base import (
-    NO_INPUT_GRADIENT_FLAG,
-    _view_b,
-    has_input_gradient,
-    l2_norm,
-    quiet_probability_warning,
-    rand,
-)
+from ..attacks._base import NO_INPUT_GRADIENT_FLAG, has_input_gradient, quiet_probability_warning
+from ..attacks.threat import NORMS
 from ._robust import model_device, prepare_data, probability_flag
 
 __all__ = ["PowerLawFit", "RobustnessCurve", "fit_power_law", "minimal_epsilon", "robustness_curve"]
@@ -123,26 +116,12 @@ def fit_power_law(eps: Any, err: Any, *, max_err: float = 0.5, min_points: int =
 
 def _pgd_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, norm: str,
                      steps: int, generator: torch.Generator | None) -> torch.Tensor:
-    """PGD-CE with a per-example radius ``eps`` (N,), step ``2.5·ε/steps``, uniform random start."""
-    eb = _view_b(eps, x)
-    step = eb * (2.5 / steps)
-    if norm == "linf":
-        u = rand(x.shape, generator, x)
-        x_adv = (x + eb * (2 * u - 1)).clamp(0.0, 1.0)
-        lo, hi = (x - eb).clamp(min=0.0), (x + eb).clamp(max=1.0)
-    else:
-        x_adv = x.clone()
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        (g,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y, reduction="sum"), x_adv)
-        with torch.no_grad():
-            if norm == "linf":
-                x_adv = torch.min(torch.max(x_adv + step * g.sign(), lo), hi)
-            else:
-                z = x_adv + step * g / _view_b(l2_norm(g) + 1e-12, g) - x
-                z = z * _view_b(torch.clamp(eps / (l2_norm(z) + 1e-12), max=1.0), z)
-                x_adv = (x + z).clamp(0.0, 1.0)
-    return x_adv.detach()
+    """PGD-CE (:func:`.threat.pgd`) with a per-example radius ``eps`` (N,), step ``2.5·ε/steps``.
+
+    L∞ starts uniformly in the box; L2 starts at ``x``.
+    """
+    return threat.pgd(model, x, threat.ce_sum(y), eps=eps, step_size=eps * (2.5 / steps), steps=steps, norm=norm,
+                      start="uniform" if norm == "linf" else "none", generator=generator)
 
 
 def minimal_epsilon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str = "linf", eps_hi: float,

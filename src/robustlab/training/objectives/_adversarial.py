@@ -1,10 +1,11 @@
 """Adversarial-training objectives: ``pgd_at``, ``trades``, ``mart``, ``dro_at``, ``smooth_adv_compsum``.
 
-All share one inner maximisation, :func:`_perturb`: projected sign (``linf``) or normalised-gradient
-(``l2``) ascent on a criterion of the model's logits, computed with ``torch.autograd.grad`` w.r.t. the
-input only (parameter ``.grad`` is never touched), with the model in eval mode (BatchNorm statistics
-are neither used from the batch nor updated) and its mode restored afterwards. Random starts draw from
-the objective's ``generator`` (seeded by ``fit`` in ``setup``).
+All share one inner maximisation, the threat model's PGD loop (:func:`robustlab.attacks.threat.pgd`, the
+same arithmetic as the PGD attack): projected sign (``linf``) or normalised-gradient (``l2``) ascent on a
+criterion of the model's logits, computed with ``torch.autograd.grad`` w.r.t. the input only (parameter
+``.grad`` is never touched), with the model in eval mode (BatchNorm statistics are neither used from the
+batch nor updated) and its mode restored afterwards. Random starts draw from the objective's
+``generator`` (seeded by ``fit`` in ``setup``).
 
 Cost is counted in forward+backward passes per step relative to standard training (``passes_per_step``).
 """
@@ -12,7 +13,6 @@ Cost is counted in forward+backward passes per step relative to standard trainin
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,6 +26,8 @@ from ..._validation import (
     check_int,
     check_option,
 )
+from ...attacks import threat
+from ...attacks.threat import NORMS, Criterion
 from .._objectives import Batch, Objective, compute_loss, register_objective
 
 __all__ = [
@@ -38,89 +40,12 @@ __all__ = [
     "kl_dro_weights",
 ]
 
-NORMS = ("linf", "l2")
-Criterion = Callable[[torch.Tensor], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------------------------
 # functional core
 # ----------------------------------------------------------------------------------------------
-def _per_example_norm(v: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each example, shaped to broadcast against ``v``."""
-    n = v.flatten(1).norm(dim=1)
-    return n.view(-1, *([1] * (v.dim() - 1)))
-
-
-def _random_start(x: torch.Tensor, eps: float, norm: str, start: str, generator: torch.Generator | None) -> torch.Tensor:
-    if start == "none" or eps == 0:
-        return torch.zeros_like(x)
-    if start == "normal":  # TRADES / MART: x + 0.001 N(0, I)
-        return 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    if norm == "linf":  # uniform in the box
-        return (2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1) * eps
-    # uniform in the l2 ball: Gaussian direction, radius eps * U^(1/d)
-    g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    d = x[0].numel()
-    u = torch.rand((x.shape[0],), generator=generator, device=x.device, dtype=x.dtype)
-    r = (eps * u.pow(1.0 / d)).view(-1, *([1] * (x.dim() - 1)))
-    return g / _per_example_norm(g).clamp_min(1e-12) * r
-
-
-def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    n = _per_example_norm(delta)
-    return delta * torch.clamp(eps / n.clamp_min(1e-12), max=1.0)
-
-
-def _perturb(
-    model: nn.Module,
-    x: torch.Tensor,
-    criterion: Criterion,
-    *,
-    eps: float,
-    step_size: float,
-    steps: int,
-    norm: str = "linf",
-    random_start: str = "uniform",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Maximise ``criterion(model(x + delta))`` over ``||delta||_norm <= eps`` with ``x + delta`` in [0, 1].
-
-    ``criterion`` maps logits (N, C) to a scalar that is a *sum* of per-example terms, so each
-    example's input gradient is its own. ``random_start`` in {"uniform", "normal", "none"}.
-    Runs the model in eval mode and restores its mode; parameter gradients are not accumulated
-    (``torch.autograd.grad`` w.r.t. the input only). Returns a detached tensor.
-    """
-    x = x.detach()
-    if eps == 0 or steps == 0:
-        delta0 = _random_start(x, eps, norm, random_start, generator)
-        return (x + _project(delta0, eps, norm)).clamp(0, 1).detach()
-    was_training = model.training
-    model.eval()
-    try:
-        delta = _random_start(x, eps, norm, random_start, generator)
-        delta = ((x + _project(delta, eps, norm)).clamp(0, 1) - x).detach()
-        with torch.enable_grad():
-            for _ in range(steps):
-                delta.requires_grad_(True)
-                value = criterion(model(x + delta))
-                (grad,) = torch.autograd.grad(value, delta)
-                with torch.no_grad():
-                    if norm == "linf":
-                        delta = delta + step_size * grad.sign()
-                    else:
-                        delta = delta + step_size * grad / _per_example_norm(grad).clamp_min(1e-12)
-                    delta = _project(delta, eps, norm)
-                    delta = (x + delta).clamp(0, 1) - x
-                delta = delta.detach()
-    finally:
-        model.train(was_training)
-    return (x + delta).detach()
-
-
-def _ce_sum(y: torch.Tensor) -> Criterion:
-    return lambda logits: F.cross_entropy(logits, y, reduction="sum")
+_ce_sum = threat.ce_sum
 
 
 def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -200,9 +125,9 @@ class AdversarialObjective(Objective):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, criterion: Criterion) -> torch.Tensor:
         """Adversarial inputs for ``criterion`` with this objective's threat model (detached)."""
-        return _perturb(model, x, criterion, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                        norm=self.norm, random_start=self._attack_start if self.random_start else "none",
-                        generator=self._gen(x))
+        return threat.pgd(model, x, criterion, eps=self.eps, step_size=self.step_size, steps=self.steps,
+                          norm=self.norm, start=self._attack_start if self.random_start else "none",
+                          generator=self._gen(x))
 
 
 @register_objective(

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..._validation import check_in_range, check_option
+from ...attacks.threat import NORMS
 from .._objectives import Batch, Objective, compute_loss, register_objective
 
 __all__ = ["CROWNIBPObjective", "GaussianAugmentation", "IBPObjective"]
@@ -50,7 +51,7 @@ class IBPObjective(Objective):
         if isinstance(eps, bool) or not isinstance(eps, (int, float)):
             raise TypeError(f"The 'eps' parameter of {owner} must be a float in [0, inf). Got {eps!r} instead.")
         self.eps = float(check_in_range(eps, "eps", 0.0, None, owner=owner))
-        self.norm = check_option(norm, "norm", ("linf", "l2"), owner=owner)
+        self.norm = check_option(norm, "norm", NORMS, owner=owner)
         self.eps_train_factor = float(check_in_range(eps_train_factor, "eps_train_factor", 0.0, None, closed="neither", owner=owner))
         self.kappa_end = _check_fraction(kappa_end, "kappa_end", owner)
         self.warmup = _check_fraction(warmup, "warmup", owner)

@@ -2,7 +2,7 @@
 
 Teachers are modules or checkpoint paths (loaded with ``training.load_checkpoint``, weights only); they
 are frozen, kept in eval mode and moved to the training device in ``setup``. The adversarial examples
-maximise the student's cross-entropy (:func:`._adversarial._perturb`, student in eval mode).
+maximise the student's cross-entropy (:func:`robustlab.attacks.threat.pgd`, student in eval mode).
 """
 
 from __future__ import annotations
