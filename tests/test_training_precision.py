@@ -1,0 +1,76 @@
+"""fit(precision=...): autocast on the training step only; weights and evaluation stay float32."""
+
+import pytest
+import torch
+
+from robustlab import data, models
+from robustlab._validation import InvalidParameterError
+from robustlab.training import Objective, fit, predict_logits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits").subset(n_train=300, n_test=100)
+
+
+def _model(d, seed=0):
+    torch.manual_seed(seed)
+    return models.create("mlp", input_shape=d.input_shape, num_classes=d.num_classes, hidden=(32,))
+
+
+def _params(m):
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+class _DtypeSpy(Objective):
+    def __init__(self):
+        self.dtypes = []
+
+    def __call__(self, model, batch, loss):
+        logits = model(batch.x)
+        self.dtypes.append(logits.dtype)
+        return loss(logits, batch.y), {}
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_training_step_runs_in_the_requested_precision(digits, precision, dtype):
+    spy = _DtypeSpy()
+    res = fit(_model(digits), digits, objective=spy, precision=precision, epochs=1, batch_size=100, progress=False)
+    assert set(spy.dtypes) == {dtype}
+    assert all(p.dtype == torch.float32 for p in res.model.parameters())
+    assert predict_logits(res.model, digits.x_test).dtype == torch.float32  # evaluation stays float32
+
+
+def test_bf16_learns_is_seeded_and_differs_from_fp32(digits):
+    kw = dict(epochs=6, batch_size=32, lr=0.05, progress=False, seed=3)
+    a = fit(_model(digits), digits, precision="bf16", **kw)
+    b = fit(_model(digits), digits, precision="bf16", **kw)
+    full = fit(_model(digits), digits, **kw)
+    assert torch.equal(_params(a.model), _params(b.model))
+    assert not torch.equal(_params(a.model), _params(full.model))
+    assert a.history["test_acc"][-1] > 0.6 and abs(a.history["test_acc"][-1] - full.history["test_acc"][-1]) < 0.05
+
+
+def test_fp16_uses_a_grad_scaler_and_learns(digits, monkeypatch):
+    steps = []
+    real = torch.amp.GradScaler.step
+
+    def counted(self, opt, *a, **k):
+        steps.append(self.get_scale())
+        return real(self, opt, *a, **k)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", counted)
+    h = fit(_model(digits), digits, precision="fp16", epochs=6, batch_size=32, lr=0.05, progress=False).history
+    assert len(steps) == 6 * 10 and steps[0] > 1  # every step went through the scaler, with a loss scale
+    assert h["test_acc"][-1] > 0.6
+
+
+def test_adversarial_objective_under_bf16(digits):
+    h = fit(_model(digits), digits, objective="pgd_at", objective_kw={"eps": 0.1, "steps": 2}, precision="bf16",
+            epochs=2, batch_size=100, progress=False).history
+    assert all(torch.isfinite(torch.tensor(h["loss"])))
+
+
+def test_bad_precision(digits):
+    with pytest.raises(InvalidParameterError, match=r"'precision' parameter of fit must be a str among \{'fp32', 'bf16', 'fp16'\}. Got 'fp8'"):
+        fit(_model(digits), digits, precision="fp8", progress=False)
