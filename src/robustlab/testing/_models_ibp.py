@@ -88,8 +88,10 @@ def check_ibp_rejects_nan_input_and_bad_labels(spec: Spec[Any]) -> None:
     for fn in (lambda: interval_bounds(model, bad_x, eps=0.01), lambda: margin_bounds(model, bad_x, y, eps=0.01),
                lambda: verified(model, bad_x, y, eps=0.01)):
         _raises(fn, ValueError, "NaN", spec.name)
-    for bad_y, kind in ((torch.tensor([0, c]), ValueError), (torch.tensor([-1, 0]), ValueError),
-                        (torch.zeros(2), TypeError), (torch.zeros(3, dtype=torch.long), ValueError)):
+    cases: tuple[tuple[torch.Tensor, type[Exception]], ...] = (
+        (torch.tensor([0, c]), ValueError), (torch.tensor([-1, 0]), ValueError),
+        (torch.zeros(2), TypeError), (torch.zeros(3, dtype=torch.long), ValueError))
+    for bad_y, kind in cases:
         _raises(lambda b=bad_y: margin_bounds(model, x, b, eps=0.01), kind, "'y'", spec.name)
         _raises(lambda b=bad_y: verified(model, x, b, eps=0.01), kind, "'y'", spec.name)
     y32 = torch.tensor([0, c - 1], dtype=torch.int32)  # any integer dtype is accepted
@@ -116,15 +118,14 @@ def check_ibp_uses_eval_batchnorm_statistics_in_train_mode(spec: Spec[Any]) -> N
     with torch.no_grad():
         lo, up = interval_bounds(model, x, eps=0.0)
         mb = margin_bounds(model, x, y, eps=0.0)
-    tol = dict(rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(lo, z, **tol, msg=lambda m: f"{spec.name}: train-mode bounds at eps=0 differ: {m}")
-    torch.testing.assert_close(up, z, **tol)
-    torch.testing.assert_close(mb, z.gather(1, y[:, None]) - z, **tol)
+    for got, want in ((lo, z), (up, z), (mb, z.gather(1, y[:, None]) - z)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4,
+                                   msg=lambda m: f"{spec.name}: train-mode bounds at eps=0 differ from eval logits: {m}")
     assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers()), f"{spec.name}: bounds changed a buffer"
     assert model.training, "the bounds changed the model's mode"
 
 
-def _raises(fn: Any, kind: type, text: str, name: str) -> None:
+def _raises(fn: Any, kind: type[Exception], text: str, name: str) -> None:
     try:
         fn()
     except kind as e:
