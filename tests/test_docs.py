@@ -256,3 +256,35 @@ def test_every_results_page_shows_its_commands(nav):
         assert commands, f"{page}: no command block (```bash) showing how its tables were produced"
         assert f"]({page.removeprefix('results/')})" in (DOCS / "results/index.md").read_text(encoding="utf-8"), \
             f"{page} is not linked from results/index.md"
+
+
+@pytest.mark.slow
+def test_getting_started_runs_as_written(tmp_path, monkeypatch):
+    """Run every command of the getting-started page in order (epochs, test points and draws shortened)."""
+    import shlex
+
+    from robustlab.cli import main
+
+    shared = ROOT.parent / "shared"
+    if not (shared / "datasets" / "mnist-t10k").is_dir():
+        pytest.skip("the page's MNIST steps need ../shared/datasets/mnist-t10k")
+    work = tmp_path / "repo"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(shared)
+    monkeypatch.chdir(work)
+    text = (DOCS / "getting-started.md").read_text(encoding="utf-8")
+    spec = _blocks(text, "yaml")[0]
+    spec = re.sub(r"epochs: \d+", "epochs: 1", re.sub(r"n_test: \d+", "n_test: 50", spec))
+    (work / "study.yaml").write_text(spec, encoding="utf-8")
+    shorten = [(r"--epochs \d+", "--epochs 1"), (r"--n-test \d+", "--n-test 50"), (r"--n \d+", "--n 200"),
+               (r"--severities [\d,]+", "--severities 1")]
+    commands = [c for p, c in _doc_commands() if p == "docs/getting-started.md"]
+    assert any("bench run" in c for c in commands)
+    for command in commands:
+        for pattern, repl in shorten:
+            command = re.sub(pattern, repl, command)
+        argv = shlex.split(command)[1:]
+        if argv[0] in ("attack", "evaluate", "conformal", "shift", "certify") and "--n-test" not in argv:
+            argv += ["--n-test", "50"]
+        assert main(argv) == 0, command
+    assert (work / "runs" / "study" / "report.html").is_file() and (work / "runs" / "study" / "results.csv").is_file()
