@@ -240,3 +240,18 @@ def test_stateful_loss_index_message_says_indices():
     with pytest.raises(ValueError, match=r"data-set indices outside \[0, 4\)") as e:
         loss(torch.zeros(2, 3), torch.tensor([0, 1]), index=torch.tensor([0, 7]))
     assert "labels" not in str(e.value)
+
+
+def test_non_finite_check_runs_without_recording(tiny):
+    from robustlab.training._fit import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="epoch 1"):
+        fit(_model(tiny), tiny, epochs=2, batch_size=16, lr=1e10, eval_every=0, progress=False)
+
+
+def test_one_logit_column_is_accepted_for_two_classes():
+    d = data.load("gaussians", num_classes=2, dim=4, n_train=40, n_test=10, seed=0)
+    torch.manual_seed(0)
+    m = torch.nn.Linear(4, 1)  # EnsLoss's published binary form: one score per sample
+    h = fit(m, d, loss="ensloss", epochs=1, batch_size=16, progress=False).history
+    assert math.isfinite(h["loss"][0])
