@@ -163,3 +163,16 @@ def test_public_names_exist_and_are_documented():
         obj = getattr(pipeline, name)
         if inspect.isfunction(obj) or inspect.isclass(obj):
             assert inspect.getdoc(obj), name
+
+
+def test_data_named_as_a_data_ref_or_with_root():
+    from robustlab.data import DataRef
+
+    ref = DataRef("gaussians", root="/nowhere", options={"dim": 4})
+    a = pipeline.DataConfig.from_value(ref)
+    b = pipeline.DataConfig.from_value({"name": "gaussians", "root": "/nowhere", "options": {"dim": 4}})
+    c = pipeline.DataConfig.from_value({"name": "gaussians", "options": {"root": "/nowhere", "dim": 4}})
+    assert a == b == c and a.to_dict()["options"] == {"root": "/nowhere", "dim": 4}
+    assert pipeline.data_ref(a) == ref
+    with pytest.raises(InvalidParameterError, match="disagree"):
+        pipeline.DataConfig.from_value({"name": "gaussians", "root": "/a", "options": {"root": "/b"}})

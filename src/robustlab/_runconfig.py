@@ -155,19 +155,30 @@ class DataConfig:
 
     @classmethod
     def from_value(cls, value: Any) -> DataConfig:
-        """``"digits"`` or ``{"name": ..., "options": {...}, "n_train": ..., "n_test": ...}``."""
+        """``"digits"``, a :class:`robustlab.data.DataRef`, or ``{"name": ..., "root": ..., "options": {...},
+        "n_train": ..., "n_test": ...}`` (``root`` is kept among the options, as the loader takes it)."""
         if isinstance(value, DataConfig):
             return value
         if isinstance(value, str):
             value = {"name": value}
+        elif hasattr(value, "to_config") and hasattr(value, "root"):  # a DataRef
+            value = value.to_config()
         d = _mapping(value, "data")
-        unknown = [k for k in d if k not in ("name", "options", "n_train", "n_test")]
+        keys = ["name", "root", "options", "n_train", "n_test"]
+        unknown = [k for k in d if k not in keys]
         if unknown:
-            raise InvalidParameterError(_unknown(unknown, ["name", "options", "n_train", "n_test"], "'data'"))
+            raise InvalidParameterError(_unknown(unknown, keys, "'data'"))
         name = d.get("name")
         if not isinstance(name, str) or not name:
             raise InvalidParameterError(f"'data.name' must be a data set name or path form. Got {name!r} instead.")
         opts = _mapping(d.get("options"), "data.options")
+        if d.get("root") is not None:
+            if "root" in opts and opts["root"] != d["root"]:
+                raise InvalidParameterError(f"'data.root' ({d['root']!r}) and 'data.options.root' ({opts['root']!r}) "
+                                            "disagree; give one.")
+            if not isinstance(d["root"], str):
+                raise InvalidParameterError(f"'data.root' must be a folder path string. Got {d['root']!r} instead.")
+            opts["root"] = d["root"]
         fetch = sorted(set(opts) & set(FETCH_OPTIONS))
         if fetch:
             raise InvalidParameterError(
