@@ -67,7 +67,9 @@ def add_parser(sub: Any) -> None:
                     "(e.g. --objective trades --eps 8/255 --beta 6). Defaults the run used are printed.",
     )
     add_options(p, "data", "data_root", "data_arg", data={"required": True, "default": None, "help":
-                "data set: a registry name (robustlab list data) or csv:/npz:/svmlight:<path>"})
+                "data set: a registry name (robustlab list data) or csv:/npz:/svmlight:<path>"},
+                data_arg={"help": "data set option, e.g. use_test_split_as_train=0.8 (repeatable); download=true and "
+                                  "mirror=URL fetch the files and are never recorded"})
     p.add_argument("--noise", default="none", help="label noise KIND:RATE, e.g. symmetric:0.4 (default: none)")
     p.add_argument("--noise-arg", action="append", default=[], metavar="K=V",
                    help="noise option, e.g. dataset=mnist (asymmetric: default map chosen from the data set's name)")
