@@ -176,3 +176,10 @@ def test_data_named_as_a_data_ref_or_with_root():
     assert pipeline.data_ref(a) == ref
     with pytest.raises(InvalidParameterError, match="disagree"):
         pipeline.DataConfig.from_value({"name": "gaussians", "root": "/a", "options": {"root": "/b"}})
+
+
+def test_a_noise_kind_without_a_rate_is_an_error_not_the_clean_run():
+    with pytest.raises(InvalidParameterError, match="needs a 'rate'"):
+        pipeline.NoiseConfig.from_value({"kind": "symmetric"})
+    with pytest.raises(InvalidParameterError, match=r"'rate' parameter of noise must be a float in \[0, 1\)"):
+        pipeline.NoiseConfig.from_value({"kind": "symmetric", "rate": 1.0})

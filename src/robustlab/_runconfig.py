@@ -220,6 +220,8 @@ class NoiseConfig:
             if unknown:
                 raise InvalidParameterError(_unknown(unknown, ["kind", "rate", "options"], "'noise'"))
             kind, rate, opts = d.get("kind", "none"), d.get("rate", 0.0), _mapping(d.get("options"), "noise.options")
+            if kind != "none" and "rate" not in d:
+                raise InvalidParameterError(f"Noise {kind!r} needs a 'rate' in [0, 1). Got {value!r}.")
             if kind == "none":
                 if rate not in (0, 0.0) or opts:
                     raise InvalidParameterError(f"Noise kind 'none' takes rate 0 and no options. Got {value!r}.")
