@@ -58,9 +58,10 @@ from ._runconfig import (  # noqa: F401  (re-exported: the config half of the pi
 from ._validation import InvalidParameterError
 
 __all__ = [
-    "AXES", "FETCH_OPTIONS", "SCHEMA_VERSION", "TRAIN_OPTIONS", "Component", "Config", "DataConfig", "NoiseConfig", "RunResult",
-    "accepted_kwargs", "asymmetric_map_for", "build_model", "check_kwargs", "check_train_options", "check_writable",
-    "data_ref", "load_data", "noise_options", "record", "resolve", "resolved_kwargs", "run", "train_defaults",
+    "AXES", "FETCH_OPTIONS", "SCHEMA_VERSION", "TRAIN_OPTIONS", "Component", "Config", "DataConfig", "NoiseConfig",
+    "RunResult", "accepted_kwargs", "asymmetric_map_for", "build_model", "check_kwargs", "check_train_options",
+    "check_writable", "data_ref", "load_data", "noise_options", "record", "resolve", "resolved_kwargs", "run",
+    "train_defaults",
 ]
 
 
@@ -239,8 +240,12 @@ def record(config: Config) -> dict[str, Any]:
 
 def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | None = None, checkpoint: bool = True,
         device: str | torch.device | None = None, progress: bool | None = None,
-        fetch: Mapping[str, Any] | None = None, checkpoint_extra: Mapping[str, Any] | None = None) -> RunResult:
+        fetch: Mapping[str, Any] | None = None, checkpoint_extra: Mapping[str, Any] | None = None,
+        resume: bool = False) -> RunResult:
     """Train and evaluate one run; write ``model.pt`` (when ``checkpoint``) and ``curves.json`` into ``out``.
+
+    ``resume``: training keeps its resumable state in ``<out>/train_state`` after every epoch and continues
+    from it when present (``fit(checkpoint_dir=..., resume=True)``; needs ``out``).
 
     ``progress``: a bar over the training epochs; ``None`` shows it when stderr is a terminal.
     ``fetch``: ``download``/``mirror`` for the data (never recorded). ``checkpoint_extra`` is stored
@@ -275,7 +280,8 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
     model = build_model(cfg.model, d)
     objective = OBJECTIVES.get(cfg.objective.name, **cfg.objective.kwargs)
     res = fit(model, train_data, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, objective=objective,
-              seed=cfg.seed, progress=progress_enabled(progress), device=dev, **cfg.train)
+              seed=cfg.seed, progress=progress_enabled(progress), device=dev, **cfg.train,
+              **({"checkpoint_dir": out_dir / "train_state", "resume": True} if resume and out_dir else {}))
     model = res.model.eval()
     timings["train_s"] = time.perf_counter() - t
     hist = res.history

@@ -2,9 +2,9 @@
 
 A spec names the grid axes (``data``, ``noise``, ``models``, ``losses``, ``objectives``, ``seeds``:
 :data:`SPEC_AXES`, the one axis table), the shared ``train`` settings and the ``evaluations``.
-Each grid point's config is a :class:`robustlab.pipeline.Config` dict; the pipeline runs it. The grid is the product of the axes, minus the
-points matched by an ``exclude`` rule, plus those matched by an ``include`` rule (GitHub-Actions
-style). A run's id is the SHA-256 of its normalized config (canonical JSON), so the same experiment
+Each grid point's config is a :class:`robustlab.pipeline.Config` dict; the pipeline runs it. The grid
+is the product of the axes, minus the points matched by an ``exclude`` rule, plus those matched by an
+``include`` rule (GitHub-Actions style). A run's id is the SHA-256 of its normalized config (canonical JSON), so the same experiment
 gets the same id in every spec, and execution options (workers, executor, paths) never change it.
 
 Data are named as everywhere else: a registry name with options (``{name: mnist, root: DIR,
