@@ -1,6 +1,7 @@
 """Benchmarks: YAML spec -> grid of runs -> results database -> HTML/Markdown report.
 
-``load_spec(path_or_name)`` validates a spec, ``expand(spec)`` gives the grid (one :class:`RunConfig`
+``load_spec(path_or_name)`` validates a spec (``check_spec`` also loads its data and builds its models,
+listing every problem), ``expand(spec)`` gives the grid (one :class:`RunConfig`
 per point, ``id`` = SHA-256 of the normalized config), ``run_sweep(spec, out, workers=, executor=)``
 runs what is not yet completed in ``out/results.db`` (:class:`ResultStore`), and
 ``write_report(out, "report.html")`` renders the report from the database alone.
@@ -10,6 +11,7 @@ Shipped specs are listed in :data:`SPECS` (``robustlab list specs``); evaluation
 
 from __future__ import annotations
 
+from ._gridcheck import check_spec
 from .evaluations import EVALUATIONS, EvalContext, EvalOutput, Evaluation, register_evaluation
 from .runner import EXECUTORS, SweepResult, default_threads, run_sweep
 from .spec import SPECS, BenchSpec, RunConfig, SpecError, canonical_json, expand, load_spec, run_id
@@ -17,7 +19,7 @@ from .store import ResultStore
 
 __all__ = [
     "BenchSpec", "EVALUATIONS", "EXECUTORS", "EvalContext", "EvalOutput", "Evaluation", "ResultStore",
-    "RunConfig", "SPECS", "SpecError", "SweepResult", "canonical_json", "default_threads", "expand",
+    "RunConfig", "SPECS", "SpecError", "SweepResult", "canonical_json", "check_spec", "default_threads", "expand",
     "load_report_data", "load_spec", "register_evaluation", "run_id", "run_sweep", "to_html", "to_markdown",
     "write_report",
 ]
