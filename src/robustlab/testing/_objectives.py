@@ -46,6 +46,8 @@ _BAD_VALUES: dict[str, tuple[Any, ...]] = {
     "balance_entropy": ("yes",),
     "balance_loss": (1,),
     "sigma": (0.0, -1.0, "0.25"),
+    "eps_schedule": ("cosine", None),
+    "eps_warmup_epochs": (-1, 1.5, "2"),
 }
 
 
@@ -216,3 +218,33 @@ def check_bad_hyperparameters_raise(spec: Spec[Any]) -> None:
     # Keywords unknown to the table are not checked here (objectives of other modules may add their own).
     if tried == 0 and any(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values()):
         raise AssertionError(f"no hyper-parameter of {spec.name} is covered by the battery's bad-value table")
+
+
+@check()
+def check_eps_schedule(spec: Spec[Any]) -> None:
+    """Objectives with an ``eps`` (adversarial, certified) take the shared ε schedule: ``eps_schedule`` in
+    {"constant", "linear"} and ``eps_warmup_epochs``; under ``fit``'s hooks a linear ramp over 2 of 4 epochs
+    starts below ε, grows, and reaches ε after the warm-up; a constant schedule is ε throughout."""
+    from ..training.objectives._schedule import EPS_SCHEDULES
+
+    params = inspect.signature(spec.factory).parameters
+    if "eps" not in params:
+        return
+    assert "eps_schedule" in params and "eps_warmup_epochs" in params, (
+        f"{spec.name} has an 'eps' but no 'eps_schedule'/'eps_warmup_epochs' (the shared ε schedule)")
+    data, model = _fixture()
+    kw = _kwargs(spec, data)
+    assert set(EPS_SCHEDULES) == {"constant", "linear"}
+    obj = spec.create(**{**kw, "eps_schedule": "linear", "eps_warmup_epochs": 2})
+    obj.setup(model=model, epochs=4, steps_per_epoch=5, num_classes=data.num_classes,
+              num_train=data.x_train.shape[0], generator=torch.Generator().manual_seed(0))
+    seen = []
+    for epoch in (0, 1, 2, 3):
+        obj.on_epoch_start(epoch)
+        seen.append(obj.progress(obj._step))
+    assert 0 <= seen[0] < seen[1] < seen[2] == seen[3] == 1.0, f"{spec.name}: ramp factors {seen}"
+    const = spec.create(**{**kw, "eps_schedule": "constant"})
+    const.setup(model=model, epochs=4, steps_per_epoch=5, num_classes=data.num_classes,
+                num_train=data.x_train.shape[0], generator=torch.Generator().manual_seed(0))
+    const.on_epoch_start(0)
+    assert const.progress(const._step) == 1.0

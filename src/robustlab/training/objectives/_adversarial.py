@@ -29,6 +29,7 @@ from ..._validation import (
 from ...attacks import threat
 from ...attacks.threat import NORMS, Criterion
 from .._objectives import Batch, Objective, compute_loss, register_objective
+from ._schedule import EpsScheduled
 
 __all__ = [
     "AdversarialObjective",
@@ -94,16 +95,20 @@ def kl_dro_weights(
 # ----------------------------------------------------------------------------------------------
 # objectives
 # ----------------------------------------------------------------------------------------------
-class AdversarialObjective(Objective):
-    """Shared configuration of the inner maximisation (eps, step_size, steps, norm, random_start).
+class AdversarialObjective(EpsScheduled, Objective):
+    """Shared configuration of the inner maximisation (eps, step_size, steps, norm, random_start, ε schedule).
 
-    ``step_size=None`` means ``2.5 * eps / steps`` (Madry et al.'s rule of thumb).
+    ``step_size=None`` means ``2.5 * eps / steps`` (Madry et al.'s rule of thumb). ``eps_schedule="linear"``
+    with ``eps_warmup_epochs=k`` ramps ε (and the step size with it, keeping their ratio) linearly from 0 to
+    ``eps`` over the first ``k`` epochs of ``fit``, one increment per training step (:mod:`._schedule`, the
+    ramp IBP uses); the epoch's metrics then include ``eps``. ``"constant"`` (default) trains at ``eps``.
     """
 
     _owner = "adversarial objective"
     _attack_start = "uniform"  # what random_start=True means for this objective
 
-    def __init__(self, *, eps: float, step_size: float | None, steps: int, norm: str, random_start: bool) -> None:
+    def __init__(self, *, eps: float, step_size: float | None, steps: int, norm: str, random_start: bool,
+                 eps_schedule: str = "constant", eps_warmup_epochs: int | None = None) -> None:
         owner = self._owner
         check_option(norm, "norm", NORMS, owner=owner)
         check_in_range(eps, "eps", 0.0, 1.0 if norm == "linf" else None, owner=owner)
@@ -116,18 +121,39 @@ class AdversarialObjective(Objective):
         self.step_size = float(step_size)
         self.norm = norm
         self.random_start = check_bool(random_start, "random_start", owner=owner)
+        self._init_eps_schedule(eps_schedule, eps_warmup_epochs, owner)
         self.generator = None  # type: ignore[assignment]  # set by setup (fit); see _gen
+        self._eps_now = self.eps
 
     def _gen(self, x: torch.Tensor) -> torch.Generator:
         if self.generator is None:  # used outside fit: a fixed, explicit seed rather than the global RNG
             self.generator = torch.Generator(device=x.device).manual_seed(0)
         return self.generator
 
+    def current_eps(self) -> tuple[float, float]:
+        """``(ε, step size)`` at the current training step of the schedule (the full values outside ``fit``)."""
+        t = self.progress(self._step)
+        if t == 1.0:
+            return self.eps, self.step_size
+        return self.eps * t, self.step_size * t
+
     def perturb(self, model: nn.Module, x: torch.Tensor, criterion: Criterion) -> torch.Tensor:
-        """Adversarial inputs for ``criterion`` with this objective's threat model (detached)."""
-        return threat.pgd(model, x, criterion, eps=self.eps, step_size=self.step_size, steps=self.steps,
+        """Adversarial inputs for ``criterion`` with this objective's threat model at the scheduled ε (detached).
+
+        Called once per training step: it moves the ε schedule to the next step.
+        """
+        eps, step = self.current_eps()
+        self._step += 1
+        self._eps_now = eps
+        return threat.pgd(model, x, criterion, eps=eps, step_size=step, steps=self.steps,
                           norm=self.norm, start=self._attack_start if self.random_start else "none",
                           generator=self._gen(x))
+
+    def _eps_metric(self, metrics: dict[str, torch.Tensor], like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Add the scheduled ``eps`` to ``metrics`` when ε is ramped (kept out of constant-ε histories)."""
+        if self.eps_schedule == "linear":
+            metrics["eps"] = torch.tensor(self._eps_now, device=like.device)
+        return metrics
 
 
 @register_objective(
@@ -149,8 +175,10 @@ class PGDATObjective(AdversarialObjective):
     _owner = "pgd_at"
 
     def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, steps: int = 10,
-                 norm: str = "linf", random_start: bool = True, clean_weight: float = 0.0) -> None:
-        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start)
+                 norm: str = "linf", random_start: bool = True, clean_weight: float = 0.0,
+                 eps_schedule: str = "constant", eps_warmup_epochs: int | None = None) -> None:
+        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start,
+                         eps_schedule=eps_schedule, eps_warmup_epochs=eps_warmup_epochs)
         self.clean_weight = float(check_in_range(clean_weight, "clean_weight", 0.0, 1.0, owner=self._owner))
         self.passes_per_step = float(self.steps + 1 + (1 if self.clean_weight > 0 else 0))
 
@@ -165,7 +193,7 @@ class PGDATObjective(AdversarialObjective):
             clean = compute_loss(loss, logits, batch.y, batch.index)
             value = (1 - self.clean_weight) * value + self.clean_weight * clean
             metrics["acc"] = (logits.detach().argmax(1) == batch.y).float().mean()
-        return value, metrics
+        return value, self._eps_metric(metrics, value)
 
 
 @register_objective(
@@ -188,8 +216,10 @@ class TRADESObjective(AdversarialObjective):
     _attack_start = "normal"
 
     def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, steps: int = 10,
-                 norm: str = "linf", random_start: bool = True, beta: float = 6.0) -> None:
-        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start)
+                 norm: str = "linf", random_start: bool = True, beta: float = 6.0,
+                 eps_schedule: str = "constant", eps_warmup_epochs: int | None = None) -> None:
+        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start,
+                         eps_schedule=eps_schedule, eps_warmup_epochs=eps_warmup_epochs)
         if not self.random_start:
             raise InvalidParameterError(
                 f"The 'random_start' parameter of {self._owner} must be True (the KL gradient vanishes at the "
@@ -209,9 +239,9 @@ class TRADESObjective(AdversarialObjective):
         natural = compute_loss(loss, logits, batch.y, batch.index)
         kl = _kl_rows(F.log_softmax(logits, 1), F.log_softmax(logits_adv, 1)).mean()
         value = natural + self.beta * kl
-        return value, {"acc": (logits.detach().argmax(1) == batch.y).float().mean(),
-                       "adv_acc": (logits_adv.detach().argmax(1) == batch.y).float().mean(),
-                       "kl": kl.detach()}
+        return value, self._eps_metric({"acc": (logits.detach().argmax(1) == batch.y).float().mean(),
+                                        "adv_acc": (logits_adv.detach().argmax(1) == batch.y).float().mean(),
+                                        "kl": kl.detach()}, value)
 
 
 @register_objective(
@@ -233,8 +263,10 @@ class MARTObjective(AdversarialObjective):
     _attack_start = "normal"
 
     def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, steps: int = 10,
-                 norm: str = "linf", random_start: bool = True, beta: float = 5.0) -> None:
-        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start)
+                 norm: str = "linf", random_start: bool = True, beta: float = 5.0,
+                 eps_schedule: str = "constant", eps_warmup_epochs: int | None = None) -> None:
+        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start,
+                         eps_schedule=eps_schedule, eps_warmup_epochs=eps_warmup_epochs)
         self.beta = float(check_in_range(beta, "beta", 0.0, None, owner=self._owner))
         self.passes_per_step = float(self.steps + 2)
 
@@ -249,9 +281,9 @@ class MARTObjective(AdversarialObjective):
         p_true = log_p.gather(1, y[:, None]).squeeze(1).exp()
         kl = (_kl_rows(log_p, log_q) * (1.0000001 - p_true)).mean()
         value = boosted + self.beta * kl
-        return value, {"acc": (logits.detach().argmax(1) == y).float().mean(),
-                       "adv_acc": (logits_adv.detach().argmax(1) == y).float().mean(),
-                       "kl": kl.detach()}
+        return value, self._eps_metric({"acc": (logits.detach().argmax(1) == y).float().mean(),
+                                        "adv_acc": (logits_adv.detach().argmax(1) == y).float().mean(),
+                                        "kl": kl.detach()}, value)
 
 
 @register_objective(
@@ -278,8 +310,10 @@ class DROATObjective(AdversarialObjective):
 
     def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, steps: int = 10,
                  norm: str = "linf", random_start: bool = True, r: float = 1.0, avg_rate: float = 0.1,
-                 mode: str = "running") -> None:
-        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start)
+                 mode: str = "running",
+                 eps_schedule: str = "constant", eps_warmup_epochs: int | None = None) -> None:
+        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start,
+                         eps_schedule=eps_schedule, eps_warmup_epochs=eps_warmup_epochs)
         self.r = float(check_in_range(r, "r", 0.0, None, closed="neither", owner=self._owner))
         self.avg_rate = float(check_in_range(avg_rate, "avg_rate", 0.0, 1.0, closed="right", owner=self._owner))
         self.mode = check_option(mode, "mode", ("running", "batch"), owner=self._owner)
@@ -304,9 +338,9 @@ class DROATObjective(AdversarialObjective):
         per = compute_loss(loss, logits_adv, batch.y, batch.index, per_sample=True)
         w = self.weights(per)
         value = (w * per).sum()
-        return value, {"adv_acc": (logits_adv.detach().argmax(1) == batch.y).float().mean(),
-                       "adv_loss": per.detach().mean(), "weight_max": w.max() * w.numel(),
-                       "weight_sum": w.sum()}
+        return value, self._eps_metric({"adv_acc": (logits_adv.detach().argmax(1) == batch.y).float().mean(),
+                                        "adv_loss": per.detach().mean(), "weight_max": w.max() * w.numel(),
+                                        "weight_sum": w.sum()}, value)
 
 
 def _comp_sum_loss(tau: float) -> nn.Module:
@@ -342,8 +376,10 @@ class SmoothAdvCompSumObjective(AdversarialObjective):
     _attack_start = "normal"
 
     def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, steps: int = 10,
-                 norm: str = "linf", random_start: bool = True, tau: float = 1.0, nu: float = 0.3) -> None:
-        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start)
+                 norm: str = "linf", random_start: bool = True, tau: float = 1.0, nu: float = 0.3,
+                 eps_schedule: str = "constant", eps_warmup_epochs: int | None = None) -> None:
+        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start,
+                         eps_schedule=eps_schedule, eps_warmup_epochs=eps_warmup_epochs)
         if not self.random_start:
             raise InvalidParameterError(
                 f"The 'random_start' parameter of {self._owner} must be True (the margin-change gradient "
@@ -372,6 +408,6 @@ class SmoothAdvCompSumObjective(AdversarialObjective):
         comp = self._comp_sum.to(logits.device).per_sample(logits, y).mean()
         reg = (self.margin_change(logits, logits_adv, y) + 1e-12).sqrt().mean()
         value = comp + self.nu * reg
-        return value, {"acc": (logits.detach().argmax(1) == y).float().mean(),
-                       "adv_acc": (logits_adv.detach().argmax(1) == y).float().mean(),
-                       "margin_change": reg.detach()}
+        return value, self._eps_metric({"acc": (logits.detach().argmax(1) == y).float().mean(),
+                                        "adv_acc": (logits_adv.detach().argmax(1) == y).float().mean(),
+                                        "margin_change": reg.detach()}, value)

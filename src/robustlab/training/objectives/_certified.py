@@ -10,7 +10,6 @@ smoothed model on ``x + N(0, σ²I)``.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 from ..._validation import check_in_range, check_option
 from ...attacks.threat import NORMS
 from .._objectives import Batch, Objective, compute_loss, register_objective
+from ._schedule import EpsScheduled
 
 __all__ = ["CROWNIBPObjective", "GaussianAugmentation", "IBPObjective"]
 
@@ -27,14 +27,17 @@ def _check_fraction(value: Any, name: str, owner: str) -> float:
     return float(check_in_range(value, name, 0.0, 1.0, owner=owner))
 
 
-class IBPObjective(Objective):
+class IBPObjective(EpsScheduled, Objective):
     """Interval-bound certified training (Gowal et al. 2018) with the ε and κ ramps.
 
     Schedule over the training steps (``setup`` gives their number): the first ``warmup`` fraction is
     clean (ε = 0, κ = 1); over the next ``rampup`` fraction ε grows linearly to
     ``eps_train_factor * eps`` and κ to ``kappa_end``; then both stay. Loss
     ``κ·L(z, y) + (1 − κ)·L(−m̲, y)`` where ``m̲_j`` lower-bounds ``z_y − z_j`` over the ε-ball (the
-    specification matrix folded into the last layer). Metrics per epoch: ``eps``, ``kappa``,
+    specification matrix folded into the last layer). The ramp is the shared ε schedule
+    (:mod:`._schedule`): ``eps_warmup_epochs=k`` ends the ramp after ``k`` epochs (warm-up included) instead of
+    the ``rampup`` fraction; ``eps_schedule="constant"`` trains at the full ε and ``kappa_end`` from the first step.
+    Metrics per epoch: ``eps``, ``kappa``,
     ``robust_loss``, ``verified`` (batch share with all margin bounds > 0 at the current ε) and
     ``tightness`` (Mao et al. 2024, on ``tightness_samples`` points of each batch, for ReLU networks).
     Cost: about 2 forward + 2 backward passes per step (clean pass plus the bound pass).
@@ -45,7 +48,8 @@ class IBPObjective(Objective):
 
     def __init__(
         self, *, eps: float = 0.1, norm: str = "linf", eps_train_factor: float = 1.1, kappa_end: float = 0.5,
-        warmup: float = 0.1, rampup: float = 0.5, tightness_samples: int = 16,
+        warmup: float = 0.1, rampup: float = 0.5, tightness_samples: int = 16, eps_schedule: str = "linear",
+        eps_warmup_epochs: int | None = None,
     ) -> None:
         owner = type(self).__name__
         if isinstance(eps, bool) or not isinstance(eps, (int, float)):
@@ -57,28 +61,8 @@ class IBPObjective(Objective):
         self.warmup = _check_fraction(warmup, "warmup", owner)
         self.rampup = _check_fraction(rampup, "rampup", owner)
         self.tightness_samples = int(check_in_range(tightness_samples, "tightness_samples", 0, None, owner=owner, integer=True))
-        self._total: int | None = None
-        self._step = 0
-
-    def setup(self, *, model: nn.Module, epochs: int, steps_per_epoch: int, num_classes: int,
-              num_train: int, generator: torch.Generator) -> None:
-        super().setup(model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, num_classes=num_classes,
-                      num_train=num_train, generator=generator)
-        self._total = max(1, int(epochs) * int(steps_per_epoch))
-        self._step = 0
-
-    def on_epoch_start(self, epoch: int) -> None:
-        super().on_epoch_start(epoch)
-        if self._total is not None and self.steps_per_epoch:
-            self._step = int(epoch) * int(self.steps_per_epoch)  # keeps the ramp tied to the epoch
-
-    def progress(self, step: int) -> float:
-        """Ramp progress t in [0, 1] at ``step`` (1 when ``setup`` was never called)."""
-        if self._total is None:
-            return 1.0
-        w = math.floor(self.warmup * self._total)
-        r = max(1, math.ceil(self.rampup * self._total))
-        return min(1.0, max(0.0, (step - w + 1) / r))
+        self._warmup_fraction, self._rampup_fraction = self.warmup, self.rampup
+        self._init_eps_schedule(eps_schedule, eps_warmup_epochs, owner)
 
     def schedule(self, step: int) -> tuple[float, float]:
         """``(ε_train, κ)`` at training step ``step``."""
@@ -91,8 +75,8 @@ class IBPObjective(Objective):
         return margin_bounds(model, x, y, eps=eps, norm=self.norm, method="ibp")
 
     def __call__(self, model: nn.Module, batch: Batch, loss: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        eps, kappa = self.schedule(self._step)
         t = self.progress(self._step)
+        eps, kappa = self.schedule(self._step)
         self._step += 1
         logits = model(batch.x)
         clean = compute_loss(loss, logits, batch.y, batch.index)

@@ -73,8 +73,10 @@ class ARDObjective(AdversarialObjective):
 
     def __init__(self, *, teacher: Any = None, eps: float = 8 / 255, step_size: float | None = None,
                  steps: int = 10, norm: str = "linf", random_start: bool = True, temperature: float = 1.0,
-                 teacher_weight: float = 1.0) -> None:
-        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start)
+                 teacher_weight: float = 1.0,
+                 eps_schedule: str = "constant", eps_warmup_epochs: int | None = None) -> None:
+        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start,
+                         eps_schedule=eps_schedule, eps_warmup_epochs=eps_warmup_epochs)
         if teacher is None:
             raise TypeError("ard needs a 'teacher' (an nn.Module or a checkpoint path such as 'runs/robust').")
         self.teacher = _load_teacher(teacher, "teacher", self._owner)
@@ -104,7 +106,7 @@ class ARDObjective(AdversarialObjective):
             logits = model(batch.x)
             value = value + (1 - self.teacher_weight) * compute_loss(loss, logits, y, batch.index)
             metrics["acc"] = (logits.detach().argmax(1) == y).float().mean()
-        return value, metrics
+        return value, self._eps_metric(metrics, value)
 
 
 def entropy_balance(
@@ -182,8 +184,10 @@ class MTARDObjective(AdversarialObjective):
     def __init__(self, *, clean_teacher: Any = None, robust_teacher: Any = None, eps: float = 8 / 255,
                  step_size: float | None = None, steps: int = 10, norm: str = "linf", random_start: bool = True,
                  tau_adv: float = 1.0, tau_nat: float = 1.0, tau_lr: float = 1e-3, weight_lr: float = 0.025,
-                 balance_entropy: bool = True, balance_loss: bool = True) -> None:
-        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start)
+                 balance_entropy: bool = True, balance_loss: bool = True,
+                 eps_schedule: str = "constant", eps_warmup_epochs: int | None = None) -> None:
+        super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start,
+                         eps_schedule=eps_schedule, eps_warmup_epochs=eps_warmup_epochs)
         owner = self._owner
         if clean_teacher is None or robust_teacher is None:
             raise TypeError("mtard needs 'clean_teacher' and 'robust_teacher' (nn.Modules or checkpoint paths).")
@@ -231,7 +235,7 @@ class MTARDObjective(AdversarialObjective):
                    "tau_nat": torch.tensor(self.tau_nat, device=logits.device)}
         if model.training:  # the balance rules update only during training steps
             self._balance(t_adv, t_nat, float(l_adv.detach()), float(l_nat.detach()))
-        return value, metrics
+        return value, self._eps_metric(metrics, value)
 
     def _balance(self, t_adv: torch.Tensor, t_nat: torch.Tensor, l_adv: float, l_nat: float) -> None:
         if self.balance_entropy:
