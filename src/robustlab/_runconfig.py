@@ -24,7 +24,8 @@ def _train_constraints() -> dict[str, Any]:
     from numbers import Integral, Real
 
     from ._constraints import Interval, Options
-    from .training._fit import OPTIMIZERS, SCHEDULES
+    from .training._fit import OPTIMIZERS, PRECISIONS, SCHEDULES
+    from .training.augment import AUGMENTATIONS
 
     return {
         "epochs": Interval(Integral, 1, None, closed="left"),
@@ -35,12 +36,18 @@ def _train_constraints() -> dict[str, Any]:
         "weight_decay": Interval(Real, 0.0, None, closed="left"),
         "schedule": Options(SCHEDULES),
         "eval_every": Interval(Integral, 0, None, closed="left"),
+        "augment": Options((None, *AUGMENTATIONS.available())),
+        "precision": Options(PRECISIONS),
     }
 
 
 #: The train options of a run (``fit``'s keyword arguments) and the constraints they must meet (the same
 #: ranges ``fit`` enforces), declared once for the bench spec, the CLI and :class:`Config`.
-TRAIN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "eval_every")
+TRAIN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "eval_every",
+                 "augment", "precision")
+#: Options added after run ids were first stored: recorded only when set to something other than ``fit``'s
+#: default (``augment: none`` = no augmentation), so the configs and ids of earlier runs are unchanged.
+ADDED_TRAIN_OPTIONS = {"augment": (None, "none"), "precision": ("fp32",)}
 
 
 def train_defaults() -> dict[str, Any]:
@@ -48,7 +55,7 @@ def train_defaults() -> dict[str, Any]:
     from .training import fit
 
     params = inspect.signature(fit).parameters
-    return {k: params[k].default for k in TRAIN_OPTIONS}
+    return {k: params[k].default for k in TRAIN_OPTIONS if k not in ADDED_TRAIN_OPTIONS}
 
 
 def check_train_options(options: Mapping[str, Any], *, fill_defaults: bool = True) -> dict[str, Any]:
@@ -66,6 +73,9 @@ def check_train_options(options: Mapping[str, Any], *, fill_defaults: bool = Tru
 
     out = train_defaults() if fill_defaults else {}
     out.update(validate_params(_train_constraints(), dict(options), "fit"))
+    for k, defaults in ADDED_TRAIN_OPTIONS.items():
+        if k in out and out[k] in defaults:
+            del out[k]
     return out
 
 

@@ -90,6 +90,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default %(default)s)")
     p.add_argument("--schedule", default="cosine", help="cosine, step or constant (default %(default)s)")
     p.add_argument("--eval-every", type=int, default=1, help="test accuracy every N epochs; 0: never (default 1)")
+    p.add_argument("--augment", default=None, help="training augmentation: none, flip, crop_flip, cutout or noise "
+                                                   "(batched, seeded; default none)")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 for the training step (autocast); "
+                                                       "evaluation stays float32 (default %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep a resumable training state in --out/train_state after every epoch and continue "
+                        "from it when present (rerun the same command after an interruption)")
     add_options(p, "seed", "device", "json", "quiet", "out",
                 out={"metavar": "DIR", "help": "run folder for metrics.json and model.pt (checked before any work)"})
     p.add_argument("--no-progress", dest="quiet", action="store_true", help="same as --quiet")
@@ -129,7 +136,7 @@ def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         "objective": {"name": args.objective, "kwargs": obj_kw},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
                   "momentum": args.momentum, "weight_decay": args.weight_decay, "schedule": args.schedule,
-                  "eval_every": args.eval_every},
+                  "eval_every": args.eval_every, "augment": args.augment, "precision": args.precision},
         "seed": args.seed,
     }
     return config, fetch
@@ -154,8 +161,11 @@ def run(args: argparse.Namespace) -> int:
     config = pipeline.Config.from_dict(raw)
     if args.out:
         check_writable(args.out, directory=True)
+    elif args.resume:
+        raise ValueError("--resume needs --out DIR (the resumable state is kept in DIR/train_state).")
     t_start = time.perf_counter()
-    res = pipeline.run(config, out=args.out, device=args.device, progress=progress_arg(args), fetch=fetch)
+    res = pipeline.run(config, out=args.out, device=args.device, progress=progress_arg(args), fetch=fetch,
+                       resume=args.resume)
     d, model = res.data, res.model
     train_labels = res.train_data.y_train
     logits = predict_logits(model, d.x_test).cpu()

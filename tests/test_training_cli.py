@@ -1,0 +1,76 @@
+"""robustlab train --augment / --precision / --resume and the spec's train: {augment, precision}."""
+
+import json
+
+import pytest
+import torch
+
+from robustlab import pipeline
+from robustlab.cli import main
+from robustlab.training import load_checkpoint
+
+DIGITS = ["--data", "digits", "--model-arg", "hidden=16", "--epochs", "2", "--batch-size", "128", "--no-progress"]
+
+
+def test_augment_and_precision_reach_fit_and_the_record(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *DIGITS, "--augment", "crop_flip", "--precision", "bf16", "--out", str(out)]) == 0
+    assert "augment=crop_flip precision=bf16" in capsys.readouterr().out
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["config"]["augment"] == "crop_flip" and rec["config"]["precision"] == "bf16"
+    plain = tmp_path / "plain"
+    assert main(["train", *DIGITS, "--out", str(plain)]) == 0
+    capsys.readouterr()
+    assert "augment" not in json.loads((plain / "metrics.json").read_text())["config"]
+    a, b = load_checkpoint(out).state_dict(), load_checkpoint(plain).state_dict()
+    assert a.keys() == b.keys() and not torch.equal(a["1.weight"], b["1.weight"])  # same init, other training
+
+
+@pytest.mark.parametrize("args, msg", [(["--augment", "crop"], "'augment'.*'crop_flip'"),
+                                       (["--precision", "fp8"], "'precision'.*'bf16'"),
+                                       (["--resume"], "--resume needs --out")])
+def test_bad_values_are_one_error_line(args, msg, capsys):
+    rc = main(["train", *DIGITS, *args])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err
+    import re
+
+    assert re.search(msg, err), err
+
+
+def test_resume_continues_from_the_train_state(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *DIGITS, "--resume", "--out", str(out)]) == 0
+    state = torch.load(out / "train_state" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2
+    first = json.loads((out / "metrics.json").read_text())["history"]
+    # a rerun of the finished command trains nothing more and reports the same run
+    assert main(["train", *DIGITS, "--resume", "--out", str(out)]) == 0
+    again = json.loads((out / "metrics.json").read_text())["history"]
+    assert again["epoch"] == first["epoch"] and again["time_s"] == first["time_s"]
+    capsys.readouterr()
+
+
+def test_defaults_keep_earlier_run_configs():
+    """augment/precision at fit's defaults are not recorded: earlier configs and run ids are unchanged."""
+    assert "augment" not in pipeline.train_defaults() and "precision" not in pipeline.train_defaults()
+    assert pipeline.check_train_options({"augment": "none", "precision": "fp32"}) == pipeline.train_defaults()
+    assert pipeline.check_train_options({"augment": "crop_flip"})["augment"] == "crop_flip"
+    cfg = pipeline.Config.from_dict({"data": "digits", "train": {"augment": "cutout", "precision": "bf16"}})
+    assert cfg.train["augment"] == "cutout" and cfg.train["precision"] == "bf16"
+
+
+def test_bench_spec_train_augment_and_precision():
+    from robustlab.bench.spec import SpecError, expand
+
+    def spec(**train):
+        return {"name": "t", "data": [{"name": "gaussians", "n_train": 60, "n_test": 30, "dim": 4}],
+                "models": ["linear"], "losses": ["ce"], "seeds": [0], "train": {"epochs": 1, **train}}
+
+    plain = expand(spec())[0]
+    assert "augment" not in plain.config["train"]
+    assert expand(spec(augment="none", precision="fp32"))[0].id == plain.id  # defaults: the same run
+    aug = expand(spec(augment="noise", precision="bf16"))[0]
+    assert aug.config["train"]["augment"] == "noise" and aug.id != plain.id
+    with pytest.raises(SpecError, match=r"train\.augment.*'crop_flip'"):
+        expand(spec(augment="crop"))
