@@ -105,6 +105,49 @@ def command_markdown(command: str, parser: argparse.ArgumentParser, summary: str
     return "\n".join(lines)
 
 
+# The registries whose items take keyword options on the command line: (title, how they are passed, registry).
+_KEYWORD_REGISTRIES = (
+    ("Objectives", "free options after `--objective NAME` (`--eps 8/255 --steps 10`)", "robustlab.training", "OBJECTIVES"),
+    ("Losses", "`--loss-arg key=value` (repeatable)", "robustlab.losses", "LOSSES"),
+    ("Models", "`--model-arg key=value` (repeatable)", "robustlab.models", "MODELS"),
+    ("Noise kinds", "`--noise-arg key=value` (repeatable)", "robustlab.noise", "NOISES"),
+)
+# Filled in by the pipeline from the data and the run, never given on the command line.
+_INTERNAL = {"input_shape", "num_classes", "num_samples", "reduction", "y", "x", "generator", "rate", "kind"}
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, float):
+        k = value * 255
+        if 0 < value < 1 and abs(k - round(k)) < 1e-9 and len(repr(value)) > 8:  # 0.03137... -> 8/255
+            return f"{round(k)}/255"
+        return f"{value:.4g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def keyword_options_markdown() -> str:
+    """Tables of each registry item's keyword options (name=default), read from the factory signatures."""
+    import importlib
+    import inspect
+
+    out = ["## Keyword options of registered items", "",
+           "Read from each registered item's signature when the site is built (`robustlab list KIND` lists the names).",
+           ""]
+    for title, how, module, attr in _KEYWORD_REGISTRIES:
+        registry = getattr(importlib.import_module(module), attr)
+        out += [f"### {title}", "", f"Passed as {how}.", "", "| name | options (default) |", "|---|---|"]
+        for name in registry.available():
+            params = inspect.signature(registry.spec(name).factory).parameters.values()
+            opts = [f"`{p.name}`" + ("" if p.default is inspect.Parameter.empty else f" ({_default_text(p.default)})")
+                    for p in params if p.name not in _INTERNAL and not p.name.startswith("_")
+                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            out.append(f"| `{name}` | {_cell(', '.join(opts)) or '–'} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def render(parser: argparse.ArgumentParser | None = None) -> str:
     """The whole CLI reference: global options, then one section per (sub-)command."""
     if parser is None:
@@ -122,6 +165,7 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
     out.append("")
     for command, sub, summary in commands:
         out.append(command_markdown(command, sub, summary))
+    out.append(keyword_options_markdown())
     return "\n".join(out)
 
 

@@ -290,3 +290,19 @@ def test_getting_started_runs_as_written(tmp_path, monkeypatch):
             argv += ["--n-test", "50"]
         assert main(argv) == 0, command
     assert (work / "runs" / "study" / "report.html").is_file() and (work / "runs" / "study" / "results.csv").is_file()
+
+
+def test_cli_reference_lists_every_registered_objective_and_loss_option(gen_cli):
+    import inspect
+
+    from robustlab.losses import LOSSES
+    from robustlab.training import OBJECTIVES
+
+    text = gen_cli.keyword_options_markdown()
+    for registry in (OBJECTIVES, LOSSES):
+        for name in registry.available():
+            row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{name}` |")), None)
+            assert row is not None, f"{name} missing from the keyword-options tables"
+            for p in inspect.signature(registry.spec(name).factory).parameters.values():
+                if p.kind == p.KEYWORD_ONLY and p.name not in ("num_samples", "reduction"):
+                    assert f"`{p.name}`" in row, (name, p.name)
