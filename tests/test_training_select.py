@@ -31,6 +31,8 @@ def test_stratified_split():
     assert torch.bincount(y[va], minlength=4).tolist() == [5, 3, 2, 0]  # a singleton class stays in train
     assert torch.equal(stratified_split(y, 0.1, seed=0)[1], va)
     assert not torch.equal(stratified_split(y, 0.1, seed=1)[1], va)
+    with pytest.raises(InvalidParameterError, match=r"val_fraction=0.01 of 101 training samples rounds to 0"):
+        stratified_split(y, 0.01, seed=0)
 
 
 def test_clean_selection_returns_the_best_epochs_weights(digits, tmp_path):

@@ -27,6 +27,7 @@ def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch
     """``(train_idx, val_idx)``, both sorted: ``round(fraction * n_c)`` samples of each class held out.
 
     Every class keeps at least one training sample; the choice is a seeded permutation (``seed``) per class.
+    Raises :class:`InvalidParameterError` when nothing would be held out.
     """
     g = torch.Generator().manual_seed(int(seed))
     y = y.cpu()
@@ -36,6 +37,10 @@ def stratified_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch
         k = min(int(round(fraction * idx.numel())), idx.numel() - 1)
         val.append(idx[torch.randperm(idx.numel(), generator=g)[:k]])
     val_idx = torch.sort(torch.cat(val)).values if val else torch.empty(0, dtype=torch.long)
+    if val_idx.numel() == 0:
+        raise InvalidParameterError(
+            f"The 'val_fraction' parameter of fit holds out no sample: val_fraction={fraction:g} of {y.shape[0]} "
+            f"training samples rounds to 0 in every class. Use a larger val_fraction (or select=None).")
     keep = torch.ones(y.shape[0], dtype=torch.bool)
     keep[val_idx] = False
     return keep.nonzero().flatten(), val_idx
