@@ -232,3 +232,16 @@ def test_model_files_in_a_spec_resolve_from_the_spec_folder(tmp_path):
     assert rc.config["model"]["name"] == str(tmp_path / "m.ts") and rc.labels["model"] == "m.ts"
     with pytest.raises(SpecError, match=r"models\[0\] \(gone.pt\)"):
         check_spec(spec(models=["gone.pt"]))
+
+
+def test_dry_run_catches_what_only_running_shows(tmp_path, monkeypatch):
+    (tmp_path / "t7a_bad.py").write_text(
+        "import torch\n\ndef make(num_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, num_classes))  # 3 != 4 features\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    s = spec(models=["linear", "t7a_bad:make"], losses=["ce", "gce"])
+    check_spec(s, dry_run=False)  # it builds ...
+    with pytest.raises(SpecError) as e:
+        check_spec(s)  # ... but cannot take a training step
+    assert len(e.value.problems) == 2  # one per distinct (data, model, loss, objective), none for 'linear'
+    assert all("model=t7a_bad:make" in p and "one training step fails" in p for p in e.value.problems)

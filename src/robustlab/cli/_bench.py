@@ -1,7 +1,7 @@
 """``robustlab bench run|check|expand SPEC``: run a benchmark sweep, check its grid, or print it.
 
 ``bench check`` validates the spec and its whole grid (every data set loads, every name resolves, every
-option is in range) and lists all problems (exit 0 when clean, 2 otherwise); ``bench run`` does the
+option is in range, one training step of each distinct configuration runs) and lists all problems (exit 0 when clean, 2 otherwise); ``bench run`` does the
 same check before it launches anything.
 """
 
@@ -35,6 +35,8 @@ def add_parser(sub: Any) -> None:
                                       "list every problem; exit 0 when clean")
     c.add_argument("spec", help="spec file (.yaml) or shipped spec name")
     c.add_argument("--no-fetch", action="store_true", help="ignore the spec's download/mirror options")
+    c.add_argument("--no-dry-run", action="store_true",
+                   help="skip the one training step on four examples of each distinct (data, model, loss, objective)")
     c.set_defaults(func=check_cmd)
     e = bsub.add_parser("expand", help="print one run id per line (the grid after include/exclude rules)")
     e.add_argument("spec", help="spec file (.yaml) or shipped spec name")
@@ -55,7 +57,7 @@ def check_cmd(args: argparse.Namespace) -> int:
     from ..bench import expand
     from ..bench.spec import check_spec
 
-    bs = check_spec(args.spec, fetch=not args.no_fetch)
+    bs = check_spec(args.spec, fetch=not args.no_fetch, dry_run=not args.no_dry_run)
     n = len(expand(bs))
     print(f"spec '{bs.name}': OK — {n} runs; {len(bs.axes['data'])} data set(s) load, every name resolves, "
           "every option is in range.")
