@@ -15,6 +15,7 @@ from .._validation import InvalidParameterError, check_bool, check_in_range, che
 from ..data import ClassificationData
 from . import _resume
 from ._checkpoint import save_checkpoint, save_train_state
+from ._collapse import CollapseMonitor
 from ._objectives import OBJECTIVES, Batch, Objective
 from ._select import SELECT_METRICS, WeightEMA, resolve_select_kw, selection_metric, stratified_split
 from .augment import resolve as resolve_augment
@@ -237,7 +238,8 @@ def fit(
 
     Raises ``ValueError`` before training if the model's output width is not the data's number of classes,
     and :class:`NonFiniteLossError` (a ``ValueError`` and ``FloatingPointError``) naming the epoch and step
-    when the training loss becomes NaN/inf (checked once per epoch; nothing is written).
+    when the training loss becomes NaN/inf (checked once per epoch; nothing is written). A run whose training
+    accuracy sits at chance for 3 recorded epochs gets a ``CollapseWarning`` naming the likely causes.
     """
     owner = "fit"
     check_int(epochs, "epochs", 1, None, owner=owner)
@@ -322,6 +324,7 @@ def fit(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start_epoch, desc="fit", unit="epoch", leave=False, disable=None)
+    collapse = CollapseMonitor(y, lr=lr, optimizer=optimizer, objective=obj)  # warns once on a collapsed run
     model.train()
     for epoch in range(start_epoch, epochs):
         if sel.stopped:
@@ -395,6 +398,7 @@ def fit(
             row["time_s"] = time.perf_counter() - t0
             for key, val in row.items():
                 history.setdefault(key, []).append(float(val))
+            collapse.update(epoch + 1, row)
             if callback is not None:
                 callback(epoch + 1, row)
             if bar is not None:
