@@ -239,6 +239,10 @@ def test_list_suites_and_choice_suggestions(capsys):
     assert main(["list", "suites"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in SUITES)
+    assert main(["list", "data"]) == 0
+    assert "csv:<path>" in capsys.readouterr().out
+    assert main(["list", "models"]) == 0
+    assert "TorchScript" in capsys.readouterr().out
     assert main(["list", "scoress"]) == 2
     assert "Did you mean 'scores'?" in capsys.readouterr().err
     assert main(["certify", "--checkpoint", "x", "--method", "ibpp"]) == 2

@@ -57,4 +57,23 @@ def run(args: argparse.Namespace) -> int:
         spec = reg.spec(name)
         tags = ",".join(sorted(spec.tags))
         print(f"{name:<{width}}  {spec.doc}  [{tags}]" + (f"  ({spec.reference})" if spec.reference else ""))
+    if not args.tag and args.kind in _OTHER_FORMS:
+        print(_OTHER_FORMS[args.kind]())
     return 0
+
+
+def _data_forms() -> str:
+    from ..data import _PATH_LOADERS
+
+    forms = ", ".join(f"{p}:<path>" for p in sorted(_PATH_LOADERS))
+    return f"also by path: {forms} (options with --data-arg K=V; file-backed sets take --data-root DIR)"
+
+
+def _model_forms() -> str:
+    from ..models._ref import _FORMS
+
+    return f"also accepted by --model: {_FORMS}"
+
+
+# Reference forms accepted beside the registry names (printed after the list).
+_OTHER_FORMS = {"data": _data_forms, "models": _model_forms}
