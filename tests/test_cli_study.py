@@ -117,3 +117,15 @@ def test_study_bench_spec_and_report(kind, tmp_path, capsys):
     md = (tmp_path / "report.md").read_text()
     assert "clean acc" in md and ("digits" if kind == "embedded" else "mnist") in md
     assert (tmp_path / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
+
+
+def test_same_command_same_numbers(capsys):
+    argv = ["attack", "--model", "mlp", "--model-arg", "hidden=16", "--data", "digits", "--attack", "pgd",
+            "--eps", "0.1", "--steps", "3", "--n-test", "40", "--seed", "1", "--json"]
+    docs = []
+    for _ in range(2):
+        assert main(argv) == 0
+        doc = json.loads(capsys.readouterr().out)
+        doc.pop("time_s")
+        docs.append(doc)
+    assert docs[0] == docs[1]
