@@ -229,3 +229,20 @@ def test_export_takes_out_like_every_command_and_writes_atomically(done, tmp_pat
     assert target.read_text().startswith("run_id,") and sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
     assert main(["results", "export", str(done), "--output", str(target)]) == 2
     assert "unrecognized arguments: --output" in capsys.readouterr().err
+
+
+def test_rebuild_without_any_record_but_the_run_files_names_runs_from_their_configs(done, tmp_path):
+    out = _copy(done, tmp_path)
+    (out / "results.db").unlink()
+    shutil.rmtree(out / "sweeps")
+    for meta in (out / "runs").glob("*/run.json"):
+        meta.unlink()
+    from robustlab.bench._rebuild import rebuild
+
+    rep = rebuild(out)
+    assert (rep.runs, rep.completed, rep.previous) == (2, 2, None)
+    with ResultStore(out, readonly=True) as st:
+        runs = st.runs()
+    assert {r["spec"] for r in runs} == {"rebuilt"}
+    assert sorted(r["labels"]["noise"] for r in runs) == ["none", "symmetric:0.2"]
+    assert {(r["labels"]["data"], r["labels"]["model"], r["labels"]["seed"]) for r in runs} == {("gaussians", "linear", 0)}

@@ -24,7 +24,6 @@ from ._worker import CONFIG_NAME, RESULT_NAME
 __all__ = ["MlflowMirror", "export_to_mlflow", "flatten_config", "require_mlflow"]
 
 log = logging.getLogger(__name__)
-_AXES = ("data", "noise", "model", "loss", "objective")
 _MAX_PARAM = 6000  # MLflow's limit on a parameter value
 
 
@@ -58,7 +57,9 @@ def _key(name: str) -> str:
 
 def run_name(labels: dict[str, Any]) -> str:
     """A readable MLflow run name from the axis labels (the run id is a tag)."""
-    return " ".join(str(labels.get(a)) for a in _AXES) + f" seed={labels.get('seed')}"
+    from ..pipeline import AXES
+
+    return " ".join(f"seed={labels.get(a)}" if a == "seed" else str(labels.get(a)) for a in AXES)
 
 
 class MlflowMirror:

@@ -150,11 +150,13 @@ def _labels_from(config: dict[str, Any]) -> dict[str, Any]:
         v = config.get(key)
         return v.get("name") if isinstance(v, dict) else v
 
+    from ..pipeline import AXES
+
     noise = config.get("noise") if isinstance(config.get("noise"), dict) else {}
     kind, rate = noise.get("kind", "none"), noise.get("rate", 0.0)
-    return {"data": name("data"), "noise": "none" if kind == "none" else f"{kind}:{rate}", "noise_kind": kind,
-            "noise_rate": rate, "model": name("model"), "loss": name("loss"), "objective": name("objective"),
-            "seed": config.get("seed")}
+    labels = {a: name(a) for a in AXES}
+    labels.update(noise="none" if kind == "none" else f"{kind}:{rate}", noise_kind=kind, noise_rate=rate)
+    return labels
 
 
 def _salvage(db: Path) -> dict[str, Any]:
