@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_in_range, check_int
+from .._validation import check_bool, check_in_range, check_int
 from ._base import Attack, _view_b, l2_norm, margin, rand, randint, register_attack
 
 __all__ = ["Square", "p_selection"]
@@ -66,6 +66,13 @@ class Square(Attack):
     the unused budget move into a random-sign window. ``p`` starts at ``p_init`` and is halved on the
     schedule of :func:`p_selection`. Stops per example once it is misclassified (or hits ``targets``).
     ``n_queries`` counts model queries per example (one for the start). Uses only model outputs.
+
+    ``skip_noop`` (default True, L∞): a proposal that changes nothing after projection (its window already
+    holds the drawn ±ε signs, or the [0, 1] clip maps both onto the current values, as on black pixels) is
+    not spent as a query: its signs are flipped, which always changes every pixel of the window. No extra
+    random numbers are drawn, so results stay reproducible from the generator; only queries that were
+    wasted before differ. ``skip_noop=False`` reproduces the earlier outputs exactly (on digits with an
+    adversarially trained model about half of the queries were such no-ops).
     Andriushchenko et al., ECCV 2020, arXiv:1912.00049.
     """
 
@@ -74,10 +81,11 @@ class Square(Attack):
     budget_param = "n_queries"
 
     def __init__(self, *, eps: float = 8 / 255, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
-                 generator: torch.Generator | None = None) -> None:
+                 skip_noop: bool = True, generator: torch.Generator | None = None) -> None:
         super().__init__(eps=eps, norm=norm, generator=generator)
         self.n_queries = check_int(n_queries, "n_queries", 1, None, owner=self.name)
         self.p_init = float(check_in_range(p_init, "p_init", 0.0, 1.0, closed="right", owner=self.name))
+        self.skip_noop = check_bool(skip_noop, "skip_noop", owner=self.name)
 
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              targets: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
@@ -108,7 +116,6 @@ class Square(Attack):
                  targets: torch.Tensor | None, gen: torch.Generator | None, shape: torch.Size, bar: Any) -> torch.Tensor:
         """The random-search loop (one query per example still alive per iteration)."""
         _, c, h, w = xi.shape
-        eps = self.eps
         for it in range(self.n_queries - 1):
             alive = (score > 0).nonzero().squeeze(1)
             if alive.numel() == 0:
@@ -119,8 +126,10 @@ class Square(Attack):
             mask = _window_mask(alive.numel(), h, w, sh, sw, gen, xa)
             if self.norm == "linf":
                 signs = (randint(2, (alive.numel(), c, 1, 1), gen, xa) * 2 - 1).to(xa.dtype)
-                cand = torch.where(mask, xa + eps * signs, ba)
-                cand = torch.min(torch.max(cand, xa - eps), xa + eps).clamp_(0.0, 1.0)
+                cand = self._linf_candidate(xa, ba, mask, signs)
+                if self.skip_noop:  # a no-op proposal gets the opposite signs (no sync, no extra draw)
+                    same = (cand == ba).flatten(1).all(1)
+                    cand = torch.where(_view_b(same, cand), self._linf_candidate(xa, ba, mask, -signs), cand)
             else:
                 cand = self._l2_candidate(xa, ba, mask, sh, sw, gen)
             ta = None if targets is None else targets[alive]
@@ -129,6 +138,13 @@ class Square(Attack):
             best[alive] = torch.where(_view_b(better, cand), cand, ba)
             score[alive] = torch.where(better, s_new, score[alive])
         return best
+
+    def _linf_candidate(self, xa: torch.Tensor, ba: torch.Tensor, mask: torch.Tensor,
+                        signs: torch.Tensor) -> torch.Tensor:
+        """``ba`` with its window reset to ``xa ± ε`` per channel, projected onto the box ∩ [0, 1]."""
+        eps = self.eps
+        cand = torch.where(mask, xa + eps * signs, ba)
+        return torch.min(torch.max(cand, xa - eps), xa + eps).clamp_(0.0, 1.0)
 
     def _l2_init(self, xi: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         g = rand(xi.shape, gen, xi, normal=True)
