@@ -74,3 +74,10 @@ def test_bench_spec_train_augment_and_precision():
     assert aug.config["train"]["augment"] == "noise" and aug.id != plain.id
     with pytest.raises(SpecError, match=r"train\.augment.*'crop_flip'"):
         expand(spec(augment="crop"))
+
+
+def test_list_augmentations(capsys):
+    assert main(["list", "augmentations"]) == 0
+    out = capsys.readouterr().out
+    for name in ("none", "flip", "crop_flip", "cutout", "noise"):
+        assert name in out

@@ -14,6 +14,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "losses": ("robustlab.losses", "LOSSES"),
     "attacks": ("robustlab.attacks", "ATTACKS"),
     "objectives": ("robustlab.training.objectives", "OBJECTIVES"),
+    "augmentations": ("robustlab.training.augment", "AUGMENTATIONS"),
     "corruptions": ("robustlab.shift", "CORRUPTIONS"),
     "scores": ("robustlab.conformal", "SCORES"),
     "specs": ("robustlab.bench", "SPECS"),
