@@ -85,7 +85,7 @@ def key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def parse_device(text: str) -> str:
+def parse_device(text: str, flag: str = "--device") -> str:
     """Check a torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``) is valid and available here."""
     import torch
 
@@ -93,20 +93,20 @@ def parse_device(text: str) -> str:
         dev = torch.device(text)
     except (RuntimeError, ValueError, TypeError):
         raise InvalidParameterError(
-            f"--device {text!r} is not a torch device; use cpu, cuda, cuda:N or mps."
+            f"{flag} {text!r} is not a torch device; use cpu, cuda, cuda:N or mps."
         ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise InvalidParameterError(f"--device {text}: CUDA is not available on this machine; use --device cpu.")
+            raise InvalidParameterError(f"{flag} {text}: CUDA is not available on this machine; use {flag} cpu.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InvalidParameterError(
-                f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)."
+                f"{flag} {text}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)."
             )
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise InvalidParameterError(f"--device {text}: MPS is not available on this machine; use --device cpu.")
+            raise InvalidParameterError(f"{flag} {text}: MPS is not available on this machine; use {flag} cpu.")
     elif dev.type != "cpu":
-        raise InvalidParameterError(f"--device {text!r}: robustlab runs on cpu, cuda[:N] or mps.")
+        raise InvalidParameterError(f"{flag} {text!r}: robustlab runs on cpu, cuda[:N] or mps.")
     return str(dev)
 
 
@@ -126,7 +126,7 @@ def _argtype(fn: Callable[..., Any], flag: str) -> Callable[[str], Any]:
 
     def convert(text: str) -> Any:
         try:
-            return fn(text, flag) if fn is not parse_device else fn(text)
+            return fn(text, flag)
         except InvalidParameterError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
