@@ -305,3 +305,13 @@ def test_checkpoint_fuzz_loads_or_refuses_clearly(tmp_path):
                 load_checkpoint_file(p)
             except InvalidParameterError as e:
                 assert str(p) in str(e)
+
+
+def test_registry_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    from robustlab.models._ref import names_saved_model
+
+    monkeypatch.chdir(tmp_path)
+    training.save_checkpoint(models.create("linear", input_shape=(6,), num_classes=3), tmp_path / "mlp")
+    assert not names_saved_model("mlp") and names_saved_model("./mlp") and names_saved_model("checkpoint:mlp")
+    assert models.resolve("mlp", input_shape=(6,), num_classes=3, hidden=(4,)).robustlab_config["name"] == "mlp"
+    assert models.resolve("./mlp")(torch.zeros(1, 6)).shape == (1, 3)

@@ -88,7 +88,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     """``(model, data, data_ref, model_label)``: the model in eval mode on ``--device``, the data (first
     ``--n-test`` test examples), checked to fit each other (input shape, number of classes)."""
     from ..models import resolve
-    from ..models._ref import check_compatible
+    from ..models._ref import check_compatible, names_saved_model
 
     ckpt, ref_text = getattr(args, "checkpoint", None), getattr(args, "model", None)
     if ckpt is not None and ref_text is not None:
@@ -107,7 +107,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
         if model_kw:
             raise InvalidParameterError("--model-arg does not apply to --checkpoint (the checkpoint records its model).")
         model = load_checkpoint_file(ckpt)
-    elif Path(ref_text).expanduser().exists() or ref_text.startswith(("checkpoint:", "torchscript:")):
+    elif names_saved_model(ref_text):
         model = resolve(ref_text, **model_kw)
     recorded = None
     if model is not None:

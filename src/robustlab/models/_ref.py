@@ -4,11 +4,12 @@ Accepted references, tried in this order:
 
 - an ``nn.Module``: returned as is;
 - ``timm:NAME``: ``timm.create_model(NAME, num_classes=..., in_chans=...)`` when timm is installed;
+- a registry name (``robustlab list models``) built by :func:`robustlab.models.create` with ``kwargs``
+  (it wins over a file of the same name: write ``./NAME`` or ``checkpoint:NAME`` for the file);
 - a robustlab checkpoint: a run folder holding ``model.pt`` or a ``.pt`` file written by
   :func:`robustlab.training.save_checkpoint` (read with ``weights_only=True``; ``checkpoint:PATH`` forces it);
 - a TorchScript file (``torch.jit.save``; ``torchscript:PATH`` forces it). Pickled modules
   (``torch.save(model)``) are refused: unpickling can run code;
-- a registry name (``robustlab list models``) built by :func:`robustlab.models.create` with ``kwargs``;
 - ``module:attribute``: an importable module (installed or on ``PYTHONPATH``) and a class, function or
   module instance in it; it is called with ``input_shape``/``num_classes`` where its signature accepts them.
 
@@ -38,7 +39,7 @@ from torch import nn
 
 from .._validation import InvalidParameterError
 
-__all__ = ["check_compatible", "load_checkpoint_file", "resolve"]
+__all__ = ["check_compatible", "load_checkpoint_file", "names_saved_model", "resolve"]
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _FORMS = ("a robustlab checkpoint (run folder or .pt), a TorchScript file, a registry name (robustlab list models), "
@@ -74,7 +75,7 @@ def resolve(
     if sep and prefix == "torchscript":
         return _no_kwargs(_torchscript(Path(rest)), ref, kwargs)
     path = Path(ref).expanduser()
-    if path.exists():
+    if names_saved_model(ref):
         if path.is_file() and _is_torchscript(path):
             return _no_kwargs(_torchscript(path), ref, kwargs)
         return _no_kwargs(load_checkpoint_file(path), ref, kwargs)
@@ -95,6 +96,21 @@ def resolve(
     except KeyError as e:
         raise type(e)(f"{e} Other accepted model references: {_FORMS}.") from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def names_saved_model(ref: Any) -> bool:
+    """True when ``ref`` names a saved model (checkpoint or TorchScript file) that needs no data shape.
+
+    A registry name wins over a file or folder of the same name in the working directory (write
+    ``./mlp`` or ``checkpoint:mlp`` for the folder).
+    """
+    if not isinstance(ref, str):
+        return False
+    if ref.startswith(("checkpoint:", "torchscript:")):
+        return True
+    from ._base import MODELS
+
+    return ref not in MODELS and Path(ref).expanduser().exists()
 
 
 def _no_kwargs(model: nn.Module, ref: str, kwargs: dict[str, Any]) -> nn.Module:
