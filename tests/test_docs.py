@@ -306,3 +306,19 @@ def test_cli_reference_lists_every_registered_objective_and_loss_option(gen_cli)
             for p in inspect.signature(registry.spec(name).factory).parameters.values():
                 if p.kind == p.KEYWORD_ONLY and p.name not in ("num_samples", "reduction"):
                     assert f"`{p.name}`" in row, (name, p.name)
+
+
+@pytest.mark.parametrize("page, module, registry", [
+    ("concepts/data.md", "robustlab.data", "DATASETS"), ("concepts/noise.md", "robustlab.noise", "NOISES"),
+    ("concepts/losses.md", "robustlab.losses", "LOSSES"), ("concepts/models.md", "robustlab.models", "MODELS"),
+    ("concepts/training.md", "robustlab.training", "OBJECTIVES"), ("concepts/attacks.md", "robustlab.attacks", "ATTACKS"),
+    ("concepts/conformal.md", "robustlab.conformal", "SCORES"), ("concepts/shift.md", "robustlab.shift", "CORRUPTIONS"),
+    ("concepts/bench.md", "robustlab.bench", "EVALUATIONS"),
+])
+def test_concept_page_names_every_registered_item(page, module, registry):
+    """A concept page's prose names every item of its registry (a new item fails until it is documented)."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    names = getattr(importlib.import_module(module), registry).available()
+    assert names
+    missing = [n for n in names if f"`{n}`" not in text]
+    assert not missing, f"{page} does not mention {missing}"
