@@ -121,7 +121,9 @@ class MlflowMirror:
         for i in range(0, len(mets), 1000):
             self.client.log_batch(rid, metrics=mets[i:i + 1000])
         self.client.log_batch(rid, tags=[E.RunTag(k, v) for k, v in tags.items()])
-        files = [(None, run_dir / CONFIG_NAME), (None, run_dir / RESULT_NAME)] if run_dir is not None else []
+        files: list[tuple[str | None, Path]] = []
+        if run_dir is not None:
+            files += [(None, run_dir / CONFIG_NAME), (None, run_dir / RESULT_NAME)]
         files += [(name, Path(path)) for name, path in artifacts]
         for name, path in files:
             if path.is_file():

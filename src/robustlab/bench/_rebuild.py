@@ -125,7 +125,8 @@ def _fill(store: ResultStore, outp: Path, salvaged: dict[str, Any], report: Rebu
         if spec not in known:  # a run whose sweep file is gone: keep the link table consistent
             store.record_sweep(spec, "{}")
             known.add(spec)
-        labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else _labels_from(config)
+        given = meta.get("labels")
+        labels: dict[str, Any] = given if isinstance(given, dict) else _labels_from(config)
         store.claim(rd.name, spec=spec, config=config, labels=labels, owner="rebuilt", executor=None,
                     started_at=result.get("started_at"))
         store.finish(rd.name, result)
@@ -152,7 +153,8 @@ def _labels_from(config: dict[str, Any]) -> dict[str, Any]:
 
     from ..pipeline import AXES
 
-    noise = config.get("noise") if isinstance(config.get("noise"), dict) else {}
+    nc = config.get("noise")
+    noise: dict[str, Any] = nc if isinstance(nc, dict) else {}
     kind, rate = noise.get("kind", "none"), noise.get("rate", 0.0)
     labels = {a: name(a) for a in AXES}
     labels.update(noise="none" if kind == "none" else f"{kind}:{rate}", noise_kind=kind, noise_rate=rate)
