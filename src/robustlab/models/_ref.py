@@ -30,7 +30,7 @@ import pickle
 import re
 import struct
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,9 +228,10 @@ def _factory(ref: str, input_shape: Sequence[int] | None, num_classes: int | Non
     if not callable(obj):
         raise InvalidParameterError(f"Model '{ref}' is a {type(obj).__name__}, not an nn.Module or a factory.")
     kw = dict(kwargs)
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(obj).parameters
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # builtins without a signature: pass everything
         params = {}
     var_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
     unknown = [k for k in kw if params and not var_kw and k not in params]
