@@ -124,3 +124,20 @@ def test_fit_drives_the_ramp_per_epoch():
     eps = res.history["train_eps"]
     assert eps[0] < eps[1] < eps[2] == eps[3] == pytest.approx(0.2)
     assert eps[0] == pytest.approx(0.2 * (1 + 2 + 3) / 3 / 6)  # mean of steps 1..3 of a 6-step ramp
+
+
+def test_cli_takes_the_schedule_and_refuses_a_bad_one(tmp_path, capsys):
+    from robustlab.cli import main
+
+    tiny = ["train", "--data", "gaussians", "--data-arg", "n_train=60", "--data-arg", "n_test=30", "--data-arg",
+            "dim=4", "--model-arg", "hidden=8", "--epochs", "2", "--batch-size", "32", "--no-progress",
+            "--objective", "pgd_at", "--eps", "0.1", "--steps", "2"]
+    out = tmp_path / "run"
+    assert main([*tiny, "--eps-schedule", "linear", "--eps-warmup-epochs", "1", "--out", str(out)]) == 0
+    assert "eps_schedule=linear" in capsys.readouterr().out
+    import json
+
+    eps = json.loads((out / "metrics.json").read_text())["history"]["train_eps"]
+    assert eps[0] < eps[1] == pytest.approx(0.1)
+    assert main([*tiny, "--eps-schedule", "cosine"]) == 2
+    assert "eps_schedule" in capsys.readouterr().err
