@@ -29,6 +29,16 @@ def _size(d: torch.Tensor, norm: str) -> torch.Tensor:
     return d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
 
 
+def test_threat_module_is_public_and_documented():
+    import inspect
+
+    assert "threat" in attacks.__all__ and attacks.threat is threat
+    for name in threat.__all__:
+        obj = getattr(threat, name)
+        if inspect.isfunction(obj):
+            assert inspect.getdoc(obj), name
+
+
 def test_norms_are_declared_once():
     from robustlab.certify import ibp
 

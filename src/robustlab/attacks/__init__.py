@@ -14,6 +14,9 @@ Budgets: each attack class declares the constructor parameter that sets its budg
 ``steps`` (iterations) for the gradient attacks, ``n_queries`` (model queries per example) for Square and
 ZOO, none for FGSM; :func:`budget_params` lists them and :func:`get` rejects an option an attack does not
 take with a message naming which attacks take it.
+
+Threat model: :mod:`robustlab.attacks.threat` holds the norms, the projection onto the ε-ball ∩ [0, 1], random
+starts and the PGD loop (per-example ε) that attacks, training objectives, curves and defences share.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 from .._validation import InvalidParameterError
 
 # One module per attack family; each registers its attacks on import.
-from . import functional
+from . import functional, threat
 from ._apgd import APGD, APGDT
 from ._base import (
     ATTACKS,
@@ -49,7 +52,7 @@ from ._zoo import ZOO
 __all__ = [
     "APGD", "APGDT", "ATTACKS", "Attack", "BUDGETS", "CWL2", "FABT", "FGSM", "NORMS", "NoInputGradientError", "PGD",
     "Square", "ZOO", "available", "budget_params", "check_options", "dlr_loss", "functional", "get",
-    "has_input_gradient", "margin", "options", "project", "register_attack", "targeted_dlr_loss",
+    "has_input_gradient", "margin", "options", "project", "register_attack", "targeted_dlr_loss", "threat",
 ]
 
 

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "NORMS", "STARTS", "Criterion", "Radius", "batch_view", "ce_sum", "eval_mode", "l2_norm", "pgd", "project",
-    "random_start", "rand",
+    "NORMS", "STARTS", "Criterion", "Radius", "ascent_step_", "batch_view", "ce_sum", "eval_mode", "l2_norm", "pgd",
+    "project", "random_start", "rand",
 ]
 
 #: The supported norms of the perturbation ball.
