@@ -83,6 +83,9 @@ def check_spec(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec, *, fet
     return bs
 
 
+_STEP_OPTIONS = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "augment", "precision")
+
+
 def _dry_run(bs: BenchSpec, data: dict[str, Any]) -> list[str]:
     """One training step on four examples for every distinct (data, model, loss, objective) of the grid."""
     from ..training import OBJECTIVES, fit
@@ -98,7 +101,9 @@ def _dry_run(bs: BenchSpec, data: dict[str, Any]) -> list[str]:
         cfg = pipeline.Config.from_dict(rc.config)
         d = data[key[0]]
         tiny = d.subset(n_train=min(4, d.x_train.shape[0]), n_test=min(4, d.x_test.shape[0]))
-        train = {**cfg.train, "epochs": 1, "batch_size": 4, "eval_every": 0}
+        # the step itself: options about epochs, held-out selection or early stopping do not apply to 4 examples
+        train = {k: v for k, v in cfg.train.items() if k in _STEP_OPTIONS}
+        train.update(epochs=1, batch_size=4, eval_every=0)
         try:
             with torch.random.fork_rng(devices=[]):
                 model = pipeline.build_model(cfg.model, tiny)
