@@ -81,3 +81,26 @@ def test_list_augmentations(capsys):
     out = capsys.readouterr().out
     for name in ("none", "flip", "crop_flip", "cutout", "noise"):
         assert name in out
+
+
+def test_select_and_ema_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--objective", "pgd_at", "--eps", "0.1", "--steps", "2", "--select", "pgd", "--ema", "0.9", "--patience", "5"]
+    assert main(["train", *DIGITS, *args, "--out", str(out)]) == 0
+    capsys.readouterr()
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["config"]["select"] == "pgd" and rec["config"]["ema"] == 0.9 and rec["config"]["patience"] == 5
+    assert len(rec["history"]["val_robust_acc"]) == 2 and len(rec["history"]["selected_epoch"]) == 1
+    rc = main(["train", *DIGITS, "--ema", "1.5"])
+    assert rc != 0 and "'ema' parameter of fit must be a value among {None} or a float in (0, 1)" in capsys.readouterr().err
+    rc = main(["train", *DIGITS, "--patience", "2"])
+    assert rc != 0 and "'patience' parameter of fit needs select" in capsys.readouterr().err
+
+
+def test_pipeline_records_selection_on_its_own_epochs():
+    cfg = {"data": {"name": "digits", "n_train": 300, "n_test": 50}, "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
+           "train": {"epochs": 3, "select": "clean", "select_every": 2, "eval_every": 1}}
+    m = {(n, s): v for n, v, s in pipeline.run(cfg, progress=False).metrics}
+    assert {s for n, s in m if n == "train/val_acc"} == {2, 3}  # measured at epochs 2 and 3 only
+    assert {s for n, s in m if n == "train/test_acc"} == {1, 2, 3}
+    assert m[("train/selected_epoch", -1)] in (2.0, 3.0) and not any(n == "train/val_epoch" for n, _ in m)

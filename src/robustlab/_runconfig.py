@@ -23,8 +23,9 @@ FETCH_OPTIONS = ("download", "mirror")
 def _train_constraints() -> dict[str, Any]:
     from numbers import Integral, Real
 
-    from ._constraints import Interval, Options
+    from ._constraints import AnyOf, Interval, Options
     from .training._fit import OPTIMIZERS, PRECISIONS, SCHEDULES
+    from .training._select import SELECT_METRICS
     from .training.augment import AUGMENTATIONS
 
     return {
@@ -38,16 +39,22 @@ def _train_constraints() -> dict[str, Any]:
         "eval_every": Interval(Integral, 0, None, closed="left"),
         "augment": Options((None, *AUGMENTATIONS.available())),
         "precision": Options(PRECISIONS),
+        "select": Options((None, *SELECT_METRICS)),
+        "select_every": Interval(Integral, 1, None, closed="left"),
+        "val_fraction": AnyOf(Options((None,)), Interval(Real, 0.0, 1.0, closed="left")),
+        "patience": AnyOf(Options((None,)), Interval(Integral, 1, None, closed="left")),
+        "ema": AnyOf(Options((None,)), Interval(Real, 0.0, 1.0, closed="neither")),
     }
 
 
 #: The train options of a run (``fit``'s keyword arguments) and the constraints they must meet (the same
 #: ranges ``fit`` enforces), declared once for the bench spec, the CLI and :class:`Config`.
 TRAIN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "eval_every",
-                 "augment", "precision")
+                 "augment", "precision", "select", "select_every", "val_fraction", "patience", "ema")
 #: Options added after run ids were first stored: recorded only when set to something other than ``fit``'s
 #: default (``augment: none`` = no augmentation), so the configs and ids of earlier runs are unchanged.
-ADDED_TRAIN_OPTIONS = {"augment": (None, "none"), "precision": ("fp32",)}
+ADDED_TRAIN_OPTIONS = {"augment": (None, "none"), "precision": ("fp32",), "select": (None,), "select_every": (1,),
+                       "val_fraction": (None,), "patience": (None,), "ema": (None,)}
 
 
 def train_defaults() -> dict[str, Any]:

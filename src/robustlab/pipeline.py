@@ -285,10 +285,14 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
     model = res.model.eval()
     timings["train_s"] = time.perf_counter() - t
     hist = res.history
-    for i, ep in enumerate(hist.get("epoch", [])):
-        for k, vals in hist.items():
-            if k != "epoch" and i < len(vals):
-                metrics.append((f"train/{k}", float(vals[i]), int(ep)))
+    once = ("selected_epoch", "stopped_epoch")  # fit(select=...): one value each; val_* have their own epochs
+    for axis, keys in (("epoch", [k for k in hist if k not in once and not k.startswith("val_")]),
+                       ("val_epoch", [k for k in hist if k.startswith("val_")])):
+        for i, ep in enumerate(hist.get(axis, [])):
+            for k in keys:
+                if k != axis and i < len(hist[k]):
+                    metrics.append((f"train/{k}", float(hist[k][i]), int(ep)))
+    metrics.extend((f"train/{k}", float(hist[k][0]), -1) for k in once if hist.get(k))
     if hist.get("test_acc"):
         metrics.append(("acc/final_epoch_test", float(hist["test_acc"][-1]), -1))
 

@@ -94,6 +94,13 @@ def add_parser(sub: Any) -> None:
                                                    "(batched, seeded; default none)")
     p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 for the training step (autocast); "
                                                        "evaluation stays float32 (default %(default)s)")
+    p.add_argument("--select", default=None, help="keep the best epoch by 'clean' or 'pgd' (robust; eps/norm of the "
+                                                  "objective, 10 steps) accuracy on a held-out split (default: last epoch)")
+    p.add_argument("--select-every", type=int, default=1, help="selection metric every N epochs (default 1)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="stratified held-out fraction of the train split (default 0.1 with --select)")
+    p.add_argument("--patience", type=int, default=None, help="stop after N selections without improvement")
+    p.add_argument("--ema", type=float, default=None, help="weight EMA decay, e.g. 0.999 (evaluated and returned)")
     p.add_argument("--resume", action="store_true",
                    help="keep a resumable training state in --out/train_state after every epoch and continue "
                         "from it when present (rerun the same command after an interruption)")
@@ -136,7 +143,9 @@ def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         "objective": {"name": args.objective, "kwargs": obj_kw},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
                   "momentum": args.momentum, "weight_decay": args.weight_decay, "schedule": args.schedule,
-                  "eval_every": args.eval_every, "augment": args.augment, "precision": args.precision},
+                  "eval_every": args.eval_every, "augment": args.augment, "precision": args.precision,
+                  "select": args.select, "select_every": args.select_every, "val_fraction": args.val_fraction,
+                  "patience": args.patience, "ema": args.ema},
         "seed": args.seed,
     }
     return config, fetch
