@@ -214,3 +214,14 @@ def test_every_stateful_or_stochastic_loss_resumes_bit_identical(name, tmp_path)
     d = data.load("gaussians", num_classes=3, dim=6, n_train=48, n_test=24, separation=4.0, seed=0)
     _interrupted_then_resumed_equals_full(tmp_path, lambda: _model(d), d,
                                           kw=lambda: dict(loss=name, epochs=4, batch_size=16, seed=2))
+
+
+def test_fingerprint_names_callables_without_addresses():
+    import torch.nn.functional as F
+
+    from robustlab.training._resume import fingerprint
+
+    a = json.loads(fingerprint(loss=F.cross_entropy, objective=_Stop(), augment=lambda x, g: x))
+    assert a["loss"] == "<torch.nn.functional.cross_entropy>"
+    assert a["objective"].endswith("._Stop>") and "0x" not in json.dumps(a)
+    assert fingerprint(loss=F.cross_entropy) != fingerprint(loss=F.nll_loss)

@@ -71,8 +71,9 @@ def _describe(value: Any) -> Any:
         return {str(k): _describe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_describe(v) for v in value]
-    t = value if isinstance(value, type) else type(value)
-    return f"<{t.__module__}.{t.__qualname__}>"
+    if isinstance(getattr(value, "__qualname__", None), str):  # a function or class: by its own name
+        return f"<{getattr(value, '__module__', '?')}.{value.__qualname__}>"
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"  # an instance: by its class
 
 
 def fingerprint(**settings: Any) -> str:
