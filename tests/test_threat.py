@@ -142,3 +142,31 @@ def test_pgd_leaves_model_mode_and_parameter_grads_alone():
     v, _ = objectives.get("trades", eps=0.1, steps=2)(model, Batch(x, y, torch.arange(x.shape[0])),
                                                        nn.CrossEntropyLoss())
     assert torch.isfinite(v)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"norm": "l7"}, "norm"),
+    ({"start": "gaussian"}, "start"),
+    ({"steps": -1}, "steps"),
+    ({"eps": -0.1}, "eps"),
+    ({"eps": float("nan")}, "eps"),
+    ({"eps": torch.ones(3)}, r"shape \(24,\)"),
+    ({"step_size": torch.ones(24, 1)}, "step_size"),
+])
+def test_pgd_refuses_bad_options(kw, match):
+    from robustlab._validation import InvalidParameterError
+
+    x, y = _data()
+    args = {"eps": 0.1, "step_size": 0.02, "steps": 2, **kw}
+    with pytest.raises(InvalidParameterError, match=match):
+        threat.pgd(_model(), x, threat.ce_sum(y), **args)
+
+
+def test_project_and_random_start_refuse_unknown_options():
+    from robustlab._validation import InvalidParameterError
+
+    x, _ = _data()
+    with pytest.raises(InvalidParameterError, match="norm"):
+        threat.project(x, x, 0.1, "linfinity")
+    with pytest.raises(InvalidParameterError, match="kind"):
+        threat.random_start(x, 0.1, "linf", None, "gauss")

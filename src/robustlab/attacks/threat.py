@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validation import InvalidParameterError, check_in_range, check_int, check_option
+
 __all__ = [
     "NORMS", "STARTS", "Criterion", "Radius", "ascent_step_", "batch_view", "ce_sum", "eval_mode", "l2_norm", "pgd",
     "project", "random_start", "rand",
@@ -71,8 +73,19 @@ def rand(shape: Any, generator: torch.Generator | None, like: torch.Tensor, *, n
     return fn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
 
 
+def _check_radius(r: Radius, name: str, x: torch.Tensor, owner: str) -> None:
+    """A float ≥ 0, or an (N,) tensor matching ``x``'s batch (values are not read: no host sync)."""
+    if isinstance(r, torch.Tensor):
+        if r.shape != (x.shape[0],):
+            raise InvalidParameterError(f"The '{name}' parameter of {owner} must be a float or a per-example tensor "
+                                        f"of shape ({x.shape[0]},). Got a tensor of shape {tuple(r.shape)}.")
+    else:
+        check_in_range(r, name, 0.0, None, owner=owner)
+
+
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: Radius, norm: str) -> torch.Tensor:
     """Project ``x_adv`` onto ``{‖x_adv − x‖_p ≤ eps} ∩ [0, 1]^d`` (out of place); ``eps`` float or (N,)."""
+    check_option(norm, "norm", NORMS, owner="threat.project")
     eb = _b(eps, x)
     if norm == "linf":
         return torch.min(torch.max(x_adv, x - eb), x + eb).clamp_(0.0, 1.0)
@@ -91,6 +104,8 @@ def random_start(x: torch.Tensor, eps: Radius, norm: str, generator: torch.Gener
     ``kind="uniform"``: uniform in the L∞ box, or uniform in the L2 ball (Gaussian direction, radius
     ``ε·U^(1/d)``); ``"normal"``: ``x + 0.001·N(0, I)`` projected (TRADES, MART); ``"none"``: ``x``.
     """
+    check_option(kind, "kind", STARTS, owner="threat.random_start")
+    check_option(norm, "norm", NORMS, owner="threat.random_start")
     if kind == "none":
         return x.clone()
     if kind == "normal":
@@ -141,8 +156,15 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, criterio
     from ``generator``). The model runs in eval mode (its mode is restored) and only the input is
     differentiated (``torch.autograd.grad``; parameter ``.grad`` is never touched). The L∞ box is computed
     once; each step is one in-place add and clip on one buffer, with no host syncs. Returns the last
-    iterate, detached; ``eps == 0`` returns ``x`` without a forward pass or a random draw.
+    iterate, detached; ``eps == 0`` returns ``x`` without a forward pass or a random draw. Bad options (norm,
+    start, steps, a negative or mis-shaped radius) are an :class:`~robustlab._validation.InvalidParameterError`.
     """
+    owner = "threat.pgd"
+    check_option(norm, "norm", NORMS, owner=owner)
+    check_option(start, "start", STARTS, owner=owner)
+    check_int(steps, "steps", 0, None, owner=owner)
+    _check_radius(eps, "eps", x, owner)
+    _check_radius(step_size, "step_size", x, owner)
     x = x.detach()
     if not isinstance(eps, torch.Tensor) and eps == 0:
         return x.clone()
