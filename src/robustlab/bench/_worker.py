@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import time
 import traceback
@@ -91,7 +92,12 @@ def _execute(config: dict[str, Any], result: dict[str, Any], *, run_dir: Path | 
     """One run through :func:`robustlab.pipeline.run` (the same pipeline as ``robustlab train``)."""
     from .. import pipeline
 
-    res = pipeline.run(config, out=run_dir, checkpoint=checkpoint, device=device, progress=False)
+    # resume=True: fit keeps its epoch state in run_dir/train_state, and a rerun of an interrupted run
+    # (the driver keeps that folder) continues from its last epoch with bit-identical results
+    res = pipeline.run(config, out=run_dir, checkpoint=checkpoint, device=device, progress=False,
+                       resume=run_dir is not None)
+    if run_dir is not None:
+        shutil.rmtree(run_dir / "train_state", ignore_errors=True)  # finished: nothing to resume
     result["metrics"].extend([list(m) for m in res.metrics])
     result["timings"].update(res.timings)
     result["artifacts"].extend([list(a) for a in res.artifacts])

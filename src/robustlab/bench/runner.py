@@ -69,6 +69,21 @@ def default_threads(workers: int) -> int:
     return max(1, cpus // max(1, workers))
 
 
+TRAIN_STATE = "train_state"  # pipeline.run(resume=True) keeps fit's epoch checkpoints here
+
+
+def _keep_train_state(rd: Path, outp: Path) -> Path | None:
+    """Move an interrupted attempt's ``train_state`` out of ``rd`` (to resume from it); None if there is none."""
+    state = rd / TRAIN_STATE
+    if not state.is_dir() or state.is_symlink():
+        return None
+    parked = outp / f".{rd.name}.{TRAIN_STATE}.{os.getpid()}"
+    if parked.exists():
+        shutil.rmtree(parked)
+    state.rename(parked)
+    return parked
+
+
 def run_sweep(
     spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec,
     out: str | os.PathLike[str],
@@ -141,9 +156,12 @@ def run_sweep(
 
         def claim(rc: RunConfig) -> Path:
             rd = outp / RUNS_DIR / rc.id
+            kept = _keep_train_state(rd, outp)
             if rd.exists():
-                shutil.rmtree(rd)  # a fresh attempt never sees files of an earlier one
+                shutil.rmtree(rd)  # a fresh attempt never sees files of an earlier one ...
             rd.mkdir(parents=True)
+            if kept is not None:  # ... except the interrupted attempt's epoch state, which it resumes from
+                kept.rename(rd / TRAIN_STATE)
             (rd / CONFIG_NAME).write_text(json.dumps(rc.config, sort_keys=True, indent=1))
             write_run_meta(rd, spec=bs.name, labels=rc.labels)
             store.claim(rc.id, spec=bs.name, config=rc.config, labels=rc.labels, owner=owner, executor=executor)
