@@ -96,7 +96,9 @@ def test_relative_ce_closed_form(trained, digits_small):
 def test_corruption_error_validates(trained, digits_small):
     model, _ = trained
     with pytest.raises(ValueError, match="severities"):
-        shift.corruption_error(model, digits_small, corruptions=["fog"], severities=(0,))
+        shift.corruption_error(model, digits_small, corruptions=["fog"], severities=(0,))  # only the unchanged input
+    with pytest.raises(ValueError, match="severities"):
+        shift.corruption_error(model, digits_small, corruptions=["fog"], severities=(6,))
     with pytest.raises(KeyError, match="Did you mean"):
         shift.corruption_error(model, digits_small, corruptions=["fogg"])
     with pytest.raises(ValueError, match="suite"):
@@ -161,3 +163,26 @@ def test_mnist_c_accuracy_fixed_parameters(trained, digits_small):
     assert a == b
     grid = shift.corruption_error(model, digits_small, corruptions=["shot_noise"], severities=(5,))
     assert a["shot_noise"] < grid.accuracy["shot_noise"][5]
+
+
+def test_severity_zero_is_the_unchanged_input_everywhere(trained, digits_small, tmp_path, capsys):
+    """One rule (issue 11): severity 0 = unchanged input in shift.corrupt, corruption_error, the CLI and specs;
+    its cells are shown and left out of the means and CE."""
+    model, run = trained
+    x = digits_small.x_test[:8]
+    assert torch.equal(shift.corrupt(x, "fog", severity=0), x)
+    gen = torch.Generator().manual_seed(1)
+    res = shift.corruption_error(model, digits_small, corruptions=["fog", "contrast"], severities=(0, 3),
+                                 generator=gen, baseline=ConstantModel(0))
+    only3 = shift.corruption_error(model, digits_small, corruptions=["fog", "contrast"], severities=(3,),
+                                   generator=torch.Generator().manual_seed(1), baseline=ConstantModel(0))
+    assert res.accuracy["fog"][0] == res.clean_accuracy
+    assert res.mean_error == only3.mean_error and res.mce == only3.mce and res.ce == only3.ce
+    rc = main(["shift", "--checkpoint", str(run), "--data", "digits", "--corruptions", "fog", "--severities", "0,2",
+               "--n-test", "20", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 0 and doc["accuracy"]["fog"]["0"] == doc["clean_accuracy"]
+    from robustlab.bench import load_spec
+
+    load_spec({"name": "s", "data": ["digits"], "models": ["mlp"], "losses": ["ce"], "seeds": [0],
+               "evaluations": [{"name": "corruptions", "corruptions": ["fog"], "severities": [0, 1]}]})

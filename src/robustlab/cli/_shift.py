@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--suite", default="common",
                    help="corruption suite: common, common_extra, mnist_c or all (default: common)")
     p.add_argument("--corruptions", default=None, help="comma-separated corruption names (overrides --suite)")
-    p.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities in 1..5 (default 1,2,3,4,5)")
+    p.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities in 0..5 (0 = the unchanged input, shown but left out of the means; default 1,2,3,4,5)")
     p.add_argument("--baseline", default=None, help="model reference of the baseline for mCE / relative mCE")
     add_options(p, "n_test", "batch_size", "seed", "device", "json", "out", "quiet", defaults={"batch_size": 512})
     p.set_defaults(func=run)
@@ -38,9 +38,9 @@ def _parse_severities(text: str) -> list[int]:
     try:
         sevs = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise InvalidParameterError(f"--severities must be comma-separated integers in 1..5. Got {text!r}.") from None
-    if not sevs or any(s < 1 or s > 5 for s in sevs):
-        raise InvalidParameterError(f"--severities must be comma-separated integers in 1..5. Got {text!r}.")
+        raise InvalidParameterError(f"--severities must be comma-separated integers in 0..5. Got {text!r}.") from None
+    if not sevs or any(s < 0 or s > 5 for s in sevs):
+        raise InvalidParameterError(f"--severities must be comma-separated integers in 0..5. Got {text!r}.")
     return sevs
 
 

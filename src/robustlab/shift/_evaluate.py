@@ -27,7 +27,10 @@ class CorruptionResult:
         baseline: the same grid for the baseline model (``None`` when no baseline was named).
         ce / relative_ce: per-corruption (relative) corruption error vs the baseline, in % (100 = baseline).
         mce / relative_mce: their means over the corruptions (``None`` without a baseline).
-        mean_error: unnormalised mean error over all (corruption, severity) cells, in [0, 1].
+        mean_error: unnormalised mean error over all (corruption, severity ≥ 1) cells, in [0, 1].
+
+    Severity 0 is the unchanged input (the one rule of ``shift.corrupt``, the CLI and specs): its cells are
+    shown but left out of every mean, CE and relative CE, which are defined over severities 1..5.
     """
 
     accuracy: dict[str, dict[int, float]]
@@ -42,7 +45,7 @@ class CorruptionResult:
 
     @property
     def mean_error(self) -> float:
-        cells = [a for row in self.accuracy.values() for a in row.values()]
+        cells = [a for row in self.accuracy.values() for a in _graded(row).values()]
         return 1.0 - sum(cells) / len(cells) if cells else float("nan")
 
     @property
@@ -73,7 +76,8 @@ class CorruptionResult:
         lines = [head, "-" * len(head)]
         for c, row in self.accuracy.items():
             vals = [row[s] for s in sevs]
-            line = f"{c:<{width}} " + " ".join(f"{100 * v:6.1f}" for v in vals) + f" {100 * sum(vals) / len(vals):6.1f}"
+            graded = list(_graded(row).values())
+            line = f"{c:<{width}} " + " ".join(f"{100 * v:6.1f}" for v in vals) + f" {100 * sum(graded) / len(graded):6.1f}"
             if self.ce is not None and self.relative_ce is not None:
                 line += f" {self.ce[c]:7.1f} {self.relative_ce[c]:7.1f}"
             lines.append(line)
@@ -82,6 +86,11 @@ class CorruptionResult:
         if self.mce is not None:
             lines.append(f"mCE {self.mce:.1f}%, relative mCE {self.relative_mce:.1f}% (baseline = 100)")
         return "\n".join(lines)
+
+
+def _graded(row: dict[int, float]) -> dict[int, float]:
+    """The cells of a row that count in means and CE: severities 1..5 (0 is the unchanged input)."""
+    return {s: a for s, a in row.items() if s > 0}
 
 
 @torch.no_grad()
@@ -137,9 +146,11 @@ def corruption_error(
         x, y = x[:n_test], y[:n_test]
     check_int(batch_size, "batch_size", 1, None, owner="corruption_error")
     names = _resolve_corruptions(corruptions)
-    sevs = [check_int(s, "severities", 1, 5, owner="corruption_error") for s in severities]
-    if not sevs:
-        raise InvalidParameterError("The 'severities' parameter of corruption_error must not be empty.")
+    sevs = [check_int(s, "severities", 0, 5, owner="corruption_error") for s in severities]
+    if not any(s > 0 for s in sevs):
+        raise InvalidParameterError(
+            "The 'severities' parameter of corruption_error must include at least one severity in 1..5 "
+            f"(0 is the unchanged input, left out of the means). Got {list(severities)!r} instead.")
     base_model = baseline if isinstance(baseline, nn.Module) else None
     if baseline is not None and base_model is None and not isinstance(baseline, CorruptionResult):
         raise TypeError(f"The 'baseline' parameter of corruption_error must be a model or a CorruptionResult. "
@@ -180,6 +191,7 @@ def _normalise(result: CorruptionResult, base: CorruptionResult) -> None:
         brow = base.accuracy.get(c)
         if brow is None or any(s not in brow for s in row):
             raise ValueError(f"The baseline result lacks corruption '{c}' at severities {sorted(row)}.")
+        row = _graded(row)
         err = sum(1 - row[s] for s in row)
         berr = sum(1 - brow[s] for s in row)
         ce[c] = 100.0 * err / berr if berr > 0 else float("inf") if err > 0 else 100.0
