@@ -243,6 +243,18 @@ def check_eps_schedule(spec: Spec[Any]) -> None:
         obj.on_epoch_start(epoch)
         seen.append(obj.progress(obj._step))
     assert 0 <= seen[0] < seen[1] < seen[2] == seen[3] == 1.0, f"{spec.name}: ramp factors {seen}"
+    # the objective attacks (or bounds) at the scheduled ε and reports it as the metric "eps"
+    from ..losses import get
+
+    reported = []
+    for epoch in (0, 2):
+        obj.on_epoch_start(epoch)
+        _, metrics = obj(model, _batch(data), get("ce"))
+        assert "eps" in metrics, f"{spec.name} does not report the scheduled 'eps' metric"
+        reported.append(float(metrics["eps"]))
+    full = float(kw.get("eps", params["eps"].default)) * float(getattr(obj, "eps_train_factor", 1.0))
+    assert reported[0] < full and abs(reported[1] - full) <= 1e-6 * max(full, 1.0), (
+        f"{spec.name}: eps {reported} at epochs 0 and 2 of a 2-epoch ramp to {full}")
     const = spec.create(**{**kw, "eps_schedule": "constant"})
     const.setup(model=model, epochs=4, steps_per_epoch=5, num_classes=data.num_classes,
                 num_train=data.x_train.shape[0], generator=torch.Generator().manual_seed(0))
