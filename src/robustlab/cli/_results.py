@@ -21,16 +21,16 @@ def add_parser(sub: Any) -> None:
     rsub.required = True
     ls = rsub.add_parser("list", help="one line per run: id, axes, status, duration, clean accuracy")
     ls.add_argument("dir", help="results directory (or results.db)")
-    ls.add_argument("--status", choices=("running", "completed", "failed"), default=None)
+    ls.add_argument("--status", choices=("running", "completed", "failed"), default=None, help="only runs with this status")
     ls.add_argument("--spec", default=None, help="only runs of this spec")
     ls.set_defaults(func=list_cmd)
     sh = rsub.add_parser("show", help="one run: config, metrics, artifacts, error")
-    sh.add_argument("dir")
+    sh.add_argument("dir", help="results directory (or results.db)")
     sh.add_argument("run_id", help="run id or a unique prefix")
     sh.set_defaults(func=show_cmd)
     ex = rsub.add_parser("export", help="export runs with their final metrics (one row per run, or --long)")
-    ex.add_argument("dir")
-    ex.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
+    ex.add_argument("dir", help="results directory (or results.db)")
+    ex.add_argument("--format", choices=("csv", "json", "parquet"), default="csv", help="output format (default csv)")
     ex.add_argument("-o", "--out", default=None, help="output file, written atomically (default: stdout for csv/json)")
     ex.add_argument("--long", action="store_true", help="one row per (run, metric, step) instead of one per run")
     ex.add_argument("--mlflow", default=None, metavar="URI",
@@ -73,6 +73,13 @@ def _store(path: str) -> Any:
     return ResultStore(path, readonly=True)
 
 
+def plain(text: object) -> str:
+    """Labels, names and errors come from result files: printed on one line without control sequences."""
+    from ..bench.report import plain as _plain
+
+    return _plain(text)
+
+
 def list_cmd(args: argparse.Namespace) -> int:
     with _store(args.dir) as st:
         runs = st.runs(spec=args.spec, status=args.status)
@@ -81,7 +88,7 @@ def list_cmd(args: argparse.Namespace) -> int:
     for r in runs:
         clean = final.get(r["id"], {}).get("acc/clean")
         dur = r.get("duration_s")
-        print(f"{r['id'][:12]}  " + "  ".join(f"{str(r['labels'].get(a)):<14}" for a in _AXES)
+        print(f"{r['id'][:12]}  " + "  ".join(f"{plain(r['labels'].get(a)):<14}" for a in _AXES)
               + f"  {r['status']:<9}  {'' if dur is None else f'{dur:7.2f}':>7}  {'' if clean is None else f'{clean:.3f}':>6}")
     return 0
 
@@ -89,20 +96,20 @@ def list_cmd(args: argparse.Namespace) -> int:
 def show_cmd(args: argparse.Namespace) -> int:
     with _store(args.dir) as st:
         r = st.run(args.run_id)
-    print(f"run {r['id']}\nspec {r['spec']}  status {r['status']}  attempts {r['attempts']}  "
+    print(f"run {r['id']}\nspec {plain(r['spec'])}  status {r['status']}  attempts {r['attempts']}  "
           f"duration {r.get('duration_s')} s")
-    print("labels: " + " ".join(f"{a}={r['labels'].get(a)}" for a in _AXES))
+    print("labels: " + " ".join(f"{a}={plain(r['labels'].get(a))}" for a in _AXES))
     print("config: " + json.dumps(r["config"], sort_keys=True))
     print(f"versions: robustlab {r.get('robustlab_version')}, torch {r.get('torch_version')}, git {r.get('git_commit')}")
     if r.get("error"):
-        print(f"error: {r['error']}")
-        print(r.get("traceback") or "")
+        print(f"error: {plain(r['error'])}")
+        print("\n".join(plain(line) for line in (r.get("traceback") or "").splitlines()))
     print("metrics:")
     for m in r["metrics"]:
         step = "" if m["step"] < 0 else f" @ {m['step']}"
-        print(f"  {m['name']}{step} = {m['value']:.6g}")
+        print(f"  {plain(m['name'])}{step} = {m['value']:.6g}")
     for name, path in r["artifacts"].items():
-        print(f"artifact {name}: {path}")
+        print(f"artifact {plain(name)}: {plain(path)}")
     return 0
 
 
