@@ -112,7 +112,7 @@ def test_exclude_include_and_when_rules():
     (lambda s: s.update(train={"epoch": 3}), r"unknown key 'epoch'.*Did you mean 'epochs'"),
     (lambda s: s.update(evaluations=["clen"]), r"Unknown evaluation 'clen'.*Did you mean 'clean'"),
     (lambda s: s.update(evaluations=[{"name": "topk", "kk": 1}]), r"unknown parameter 'kk'"),
-    (lambda s: s.update(evaluations=[{"name": "topk", "k": [0]}]), r"positive ints"),
+    (lambda s: s.update(evaluations=[{"name": "topk", "k": [0]}]), r"'k' parameter of evaluation 'topk' must be .*an int in \[1, inf\)"),
     (lambda s: s.update(exclude=[{"los": "ce"}]), r"unknown axis 'los'.*Did you mean 'loss'"),
     (lambda s: s.update(exclude=[{"loss": "mae"}]), r"loss 'mae' is not in the spec's loss axis"),
     (lambda s: s.update(losses=["ce", "ce"]), r"duplicate label"),

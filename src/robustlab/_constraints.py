@@ -27,7 +27,8 @@ from typing import Any
 
 from ._validation import InvalidParameterError
 
-__all__ = ["AnyOf", "Boolean", "Constraint", "Interval", "Options", "validate_param", "validate_params"]
+__all__ = ["AnyOf", "Boolean", "Constraint", "Interval", "ListOf", "Name", "Options", "validate_param",
+           "validate_params"]
 
 _CLOSED = ("both", "left", "right", "neither")
 
@@ -50,6 +51,10 @@ class Constraint:
     def invalid_examples(self) -> list[Any]:
         """A few values this constraint rejects (used by conformance checks to probe every parameter)."""
         return ["bad"]
+
+    def hint(self, value: Any) -> str:
+        """An extra sentence for the error about a rejected ``value`` (e.g. "Did you mean 'pgd'?"), or ""."""
+        return ""
 
 
 class Interval(Constraint):
@@ -178,6 +183,72 @@ class AnyOf(Constraint):
         return f"AnyOf{self.constraints!r}"
 
 
+class ListOf(Constraint):
+    """A list of values each accepted by ``item``, at least ``min_len`` long; a bare value is read as ``[value]``.
+
+    Example: ``ListOf(Interval(Real, 0, None, closed="neither"))`` accepts ``[0.05, 0.1]`` and ``0.1``.
+    """
+
+    def __init__(self, item: Constraint, *, min_len: int = 1) -> None:
+        self.item, self.min_len = item, min_len
+
+    @staticmethod
+    def _as_list(value: Any) -> list[Any]:
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        v = self._as_list(value)
+        return len(v) >= self.min_len and all(self.item.is_satisfied_by(e) for e in v)
+
+    def describe(self) -> str:
+        size = "a non-empty list" if self.min_len == 1 else f"a list of at least {self.min_len}" if self.min_len else "a list"
+        return f"{size} of values each {self.item.describe()}"
+
+    def convert(self, value: Any) -> Any:
+        return [self.item.convert(e) for e in self._as_list(value)]
+
+    def invalid_examples(self) -> list[Any]:
+        return ([[]] if self.min_len else []) + [[e] for e in self.item.invalid_examples()]
+
+    def hint(self, value: Any) -> str:
+        bad = [e for e in self._as_list(value) if not self.item.is_satisfied_by(e)]
+        return self.item.hint(bad[0]) if bad else ""
+
+    def __repr__(self) -> str:
+        return f"ListOf({self.item!r}, min_len={self.min_len})"
+
+
+class Name(Constraint):
+    """A name registered in ``module.attr`` (a :class:`~robustlab._registry.Registry`, imported on first use)."""
+
+    def __init__(self, module: str, attr: str) -> None:
+        self.module, self.attr = module, attr
+
+    def _registry(self) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.attr)
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self._registry()
+
+    def describe(self) -> str:
+        reg = self._registry()
+        return f"a registered {reg.kind} name ({', '.join(reg)})"
+
+    def invalid_examples(self) -> list[Any]:
+        return ["no_such_name", 3]
+
+    def hint(self, value: Any) -> str:
+        import difflib
+
+        close = difflib.get_close_matches(str(value), list(self._registry()), n=1, cutoff=0.5)
+        return f" Did you mean '{close[0]}'?" if close else ""
+
+    def __repr__(self) -> str:
+        return f"Name({self.module!r}, {self.attr!r})"
+
+
 def validate_param(constraint: Constraint, value: Any, name: str, owner: str | None = None) -> Any:
     """Check one ``value`` against ``constraint`` and return its canonical form.
 
@@ -187,6 +258,7 @@ def validate_param(constraint: Constraint, value: Any, name: str, owner: str | N
         where = f" of {owner}" if owner else ""
         raise InvalidParameterError(
             f"The '{name}' parameter{where} must be {constraint.describe()}. Got {value!r} instead."
+            + constraint.hint(value)
         )
     return constraint.convert(value)
 

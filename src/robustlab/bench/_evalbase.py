@@ -58,15 +58,17 @@ class EvalOutput:
 
 
 class Evaluation:
-    """Base class: ``defaults`` (all accepted params), ``requires`` (modules), ``validate``, ``run``."""
+    """Base class: ``defaults`` and ``constraints`` (every accepted param, declared once), ``requires``
+    (modules), ``validate`` (cross-parameter rules only), ``run``."""
 
     requires: tuple[str, ...] = ()
     defaults: dict[str, Any] = {}
+    constraints: dict[str, Any] = {}  # name -> robustlab._constraints.Constraint, the same keys as defaults
     metrics: tuple[Metric, ...] = ()  # every metric run() writes, declared once
     note: str = ""  # a caveat the report prints when this evaluation's metrics are present
 
     def validate(self, params: dict[str, Any]) -> str | None:
-        """Return an error message for bad parameter values, or None."""
+        """Return an error message for a bad combination of (individually valid) parameters, or None."""
         return None
 
     # ``run(self, ctx, **params) -> EvalOutput``, with the parameters of ``defaults`` as keywords

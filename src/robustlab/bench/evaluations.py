@@ -12,11 +12,14 @@ nothing is skipped silently. Metric names are hierarchical, e.g. ``acc/clean``, 
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import Any
 
 import torch
 
+from .._constraints import AnyOf, Boolean, Interval, ListOf, Name, Options, validate_params
 from .._registry import Registry
+from .._validation import InvalidParameterError
 from ._evalbase import EvalContext, EvalOutput, Evaluation, _missing
 from ._metrics import Metric, MetricMatch, match_metric
 
@@ -32,6 +35,9 @@ PIPELINE_METRICS: tuple[Metric, ...] = (
     Metric("noise/realized_rate", "realized noise rate", higher_is_better=None),
     Metric("acc/final_epoch_test", "test acc (last epoch)"),
 )
+
+
+N_TEST = AnyOf(Interval(Integral, 1, None), Options((None,)))  # a test subset size, None = the whole test set
 
 
 def register_evaluation(name: str, **kw: Any) -> Any:
@@ -54,20 +60,10 @@ def normalize_evaluation(name: Any, params: dict[str, Any], ctx: Any, where: str
         if k not in allowed:
             raise ctx.err(where, f"unknown parameter '{k}' for evaluation '{name}'.{_suggest(k, allowed)} "
                                  f"Accepted: {', '.join(allowed) or '(none)'}.")
-    out = {**cls.defaults, **params}
-    for k, d in cls.defaults.items():  # type checks against the defaults' types
-        v = out[k]
-        if isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool):
-            out[k] = v = float(v)
-        if d is not None and not isinstance(d, list) and v is not None and type(v) is not type(d):
-            raise ctx.err(f"{where}.{k}", f"must be a {type(d).__name__}. Got {v!r} instead.")
-        if isinstance(d, list):
-            if not isinstance(v, list):
-                v = out[k] = [v]
-            if d and all(isinstance(e, float) for e in d):
-                if not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v):
-                    raise ctx.err(f"{where}.{k}", f"must be a list of numbers. Got {v!r} instead.")
-                out[k] = [float(e) for e in v]
+    try:  # the evaluation's declared constraints: types, ranges, registered names (one message style)
+        out = validate_params(cls.constraints, {**cls.defaults, **params}, owner=f"evaluation '{name}'")
+    except InvalidParameterError as e:
+        raise ctx.err(where, str(e)) from None
     msg = cls().validate(out)
     if msg:
         raise ctx.err(where, f"evaluation '{name}': {msg}")
@@ -160,12 +156,8 @@ class TopK(Evaluation):
     """Top-k test accuracy for each ``k`` (k larger than the number of classes is an error)."""
 
     defaults = {"k": [1, 5]}
+    constraints = {"k": ListOf(Interval(Integral, 1, None))}
     metrics = (Metric("acc/top{k}", "top-{k} acc", leaderboard=True, hide=("acc/top1",)),)  # top-1 = clean acc
-
-    def validate(self, params: dict[str, Any]) -> str | None:
-        if not params["k"] or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in params["k"]):
-            return f"'k' must be a list of positive ints. Got {params['k']!r}."
-        return None
 
     def run(self, ctx: EvalContext, k: list[int]) -> EvalOutput:
         from .. import metrics
@@ -219,6 +211,9 @@ class Attacks(Evaluation):
     requires = ("robustlab.attacks", "robustlab.evaluate")
     defaults = {"attacks": ["pgd"], "norm": "linf", "eps": [0.05, 0.1, 0.2], "steps": 10, "n_test": 200,
                 "batch_size": 256, "powerlaw": True}
+    constraints = {"attacks": ListOf(Name("robustlab.attacks", "ATTACKS")), "norm": Options(("linf", "l2")),
+                   "eps": ListOf(Interval(Real, 0, None, closed="neither")), "steps": Interval(Integral, 1, None),
+                   "n_test": N_TEST, "batch_size": Interval(Integral, 1, None), "powerlaw": Boolean()}
     metrics = (
         Metric("robust_acc/{attack}/eps={eps}", "{attack} acc ε={eps}", doc="cumulative along the cascade"),
         Metric("robust_acc/any/eps={eps}", "robust acc ε={eps}", leaderboard=True, plots=(("robust_eps", "y"),)),
@@ -234,18 +229,6 @@ class Attacks(Evaluation):
                plots=(("robust_eps", "a"),)),
         Metric("powerlaw/r2", "power-law R²", higher_is_better=None, value_range=(None, 1)),
     )
-
-    def validate(self, params: dict[str, Any]) -> str | None:
-        from ..attacks import ATTACKS
-
-        for a in params["attacks"]:
-            if a not in ATTACKS:
-                return ATTACKS._unknown_message(a)
-        if not params["eps"] or any(e <= 0 for e in params["eps"]):
-            return f"'eps' must be a non-empty list of positive numbers. Got {params['eps']!r}."
-        if params["norm"] not in ("linf", "l2"):
-            return f"'norm' must be 'linf' or 'l2'. Got {params['norm']!r}."
-        return None
 
     @staticmethod
     def suite(attacks: list[str], steps: int) -> list[tuple[str, dict[str, Any]]]:
@@ -308,22 +291,14 @@ class Corruptions(Evaluation):
 
     requires = ("robustlab.shift",)
     defaults = {"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 3, 5], "n_test": 300}
+    # severity 0 is the unchanged input (as shift.corrupt), left out of corr_acc/mean
+    constraints = {"corruptions": ListOf(Name("robustlab.shift", "CORRUPTIONS")),
+                   "severities": ListOf(Interval(Integral, 0, 5)), "n_test": N_TEST}
     metrics = (
         Metric("corr_acc/{corruption}/{severity}", "{corruption} acc (severity {severity})",
                plots=(("corruptions", "y"),)),
         Metric("corr_acc/mean", "corruption acc", leaderboard=True),
     )
-
-    def validate(self, params: dict[str, Any]) -> str | None:
-        from .. import shift
-
-        reg = getattr(shift, "CORRUPTIONS", None)
-        for c in params["corruptions"]:
-            if reg is not None and c not in reg:
-                return reg._unknown_message(c)
-        if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= 5 for s in params["severities"]):
-            return f"'severities' must be ints in [0, 5] (0 = uncorrupted, as shift.corrupt). Got {params['severities']!r}."
-        return None
 
     def run(self, ctx: EvalContext, corruptions: list[str], severities: list[int], n_test: int) -> EvalOutput:
         from .. import metrics, shift
@@ -355,6 +330,7 @@ class CertifyIBP(Evaluation):
 
     requires = ("robustlab.certify.ibp",)
     defaults = {"eps": [0.01, 0.05, 0.1], "n_test": 300}
+    constraints = {"eps": ListOf(Interval(Real, 0, None)), "n_test": N_TEST}
     metrics = (Metric("cert_acc/ibp/eps={eps}", "IBP cert ε={eps}", leaderboard=True, plots=(("cert_ibp", "y"),)),)
 
     def run(self, ctx: EvalContext, eps: list[float], n_test: int) -> EvalOutput:
@@ -382,6 +358,9 @@ class CertifySmoothing(Evaluation):
     requires = ("robustlab.certify.smoothing",)
     defaults = {"sigma": 0.25, "n0": 50, "n": 500, "alpha": 0.001, "n_test": 50, "radii": [0.0, 0.25, 0.5, 0.75],
                 "batch_size": 500}
+    constraints = {"sigma": Interval(Real, 0, None, closed="neither"), "n0": Interval(Integral, 1, None),
+                   "n": Interval(Integral, 1, None), "alpha": Interval(Real, 0, 1, closed="neither"), "n_test": N_TEST,
+                   "radii": ListOf(Interval(Real, 0, None)), "batch_size": Interval(Integral, 1, None)}
     metrics = (
         Metric("cert_acc/rs/r={r}", "RS cert r={r}", leaderboard=True, hide=("cert_acc/rs/r=0",),
                plots=(("cert_rs", "y"),), limit=("r", "cert/rs/radius_max")),
@@ -420,6 +399,8 @@ class Conformal(Evaluation):
 
     requires = ("robustlab.conformal",)
     defaults = {"scores": ["aps"], "alpha": 0.1, "cal_fraction": 0.5}
+    constraints = {"scores": ListOf(Name("robustlab.conformal", "SCORES")),
+                   "alpha": Interval(Real, 0, 1, closed="neither"), "cal_fraction": Interval(Real, 0, 1, closed="neither")}
     metrics = (
         Metric("conformal/{score}/coverage", "{score} coverage", higher_is_better=None, leaderboard=True,
                plots=(("conformal", "y"),)),
@@ -429,16 +410,6 @@ class Conformal(Evaluation):
         Metric("conformal/{score}/target", "{score} target coverage", higher_is_better=None,
                plots=(("conformal", "target"),)),
     )
-
-    def validate(self, params: dict[str, Any]) -> str | None:
-        from ..conformal import SCORES
-
-        for sc in params["scores"]:
-            if sc not in SCORES:
-                return SCORES._unknown_message(sc)
-        if not 0.0 < params["alpha"] < 1.0 or not 0.0 < params["cal_fraction"] < 1.0:
-            return "'alpha' and 'cal_fraction' must lie in (0, 1)."
-        return None
 
     def run(self, ctx: EvalContext, scores: list[str], alpha: float, cal_fraction: float) -> EvalOutput:
         from .. import conformal

@@ -93,6 +93,33 @@ def _num(v: Any) -> str:
 
 # -- declarations vs what is written ------------------------------------------------------------
 @check()
+def check_parameter_constraints_declared_once(spec: Spec[Any]) -> None:
+    """Every parameter (``defaults``, ``run``'s keywords) has a declared constraint; defaults satisfy it, and
+    each constraint's invalid examples are refused by the spec with an error naming the parameter."""
+    import inspect
+
+    from ..bench.evaluations import normalize_evaluation
+    from ..bench.spec import SpecError, _Ctx
+
+    cls = spec.factory
+    run_params = [p for p in inspect.signature(cls.run).parameters if p not in ("self", "ctx")]
+    assert set(cls.constraints) == set(cls.defaults) == set(run_params), (
+        f"evaluation '{spec.name}': constraints {sorted(cls.constraints)}, defaults {sorted(cls.defaults)} and "
+        f"run() keywords {sorted(run_params)} must name the same parameters")
+    for k, d in cls.defaults.items():
+        assert cls.constraints[k].is_satisfied_by(d), f"default {k}={d!r} violates {cls.constraints[k]!r}"
+    normalize_evaluation(spec.name, dict(spec.example_kwargs), _Ctx("battery"), "evaluations[0]")
+    for k, c in cls.constraints.items():
+        for bad in c.invalid_examples():
+            try:
+                normalize_evaluation(spec.name, {k: bad}, _Ctx("battery"), "evaluations[0]")
+            except SpecError as e:
+                assert f"'{k}'" in str(e), f"the error for {k}={bad!r} does not name the parameter: {e}"
+            else:
+                raise AssertionError(f"evaluation '{spec.name}' accepted {k}={bad!r}")
+
+
+@check()
 def check_declares_its_metrics(spec: Spec[Any]) -> None:
     """The evaluation declares at least one metric, each pattern once, with a label."""
     metrics = spec.factory.metrics
