@@ -98,8 +98,11 @@ def check_parameter_constraints_declared_once(spec: Spec[Any]) -> None:
     each constraint's invalid examples are refused by the spec with an error naming the parameter."""
     import inspect
 
-    from ..bench.evaluations import normalize_evaluation
-    from ..bench.spec import SpecError, _Ctx
+    from ..bench.spec import SpecError, load_spec
+
+    def spec_with(params: dict[str, Any]) -> Any:
+        return load_spec({"name": "battery", "data": ["digits"], "models": ["linear"], "losses": ["ce"], "seeds": [0],
+                          "evaluations": [{"name": spec.name, **params}]})
 
     cls = spec.factory
     run_params = [p for p in inspect.signature(cls.run).parameters if p not in ("self", "ctx")]
@@ -108,13 +111,13 @@ def check_parameter_constraints_declared_once(spec: Spec[Any]) -> None:
         f"run() keywords {sorted(run_params)} must name the same parameters")
     for k, d in cls.defaults.items():
         assert cls.constraints[k].is_satisfied_by(d), f"default {k}={d!r} violates {cls.constraints[k]!r}"
-    normalize_evaluation(spec.name, dict(spec.example_kwargs), _Ctx("battery"), "evaluations[0]")
+    spec_with(dict(spec.example_kwargs))
     for k, c in cls.constraints.items():
         for bad in c.invalid_examples():
             try:
-                normalize_evaluation(spec.name, {k: bad}, _Ctx("battery"), "evaluations[0]")
+                spec_with({k: bad})
             except SpecError as e:
-                assert f"'{k}'" in str(e), f"the error for {k}={bad!r} does not name the parameter: {e}"
+                assert f"'{k}'" in str(e) or f".{k}:" in str(e), f"the error for {k}={bad!r} does not name {k!r}: {e}"
             else:
                 raise AssertionError(f"evaluation '{spec.name}' accepted {k}={bad!r}")
 
