@@ -51,7 +51,7 @@ def test_report_opens_in_headless_chromium_without_errors(tmp_path):
     from test_report import make_db
 
     make_db(tmp_path)
-    html_path, _ = write_report(tmp_path, tmp_path / "report.html")
+    (html_path,) = write_report(tmp_path, tmp_path / "report.html")
     # 1. the report itself: Chromium logs page console messages to stderr as "CONSOLE(...)"
     plain = _run(chrome, html_path.resolve().as_uri(), tmp_path / "profile1")
     assert plain.returncode == 0, plain.stderr[-2000:]
