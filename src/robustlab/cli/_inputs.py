@@ -166,6 +166,7 @@ def emit(args: argparse.Namespace, doc: dict[str, Any], lines: list[str]) -> Non
 
 
 def _json_default(o: Any) -> Any:
+    """JSON fallback for CLI records (tuples, tensors/arrays, anything else as str); shared by every command."""
     if isinstance(o, tuple):
         return list(o)
     if hasattr(o, "tolist"):

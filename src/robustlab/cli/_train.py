@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._inputs import _json_default
 from ._options import add_options, check_writable, key_values, parse_value, progress_arg
 
 __all__ = ["add_parser", "build_config", "parse_free_options", "parse_value", "run"]
@@ -236,10 +237,3 @@ def _versions() -> dict[str, str]:
 
     return {"robustlab": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, tuple):
-        return list(o)
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
