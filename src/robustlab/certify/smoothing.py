@@ -41,12 +41,14 @@ def clopper_pearson_lower(successes: torch.Tensor, trials: int, alpha: float) ->
     return torch.as_tensor(p, dtype=torch.float64)
 
 
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
-           dtype: torch.dtype) -> torch.Tensor:
-    """Standard normal noise from ``generator`` (drawn on the generator's device, then moved)."""
-    if generator is None or generator.device == device:
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+def _device_dtype(model: object, x: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype the noisy copies are built in: the model's first floating parameter's, else ``x``'s."""
+    if isinstance(model, nn.Module):
+        params = list(model.parameters())
+        dev = params[0].device if params else x.device
+        floating = [p.dtype for p in params if p.dtype.is_floating_point]
+        return dev, (floating[0] if floating else x.dtype)
+    return x.device, x.dtype
 
 
 def _binom_pvalue(n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
@@ -107,18 +109,29 @@ class SmoothedClassifier:
         was = getattr(model, "training", False)
         if isinstance(model, nn.Module):
             model.eval()
-        dev = next((p.device for p in model.parameters()), x.device) if isinstance(model, nn.Module) else x.device
-        x = x.to(dev)
+        dev, dtype = _device_dtype(model, x)
+        x = x.to(device=dev, dtype=dtype)
         n_samples, c = x.shape[0], self.num_classes
         counts = torch.zeros(n_samples * c, dtype=torch.int64, device=dev)
         finite = torch.ones((), dtype=torch.bool, device=dev)  # checked once at the end: no sync per batch
         total = n_samples * num
+        # Two batch-sized buffers reused by every chunk: no per-chunk allocation (page faults dominate on CPU).
+        shape = (min(batch_size, total), *x.shape[1:])
+        gen_dev = dev if generator is None else generator.device
+        noise_buf = torch.empty(shape, device=dev, dtype=dtype)
+        draw_buf = noise_buf if gen_dev == dev else torch.empty(shape, device=gen_dev, dtype=dtype)
+        base_buf = torch.empty(shape, device=dev, dtype=dtype)
         try:
             for start in range(0, total, batch_size):
                 flat = torch.arange(start, min(start + batch_size, total), device=dev)
                 idx = flat // num
-                noisy = _randn((flat.shape[0], *x.shape[1:]), generator, dev, x.dtype)
-                noisy.mul_(self.sigma).add_(x.index_select(0, idx))  # in place: no extra batch-sized buffers
+                m = flat.shape[0]
+                noisy = noise_buf[:m]
+                draw_buf[:m].normal_(generator=generator)  # same stream as torch.randn(shape, generator=...)
+                if draw_buf is not noise_buf:
+                    noisy.copy_(draw_buf[:m])
+                torch.index_select(x, 0, idx, out=base_buf[:m])
+                noisy.mul_(self.sigma).add_(base_buf[:m])  # σ·ε + x, rounded as before
                 logits = model(noisy)
                 if logits.dim() != 2 or logits.shape[1] != c:  # shape only: no device sync
                     raise ValueError(f"The model returns outputs of shape {tuple(logits.shape)} but "
