@@ -241,10 +241,10 @@ def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
         if _small_cpu(f):
             e = z.exp()
             s = e.sum(1)
-            kl = torch.linalg.vecdot(e, z).div_(s).sub_(s.log()).add_(logk).clamp_(0.0, logk)
+            kl = z.mul_(e).sum(1).div_(s).sub_(s.log()).add_(logk).clamp_(0.0, logk)  # z is scratch: no N x C alloc
         else:
             q = torch.softmax(z, dim=1)
-            kl = (torch.linalg.vecdot(q, z) + q.amax(1).log_() + logk).clamp_(0.0, logk)
+            kl = (z.mul_(q).sum(1) + q.amax(1).log_() + logk).clamp_(0.0, logk)  # = vecdot(q, z), in place
         new = kl.mul_(-lam0 / (alpha * logk)).add_(lam0)
         return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0)
 
