@@ -29,11 +29,18 @@ from .._validation import (
     check_int,
     check_labels,
 )
-from ..certify.smoothing import _randn
 from ._scores import Score, get_score
 from ._split import conformal_quantile
 
 __all__ = ["RobustConformal"]
+
+
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+           dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise from ``generator`` (drawn on the generator's device, then moved)."""
+    if generator is None or generator.device == device:
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
 
 
 class RobustConformal:
