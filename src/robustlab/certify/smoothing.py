@@ -41,14 +41,6 @@ def clopper_pearson_lower(successes: torch.Tensor, trials: int, alpha: float) ->
     return torch.as_tensor(p, dtype=torch.float64)
 
 
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
-           dtype: torch.dtype) -> torch.Tensor:
-    """Standard normal noise from ``generator`` (drawn on the generator's device, then moved)."""
-    if generator is None or generator.device == device:
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
-
-
 def _device_dtype(model: object, x: torch.Tensor) -> tuple[torch.device, torch.dtype]:
     """Device and floating dtype the noisy copies are built in: the model's first floating parameter's, else ``x``'s."""
     if isinstance(model, nn.Module):
