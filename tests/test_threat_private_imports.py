@@ -16,7 +16,6 @@ ROOT = pathlib.Path(robustlab.__file__).parent
 KNOWN = {  # remaining crossings (not threat-model code); delete a line when its import is fixed
     "cli/_list.py: ..data._PATH_LOADERS",
     "cli/_list.py: ..models._ref._FORMS",
-    "models/_ref.py: ..training._checkpoint._resolve",
 }
 
 

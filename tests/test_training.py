@@ -151,13 +151,20 @@ class NotAllowed:
 
 
 def test_checkpoint_refuses_code(tmp_path):
-    import pickle
-
     path = tmp_path / "evil.pt"
     torch.save({"format": "robustlab-checkpoint-v1", "state_dict": {}, "config_json": "", "extra_json": "{}",
                 "x": NotAllowed()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="does not unpickle code"):  # InvalidParameterError, naming the file
         load_checkpoint(path, model=torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", b"PK\x03\x04broken"], ids=["empty", "garbage", "zip"])
+def test_load_checkpoint_bad_files_are_clear_errors(tmp_path, content):
+    """The Python loader itself (not only the CLI) turns damaged files into one clear error naming the file."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="model.pt"):
+        load_checkpoint(path)
 
 
 def test_checkpoint_write_is_atomic(tmp_path, tiny, monkeypatch):

@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import os
-import pickle
 import re
-import struct
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -144,46 +141,11 @@ def _torchscript(path: Path) -> nn.Module:
 
 
 def load_checkpoint_file(path: str | os.PathLike[str]) -> nn.Module:
-    """:func:`robustlab.training.load_checkpoint` with clear errors for corrupt, truncated, empty, foreign
-    or pickled-module files (each an ``InvalidParameterError`` naming the file and what to do)."""
+    """:func:`robustlab.training.load_checkpoint` (clear errors for corrupt, truncated, empty, foreign or
+    pickled-module files, each an ``InvalidParameterError`` naming the file and what to do)."""
     from ..training import load_checkpoint
-    from ..training._checkpoint import _resolve
 
-    target = _resolve(path)
-    if not target.exists():
-        raise FileNotFoundError(f"No checkpoint at '{target}' (expected a .pt file or a run folder with model.pt).")
-    if target.is_dir():
-        raise InvalidParameterError(f"Checkpoint '{target}' is a folder; expected a .pt file.")
-    if target.stat().st_size == 0:
-        raise InvalidParameterError(f"Checkpoint '{target}' is empty (0 bytes); retrain or copy it again.")
-    try:
-        return load_checkpoint(target)
-    except pickle.UnpicklingError as e:
-        if "unsupported global" in str(e).lower():
-            raise InvalidParameterError(
-                f"'{target}' holds pickled Python objects (e.g. torch.save(model)); robustlab does not unpickle "
-                "code. Save the model with robustlab.training.save_checkpoint or as TorchScript "
-                "(torch.jit.save(torch.jit.script(model), path))."
-            ) from None
-        raise InvalidParameterError(
-            f"'{target}' is not a robustlab checkpoint (corrupt or another format); write checkpoints with "
-            "robustlab.training.save_checkpoint or 'robustlab train --out'."
-        ) from None
-    except (RuntimeError, EOFError, OSError, MemoryError, OverflowError, KeyError, AttributeError,
-            json.JSONDecodeError, zipfile.BadZipFile) as e:
-        what = "truncated or corrupt" if isinstance(e, (EOFError, RuntimeError, zipfile.BadZipFile)) else "unreadable"
-        if isinstance(e, RuntimeError) and "state_dict" in str(e):
-            what = "inconsistent (its weights do not fit its recorded model)"
-        raise InvalidParameterError(
-            f"Checkpoint '{target}' is {what}: {_short(e)}. Retrain it or copy it again."
-        ) from None
-    except (ValueError, TypeError) as e:  # 'not a robustlab checkpoint', bad recorded config
-        msg = _short(e)
-        raise InvalidParameterError(msg if str(target) in msg else f"Checkpoint '{target}': {msg}") from None
-    except (IndexError, LookupError, struct.error, UnicodeDecodeError) as e:  # malformed pickle streams
-        raise InvalidParameterError(
-            f"Checkpoint '{target}' is corrupt ({type(e).__name__}: {_short(e)}). Retrain it or copy it again."
-        ) from None
+    return load_checkpoint(path)
 
 
 def _short(e: BaseException) -> str:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import struct
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from .._validation import InvalidParameterError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "load_checkpoint", "load_train_state", "save_checkpoint",
            "save_train_state"]
@@ -75,10 +80,48 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str], *, extra: di
 
 def load_checkpoint(path: str | os.PathLike[str], model: nn.Module | None = None,
                     *, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load a checkpoint with ``weights_only=True``; rebuild the model from its config unless given."""
+    """Load a checkpoint with ``weights_only=True`` (never runs code); rebuild the model from its config unless given.
+
+    ``path`` is a ``.pt`` file or a run directory (``<dir>/model.pt``). A missing file is ``FileNotFoundError``;
+    an empty, truncated, corrupt or foreign file, a pickled module (``torch.save(model)``) or weights that do not
+    fit the model are an ``InvalidParameterError`` naming the file and what to do.
+    """
     target = _resolve(path)
     if not target.exists():
         raise FileNotFoundError(f"No checkpoint at '{target}' (expected a .pt file or a run directory with {CHECKPOINT_NAME}).")
+    if target.is_dir():
+        raise InvalidParameterError(f"Checkpoint '{target}' is a folder; expected a .pt file.")
+    if target.stat().st_size == 0:
+        raise InvalidParameterError(f"Checkpoint '{target}' is empty (0 bytes); retrain or copy it again.")
+    try:
+        return _load(target, model, map_location)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():
+            raise InvalidParameterError(
+                f"'{target}' holds pickled Python objects (e.g. torch.save(model)); robustlab does not unpickle "
+                "code. Save the model with robustlab.training.save_checkpoint or as TorchScript "
+                "(torch.jit.save(torch.jit.script(model), path))."
+            ) from None
+        raise InvalidParameterError(
+            f"'{target}' is not a robustlab checkpoint (corrupt or another format); write checkpoints with "
+            "robustlab.training.save_checkpoint or 'robustlab train --out'."
+        ) from None
+    except (RuntimeError, EOFError, OSError, MemoryError, OverflowError, KeyError, AttributeError,
+            json.JSONDecodeError, zipfile.BadZipFile) as e:
+        what = "truncated or corrupt" if isinstance(e, (EOFError, RuntimeError, zipfile.BadZipFile)) else "unreadable"
+        if isinstance(e, RuntimeError) and "state_dict" in str(e):
+            what = "inconsistent (its weights do not fit its recorded model)"
+        raise InvalidParameterError(f"Checkpoint '{target}' is {what}: {_short(e)}. Retrain it or copy it again.") from None
+    except (ValueError, TypeError) as e:  # 'not a robustlab checkpoint', bad recorded config
+        msg = _short(e)
+        raise InvalidParameterError(msg if str(target) in msg else f"Checkpoint '{target}': {msg}") from None
+    except (IndexError, LookupError, struct.error, UnicodeDecodeError) as e:  # malformed pickle streams
+        raise InvalidParameterError(
+            f"Checkpoint '{target}' is corrupt ({type(e).__name__}: {_short(e)}). Retrain it or copy it again."
+        ) from None
+
+
+def _load(target: Path, model: nn.Module | None, map_location: str | torch.device) -> nn.Module:
     payload = torch.load(target, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != "robustlab-checkpoint-v1":
         raise ValueError(f"'{target}' is not a robustlab checkpoint.")
@@ -94,6 +137,12 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module | None = None
     model.load_state_dict(payload["state_dict"])
     model.robustlab_extra = json.loads(payload["extra_json"])  # type: ignore[assignment]
     return model
+
+
+def _short(e: BaseException) -> str:
+    """The first sentence of an exception's message (torch's can run to a page)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.split(". ")[0].rstrip(".")[:300]
 
 
 def _tuplify(kw: dict[str, Any]) -> dict[str, Any]:
