@@ -1,4 +1,5 @@
 import os
+import resource
 
 import pytest
 import torch
@@ -20,3 +21,24 @@ def shared_datasets() -> str:
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def capped_memory():
+    """Cap the address space at 3 GiB so a memory bomb fails the test instead of the machine."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.fixture(scope="session")
+def trained_digits_mlp():
+    """An MLP (32) trained 8 epochs on digits, in eval mode, with the full data set: ``(model, data)``."""
+    from robustlab import data, models, training
+
+    d = data.load("digits")
+    torch.manual_seed(0)
+    m = models.create("mlp", input_shape=d.input_shape, num_classes=d.num_classes, hidden=(32,))
+    training.fit(m, d, epochs=8, batch_size=64, lr=0.1, progress=False, seed=0)
+    return m.eval(), d

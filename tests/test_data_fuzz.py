@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import pickle
-import resource
 import shutil
 from pathlib import Path
 
@@ -66,14 +65,6 @@ def _valid_files(tmp: Path) -> dict[str, tuple[str, dict, list[Path]]]:
     svm.write_text("".join(f"{i % 3} 1:{rng.random():.3f} 3:{rng.random():.3f}\n" for i in range(30)))
     out["svmlight"] = (f"svmlight:{svm}", {}, [svm])
     return out
-
-
-@pytest.fixture
-def capped_memory():
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 FORMATS = ["idx", "cifar10", "cifar100", "csv", "npz", "svmlight"]

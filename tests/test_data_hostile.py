@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import pickle
-import resource
 import struct
 
 import numpy as np
@@ -18,15 +17,6 @@ from robustlab.testing._data import write_idx
 def _idx_bytes(a: np.ndarray, code: int = 0x08) -> bytes:
     dt = {0x08: np.uint8, 0x0D: ">f4"}[code]
     return bytes([0, 0, code, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.astype(dt).tobytes()
-
-
-@pytest.fixture
-def small_memory():
-    """Cap the address space at 3 GiB so a memory bomb fails the test instead of the machine."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 # -- float labels are refused the same way by every loader ------------------------------------------
@@ -81,7 +71,7 @@ def test_npz_and_svmlight_same_message(tmp_path):
 
 
 # -- unbounded memory from small inputs -------------------------------------------------------------
-def test_svmlight_huge_feature_index(tmp_path, small_memory):
+def test_svmlight_huge_feature_index(tmp_path, capped_memory):
     p = tmp_path / "bomb.txt"
     p.write_text("0 1:1\n1 1000000000:1")
     with pytest.raises(ValueError, match=f"limit of {MAX_SVMLIGHT_FEATURES} features.*n_features"):
@@ -92,7 +82,7 @@ def test_svmlight_huge_feature_index(tmp_path, small_memory):
         data.load(f"svmlight:{p}", n_features=1_000_000_000)
 
 
-def test_idx_gzip_bomb_reads_only_the_header_size(tmp_path, small_memory):
+def test_idx_gzip_bomb_reads_only_the_header_size(tmp_path, capped_memory):
     p = tmp_path / "t10k-images-idx3-ubyte.gz"
     with gzip.open(p, "wb", compresslevel=1) as f:  # header says 10 images; the stream expands to 512 MiB
         f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 10, 28, 28))
@@ -133,7 +123,7 @@ def _pickle_file(tmp_path, raw: bytes):
     b"\x80\x02" + b"(" * 100_000 + b".",  # runaway nesting
     b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R.",  # code execution
 ], ids=["binunicode8", "bytes_n", "reconstruct_huge", "nesting", "os_system"])
-def test_restricted_unpickler_bounded(tmp_path, raw, small_memory):
+def test_restricted_unpickler_bounded(tmp_path, raw, capped_memory):
     with pytest.raises(ValueError, match="corrupt|not a plain data pickle"):
         restricted_load(_pickle_file(tmp_path, raw))
 

@@ -13,14 +13,9 @@ from robustlab import attacks, evaluate
 
 
 @pytest.fixture(scope="module")
-def digits_model():
-    from robustlab import data, models, training
-
-    d = data.load("digits")
-    torch.manual_seed(0)
-    m = models.create("mlp", input_shape=d.input_shape, num_classes=d.num_classes, hidden=(32,))
-    training.fit(m, d, epochs=8, batch_size=64, lr=0.1, progress=False, seed=0)
-    return m.eval(), d.subset(n_test=120)
+def digits_model(trained_digits_mlp):
+    m, d = trained_digits_mlp
+    return m, d.subset(n_test=120)
 
 
 def _linear_binary(d: int = 30, n: int = 600, seed: int = 0):

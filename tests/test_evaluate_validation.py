@@ -13,28 +13,13 @@ from torch import nn
 
 from robustlab import attacks, evaluate
 from robustlab._validation import InvalidParameterError
+from robustlab.testing._attacks import GraphCuttingModel
 
 
 @pytest.fixture(scope="module")
-def digits_model():
-    from robustlab import data, models, training
-
-    d = data.load("digits")
-    torch.manual_seed(0)
-    m = models.create("mlp", input_shape=d.input_shape, num_classes=d.num_classes, hidden=(32,))
-    training.fit(m, d, epochs=8, batch_size=64, lr=0.1, progress=False, seed=0)
-    return m.eval(), d.subset(n_test=60)
-
-
-class _Threshold(nn.Module):
-    """Binarises its input before the model: the autograd graph to the input is cut."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner((x > 0.5).float())
+def digits_model(trained_digits_mlp):
+    m, d = trained_digits_mlp
+    return m, d.subset(n_test=60)
 
 
 def _entries(m, x, y):
@@ -110,7 +95,7 @@ def test_softmax_model_is_flagged_once_in_the_result_and_its_json(digits_model):
 
 def test_graph_cutting_model_flags_no_input_gradient_and_runs_square(digits_model):
     m, d = digits_model
-    cut = _Threshold(m)
+    cut = GraphCuttingModel(m)
     res = evaluate.robust_accuracy(cut, d, "standard", eps=0.1, suite_kw={"steps": 2, "n_queries": 20})
     assert list(res.per_attack) == ["square"]
     assert res.skipped == {"apgd_ce": "no input gradient", "apgd_t": "no input gradient",

@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from _helpers import flat_params as _params
+from _helpers import tiny_mlp
 
-from robustlab import data, models
+from robustlab import data
 from robustlab.testing import parametrize_checks
 from robustlab.training import augment, fit
 from robustlab.training.augment import AUGMENTATIONS
@@ -71,13 +73,7 @@ def digits():
     return data.load("digits").subset(n_train=200, n_test=50)
 
 
-def _model(d, seed=0):
-    torch.manual_seed(seed)
-    return models.create("mlp", input_shape=d.input_shape, num_classes=d.num_classes, hidden=(16,))
-
-
-def _params(m):
-    return torch.cat([p.detach().flatten() for p in m.parameters()])
+_model = tiny_mlp
 
 
 def test_fit_augment_is_seeded_and_changes_training(digits):

@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from _helpers import flat_params as _params
+from _helpers import tiny_mlp
 
-from robustlab import data, models
+from robustlab import data
 from robustlab._validation import InvalidParameterError
 from robustlab.training import Objective, fit, predict_logits
 
@@ -14,12 +16,7 @@ def digits():
 
 
 def _model(d, seed=0):
-    torch.manual_seed(seed)
-    return models.create("mlp", input_shape=d.input_shape, num_classes=d.num_classes, hidden=(32,))
-
-
-def _params(m):
-    return torch.cat([p.detach().flatten() for p in m.parameters()])
+    return tiny_mlp(d, seed, hidden=(32,))
 
 
 class _DtypeSpy(Objective):

@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 import torch
+from _helpers import flat_params as _params
+from _helpers import tiny_mlp
 
 from robustlab import data, models
 from robustlab._validation import InvalidParameterError
@@ -93,13 +95,7 @@ def digits():
     return data.load("digits").subset(n_train=200, n_test=50)
 
 
-def _model(d, seed=0):
-    torch.manual_seed(seed)
-    return models.create("mlp", input_shape=d.input_shape, num_classes=d.num_classes, hidden=(16,))
-
-
-def _params(m):
-    return torch.cat([p.detach().flatten() for p in m.parameters()])
+_model = tiny_mlp
 
 
 def test_in_process_resume_equals_uninterrupted_and_fresh_resume_starts_over(digits, tmp_path):

@@ -21,7 +21,7 @@ from .._registry import Spec
 from .._validation import InvalidParameterError
 from . import check
 
-__all__: list[str] = []
+__all__ = ["GraphCuttingModel"]
 
 _N = 48
 
@@ -325,8 +325,8 @@ def check_rejects_bad_labels(spec: Spec[Any]) -> None:
             raise AssertionError(f"{spec.name} accepted targets equal to the true labels")
 
 
-class _Threshold(nn.Module):
-    """A model that cuts the autograd graph: binarised input, then the fixture model."""
+class GraphCuttingModel(nn.Module):
+    """A model that cuts the autograd graph to its input: binarised input (``x > 0.5``), then ``inner``."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
@@ -346,7 +346,7 @@ def check_gradient_declaration(spec: Spec[Any]) -> None:
     atk = _build(spec)
     assert atk.uses_gradients == ("gradient" in spec.tags), (
         f"{spec.name}: uses_gradients={atk.uses_gradients} but tags {sorted(spec.tags)}")
-    cut = _Threshold(model)
+    cut = GraphCuttingModel(model)
     if atk.uses_gradients:
         try:
             atk(cut, x[:4], y[:4], generator=_gen())
