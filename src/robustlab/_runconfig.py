@@ -47,6 +47,18 @@ def _train_constraints() -> dict[str, Any]:
     }
 
 
+def data_option_constraints() -> dict[str, Any]:
+    """The options every data set takes (``data.load(name, longtail=0.1)``, ``data.options`` in a spec,
+    ``--data-arg longtail=0.1``), declared once: ``longtail`` = imbalance ratio rho in (0, 1] of the
+    exponential long-tail profile of the train split, ``longtail_seed`` = which examples are kept."""
+    from numbers import Integral, Real
+
+    from ._constraints import Interval
+
+    return {"longtail": Interval(Real, 0.0, 1.0, closed="right"),
+            "longtail_seed": Interval(Integral, 0, None, closed="left")}
+
+
 #: The train options of a run (``fit``'s keyword arguments) and the constraints they must meet (the same
 #: ranges ``fit`` enforces), declared once for the bench spec, the CLI and :class:`Config`.
 TRAIN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "eval_every",
@@ -196,6 +208,10 @@ class DataConfig:
             if not isinstance(d["root"], str):
                 raise InvalidParameterError(f"'data.root' must be a folder path string. Got {d['root']!r} instead.")
             opts["root"] = d["root"]
+        from ._constraints import validate_params
+
+        generic = data_option_constraints()
+        opts.update(validate_params(generic, {k: v for k, v in opts.items() if k in generic}, "data.options"))
         fetch = sorted(set(opts) & set(FETCH_OPTIONS))
         if fetch:
             raise InvalidParameterError(

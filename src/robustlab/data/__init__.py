@@ -2,7 +2,8 @@
 
 Embedded (offline): ``digits``, ``mnist1d``, ``gaussians``, ``blobs2d`` and the diagnostic sets.
 From files under ``root``: ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``; by path:
-``svmlight:<path>``, ``csv:<path>``, ``npz:<path>``.
+``svmlight:<path>``, ``csv:<path>``, ``npz:<path>``; streamed from an image tree: ``imagefolder:<path>``
+(a :class:`StreamingData`; see ``data/_imagefolder.py``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import DATASETS, ClassificationData, register_dataset
+from ._longtail import apply_load_options, longtail, longtail_counts, pop_load_options, tail_classes
 from ._ref import DataRef
+from ._stream import StreamingData, is_streaming, iter_batches
+from ._unlabeled import GaussianMixtureShift, Unlabeled, gaussian_mixture_shift, unlabeled_shifted
 
 __all__ = ["ClassificationData", "DATASETS", "DataRef", "available", "load", "register_dataset"]
+__all__ += ["StreamingData", "is_streaming", "iter_batches"]
+__all__ += ["gaussian_mixture_shift", "longtail", "longtail_counts", "tail_classes", "unlabeled_shifted",
+            "GaussianMixtureShift", "Unlabeled"]
 
 # "prefix:<path>" loaders, filled by the file-format modules.
 _PATH_LOADERS: dict[str, Any] = {}
@@ -20,6 +27,9 @@ _PATH_LOADERS: dict[str, Any] = {}
 
 # Modules registering data sets on import.
 from . import _diagnostic, _download, _embedded, _files, _mnist1d  # noqa: E402,F401
+from ._imagefolder import load_imagefolder  # noqa: E402
+
+_PATH_LOADERS["imagefolder"] = load_imagefolder
 
 
 def available() -> list[str]:
@@ -27,11 +37,18 @@ def available() -> list[str]:
     return DATASETS.available() + [f"{p}:<path>" for p in sorted(_PATH_LOADERS)]
 
 
-def load(name: str, *, root: str | None = None, **options: Any) -> ClassificationData:
-    """Load the data set ``name`` (see :func:`available`) with its ``options``."""
+def load(name: str, *, root: str | None = None, **options: Any) -> ClassificationData | StreamingData:
+    """Load the data set ``name`` (see :func:`available`) with its ``options``.
+
+    ``imagefolder:<path>`` gives a :class:`StreamingData` (``in_memory=True``: a ClassificationData).
+
+    Every data set also takes ``longtail=rho`` (and ``longtail_seed``): the train split subsampled to the
+    exponential long-tail profile (:func:`longtail`).
+    """
     if not isinstance(name, str):
         raise TypeError(f"The 'name' parameter of load must be a str. Got {type(name).__name__} instead.")
+    generic = pop_load_options(options)  # longtail: every data set takes it
     prefix, sep, path = name.partition(":")
     if sep and prefix in _PATH_LOADERS:
-        return _PATH_LOADERS[prefix](path, **options)
-    return DATASETS.get(name, root=root, **options)
+        return apply_load_options(_PATH_LOADERS[prefix](path, **options), generic)
+    return apply_load_options(DATASETS.get(name, root=root, **options), generic)
