@@ -1,0 +1,15 @@
+"""Robust collaborative learning: robust aggregators, Byzantine behaviours, data splits and ``fit``.
+
+n workers train one model together while f of them are Byzantine. :mod:`.aggregators` holds the robust
+rules (``mean``, ``coordinate_median``, ``trimmed_mean``, ``krum``, ``multi_krum``, ``geometric_median``,
+``centered_clipping``, ``nnm``, ``monna``), :mod:`.byzantine` the attacks (``sign_flip``, ``label_flip``,
+``gaussian``, ``alie``, ``ipm``, ``mimic``), :func:`split` the i.i.d. or Dirichlet(α) data split and
+:func:`fit` the training loop (one process, batched; or one rank per worker on ``torch.distributed``).
+"""
+
+from __future__ import annotations
+
+from . import aggregators
+from .aggregators import AGGREGATORS
+
+__all__ = ["AGGREGATORS", "aggregators"]
