@@ -48,6 +48,10 @@ _BAD_VALUES: dict[str, tuple[Any, ...]] = {
     "sigma": (0.0, -1.0, "0.25"),
     "eps_schedule": ("cosine", None),
     "eps_warmup_epochs": (-1, 1.5, "2"),
+    "bits": ((), 8, (1,), (8, 40), ("8",), (4.0,)),
+    "scheme": ("per_row", None),
+    "wdr_weight": (-0.1, float("nan")),
+    "kurtosis_target": (0.5,),
 }
 
 
