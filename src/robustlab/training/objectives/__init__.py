@@ -13,7 +13,6 @@ __all__ = ["OBJECTIVES", "Batch", "Objective", "available", "compute_loss", "get
 
 # Modules registering objectives (defences, certified training, noise augmentation).
 from . import _adversarial, _certified, _distillation  # noqa: E402,F401
-from . import _lipschitz  # noqa: E402,F401  (lipschitz_margin)
 from . import _quant  # noqa: E402,F401  (elastic_quant)
 
 
