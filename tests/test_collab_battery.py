@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from robustlab._registry import Registry
-from robustlab.collab import AGGREGATORS
+from robustlab.collab import AGGREGATORS, BYZANTINE
 from robustlab.collab.aggregators import Aggregator
 from robustlab.testing import iter_checks, parametrize_checks
 
@@ -85,3 +85,23 @@ def test_unknown_options_and_names_are_refused():
         A.multi_krum(torch.randn(7, 2), 2, m=6)
     with pytest.raises(InvalidParameterError, match="krum needs n >= 7"):
         A.krum(torch.randn(6, 2), 2)
+
+
+@parametrize_checks(BYZANTINE)
+def test_byzantine_behaviour(spec, check):
+    check(spec)
+
+
+def test_behaviours_on_hand_computed_examples():
+    from robustlab.collab import byzantine as B
+
+    hon = torch.tensor([[1.0, 2.0], [3.0, 2.0], [5.0, 2.0]])
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(B.get("sign_flip")(hon, 1, g), torch.tensor([[-3.0, -2.0]]))
+    torch.testing.assert_close(B.get("ipm", epsilon=0.5)(hon, 2, g), torch.tensor([[-1.5, -1.0]] * 2))
+    sd = torch.tensor([(8 / 3) ** 0.5, 0.0])
+    torch.testing.assert_close(B.get("alie", z=1.0)(hon, 1, g), torch.tensor([[3.0, 2.0]]) + sd)
+    torch.testing.assert_close(B.get("mimic")(hon, 2, g), torch.tensor([[1.0, 2.0]] * 2))  # first of the two extremes
+    assert B.alie_z(10, 3) == pytest.approx(0.5244, abs=1e-4)  # s = 3, Φ⁻¹(0.7)
+    assert B.alie_z(50, 12) == pytest.approx(0.5828, abs=1e-4)  # s = 14, Φ⁻¹(0.72)
+    assert torch.equal(B.get("label_flip").transform_labels(torch.tensor([0, 9, 3]), 10), torch.tensor([9, 0, 6]))

@@ -9,7 +9,8 @@ rules (``mean``, ``coordinate_median``, ``trimmed_mean``, ``krum``, ``multi_krum
 
 from __future__ import annotations
 
-from . import aggregators
+from . import aggregators, byzantine
 from .aggregators import AGGREGATORS
+from .byzantine import BYZANTINE
 
-__all__ = ["AGGREGATORS", "aggregators"]
+__all__ = ["AGGREGATORS", "BYZANTINE", "aggregators", "byzantine"]
