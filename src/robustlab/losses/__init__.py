@@ -14,6 +14,7 @@ from torch import nn
 from . import functional
 from ._base import LOSSES, IndexedLoss, Loss, reduce_loss, register_loss
 from ._classic import CrossEntropyLoss, FocalLoss, LabelSmoothingLoss, MAELoss, MSELoss
+from ._contrastive import CONTRASTIVE_LOSSES, InfoNCELoss, ISogCLRLoss, SogCLRLoss, contrastive, infonce
 from ._ldr import AdaptiveLDRKLLoss, LDRKLLoss
 from ._margin import CompSumLoss, CrammerSingerLoss, EnsLoss, WestonWatkinsLoss, ZLoss
 from ._robust import (
@@ -35,6 +36,7 @@ __all__ = [
     "NCEAGCELoss", "NCEAULLoss", "NCELoss", "NCERCELoss", "RCELoss", "RLLLoss", "SCELoss", "TruncatedGCELoss",
     "WestonWatkinsLoss", "ZLoss", "available", "functional", "get", "reduce_loss", "register_loss",
 ]
+__all__ += ["CONTRASTIVE_LOSSES", "ISogCLRLoss", "InfoNCELoss", "SogCLRLoss", "contrastive", "infonce"]
 
 
 def get(name: str, **kwargs: Any) -> nn.Module:
