@@ -20,7 +20,7 @@ from ..attacks import NoInputGradientError, threat
 from ..attacks import get as get_attack
 from ..attacks._base import NO_INPUT_GRADIENT_FLAG, has_input_gradient, quiet_probability_warning
 from ..attacks.threat import NORMS
-from ._robust import model_device, prepare_data, probability_flag
+from ._robust import model_device, prepare_data, prepare_source, probability_flag
 
 __all__ = ["PowerLawFit", "RobustnessCurve", "fit_power_law", "minimal_epsilon", "robustness_curve"]
 
@@ -148,18 +148,27 @@ def minimal_epsilon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
     device = model_device(model)
     was_training = model.training
     model.eval()
-    out = []
     try:
         x, y, _ = prepare_data(model, (x, y), None, owner)
-        if x.shape[0] and not has_input_gradient(model, x[:1].to(device)):
-            raise NoInputGradientError(f"{owner} bisects with PGD, but the model has {NO_INPUT_GRADIENT_FLAG}.")
-        with torch.enable_grad():
-            starts = range(0, x.shape[0], batch_size)
-            for s in progress_bar(starts, "minimal eps batches", enabled=progress):
-                xb, yb = x[s:s + batch_size].to(device).detach(), y[s:s + batch_size].to(device)
-                out.append(_bisect(model, xb, yb, norm, float(eps_hi), bisection_steps, steps, generator).cpu())
+        batches = ((x[s:s + batch_size].to(device), y[s:s + batch_size].to(device))
+                   for s in range(0, x.shape[0], batch_size))
+        return _minimal_eps_batches(model, batches, x[:1].to(device), -(-x.shape[0] // batch_size), norm=norm,
+                                    eps_hi=eps_hi, bisection_steps=bisection_steps, steps=steps, generator=generator,
+                                    progress=progress)
     finally:
         model.train(was_training)
+
+
+def _minimal_eps_batches(model: nn.Module, batches: Any, x1: torch.Tensor, total: int, *, norm: str, eps_hi: float,
+                         bisection_steps: int, steps: int, generator: torch.Generator | None,
+                         progress: bool | None) -> torch.Tensor:
+    """:func:`minimal_epsilon` over ``(x, y)`` batches already on the model's device (``x1``: a probe input)."""
+    if x1.shape[0] and not has_input_gradient(model, x1):
+        raise NoInputGradientError(f"minimal_epsilon bisects with PGD, but the model has {NO_INPUT_GRADIENT_FLAG}.")
+    out = []
+    with torch.enable_grad():
+        for xb, yb in progress_bar(batches, "minimal eps batches", enabled=progress, total=total):
+            out.append(_bisect(model, xb.detach(), yb, norm, float(eps_hi), bisection_steps, steps, generator).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -273,31 +282,39 @@ def robustness_curve(
     was = model.training
     model.eval()  # the clean pass, the attacks and the check of each x_adv all run in eval mode
     try:
-        x, y, _ = prepare_data(model, data, n, owner)
-        flags = probability_flag(model, x, device, owner)
+        src, _ = prepare_source(model, data, n, owner)
+        flags = probability_flag(model, src.head(64)[0], device, owner) if src.n else []
         with torch.no_grad():
-            clean = torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() == y[i:i + batch_size]
-                               for i in range(0, x.shape[0], batch_size)])
+            clean = torch.cat([model(xb).argmax(1).cpu() == yb.cpu() for xb, yb, _ in src.batches(batch_size, device)]
+                              or [torch.zeros(0, dtype=torch.bool)])
         idx = clean.nonzero().squeeze(1)
         raw = np.zeros((idx.numel(), grid.size), dtype=bool)
         raw_acc = np.zeros(grid.size)
         for gi, e in enumerate(progress_bar(grid, f"{attack} over eps", enabled=show)):
             atk = get_attack(attack, eps=float(e), norm=norm, **kw)
             gen = torch.Generator(device=device).manual_seed(seed)
-            for s in range(0, idx.numel(), batch_size):
-                j = idx[s:s + batch_size]
-                xb, yb = x[j].to(device), y[j].to(device)
+            s = 0
+            for xb, yb, j in src.batches(batch_size, device, select=clean):
                 with quiet_probability_warning():
                     xa = atk(model, xb, yb, generator=gen, progress=False)
                 with torch.no_grad():
                     raw[s:s + j.numel(), gi] = (model(xa).argmax(1) != yb).cpu().numpy()
-            raw_acc[gi] = (idx.numel() - raw[:, gi].sum()) / max(x.shape[0], 1)
+                s += j.numel()
+            raw_acc[gi] = (idx.numel() - raw[:, gi].sum()) / max(src.n, 1)
+        crit = None
+        if bisection_steps > 0:
+            gen = torch.Generator(device=device).manual_seed(seed)
+            crit = _minimal_eps_batches(
+                model, ((xb, yb) for xb, yb, _ in src.batches(batch_size, device)),
+                src.head(1)[0].to(device) if src.n else torch.zeros(0), -(-src.n // batch_size), norm=norm,
+                eps_hi=float(grid.max()), bisection_steps=bisection_steps, steps=int(kw.get("steps", 20)),
+                generator=gen, progress=show)
     finally:
         model.train(was)
     fooled = np.maximum.accumulate(raw, axis=1) if raw.size else raw
     nc = max(idx.numel(), 1)
     adv_error = fooled.sum(0) / nc
-    n_all = max(x.shape[0], 1)
+    n_all = max(src.n, 1)
     robust_error = 1.0 - (idx.numel() - fooled.sum(0)) / n_all
     notes: list[str] = ["adv_error = fraction of clean-correct points broken (fit target); "
                         "robust_error = 1 - robust accuracy"]
@@ -308,11 +325,6 @@ def robustness_curve(
     except ValueError as err:
         fit = None
         notes.append(str(err))
-    crit = None
-    if bisection_steps > 0:
-        gen = torch.Generator(device=device).manual_seed(seed)
-        crit = minimal_epsilon(model, x, y, norm=norm, eps_hi=float(grid.max()), bisection_steps=bisection_steps,
-                               steps=int(kw.get("steps", 20)), generator=gen, batch_size=batch_size, progress=show)
     return RobustnessCurve(eps=grid, robust_error=robust_error, adv_error=adv_error, raw_robust_accuracy=raw_acc,
                            fooled=fooled, fit=fit, critical_eps=crit,
                            clean_accuracy=float(clean.float().mean()) if clean.numel() else 0.0, notes=notes,

@@ -33,10 +33,11 @@ from ..attacks._base import (
     probe_model,
     quiet_probability_warning,
 )
+from ..data._stream import BatchSource, is_streaming, num_examples
 from ._suites import SUITES, fast_ensemble, resolve_attacks, standard_ensemble
 
 __all__ = ["RobustAccuracy", "clopper_pearson", "resolve_attacks", "robust_accuracy", "standard_ensemble",
-           "fast_ensemble", "as_tensors", "model_device", "prepare_data", "probability_flag"]
+           "fast_ensemble", "as_tensors", "model_device", "prepare_data", "prepare_source", "probability_flag"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ def as_tensors(data: Any, n: int | None = None) -> tuple[torch.Tensor, torch.Ten
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         x, y, c = data[0], data[1], None
     else:
-        raise TypeError("The 'data' parameter must be a ClassificationData or an (x, y) pair of tensors. "
-                        f"Got {type(data).__name__} instead.")
+        from ..data._stream import ACCEPTED
+
+        raise TypeError(f"The 'data' parameter must be {ACCEPTED}. Got {type(data).__name__} instead.")
     if n is not None:
         check_int(n, "n", 1, None)
         x, y = x[:n], y[:n]
@@ -104,6 +106,48 @@ def prepare_data(model: nn.Module, data: Any, n: int | None, owner: str) -> tupl
     num_classes = width
     check_labels(y, num_classes, "y", owner=owner)
     return x, y.long(), num_classes
+
+
+def prepare_source(model: nn.Module, data: Any, n: int | None, owner: str) -> tuple[BatchSource, int]:
+    """:func:`prepare_data` for any data form: ``(source, num_classes)``; call with the model in eval mode.
+
+    In-memory data are validated at once (``source.x``/``source.y``); a torch Dataset / DataLoader /
+    :class:`~robustlab.data.StreamingData` (its test split) is probed on its first example and each batch is
+    validated as it is read (finite, in [0, 1], the first example's shape, labels inside the model's classes).
+    ``n``: only the first ``n`` examples.
+    """
+    if not is_streaming(data):
+        x, y, num_classes = prepare_data(model, data, n, owner)
+        return BatchSource(x=x, y=y, n=int(x.shape[0]), owner=owner), num_classes
+    if not isinstance(model, nn.Module) and not callable(model):
+        raise TypeError(f"The 'model' parameter of {owner} must be a torch.nn.Module. Got {type(model).__name__}.")
+    total = num_examples(data, owner=owner)
+    if n is not None:
+        total = min(total, check_int(n, "n", 1, None, owner=owner))
+    src = BatchSource(data=data, n=total, owner=owner, limit=n)
+    known = getattr(data, "num_classes", None)
+    if total == 0:
+        return src, int(known or 0)
+    x1, _ = src.head(1)
+    check_finite(x1, "x", owner=owner)
+    check_image_batch(x1, "x", owner=owner)
+    width = int(probe_model(model, x1.to(model_device(model)), owner).shape[1])
+    if known is not None and width != known:
+        raise InvalidParameterError(
+            f"{owner}: the model returns {width} outputs per example but the data have {known} classes; "
+            "its output layer must have one logit per class.")
+    shape = tuple(x1.shape[1:])
+
+    def check(xb: torch.Tensor, yb: torch.Tensor) -> None:
+        if tuple(xb.shape[1:]) != shape:
+            raise ValueError(f"The data of {owner} yield inputs of shape {tuple(xb.shape[1:])} after {shape}; "
+                             "every example must have the same shape.")
+        check_finite(xb, "x", owner=owner)
+        check_image_batch(xb, "x", owner=owner)
+        check_labels(yb, width, "y", owner=owner)
+
+    src.check = check
+    return src, width
 
 
 def probability_flag(model: nn.Module, x: torch.Tensor, device: torch.device, owner: str) -> list[str]:
@@ -252,10 +296,10 @@ def robust_accuracy(
     was_training = model.training
     model.eval()  # every forward of the evaluation (clean, attacks, the final check) runs in eval mode
     try:
-        x, y, num_classes = prepare_data(model, data, n, owner)
-        flags = probability_flag(model, x, device, owner)
+        src, num_classes = prepare_source(model, data, n, owner)
+        flags = probability_flag(model, src.head(64)[0], device, owner) if src.n else []
         with quiet_probability_warning():
-            return _robust_accuracy_eval(model, x, y, num_classes, attacks, eps=eps, norm=norm, batch_size=batch_size,
+            return _robust_accuracy_eval(model, src, num_classes, attacks, eps=eps, norm=norm, batch_size=batch_size,
                                          seed=seed, confidence=confidence, suite_kw=suite_kw, device=device, t0=t0,
                                          flags=flags, return_adv=return_adv, progress=progress_enabled(progress))
     finally:
@@ -272,12 +316,12 @@ def _check_suite_threat_model(suite: list[Attack], eps: float, norm: str) -> Non
                 f"norm={norm!r}, eps={float(eps):g}. Build the attack with the same eps and norm (or pass its name).")
 
 
-def _drop_gradient_attacks(model: nn.Module, x: torch.Tensor, device: torch.device, suite: list[Attack],
+def _drop_gradient_attacks(model: nn.Module, src: BatchSource, device: torch.device, suite: list[Attack],
                            flags: list[str], skipped: dict[str, str]) -> list[Attack]:
     """Without an input gradient, keep only the gradient-free attacks (flagged); none left is an error."""
-    if not any(getattr(a, "uses_gradients", True) for a in suite) or x.shape[0] == 0:
+    if not any(getattr(a, "uses_gradients", True) for a in suite) or src.n == 0:
         return suite
-    if has_input_gradient(model, x[:1].to(device)):
+    if has_input_gradient(model, src.head(1)[0].to(device)):
         return suite
     kept = [a for a in suite if not getattr(a, "uses_gradients", True)]
     names = [a.name for a in suite if getattr(a, "uses_gradients", True)]
@@ -293,18 +337,38 @@ def _drop_gradient_attacks(model: nn.Module, x: torch.Tensor, device: torch.devi
     return kept
 
 
-def _robust_accuracy_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, attacks: Any,
+def _clean_pass(model: nn.Module, src: BatchSource, batch_size: int, device: torch.device, progress: bool,
+                keep_x: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(pred, y, x)`` over every example (``x``: a CPU copy, only with ``keep_x``); one pass over streamed data."""
+    if not src.streaming:
+        assert src.x is not None and src.y is not None
+        x_copy = src.x.detach().cpu().clone() if keep_x else None
+        return _predict(model, src.x, batch_size, device, progress), src.y, x_copy
+    preds, ys, xs = [], [], []
+    total = -(-src.n // batch_size)
+    with torch.no_grad():
+        for xb, yb, _ in progress_bar(src.batches(batch_size, device), "clean predictions", enabled=progress,
+                                      total=total):
+            preds.append(model(xb).argmax(1).cpu())
+            ys.append(yb.cpu())
+            if keep_x:
+                xs.append(xb.detach().cpu())
+    empty = torch.zeros(0, dtype=torch.long)
+    return (torch.cat(preds) if preds else empty, torch.cat(ys) if ys else empty,
+            (torch.cat(xs) if xs else None) if keep_x else None)
+
+
+def _robust_accuracy_eval(model: nn.Module, src: BatchSource, num_classes: int, attacks: Any,
                           *, eps: float, norm: str, batch_size: int, seed: int, confidence: float,
                           suite_kw: dict[str, Any] | None, device: torch.device, t0: float, flags: list[str],
                           return_adv: bool, progress: bool) -> RobustAccuracy:
     suite = resolve_attacks(attacks, eps=eps, norm=norm, num_classes=num_classes, suite_kw=suite_kw, notes=flags)
     _check_suite_threat_model(suite, eps, norm)
     skipped: dict[str, str] = {}
-    pred = _predict(model, x, batch_size, device, progress)
-    suite = _drop_gradient_attacks(model, x, device, suite, flags, skipped)
+    pred, y, x_adv_all = _clean_pass(model, src, batch_size, device, progress, return_adv)
+    suite = _drop_gradient_attacks(model, src, device, suite, flags, skipped)
     clean = pred == y
     robust = clean.clone()
-    x_adv_all = x.detach().cpu().clone() if return_adv else None
     per_attack: dict[str, float] = {}
     config: dict[str, dict[str, Any]] = {}
     white_box_done = False
@@ -313,10 +377,9 @@ def _robust_accuracy_eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, nu
         idx = robust.nonzero().squeeze(1)
         before = int(idx.numel())
         key = attack.name if attack.name not in per_attack else f"{attack.name}_{i}"
-        starts = range(0, idx.numel(), batch_size)
-        for s in progress_bar(starts, f"{key} ({i + 1}/{len(suite)}) batches", enabled=progress):
-            j = idx[s:s + batch_size]
-            xb, yb = x[j].to(device), y[j].to(device)
+        batches = src.batches(batch_size, device, select=robust.clone())
+        for xb, yb, j in progress_bar(batches, f"{key} ({i + 1}/{len(suite)}) batches", enabled=progress,
+                                      total=-(-before // batch_size)):
             x_adv = attack(model, xb, yb, generator=gen, progress=progress)
             with torch.no_grad():
                 ok = (model(x_adv).argmax(1) == yb).cpu()

@@ -1,0 +1,102 @@
+"""Streaming data (torch Dataset / DataLoader / imagefolder:) give the in-memory numbers on the same images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from robustlab import data as rdata
+from robustlab.evaluate import robust_accuracy, robustness_curve
+
+
+def write_tree(root: Path, classes: int = 3, per_class: int = 12, size: int = 8, seed: int = 0) -> Path:
+    """``root/c<k>/<i>.png``: seeded random RGB images, class ``k`` brighter in channel ``k % 3`` (learnable)."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            img = torch.rand(size, size, 3, generator=g) * 0.8
+            img[..., c % 3] += 0.2
+            img = img * 255
+            Image.fromarray(img.clamp(0, 255).to(torch.uint8).numpy()).save(root / f"c{c}" / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tree(tmp_path_factory.mktemp("images") / "tree")
+
+
+@pytest.fixture(scope="module")
+def both(tree: Path) -> tuple[rdata.StreamingData, rdata.ClassificationData]:
+    stream = rdata.load(f"imagefolder:{tree}", size=8, test_fraction=0.5, seed=1)
+    mem = rdata.load(f"imagefolder:{tree}", size=8, test_fraction=0.5, seed=1, in_memory=True)
+    return stream, mem
+
+
+@pytest.fixture(scope="module")
+def model(both: tuple[rdata.StreamingData, rdata.ClassificationData]) -> nn.Module:
+    _, mem = both
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(mem.x_train), mem.y_train).backward()
+        opt.step()
+    return net.eval()
+
+
+def forms(stream: rdata.StreamingData, mem: rdata.ClassificationData) -> dict[str, object]:
+    """The streaming forms of the test split: StreamingData, a Dataset, a DataLoader with another batch size."""
+    ds = TensorDataset(mem.x_test, mem.y_test)
+    return {"streaming": stream, "dataset": ds, "loader": DataLoader(ds, batch_size=5)}
+
+
+def test_same_images(both: tuple[rdata.StreamingData, rdata.ClassificationData]) -> None:
+    stream, mem = both
+    xs = torch.stack([stream.test[i][0] for i in range(len(stream.test))])
+    assert torch.equal(xs, mem.x_test) and mem.x_test.shape[1:] == (3, 8, 8)
+    assert stream.num_classes == mem.num_classes == 3 and stream.class_names == ["c0", "c1", "c2"]
+
+
+@pytest.mark.parametrize("batch_size", [4, 256])
+def test_robust_accuracy_pgd(both, model, batch_size: int) -> None:
+    stream, mem = both
+    ref = robust_accuracy(model, mem, "pgd", eps=0.07, batch_size=batch_size, suite_kw={"steps": 5},
+                          return_adv=True)
+    assert 0 < ref.robust_accuracy < ref.clean_accuracy  # the attack breaks some, not all, points
+    for name, d in forms(stream, mem).items():
+        res = robust_accuracy(model, d, "pgd", eps=0.07, batch_size=batch_size, suite_kw={"steps": 5},
+                              return_adv=True)
+        assert torch.equal(res.robust, ref.robust) and torch.equal(res.clean, ref.clean), name
+        assert res.to_dict() | {"time_s": 0} == ref.to_dict() | {"time_s": 0}, name
+        assert torch.equal(res.x_adv, ref.x_adv), name
+
+
+def test_robust_accuracy_cascade_and_n(both, model) -> None:
+    stream, mem = both
+    kw = {"eps": 0.07, "batch_size": 3, "n": 10, "suite_kw": {"steps": 3, "n_queries": 30}}
+    ref = robust_accuracy(model, mem, ["pgd", "square"], **kw)
+    res = robust_accuracy(model, stream, ["pgd", "square"], **kw)
+    assert res.n == ref.n == 10
+    assert res.per_attack == ref.per_attack and torch.equal(res.robust, ref.robust)
+
+
+def test_robustness_curve(both, model) -> None:
+    stream, mem = both
+    kw = {"eps_grid": [0.02, 0.05, 0.08, 0.12], "attack_kw": {"steps": 5}, "batch_size": 4, "bootstrap": 50,
+          "bisection_steps": 2}
+    ref = robustness_curve(model, mem, **kw)
+    assert ref.adv_error.max() > 0
+    for name, d in forms(stream, mem).items():
+        res = robustness_curve(model, d, **kw)
+        assert (res.robust_error == ref.robust_error).all() and (res.fooled == ref.fooled).all(), name
+        assert torch.equal(res.critical_eps, ref.critical_eps), name
+        assert res.to_dict() == ref.to_dict(), name
