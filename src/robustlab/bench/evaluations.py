@@ -438,3 +438,6 @@ def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
     from scipy.stats import norm
 
     return max(0.0, float(sigma * norm.ppf(alpha ** (1.0 / n))))
+
+
+from . import _eval_quant  # noqa: E402,F401  (registers "quantization")

@@ -3,6 +3,7 @@
 Example::
 
     robustlab shift --checkpoint runs/x --suite common --severities 1,3,5 [--baseline runs/base] [--json]
+    robustlab shift --checkpoint runs/x --quantize 8,6,4,3,2 [--attack pgd --eps 0.1]
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--corruptions", default=None, help="comma-separated corruption names (overrides --suite)")
     p.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities in 0..5 (0 = the unchanged input, shown but left out of the means; default 1,2,3,4,5)")
     p.add_argument("--baseline", default=None, help="model reference of the baseline for mCE / relative mCE")
-    add_options(p, "n_test", "batch_size", "seed", "device", "json", "out", "quiet", defaults={"batch_size": 512})
+    p.add_argument("--quantize", default=None, metavar="BITS",
+                   help="instead of corruptions: accuracy after post-training fake quantization at these "
+                        "comma-separated bit-widths in 2..16, e.g. 8,6,4,3,2")
+    p.add_argument("--quant-scheme", default="per_channel", choices=["per_channel", "per_tensor"],
+                   help="with --quantize: one weight scale per output channel or per layer (default: per_channel)")
+    p.add_argument("--quant-activations", action="store_true",
+                   help="with --quantize: also quantize each layer's input (ranges from 256 training inputs)")
+    p.add_argument("--attack", default=None, metavar="NAME",
+                   help="with --quantize: also robust accuracy under this attack (or suite) at --eps")
+    add_options(p, "eps", "n_test", "batch_size", "seed", "device", "json", "out", "quiet", defaults={"batch_size": 512})
     p.set_defaults(func=run)
 
 
@@ -44,6 +54,37 @@ def _parse_severities(text: str) -> list[int]:
     return sevs
 
 
+def _parse_bits(text: str) -> list[int]:
+    from ..shift._quantize import BITS_RANGE
+
+    lo, hi = BITS_RANGE
+    msg = f"--quantize must be comma-separated integers in {lo}..{hi} (bit-widths). Got {text!r}."
+    try:
+        bits = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InvalidParameterError(msg) from None
+    if not bits or any(b < lo or b > hi for b in bits):
+        raise InvalidParameterError(msg)
+    return bits
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    from .. import shift
+
+    bits = _parse_bits(args.quantize)
+    if args.attack and args.eps is None:
+        raise InvalidParameterError("--attack needs --eps (the perturbation budget), e.g. --eps 0.1.")
+    model, ds, ref, label = load_inputs(args)
+    result = call(shift.quantization_error, model, ds, bits=bits, scheme=args.quant_scheme,
+                  activations=args.quant_activations, attack=args.attack, eps=args.eps,
+                  batch_size=args.batch_size, seed=args.seed, args=args)
+    result.meta.update({"command": "shift --quantize", "model": label, "checkpoint": args.checkpoint, "data": ds.name,
+                        "data_ref": ref.to_config()})
+    lines = [f"data set {ds.name}, model {label}, post-training fake quantization", result.table()]
+    emit(args, result.to_dict(), lines)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -51,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     from ..models import resolve
     from ..models._ref import check_compatible
 
+    if args.quantize is not None:
+        return _run_quantize(args)
+    if args.attack or args.eps is not None or args.quant_activations or args.quant_scheme != "per_channel":
+        raise InvalidParameterError("--attack, --eps, --quant-scheme and --quant-activations go with --quantize BITS.")
     sevs = _parse_severities(args.severities)
     corruptions: Any = [c.strip() for c in args.corruptions.split(",") if c.strip()] if args.corruptions else args.suite
     names = shift.suite(corruptions) if isinstance(corruptions, str) else corruptions  # validate early

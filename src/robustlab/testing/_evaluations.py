@@ -325,10 +325,27 @@ def _ref_conformal(w: dict[str, float], p: dict[str, Any], run: TinyRun) -> None
         _close(w[f"conformal/{s}/target"], 1 - p["alpha"], f"conformal/{s}/target")
 
 
+def _ref_quantization(w: dict[str, float], p: dict[str, Any], run: TinyRun) -> None:
+    # the weights rounded here by hand (symmetric grid, one scale per output row of the linear model)
+    x, y = run.subset(p["n_test"])
+    lin = run.model[-1]
+    assert not p["activations"], "the reference covers weight-only quantization"
+    for b in p["bits"]:
+        levels = 2 ** (b - 1) - 1
+        wt = lin.weight.detach()
+        amax = wt.abs().amax(1, keepdim=True) if p["scheme"] == "per_channel" else wt.abs().amax()
+        s = amax / levels
+        wq = (wt / s).round().clamp(-levels, levels) * s
+        pred = (x.flatten(1) @ wq.T + lin.bias.detach()).argmax(1)
+        _close(w[f"quant_acc/bits={b}"], float((pred == y).double().mean()), f"quant_acc/bits={b}")
+    _close(w["quant_acc/worst"], min(w[f"quant_acc/bits={b}"] for b in p["bits"]), "quant_acc/worst")
+
+
 REFERENCES: dict[str, Callable[[dict[str, float], dict[str, Any], TinyRun], None]] = {
     "clean": _ref_clean, "topk": _ref_topk, "memorization": _ref_memorization, "attacks": _ref_attacks,
     "corruptions": _ref_corruptions, "certify_ibp": _ref_certify_ibp, "certify_smoothing": _ref_certify_smoothing,
     "conformal": _ref_conformal,
+    "quantization": _ref_quantization,
 }
 
 
