@@ -10,26 +10,36 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from .._validation import InvalidParameterError, check_bool, check_in_range, check_int, check_option
+from .._validation import InvalidParameterError, check_in_range, check_int, check_option
 from ..data import ClassificationData
 from . import _resume
 from ._checkpoint import save_checkpoint, save_train_state
 from ._collapse import CollapseMonitor
-from ._objectives import OBJECTIVES, Batch, Objective
-from ._select import SELECT_METRICS, WeightEMA, resolve_select_kw, selection_metric, stratified_split
+from ._objectives import Batch, Objective
+from ._select import WeightEMA, resolve_select_kw, selection_metric_batches
+from ._stream import MemorySource, accuracy, all_logits, eval_batches, is_streaming
+from ._stream import prepare as prepare_data
 from .augment import resolve as resolve_augment
 
 __all__ = ["FitResult", "NonFiniteLossError", "fit", "predict_logits", "prune_epochs", "resolve_loss"]
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
-_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class NonFiniteLossError(ValueError, FloatingPointError):
-    """The training loss became NaN or infinite (training diverged); the message names the epoch and step."""
+from ._fit_setup import (  # noqa: E402  (re-exported: the option tables and errors are fit's API)
+    _AMP_DTYPES,
+    OPTIMIZERS,
+    PRECISIONS,  # noqa: F401  (re-exported for _runconfig)
+    SCHEDULES,
+    NonFiniteLossError,
+    _check_new_options,
+    _lr_factor,
+    _make_optimizer,
+    _raise_non_finite,
+    _resolve_objective,
+    _takes_num_samples,
+    prune_epochs,
+    resolve_loss,
+)
 
 
 class FitResult(NamedTuple):
@@ -37,42 +47,6 @@ class FitResult(NamedTuple):
 
     model: nn.Module
     history: dict[str, list[float]]
-
-
-def resolve_loss(loss: Any, loss_kw: dict[str, Any] | None = None) -> Any:
-    """A registry name becomes a loss module; a callable is used as is."""
-    if isinstance(loss, str):
-        from ..losses import get
-
-        return get(loss, **(loss_kw or {}))
-    if callable(loss):
-        if loss_kw:
-            raise ValueError("The 'loss_kw' parameter of fit is only used with a registry name for 'loss'.")
-        return loss
-    raise TypeError(f"The 'loss' parameter of fit must be a registry name or a callable. Got {type(loss).__name__}.")
-
-
-def _takes_num_samples(name: str) -> bool:
-    import inspect
-
-    from ..losses import LOSSES
-
-    if name not in LOSSES:
-        return False
-    try:
-        return "num_samples" in inspect.signature(LOSSES.spec(name).factory).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _resolve_objective(objective: Any, objective_kw: dict[str, Any] | None) -> Objective:
-    if isinstance(objective, str):
-        return OBJECTIVES.get(objective, **(objective_kw or {}))
-    if objective_kw:
-        raise ValueError("The 'objective_kw' parameter of fit is only used with a registry name for 'objective'.")
-    if not callable(objective):
-        raise TypeError(f"The 'objective' parameter of fit must be a registry name or an Objective. Got {objective!r}.")
-    return objective
 
 
 @torch.no_grad()
@@ -88,85 +62,31 @@ def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024)
         model.train(was_training)
 
 
-def _make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=False)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def _check_output_width(model: nn.Module, x1: torch.Tensor | None, k: int | None, name: str, owner: str) -> int:
+    """One sample through ``model`` (eval mode): its output must be (1, num_classes) (or (1, 1) for 2 classes).
 
-
-def prune_epochs(epochs: int) -> list[int]:
-    """0-based epochs at whose start a truncated loss (TGCE) re-selects its kept samples.
-
-    Zhang & Sabuncu (NeurIPS 2018) train 120 epochs and prune from epoch 40 on, every 10 epochs; this is
-    that schedule scaled to ``epochs``: start ``round(E/3)``, period ``max(1, round(E/12))``
-    (E = 120: 40, 50, ..., 110; E = 20: 7, 9, ..., 19). (The LDR code prunes in the second half instead.)
+    Returns the number of classes (from the model's output width when the data do not say: 1 means 2).
     """
-    start, every = max(1, round(epochs / 3)), max(1, round(epochs / 12))
-    return list(range(start, epochs, every))
-
-
-def _check_output_width(model: nn.Module, data: ClassificationData, owner: str) -> None:
-    """One sample through ``model`` (eval mode): its output must be (1, num_classes) (or (1, 1) for 2 classes)."""
-    out = predict_logits(model, data.x_train[:1])
-    k = data.num_classes
+    if x1 is None:
+        if k is None:
+            raise InvalidParameterError(
+                f"{owner} cannot tell the number of classes of '{name}': give its data set a 'num_classes' or "
+                "'classes' attribute.")
+        return k
+    out = predict_logits(model, x1)
+    if k is None and out.dim() == 2:
+        k = max(2, int(out.shape[1]))
     if out.dim() != 2 or not (out.shape[1] == k or (k == 2 and out.shape[1] == 1)):
         raise ValueError(
-            f"The model's output has shape {tuple(out.shape)} for one input, but data set '{data.name}' has {k} "
+            f"The model's output has shape {tuple(out.shape)} for one input, but data set '{name}' has {k} "
             f"classes: {owner} needs logits of shape (N, {k}). Build the model with num_classes={k}."
         )
-
-
-def _raise_non_finite(losses_seen: list[torch.Tensor], epoch: int, steps_per_epoch: int, lr: float, owner: str) -> None:
-    vals = torch.stack(losses_seen).float().cpu()
-    bad = int((~torch.isfinite(vals)).nonzero()[0, 0]) if not bool(torch.isfinite(vals).all()) else len(vals) - 1
-    raise NonFiniteLossError(
-        f"{owner}: the training loss became non-finite ({float(vals[bad])}) at epoch {epoch + 1}, step "
-        f"{bad + 1} of {steps_per_epoch} (global step {epoch * steps_per_epoch + bad + 1}); training diverged. "
-        f"Lower the learning rate (lr={lr:g}) or check the data and the loss for NaN/inf."
-    )
-
-
-def _lr_factor(schedule: str, step: int, total: int) -> float:
-    if schedule == "constant" or total <= 0:
-        return 1.0
-    frac = step / total
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * frac))
-    return 0.01 if frac >= 0.75 else 0.1 if frac >= 0.5 else 1.0  # "step": /10 at 50% and 75%
-
-
-
-def _check_new_options(owner: str, precision: str, checkpoint_dir: Any,
-                       checkpoint_every: int, resume: bool, val_fraction: float | None, select: str | None,
-                       select_every: int, patience: int | None, ema: float | None) -> float:
-    """Validate fit's augmentation/precision/resume/selection options; return the held-out fraction."""
-    check_option(precision, "precision", PRECISIONS, owner=owner)
-    check_int(checkpoint_every, "checkpoint_every", 1, None, owner=owner)
-    check_bool(resume, "resume", owner=owner)
-    if resume and checkpoint_dir is None:
-        raise InvalidParameterError("The 'resume' parameter of fit needs checkpoint_dir (the folder to resume from).")
-    check_option(select, "select", (None, *SELECT_METRICS), owner=owner)
-    if val_fraction is None:
-        val_fraction = 0.1 if select is not None else 0.0
-    check_in_range(val_fraction, "val_fraction", 0.0, 1.0, closed="left", owner=owner)
-    if select is not None and val_fraction == 0:
-        raise InvalidParameterError(f"select={select!r} needs a held-out split: val_fraction > 0 (default 0.1). Got 0.")
-    check_int(select_every, "select_every", 1, None, owner=owner)
-    if patience is not None:
-        check_int(patience, "patience", 1, None, owner=owner)
-        if select is None:
-            raise InvalidParameterError("The 'patience' parameter of fit needs select='clean' or 'pgd'.")
-    if ema is not None:
-        check_in_range(ema, "ema", 0.0, 1.0, closed="neither", owner=owner)
-    return float(val_fraction)
+    return int(k)  # type: ignore[arg-type]
 
 
 def fit(
     model: nn.Module,
-    data: ClassificationData,
+    data: ClassificationData | Dataset | DataLoader,
     *,
     loss: Any = "ce",
     loss_kw: dict[str, Any] | None = None,
@@ -197,11 +117,24 @@ def fit(
     select_every: int = 1,
     patience: int | None = None,
     ema: float | None = None,
+    test_data: Any = None,
+    val_data: Any = None,
+    num_workers: int = 0,
 ) -> FitResult:
-    """Train ``model`` on ``data.x_train, data.y_train`` and return ``(model, history)``.
+    """Train ``model`` on ``data`` (``x_train, y_train``, or a streamed data set) and return ``(model, history)``.
 
-    Mini-batches are gathered from in-memory tensors with a seeded permutation (no DataLoader, no
-    per-sample Python work). ``loss`` is a registry name (``losses.get``) or a callable
+    Mini-batches of a ``ClassificationData`` are gathered from in-memory tensors with a seeded permutation (no
+    DataLoader, no per-sample Python work). A torch ``Dataset`` of ``(x, y)`` (or ``(x, y, index)``) items
+    streams: the same seeded permutation of its indices is read in batches by a ``DataLoader`` with
+    ``num_workers`` workers, so the same samples give the same weights as in memory; the permutation also
+    gives every sample's index (per-sample losses work). A ``DataLoader`` is used as given: its own sampler
+    decides the order (a shuffling loader's ``generator`` is not checkpointed: resume needs one that draws
+    from torch's global generator, which is), and losses with ``needs_index`` need it to yield
+    ``(x, y, index)``. ``test_data`` (a Dataset, DataLoader or ``(x, y)`` tensors) replaces the test split
+    for ``test_acc`` (nan for a streamed set without one); ``val_data`` is the held-out set for ``select``
+    (a streamed Dataset is otherwise split by its ``targets``; without them pass ``val_data``). The number of
+    classes comes from the data set's ``num_classes``/``classes`` or else the model's output width.
+    ``loss`` is a registry name (``losses.get``) or a callable
     ``(logits, target) -> scalar``; losses with ``needs_index`` get the batch's data-set indices.
     ``objective`` is a registry name (``training.objectives``) or an :class:`Objective`.
     ``schedule``: ``cosine`` (per step, to 0), ``step`` (/10 at 50% and 75% of training) or ``constant``.
@@ -250,35 +183,31 @@ def fit(
     check_in_range(momentum, "momentum", 0.0, 1.0, closed="left", owner=owner)
     check_in_range(weight_decay, "weight_decay", 0.0, None, owner=owner)
     check_int(eval_every, "eval_every", 0, None, owner=owner)
-    if not isinstance(data, ClassificationData):
-        raise TypeError(f"The 'data' parameter of fit must be a ClassificationData. Got {type(data).__name__}.")
-    if data.x_train.shape[0] == 0:
-        raise ValueError(
-            f"Data set '{data.name}' has an empty train split; nothing to fit "
-            "(for a test-set-only folder load it with use_test_split_as_train=0.8)."
-        )
+    check_int(num_workers, "num_workers", 0, None, owner=owner)
+    if not isinstance(data, ClassificationData) and not is_streaming(data):
+        raise TypeError(f"The 'data' parameter of fit must be a ClassificationData, a torch Dataset or a DataLoader. "
+                        f"Got {type(data).__name__}.")
     aug = resolve_augment(augment, augment_kw, owner=owner)
-    if getattr(aug, "needs_image", False) and len(data.input_shape) != 3:
-        raise InvalidParameterError(
-            f"augment {augment!r} needs image inputs (C, H, W); data set '{data.name}' has input shape "
-            f"{tuple(data.input_shape)}. Use augment='noise' or None for flat inputs.")
     val_fraction = _check_new_options(owner, precision, checkpoint_dir, checkpoint_every, resume,
-                                      val_fraction, select, select_every, patience, ema)
+                                      val_fraction, select, select_every, patience, ema, val_data is not None)
 
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
     model.to(dev)
-    x, y = data.x_train.to(dev), data.y_train.to(dev)
-    x_val = y_val = None
-    if val_fraction > 0:
-        train_idx, val_idx = stratified_split(data.y_train, val_fraction, seed)
-        x_val, y_val = x[val_idx.to(dev)], y[val_idx.to(dev)]
-        x, y = x[train_idx.to(dev)], y[train_idx.to(dev)]
-    n = x.shape[0]
+    loader_gen = torch.Generator().manual_seed(int(seed) + 4)  # DataLoader worker seeds (streaming Datasets)
+    fd = prepare_data(data, val_fraction=val_fraction, val_data=val_data, test_data=test_data, seed=int(seed),
+                      dev=dev, num_workers=num_workers, loader_gen=loader_gen, owner=owner)
+    src = fd.train
+    if getattr(aug, "needs_image", False) and fd.input_shape is not None and len(fd.input_shape) != 3:
+        raise InvalidParameterError(
+            f"augment {augment!r} needs image inputs (C, H, W); data set '{fd.name}' has input shape "
+            f"{fd.input_shape}. Use augment='noise' or None for flat inputs.")
+    n = src.n
     loss_kw = dict(loss_kw or {})
     if isinstance(loss, str) and "num_samples" not in loss_kw and _takes_num_samples(loss):
         loss_kw["num_samples"] = int(n)  # per-sample state sized to the training set
     loss_fn = resolve_loss(loss, loss_kw)
-    if getattr(loss_fn, "needs_index", False) and getattr(loss_fn, "num_samples", None) not in (None, n):
+    needs_index = bool(getattr(loss_fn, "needs_index", False))
+    if needs_index and getattr(loss_fn, "num_samples", None) not in (None, n):
         raise ValueError(
             f"The loss keeps per-sample state for num_samples={loss_fn.num_samples} examples, but the training "
             f"split has {n}; build it with num_samples={n}."
@@ -289,14 +218,14 @@ def fit(
     kept_fraction = 1.0
     obj = _resolve_objective(objective, objective_kw)
     sel_kw = resolve_select_kw(select, select_kw, obj)
-    _check_output_width(model, data, owner)
+    num_classes = _check_output_width(model, src.first_x(), fd.num_classes, fd.name, owner)
 
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total_steps = epochs * steps_per_epoch
     gen = torch.Generator().manual_seed(int(seed))
     obj_gen = torch.Generator(device=dev).manual_seed(int(seed) + 1)
     aug_gen = torch.Generator(device=dev).manual_seed(int(seed) + 2) if aug is not None else None
-    obj.setup(model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, num_classes=data.num_classes,
+    obj.setup(model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, num_classes=num_classes,
               num_train=n, generator=obj_gen)
     opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
     amp_dtype = _AMP_DTYPES[precision]
@@ -305,9 +234,11 @@ def fit(
     history: dict[str, list[float]] = {"epoch": [], "loss": [], "train_acc": [], "test_acc": [], "lr": [], "time_s": []}
     sel = _resume.Selection()
     gens = {"fit": gen, "objective": obj_gen, "augment": aug_gen}
+    if not isinstance(src, MemorySource):
+        gens["loader"] = loader_gen
     fingerprint = _resume.fingerprint(
         epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
-        weight_decay=weight_decay, schedule=schedule, seed=seed, n_train=n, num_classes=data.num_classes,
+        weight_decay=weight_decay, schedule=schedule, seed=seed, n_train=n, num_classes=num_classes,
         loss=loss, loss_kw=loss_kw, objective=objective, objective_kw=objective_kw, augment=augment,
         augment_kw=augment_kw, precision=precision, val_fraction=val_fraction, select=select, select_kw=sel_kw,
         select_every=select_every, patience=patience, ema=ema)
@@ -324,7 +255,8 @@ def fit(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start_epoch, desc="fit", unit="epoch", leave=False, disable=None)
-    collapse = CollapseMonitor(y, lr=lr, optimizer=optimizer, objective=obj)  # warns once on a collapsed run
+    collapse = (CollapseMonitor(src.labels, lr=lr, optimizer=optimizer, objective=obj)  # warns once on a collapse
+                if src.labels is not None else None)
     model.train()
     for epoch in range(start_epoch, epochs):
         if sel.stopped:
@@ -332,32 +264,41 @@ def fit(
         t0 = time.perf_counter()
         obj.on_epoch_start(epoch)
         if epoch in prunes:  # truncated losses (TGCE) re-select their kept samples (prune_epochs)
-            kept_fraction = float(loss_fn.prune(predict_logits(model, x), y, torch.arange(n, device=dev)))
+            if isinstance(src, MemorySource):
+                kept_fraction = float(loss_fn.prune(predict_logits(model, src.x), src.y, torch.arange(n, device=dev)))
+            else:
+                kept_fraction = float(loss_fn.prune(*all_logits(model, src, dev)))
             model.train()
         record = eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs)
         if isinstance(obj, Objective):
             obj.track_metrics = record
-        perm = torch.randperm(n, generator=gen).to(dev)
         # Per-step values are only collected (no tensor arithmetic per step); the epoch means are one
-        # weighted reduction at the end. All batches have batch_size rows except possibly the last.
+        # weighted reduction at the end.
         losses_seen: list[torch.Tensor] = []
         metrics_seen: dict[str, list[torch.Tensor]] = {}
+        sizes: list[int] = []
+        labels_seen: list[torch.Tensor] | None = [] if collapse is None else None
         constant_lr = schedule == "constant"
         if constant_lr:
             for g in opt.param_groups:
                 g["lr"] = lr
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
+        for idx, xb, yb in src.batches(gen, batch_size, dev):
+            if idx is None and needs_index:
+                raise InvalidParameterError(
+                    "The loss keeps per-sample state and needs each sample's data-set index, but the DataLoader "
+                    "given to fit yields (x, y) only: make its data set return (x, y, index), or pass the Dataset "
+                    "itself (fit then knows the indices from its permutation).")
             if not constant_lr:
                 factor = _lr_factor(schedule, step, total_steps)
                 for g in opt.param_groups:
                     g["lr"] = lr * factor
-            xb = x[idx] if aug is None else aug(x[idx], aug_gen)
+            if aug is not None:
+                xb = aug(xb, aug_gen)
             if amp_dtype is None:
-                value, metrics = obj(model, Batch(xb, y[idx], idx), loss_fn)
+                value, metrics = obj(model, Batch(xb, yb, idx), loss_fn)
             else:
                 with torch.autocast(dev.type, dtype=amp_dtype):
-                    value, metrics = obj(model, Batch(xb, y[idx], idx), loss_fn)
+                    value, metrics = obj(model, Batch(xb, yb, idx), loss_fn)
             opt.zero_grad(set_to_none=True)
             if scaler is None:
                 value.backward()
@@ -371,41 +312,46 @@ def fit(
             losses_seen.append(value.detach())
             for k, v in metrics.items():
                 metrics_seen.setdefault(k, []).append(v.detach())
+            sizes.append(int(yb.shape[0]))
+            if labels_seen is not None:
+                labels_seen.append(yb)
             step += 1
-        weights = torch.full((len(losses_seen),), float(batch_size), device=dev)
-        weights[-1] = n - batch_size * (len(losses_seen) - 1)
+        n_seen = sum(sizes)
+        weights = torch.tensor(sizes, dtype=torch.float32, device=dev)
         loss_sum = (torch.stack(losses_seen).float() * weights).sum()
         if not bool(torch.isfinite(loss_sum)):  # the epoch's one sync; the step is found only on failure
             _raise_non_finite(losses_seen, epoch, steps_per_epoch, lr, owner)
         metric_sums = {
             k: (torch.stack(vs).float().reshape(len(vs)) * weights).sum() if len(vs) == len(losses_seen)
-            else torch.stack(vs).float().mean() * n  # a metric reported on some steps only
+            else torch.stack(vs).float().mean() * n_seen  # a metric reported on some steps only
             for k, vs in metrics_seen.items()
         }
+        if labels_seen is not None:  # labels not known up front: chance level from the first epoch's labels
+            collapse = CollapseMonitor(torch.cat(labels_seen), lr=lr, optimizer=optimizer, objective=obj)
         eval_model = model if ema_w is None else ema_w.model
         if record:
-            row = {"epoch": epoch + 1, "loss": float(loss_sum) / n, "lr": lr * _lr_factor(schedule, step, total_steps)}
+            row = {"epoch": epoch + 1, "loss": float(loss_sum) / n_seen,
+                   "lr": lr * _lr_factor(schedule, step, total_steps)}
             for k, v in metric_sums.items():
-                row["train_acc" if k == "acc" else f"train_{k}"] = float(v) / n
+                row["train_acc" if k == "acc" else f"train_{k}"] = float(v) / n_seen
             row.setdefault("train_acc", float("nan"))
             if prunes:
                 row["kept_fraction"] = kept_fraction
-            row["test_acc"] = (
-                float((predict_logits(eval_model, data.x_test).argmax(1).cpu() == data.y_test).float().mean())
-                if data.x_test.shape[0] else float("nan")
-            )
+            row["test_acc"] = accuracy(eval_model, fd.test, dev) if fd.test is not None else float("nan")
             model.train()
             row["time_s"] = time.perf_counter() - t0
             for key, val in row.items():
                 history.setdefault(key, []).append(float(val))
+            assert collapse is not None
             collapse.update(epoch + 1, row)
             if callback is not None:
                 callback(epoch + 1, row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
         if select is not None and ((epoch + 1) % select_every == 0 or epoch + 1 == epochs):
-            assert x_val is not None and y_val is not None
-            value_sel = selection_metric(eval_model, x_val, y_val, select, sel_kw, seed=int(seed) + 3)
+            assert fd.val is not None
+            value_sel = selection_metric_batches(eval_model, eval_batches(fd.val, dev, 512), select, sel_kw,
+                                                 seed=int(seed) + 3, device=dev)
             if sel.update(epoch + 1, value_sel, eval_model, history, select, patience) and checkpoint_dir is not None:
                 save_checkpoint(eval_model, os.path.join(checkpoint_dir, "best.pt"),
                                 extra={"epoch": epoch + 1, "val_" + _resume.metric_name(select): value_sel})

@@ -10,6 +10,7 @@ model to evaluate.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from .._validation import InvalidParameterError
 
-__all__ = ["SELECT_METRICS", "WeightEMA", "selection_metric", "stratified_split"]
+__all__ = ["SELECT_METRICS", "WeightEMA", "selection_metric", "selection_metric_batches", "stratified_split"]
 
 SELECT_METRICS = ("clean", "pgd")
 PGD_DEFAULTS = {"steps": 10, "norm": "linf"}
@@ -67,36 +68,40 @@ def resolve_select_kw(select: str | None, select_kw: dict[str, Any] | None, obje
     return out
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
-    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, x.shape[0], batch_size))
-    return correct / max(1, x.shape[0])
-
-
 def selection_metric(model: nn.Module, x: torch.Tensor, y: torch.Tensor, select: str, select_kw: dict[str, Any],
                      *, seed: int, batch_size: int = 512) -> float:
-    """Clean or PGD robust accuracy of ``model`` (eval mode, float32) on the held-out split.
+    """Clean or PGD robust accuracy of ``model`` (eval mode, float32) on the held-out tensors ``x, y``.
 
     The PGD start is drawn from a generator re-seeded with ``seed`` at every call, so the metric of a
     given set of weights does not depend on when it is computed (resumed runs select the same epoch).
     """
+    batches = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size))
+    return selection_metric_batches(model, batches, select, select_kw, seed=seed, device=x.device)
+
+
+def selection_metric_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], select: str,
+                             select_kw: dict[str, Any], *, seed: int, device: torch.device) -> float:
+    """:func:`selection_metric` over ``(x, y)`` batches on ``device`` (a streamed held-out set).
+
+    The same batches give the same number as the in-memory path (PGD's generator runs across batches).
+    """
     was_training = model.training
     model.eval()
     try:
-        if select == "clean":
-            return _accuracy(model, x, y, batch_size)
-        from ..attacks import get
+        attack = None
+        if select != "clean":
+            from ..attacks import get
 
-        gen = torch.Generator(device=x.device).manual_seed(int(seed))
-        attack = get("pgd", **select_kw, generator=gen)
-        correct = 0
-        for i in range(0, x.shape[0], batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-            x_adv = attack(model, xb, yb)
+            gen = torch.Generator(device=device).manual_seed(int(seed))
+            attack = get("pgd", **select_kw, generator=gen)
+        correct = total = 0
+        for xb, yb in batches:
+            if attack is not None:
+                xb = attack(model, xb, yb)
             with torch.no_grad():
-                correct += int((model(x_adv).argmax(1) == yb).sum())
-        return correct / max(1, x.shape[0])
+                correct += int((model(xb).argmax(1) == yb).sum())
+            total += int(yb.shape[0])
+        return correct / max(1, total)
     finally:
         model.train(was_training)
 
