@@ -100,3 +100,33 @@ def test_robustness_curve(both, model) -> None:
         assert (res.robust_error == ref.robust_error).all() and (res.fooled == ref.fooled).all(), name
         assert torch.equal(res.critical_eps, ref.critical_eps), name
         assert res.to_dict() == ref.to_dict(), name
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+def test_certified_accuracy(both, model, method: str) -> None:
+    from robustlab.certify import certified_accuracy
+
+    stream, mem = both
+    accs = [certified_accuracy(model, mem, eps=e, method=method, batch_size=4) for e in (0.002, 0.01, 0.03)]
+    assert accs[0] > 0 and accs[-1] < accs[0]  # a number that moves with eps
+    for name, d in forms(stream, mem).items():
+        got = [certified_accuracy(model, d, eps=e, method=method, batch_size=4) for e in (0.002, 0.01, 0.03)]
+        assert got == accs, name
+
+
+def test_smoothing_certify(both, model) -> None:
+    from robustlab.certify import SmoothedClassifier
+
+    stream, mem = both
+    smooth = SmoothedClassifier(model, sigma=0.25, num_classes=3)
+    kw = {"n0": 10, "n": 200, "alpha": 0.01, "batch_size": 64, "points_per_call": 4}
+    ref = smooth.certify_data(mem, generator=torch.Generator().manual_seed(3), **kw)
+    assert ref.radii.max() > 0 and torch.equal(ref.y, mem.y_test)
+    for name, d in forms(stream, mem).items():
+        got = smooth.certify_data(d, generator=torch.Generator().manual_seed(3), **kw)
+        assert torch.equal(got.classes, ref.classes) and torch.equal(got.radii, ref.radii), name
+        assert torch.equal(got.accuracy([0.0, 0.1, 0.2]), ref.accuracy([0.0, 0.1, 0.2])), name
+    # every point in one call: exactly certify(x)
+    one = smooth.certify_data(stream, generator=torch.Generator().manual_seed(3), **(kw | {"points_per_call": 99}))
+    c, r = smooth.certify(mem.x_test, n0=10, n=200, alpha=0.01, batch_size=64, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(one.classes, c) and torch.equal(one.radii, r)

@@ -430,8 +430,16 @@ def certified_accuracy(
 
     ``data`` is a :class:`~robustlab.data.ClassificationData` (its test split) or a pair ``(x, y)``.
     Runs the model in eval mode (restored afterwards) without gradients; batching, ``max_memory`` and
-    ``progress`` as in :func:`verified`.
+    ``progress`` as in :func:`verified`. A torch Dataset / DataLoader / StreamingData is read ``batch_size``
+    points at a time (same number: the mask does not depend on the batching).
     """
+    from ..data._stream import is_streaming
+
+    if is_streaming(data):
+        from ._data import certified_accuracy_stream
+
+        return certified_accuracy_stream(model, data, eps=eps, norm=norm, method=method, batch_size=batch_size,
+                                         clip=clip, max_memory=max_memory, progress=progress)
     x, y = _xy(data, "certified_accuracy")
     ok = verified(model, x, y, eps=eps, norm=norm, method=method, batch_size=batch_size, clip=clip,
                   max_memory=max_memory, progress=progress)

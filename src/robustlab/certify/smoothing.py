@@ -196,6 +196,17 @@ class SmoothedClassifier:
         radius = torch.where(abstain, torch.zeros_like(radius), radius).to(torch.float32)
         return classes, radius
 
+    def certify_data(self, data: object, *, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
+                     batch_size: int = 1000, points_per_call: int = 256, generator: torch.Generator | None = None,
+                     progress: bool | None = None) -> object:
+        """CERTIFY over every example of ``data`` (ClassificationData, ``(x, y)``, torch Dataset/DataLoader or
+        StreamingData), ``points_per_call`` at a time: a :class:`~robustlab.certify._data.SmoothingCertificates`
+        (``classes``, ``radii``, ``y``, ``accuracy(radius_grid)``); in memory and streamed give the same numbers."""
+        from ._data import smoothing_certify_data
+
+        return smoothing_certify_data(self, data, n0=n0, n=n, alpha=alpha, batch_size=batch_size,
+                                      points_per_call=points_per_call, generator=generator, progress=progress)
+
 
 def certified_accuracy_curve(
     classes: torch.Tensor, radii: torch.Tensor, y: torch.Tensor, radius_grid: Sequence[float] | torch.Tensor,

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from .._validation import InvalidParameterError, check_int
 
-__all__ = ["BatchSource", "StreamingData", "as_loader", "is_streaming", "iter_batches", "num_examples"]
+__all__ = ["BatchSource", "StreamingData", "as_loader", "is_streaming", "iter_batches", "num_examples", "take"]
 
 ACCEPTED = ("a ClassificationData, an (x, y) pair of tensors, a torch Dataset or DataLoader yielding (x, y), "
             "or a StreamingData")
@@ -124,6 +124,21 @@ def num_examples(obj: Any, *, owner: str = "evaluation") -> int:
     except TypeError:
         raise TypeError(f"The 'data' parameter of {owner} must have a length (a map-style Dataset); "
                         f"{type(ds).__name__} has none.") from None
+
+
+def take(data: Any, indices: torch.Tensor, *, owner: str = "evaluation") -> Any:
+    """The examples at ``indices`` (in that order), in the same form: a Dataset ``Subset`` for streaming data
+    (a DataLoader's dataset; a :class:`StreamingData`'s test split), an ``(x, y)`` pair for in-memory data."""
+    idx = torch.as_tensor(indices, dtype=torch.long).cpu()
+    if is_streaming(data):
+        return Subset(_dataset(data, owner), idx.tolist())
+    from ._base import ClassificationData
+
+    if isinstance(data, ClassificationData):
+        return data.x_test[idx], data.y_test[idx]
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+        return data[0][idx], data[1][idx]
+    raise TypeError(f"The 'data' parameter of {owner} must be {ACCEPTED}. Got {type(data).__name__} instead.")
 
 
 def as_loader(obj: Any, batch_size: int, *, num_workers: int | None = None, indices: Any = None,
