@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import (
     _cnn,  # noqa: F401  (registers)
+    _denoiser,  # noqa: F401  (registers dncnn, conv_autoencoder)
     _mlp,  # noqa: F401  (registers)
 )
 from ._base import MODELS, Normalize, create, register_model

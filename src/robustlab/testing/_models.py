@@ -2,6 +2,8 @@
 
 timm's forward/backward checks: output shape (N, num_classes), finite outputs, every parameter gets a
 gradient; plus the ``normalize=`` option, eval determinism, batch size 1 and a checkpoint round trip.
+Models tagged ``image_to_image`` (denoisers, autoencoders) return images of the input's shape instead of
+logits: they get the shape check below and must learn to remove Gaussian noise in a few steps.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def _x(kw: dict[str, Any], n: int = 4, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, *kw["input_shape"], generator=torch.Generator().manual_seed(seed))
 
 
-@check()
+@check(excludes={"image_to_image"})
 def check_forward_shape_finite(spec: Spec[Any]) -> None:
     model, kw = _build(spec)
     model.eval()
@@ -38,7 +40,7 @@ def check_forward_shape_finite(spec: Spec[Any]) -> None:
     assert spec.reference and spec.doc
 
 
-@check()
+@check(excludes={"image_to_image"})
 def check_num_classes_respected(spec: Spec[Any]) -> None:
     model, kw = _build(spec, num_classes=7)
     model.eval()
@@ -109,3 +111,45 @@ def check_bad_arguments_raise(spec: Spec[Any]) -> None:
         create(spec.name, **{**kw, "num_classes": 1})
     with pytest.raises(TypeError):
         create(spec.name, **kw, not_an_option=3)
+
+
+@check(requires={"image_to_image"})
+def check_image_to_image_shape_and_denoising(spec: Spec[Any]) -> None:
+    """Output has the input's shape (any ``num_classes``), is finite float32; 30 Adam steps on
+    ``x + N(0, 0.25²)`` -> ``x`` lower the denoising error."""
+    model, kw = _build(spec)
+    for c in (kw["num_classes"], 3):
+        built, _ = _build(spec, num_classes=c)
+        with torch.no_grad():
+            out = built.eval()(_x(kw, 4))
+        assert out.shape == (4, *kw["input_shape"]) and out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+    assert spec.reference and spec.doc
+    g = torch.Generator().manual_seed(0)
+    x = _x(kw, 32, seed=1)
+    noisy = x + 0.25 * torch.randn(x.shape, generator=g)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def err() -> float:
+        with torch.no_grad():
+            return float((model.eval()(noisy) - x).square().mean())
+
+    before = err()
+    model.train()
+    for _ in range(30):
+        loss = (model(noisy) - x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert err() < before, f"{spec.name}: denoising error {before:.4f} -> {err():.4f}"
+
+
+@check(requires={"autoencoder"})
+def check_autoencoder_is_decoder_of_encoder(spec: Spec[Any]) -> None:
+    """An ``autoencoder`` exposes ``encoder``/``decoder`` and ``forward = decoder ∘ encoder`` (ZO-AE-DS needs the latent)."""
+    model, kw = _build(spec)
+    model.eval()
+    x = _x(kw, 2)
+    with torch.no_grad():
+        z = model.encoder(x)
+        assert z[0].numel() < x[0].numel(), "the latent code is not smaller than the input"
+        assert torch.equal(model.decoder(z), model(x))
