@@ -93,9 +93,19 @@ def _crown_backward(
                 f"CROWN bounds do not support the layer {type(m).__name__}. CROWN supports: {_CROWN_NAMES} "
                 "(use method='ibp' for other layers, e.g. residual blocks)."
             )
+    return concretize(lam, bias, x, eps, norm, clip)
+
+
+def concretize(lam: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
+               clip: tuple[float, float] | None) -> torch.Tensor:
+    """Lower bound (N, S) of ``lam · x' + bias`` over the input set: the dual norm of each row of ``lam``.
+
+    L∞ box (clipped): ``Λ c − |Λ| r``; L2 ball: ``Λ x − ε ‖Λ‖₂``; L1 ball: ``Λ x − ε ‖Λ‖∞``.
+    """
     flat = lam.flatten(2)
-    if norm == "l2":
-        return bias + (flat * x.flatten(1).unsqueeze(1)).sum(-1) - eps * flat.norm(dim=-1)
+    if norm in ("l2", "l1"):
+        dual = flat.norm(dim=-1) if norm == "l2" else flat.abs().amax(-1)
+        return bias + (flat * x.flatten(1).unsqueeze(1)).sum(-1) - eps * dual
     c, r = _cr(*_input_box(x, eps, clip))
     # Λ⁺ l + Λ⁻ u = Λ c − |Λ| r, as two batched matrix-vector products
     return bias + (flat @ c.flatten(1).unsqueeze(-1)).squeeze(-1) - (flat.abs() @ r.flatten(1).unsqueeze(-1)).squeeze(-1)

@@ -34,9 +34,9 @@ from torch import nn
 
 from .._progress import check_progress, progress_bar
 from .._validation import check_finite, check_in_range, check_int, check_labels, check_option
-from ..attacks.threat import NORMS
 from ..models import Normalize
 from ._crown import (
+    _CROWN_AFFINE,
     DEFAULT_MAX_MEMORY,
     Bounds,
     _cr,
@@ -46,6 +46,8 @@ from ._crown import (
     _lu,
     crown_bytes_per_sample,
 )
+from ._graph import FUNCTION_RULES
+from ._norms import BALL_NORMS, forward_ball_start
 
 __all__ = [
     "IBP_RULES",
@@ -58,27 +60,38 @@ __all__ = [
     "verified",
 ]
 
-Rule = Callable[[Any, torch.Tensor, torch.Tensor], Bounds]
+Rule = Callable[..., Bounds]
 
-#: layer type -> rule ``(module, lower, upper) -> (lower, upper)``.
-IBP_RULES: dict[type, Rule] = {}
+#: The one rule table. Layer type -> ``rule(module, lower, upper) -> (lower, upper)``; op name (``"add"``,
+#: ``"cat"``, ``"reshape"``, ...) or function (``torch.exp``) of an fx graph node ->
+#: ``rule(fn, args, kwargs) -> (lower, upper)``, where the bounded arguments are ``_graph.Box(lower, upper)``
+#: and ``fn`` evaluates the node on concrete tensors.
+IBP_RULES: dict[Any, Rule] = {}
 
 METHODS = ("ibp", "crown_ibp", "crown")
+#: input sets of the bound methods: the L∞ box, the L2 and the L1 ball.
+NORMS = ("linf", *BALL_NORMS)
 
 
-def register_ibp_rule(*types: type) -> Callable[[Rule], Rule]:
-    """Decorator registering ``rule(module, lower, upper) -> (lower, upper)`` for layer ``types``.
+def register_ibp_rule(*types: Any) -> Callable[[Rule], Rule]:
+    """Decorator registering an IBP rule for layer types, fx op names or functions.
 
-    The rule must be sound: every output of the layer on an input in ``[lower, upper]`` lies in the
-    returned interval. Subclasses of a registered type use its rule.
+    For an ``nn.Module`` subclass: ``rule(module, lower, upper) -> (lower, upper)`` (subclasses use it too,
+    and a module with a rule is a leaf of the fx trace). For an op name such as ``"add"`` or a function such
+    as ``torch.exp``: ``rule(fn, args, kwargs) -> (lower, upper)`` with bounded arguments given as
+    ``Box(lower, upper)`` (see :mod:`robustlab.certify._graph`). The rule must be sound: every output on
+    an input in ``[lower, upper]`` lies in the returned interval.
     """
-    if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
-        raise TypeError("register_ibp_rule takes one or more nn.Module subclasses, e.g. register_ibp_rule(nn.Linear).")
+    ok = all((isinstance(t, type) and issubclass(t, nn.Module)) or isinstance(t, str)
+             or (callable(t) and not isinstance(t, type)) for t in types)
+    if not types or not ok:
+        raise TypeError("register_ibp_rule takes nn.Module subclasses, op names or functions, e.g. "
+                        f"register_ibp_rule(nn.Linear) or register_ibp_rule(torch.exp). Got {types!r}.")
 
     def deco(rule: Rule) -> Rule:
         for t in types:
             if t in IBP_RULES:
-                raise ValueError(f"An IBP rule for {t.__name__} is already registered.")
+                raise ValueError(f"An IBP rule for {getattr(t, '__name__', t)} is already registered.")
             IBP_RULES[t] = rule
         return rule
 
@@ -86,9 +99,9 @@ def register_ibp_rule(*types: type) -> Callable[[Rule], Rule]:
 
 
 def supported_layers() -> list[str]:
-    """Names of the layer types that have an IBP rule."""
+    """Names of the layer types and graph ops (functions, tensor methods) that have an IBP rule."""
     _register_zoo_rules()
-    return sorted({t.__name__ for t in IBP_RULES})
+    return sorted({getattr(t, "__name__", str(t)) for t in IBP_RULES})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -225,6 +238,40 @@ def _propagate(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds
     return _rule_for(m)(m, lower, upper)
 
 
+_CHAIN_CROWN = (nn.Linear, nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout, Normalize, nn.Conv2d, *_CROWN_AFFINE)
+
+
+def _is_chain(layers: list[nn.Module], method: str) -> bool:
+    """Whether the sequential fast path bounds these layers (else the fx graph interpreter does)."""
+    try:
+        for m in layers:
+            _rule_for(m)
+    except TypeError:
+        return False
+    return method == "ibp" or all(type(m) in _CHAIN_CROWN or isinstance(m, _CHAIN_CROWN) for m in layers)
+
+
+def _graph_rules() -> tuple[Callable[[nn.Module], bool], Callable[[nn.Module], Rule], Callable[[Any], Rule]]:
+    """``(has_rule, module_rule, fn_rule)`` over :data:`IBP_RULES` for the fx graph interpreter."""
+    from ._graph import _is_container, describe, op_name
+
+    _register_zoo_rules()
+
+    def has_rule(m: nn.Module) -> bool:
+        return not _is_container(m) and any(c in IBP_RULES for c in type(m).__mro__ if c is not nn.Sequential)
+
+    def fn_rule(node: Any) -> Rule:
+        rule = IBP_RULES.get(node.target) if node.op == "call_function" else None
+        rule = rule or IBP_RULES.get(op_name(node))
+        if rule is None:
+            raise TypeError(f"interval_bounds does not support {describe(node, node.graph.owning_module)}. Supported "
+                            f"layers: {', '.join(supported_layers())}. Register a rule with "
+                            "robustlab.certify.ibp.register_ibp_rule.")
+        return rule
+
+    return has_rule, _rule_for, fn_rule
+
+
 # ----------------------------------------------------------------------------------------------
 # Layer lists, input sets, forward IBP with records
 # ----------------------------------------------------------------------------------------------
@@ -282,27 +329,6 @@ def _check_clip(x: torch.Tensor, clip: Any, norm: str, owner: str) -> None:
             "normalization inside the model (robustlab.models.Normalize), or pass clip=None for an unclipped box.")
 
 
-def _forward_l2_start(layers: list[nn.Module], x: torch.Tensor, eps: float) -> tuple[int, Bounds] | None:
-    """For an L2 ball: skip leading Flatten/Identity/Normalize, then bound a Linear layer exactly.
-
-    Returns ``(index of the next layer, bounds)`` or ``None`` when the network does not start that way.
-    """
-    c, radius = x, float(eps)
-    for i, m in enumerate(layers):
-        if isinstance(m, (nn.Flatten, nn.Identity)):
-            c = m(c)
-        elif isinstance(m, Normalize):
-            c = m(c)
-            radius = radius / float(m.std.min())  # ||(d)/std||_2 <= ||d||_2 / min(std)
-        elif isinstance(m, nn.Linear) and c.dim() == 2:
-            z = F.linear(c, m.weight, m.bias)
-            rad = radius * m.weight.norm(dim=1)
-            return i + 1, (z - rad, z + rad)
-        else:
-            return None
-    return None
-
-
 def _ibp_forward(
     layers: list[nn.Module], x: torch.Tensor, eps: float, norm: str, clip: tuple[float, float] | None,
     *, crown: bool = False, max_memory: int | None = None,
@@ -316,8 +342,8 @@ def _ibp_forward(
     box = _input_box(x, eps, clip if norm == "linf" else None)
     lower, upper = box
     records: list[Bounds] = []
-    if norm == "l2":
-        got = _forward_l2_start(layers, x, eps)
+    if norm in BALL_NORMS:
+        got = forward_ball_start(layers, x, eps, norm)
         if got is not None:
             start, (lower, upper) = got
             records = [box] * start  # not used by CROWN's backward before the first linear layer
@@ -349,6 +375,10 @@ def interval_bounds(
     _check_clip(x, clip, norm, "interval_bounds")
     layers = _layers(model)
     with _batchnorm_eval(model):
+        if not _is_chain(layers, method):
+            from ._graph_crown import graph_interval_bounds
+
+            return graph_interval_bounds(model, x, float(eps), norm, method, clip, max_memory)
         (lower, upper), records = _ibp_forward(layers, x, float(eps), norm, clip, crown=method == "crown",
                                                max_memory=max_memory)
         if method == "ibp":
@@ -388,7 +418,12 @@ def _margin_bounds(
     method: str, clip: tuple[float, float] | None, max_memory: int | None,
 ) -> torch.Tensor:
     owner = "margin_bounds"
-    if norm == "l2" and method == "ibp" and all(isinstance(m, (nn.Flatten, nn.Identity, Normalize, nn.Linear)) for m in layers):
+    if not _is_chain(layers, method):
+        from ._graph_crown import graph_margin_bounds
+
+        lb = graph_margin_bounds(model, x, y, eps, norm, method, clip, max_memory)
+        return lb.masked_fill(F.one_hot(y, lb.shape[1]).bool(), 0.0)
+    if norm in BALL_NORMS and method == "ibp" and all(isinstance(m, (nn.Flatten, nn.Identity, Normalize, nn.Linear)) for m in layers):
         method = "crown_ibp"  # an affine network: the backward bound with the dual norm is exact
     last: Any = layers[-1]
     elide = isinstance(last, nn.Linear)  # a bare Linear too: its body is empty and the input box is used
@@ -396,16 +431,7 @@ def _margin_bounds(
     (lower, upper), records = _ibp_forward(body, x, eps, norm, clip, crown=method == "crown", max_memory=max_memory)
     if elide:
         num_classes = last.weight.shape[0]
-        _check_y(y, x, num_classes, owner)
-        c, r = _cr(lower, upper)
-        w = last.weight
-        hidden = w.shape[1]
-        z = F.linear(c, w, last.bias)
-        centre = z.gather(1, y[:, None]) - z  # C (W c + b) = z_y - z
-        # |C W| r for every possible true class in one GEMM: A[k, j] = |w_k - w_j|, (N, H) x (H, C*C)
-        a = (w.unsqueeze(1) - w.unsqueeze(0)).abs().reshape(num_classes * num_classes, hidden)
-        rad = (r @ a.T).view(-1, num_classes, num_classes)
-        lb = centre - rad.gather(1, y.view(-1, 1, 1).expand(-1, 1, num_classes)).squeeze(1)
+        lb = _elided_margin(last, lower, upper, y, x)
     else:
         if lower.dim() != 2:
             raise ValueError(f"{owner} needs a model returning (N, C) logits. Got shape {tuple(lower.shape)}.")
@@ -419,6 +445,21 @@ def _margin_bounds(
         crown = _crown_backward_chunked(layers, records, spec, x, eps, norm, clip, max_memory)
         lb = torch.maximum(lb, crown)
     return lb.masked_fill(torch.nn.functional.one_hot(y, num_classes).bool(), 0.0)
+
+
+def _elided_margin(last: Any, lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """IBP margin bounds with ``C = e_y - e_j`` folded into the final Linear ``last`` (input box ``lower, upper``)."""
+    num_classes = last.weight.shape[0]
+    _check_y(y, x, num_classes, "margin_bounds")
+    c, r = _cr(lower, upper)
+    w = last.weight
+    hidden = w.shape[1]
+    z = F.linear(c, w, last.bias)
+    centre = z.gather(1, y[:, None]) - z  # C (W c + b) = z_y - z
+    # |C W| r for every possible true class in one GEMM: A[k, j] = |w_k - w_j|, (N, H) x (H, C*C)
+    a = (w.unsqueeze(1) - w.unsqueeze(0)).abs().reshape(num_classes * num_classes, hidden)
+    rad = (r @ a.T).view(-1, num_classes, num_classes)
+    return centre - rad.gather(1, y.view(-1, 1, 1).expand(-1, 1, num_classes)).squeeze(1)
 
 
 def certified_accuracy(
@@ -478,10 +519,8 @@ def verified(
             y = _check_y(y, x, None, owner)
             if x.shape[0]:
                 x1 = x[:1].to(dev)
-                with _batchnorm_eval(model):
-                    (lo1, _), recs = _ibp_forward(layers, x1, 0.0, norm, None)  # shapes only
-                y = _check_y(y, x, lo1.shape[1] if lo1.dim() == 2 else None, owner)
-                per = crown_bytes_per_sample(layers, recs, x1, method, math.prod(lo1.shape[1:]))
+                per, num_out = _bytes_per_sample(model, layers, x1, norm, method)
+                y = _check_y(y, x, num_out, owner)
                 if max_memory is not None:
                     chunk = max(1, min(batch_size, int(max_memory) // max(1, per)))
             with progress_bar(total=x.shape[0], desc=f"certify {method} eps={float(eps):g}", enabled=progress,
@@ -498,6 +537,19 @@ def verified(
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
+def _bytes_per_sample(model: nn.Module, layers: list[nn.Module], x1: torch.Tensor, norm: str,
+                      method: str) -> tuple[int, int | None]:
+    """Estimated peak bytes per sample of ``method`` and the number of classes (None: not (N, C) logits)."""
+    with _batchnorm_eval(model):
+        if not _is_chain(layers, method):
+            from ._graph_crown import graph_bytes_per_sample
+
+            return graph_bytes_per_sample(model, x1, norm, method)
+        (lo1, _), recs = _ibp_forward(layers, x1, 0.0, norm, None)  # shapes only
+    per = crown_bytes_per_sample(layers, recs, x1, method, math.prod(lo1.shape[1:]))
+    return per, (lo1.shape[1] if lo1.dim() == 2 else None)
+
+
 def _xy(data: Any, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
     from ..data import ClassificationData
 
@@ -509,3 +561,5 @@ def _xy(data: Any, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 from ._tightness import tightness  # noqa: E402  (it uses the layer helpers above)
+
+IBP_RULES.update(FUNCTION_RULES)  # the op-name rules of the fx graph interpreter (add, cat, reshape, ...)

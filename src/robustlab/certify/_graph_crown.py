@@ -1,0 +1,279 @@
+"""CROWN / CROWN-IBP back-substitution through an fx graph, and the graph entry points of ``certify.ibp``.
+
+See :mod:`._graph` for the forward pass. The backward pass accumulates one coefficient tensor
+``Λ`` (N, S, *node shape) per node; a node used by several others (a residual input, a tensor
+concatenated with itself) receives the sum of their ``Λ``. Memory: ``max_memory`` bytes bound the
+working set by chunking the specification rows, as for sequential models (same results).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .._progress import progress_bar
+from ..models import Normalize
+from . import _relax
+from ._crown import _affine_vjp, _conv2d_backward, _row_bytes, _row_chunks, concretize
+from ._graph import (
+    _AFFINE_FNS,
+    NONLINEAR,
+    Trace,
+    _call,
+    _map,
+    describe,
+    forward,
+    op_name,
+    output_node,
+    trace,
+)
+
+_CROWN_OPS = ("Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, MaxPool2d, BatchNorm (eval), AvgPool2d, "
+              "AdaptiveAvgPool2d, Flatten, Identity, Dropout (eval), Normalize, and the functions add, sub, mul/div "
+              "by a constant, neg, cat, reshape/view/flatten, indexing, sum/mean, relu, tanh, sigmoid, leaky_relu, "
+              "max_pool2d, avg_pool2d, linear")
+
+
+def _unsupported(t: Trace, node: fx.Node) -> TypeError:
+    return TypeError(f"CROWN bounds do not support {describe(node, t.gm)}. CROWN supports: {_CROWN_OPS}; "
+                     "use method='ibp' (IBP has a rule for every op of this model).")
+
+
+def _module_back(t: Trace, node: fx.Node, m: nn.Module, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    inp = node.args[0]
+    box = t.boxes[inp]  # type: ignore[index]
+    in_shape = box.shape[1:]
+    n, s = lam.shape[:2]
+    zero = lam.new_zeros(n, s)
+    if isinstance(m, nn.Linear):
+        b = (lam @ m.bias).reshape(n, s, -1).sum(-1) if m.bias is not None else zero
+        return lam @ m.weight, b
+    if isinstance(m, nn.Conv2d) and not isinstance(m.padding, str) and m.padding_mode == "zeros":
+        return _conv2d_backward(m, lam, in_shape)
+    if isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout)):
+        if isinstance(m, nn.Dropout) and m.training and m.p > 0:
+            raise TypeError("CROWN through Dropout needs the model in eval mode (model.eval()).")
+        return lam.reshape(n, s, *in_shape), zero
+    if isinstance(m, Normalize):
+        lam = lam / m.std
+        return lam, -(lam * m.mean).flatten(2).sum(-1)
+    if isinstance(m, (nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        return _affine_vjp(m, lam, in_shape)
+    if isinstance(m, nn.ReLU):
+        return _relax.apply_relaxation(lam, _relax.relu_relaxation(box.lower, box.upper))
+    if isinstance(m, nn.LeakyReLU) and 0 <= m.negative_slope <= 1:
+        return _relax.apply_relaxation(lam, _relax.relu_relaxation(box.lower, box.upper, m.negative_slope))
+    if isinstance(m, nn.Tanh):
+        return _relax.apply_relaxation(lam, _relax.tanh_relaxation(box.lower, box.upper))
+    if isinstance(m, nn.Sigmoid):
+        return _relax.apply_relaxation(lam, _relax.sigmoid_relaxation(box.lower, box.upper))
+    if isinstance(m, nn.MaxPool2d):
+        p = _relax.maxpool_params(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
+        return _relax.maxpool_backward(lam, box.lower, box.upper, p)
+    raise _unsupported(t, node)
+
+
+def _fn_back(t: Trace, node: fx.Node, lam: torch.Tensor) -> list[tuple[fx.Node, torch.Tensor]] | tuple[Any, ...]:
+    name = op_name(node)
+    n, s = lam.shape[:2]
+    ins = [a for a in node.all_input_nodes if a in t.boxes]
+    first = node.args[0] if node.args else None
+    if name in NONLINEAR:
+        if first not in t.boxes or len(ins) != 1:
+            raise _unsupported(t, node)
+        box = t.boxes[first]  # type: ignore[index]
+        if name == "max_pool2d":
+            p = _relax.maxpool_params(*node.args[1:], **node.kwargs)  # type: ignore[arg-type]
+            return ([(first, None)], *_relax.maxpool_backward(lam, box.lower, box.upper, p))
+        if name == "leaky_relu":
+            slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+            if not 0 <= slope <= 1:  # type: ignore[operator]
+                raise _unsupported(t, node)
+            relax = _relax.relu_relaxation(box.lower, box.upper, float(slope))  # type: ignore[arg-type]
+        else:
+            relax = {"relu": _relax.relu_relaxation, "tanh": _relax.tanh_relaxation,
+                     "sigmoid": _relax.sigmoid_relaxation}[name](box.lower, box.upper)
+        return ([(first, None)], *_relax.apply_relaxation(lam, relax))
+    if name == "reshape" and first in t.boxes and len(ins) == 1:
+        return [(first, lam.reshape(n, s, *t.boxes[first].shape[1:]))], lam.new_zeros(n, s)  # type: ignore[index]
+    if (name == "add" and len(node.args) == 2 and not node.kwargs and len(ins) == 2
+            and all(t.boxes[a].shape == t.boxes[node].shape for a in ins)):
+        return [(a, lam) for a in ins], lam.new_zeros(n, s)
+    if name in _AFFINE_FNS:
+        return _vjp(t, node, lam, ins)
+    raise _unsupported(t, node)
+
+
+def _vjp(t: Trace, node: fx.Node, lam: torch.Tensor, ins: list[fx.Node]) -> tuple[list[tuple[fx.Node, torch.Tensor]], torch.Tensor]:
+    """Transpose of an affine op of several bounded inputs via one vector-Jacobian product (and its offset)."""
+    n, s = lam.shape[:2]
+    keep = torch.is_grad_enabled()
+    with torch.enable_grad():
+        zs = {a: torch.zeros((n * s, *t.boxes[a].shape[1:]), dtype=lam.dtype, device=lam.device, requires_grad=True)
+              for a in ins}
+
+        def sub(a: Any) -> Any:
+            return (zs[a] if a in zs else t.values[a]) if isinstance(a, fx.Node) else a
+
+        out = _call(t.gm, node, _map(node.args, sub), _map(dict(node.kwargs), sub))
+        flat = lam.reshape(n * s, *out.shape[1:])
+        grads = torch.autograd.grad(out, list(zs.values()), flat, create_graph=keep, allow_unused=True)
+    b = (flat * out).flatten(1).sum(-1).view(n, s)
+    parts = []
+    for a, g in zip(ins, grads):
+        g = torch.zeros_like(zs[a]) if g is None else g
+        parts.append((a, (g if keep else g.detach()).view(n, s, *t.boxes[a].shape[1:])))
+    return parts, (b if keep else b.detach())
+
+
+def backward(t: Trace, start: fx.Node, lam: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
+             clip: tuple[float, float] | None) -> torch.Tensor:
+    """Lower bound (N, S) of ``lam · node(x')`` over the input set, ``lam`` (N, S, *shape of ``start``)."""
+    n, s = lam.shape[:2]
+    bias = lam.new_zeros(n, s)
+    acc: dict[fx.Node, torch.Tensor] = {start: lam}
+    for node in reversed(t.nodes[: t.nodes.index(start) + 1]):
+        lam_n = acc.pop(node, None)
+        if lam_n is None:
+            continue
+        if node.op == "placeholder":
+            return concretize(lam_n, bias, x, eps, norm, clip)
+        if node.op == "call_module":
+            m = t.gm.get_submodule(str(node.target))
+            got = _module_back(t, node, m, lam_n)
+            parts: Any = [(node.args[0], got[0])]
+            b = got[1]
+        else:
+            res = _fn_back(t, node, lam_n)
+            if len(res) == 3:  # a relaxation: ([(input, None)], lam_in, bias)
+                parts, b = [(res[0][0][0], res[1])], res[2]
+            else:
+                parts, b = res
+        bias = bias + b
+        for a, la in parts:
+            acc[a] = acc[a] + la if a in acc else la
+    return bias  # the specification does not depend on the input
+
+
+def _records(t: Trace, upto: fx.Node) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    stop = t.nodes.index(upto) + 1
+    return [(t.boxes[a].lower, t.boxes[a].upper) for a in t.nodes[:stop] if a in t.boxes]
+
+
+def backward_chunked(t: Trace, start: fx.Node, lam: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
+                     clip: tuple[float, float] | None, max_memory: int | None) -> torch.Tensor:
+    """:func:`backward` over chunks of the specification rows that keep the working set under ``max_memory``."""
+    s = lam.shape[1]
+    step = _row_chunks(s, x.shape[0], _row_bytes(_records(t, start), x), max_memory)
+    if step >= s:
+        return backward(t, start, lam, x, eps, norm, clip)
+    return torch.cat([backward(t, start, lam[:, i:i + step], x, eps, norm, clip) for i in range(0, s, step)], 1)
+
+
+def bounds_at(t: Trace, node: fx.Node, x: torch.Tensor, eps: float, norm: str, clip: tuple[float, float] | None,
+              max_memory: int | None, progress: bool | None = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Element-wise CROWN bounds of ``node`` (identity specification, rows chunked under ``max_memory``)."""
+    shape = t.boxes[node].shape[1:]
+    k, n = math.prod(shape), x.shape[0]
+    step = _row_chunks(k, n, _row_bytes(_records(t, node), x), max_memory)
+    eye = torch.eye(k, dtype=x.dtype, device=x.device)
+    los, ups = [], []
+    for i in progress_bar(range(0, k, step), f"CROWN rows of {node.name}", enabled=progress and k > step):
+        rows = eye[i:i + step]
+        spec = rows.expand(n, rows.shape[0], k).reshape(n, rows.shape[0], *shape)
+        los.append(backward(t, node, spec, x, eps, norm, clip))
+        ups.append(-backward(t, node, -spec, x, eps, norm, clip))
+    return torch.cat(los, 1).view(n, *shape), torch.cat(ups, 1).view(n, *shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points used by certify.ibp for models that are not plain chains of layers
+# ----------------------------------------------------------------------------------------------
+def graph_forward(model: nn.Module, x: torch.Tensor, eps: float, norm: str, method: str,
+                  clip: tuple[float, float] | None, max_memory: int | None, *, stop_before_output: bool = False,
+                  progress: bool | None = False) -> Trace:
+    """Trace ``model`` and bound every node (``method='crown'``: CROWN bounds before every relaxation)."""
+    from .ibp import _graph_rules
+
+    has_rule, module_rule, fn_rule = _graph_rules()
+    gm = trace(model, has_rule)
+    out = output_node(gm)
+    stop = None
+    if stop_before_output and out.op == "call_module" and isinstance(gm.get_submodule(str(out.target)), nn.Linear) \
+            and isinstance(out.args[0], fx.Node):
+        stop = out.args[0]
+
+    def tighten(tr: Trace, node: fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
+        return bounds_at(tr, node, x, eps, norm, clip, max_memory, progress)
+
+    t = forward(gm, x, eps, norm, clip, module_rule, fn_rule, stop=stop,
+                tighten=tighten if method == "crown" else None)
+    t.output = t.nodes[-1]
+    return t
+
+
+def graph_interval_bounds(model: nn.Module, x: torch.Tensor, eps: float, norm: str, method: str,
+                          clip: tuple[float, float] | None, max_memory: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``interval_bounds`` for a traced graph."""
+    t = graph_forward(model, x, eps, norm, method, clip, max_memory)
+    box = t.boxes[t.output]
+    if method == "ibp":
+        return box.lower, box.upper
+    lo, up = bounds_at(t, t.output, x, eps, norm, clip, max_memory)
+    return torch.maximum(lo, box.lower), torch.minimum(up, box.upper)
+
+
+def graph_margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, method: str,
+                        clip: tuple[float, float] | None, max_memory: int | None) -> torch.Tensor:
+    """``margin_bounds`` for a traced graph: the last Linear is folded into the specification as for chains."""
+    from .ibp import _check_y, _elided_margin, _spec_matrix
+
+    t = graph_forward(model, x, eps, norm, method, clip, max_memory, stop_before_output=True)
+    out = output_node(t.gm)
+    box = t.boxes[t.output]
+    if t.output is not out:  # stopped before a final Linear
+        last = t.gm.get_submodule(str(out.target))
+        lb = _elided_margin(last, box.lower, box.upper, y, x)
+        num_classes = last.weight.shape[0]
+    else:
+        if box.lower.dim() != 2:
+            raise ValueError(f"margin_bounds needs a model returning (N, C) logits. Got shape {tuple(box.shape)}.")
+        num_classes = box.shape[1]
+        _check_y(y, x, num_classes, "margin_bounds")
+        lb = box.lower.gather(1, y[:, None]) - box.upper
+    if method != "ibp":
+        spec = _spec_matrix(y, num_classes, x.dtype)
+        if t.output is not out:
+            spec = spec @ last.weight
+            b = spec.new_zeros(spec.shape[:2]) if last.bias is None else _spec_matrix(y, num_classes, x.dtype) @ last.bias
+            crown = backward_chunked(t, t.output, spec.view(*spec.shape[:2], *box.shape[1:]), x, eps, norm, clip,
+                                     max_memory) + b
+        else:
+            crown = backward_chunked(t, t.output, spec, x, eps, norm, clip, max_memory)
+        lb = torch.maximum(lb, crown)
+    return lb
+
+
+def graph_bytes_per_sample(model: nn.Module, x1: torch.Tensor, norm: str, method: str) -> tuple[int, int | None]:
+    """``(estimated peak bytes per sample of method, number of classes)`` for a traced graph (one sample ``x1``)."""
+    t = graph_forward(model, x1, 0.0, norm, "ibp", None, None)
+    recs = _records(t, t.output)
+    widths = [math.prod(lo.shape[1:]) for lo, _ in recs]
+    ibp = 4 * sum(widths) * x1.element_size()
+    out_shape = t.boxes[t.output].shape[1:]
+    num_out, classes = math.prod(out_shape), (out_shape[0] if len(out_shape) == 1 else None)
+    if method == "ibp":
+        return ibp, classes
+    need = num_out * _row_bytes(recs, x1)
+    if method == "crown":
+        from ._graph import _feeds_relaxation
+
+        for node in t.nodes[1:]:
+            if node in t.boxes and _feeds_relaxation(t.gm, node):
+                k = math.prod(t.boxes[node].shape[1:])
+                need = max(need, k * _row_bytes(_records(t, node), x1))
+    return max(ibp, need), classes

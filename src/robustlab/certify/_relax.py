@@ -1,0 +1,131 @@
+"""Sound linear relaxations of the nonlinear ops for CROWN back-substitution.
+
+For an element-wise op ``f`` on ``[l, u]`` a relaxation is ``(s_lo, t_lo, s_up, t_up)`` with
+``s_lo x + t_lo <= f(x) <= s_up x + t_up`` for every ``x`` in ``[l, u]``:
+
+- ReLU / LeakyReLU (slope ``a`` in [0, 1]): the chord above, a line through 0 of slope 1 or ``a`` below
+  (Zhang et al. 2018, CROWN).
+- Sigmoid / Tanh (convex for x < 0, concave for x > 0): where the interval is on one side, the chord on
+  the outer side and the tangent at the midpoint on the inner side; across 0 two parallel lines of
+  slope ``min(f'(l), f'(u))`` through ``(l, f(l))`` (below) and ``(u, f(u))`` (above), sound because
+  ``f' >= min(f'(l), f'(u))`` on ``[l, u]`` (``f'`` is unimodal with its peak at 0).
+- MaxPool2d: below, the input of each window with the largest lower bound; above, that same input when
+  its lower bound is at least every other upper bound of the window, else the constant ``max u``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+Relaxation = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+_TINY = 1e-6  # intervals narrower than this get constant bounds (chords would divide by ~0)
+
+
+def relu_relaxation(lo: torch.Tensor, up: torch.Tensor, slope: float = 0.0) -> Relaxation:
+    """LeakyReLU (``slope`` in [0, 1]; 0 = ReLU): chord above, slope 1 or ``slope`` below."""
+    one, a = torch.ones_like(up), torch.full_like(up, float(slope))
+    act, dead = lo >= 0, up <= 0
+    unstable = ~(act | dead)
+    chord = (up - slope * lo) / (up - lo).clamp_min(1e-12)
+    s_up = torch.where(act, one, torch.where(dead, a, chord))
+    t_up = torch.where(unstable, lo * (slope - chord), torch.zeros_like(up))
+    s_lo = torch.where(act, one, torch.where(dead, a, torch.where(up > -lo, one, a)))
+    return s_lo, torch.zeros_like(up), s_up, t_up
+
+
+def _sigmoid_grad(t: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(t)
+    return s * (1 - s)
+
+
+def _tanh_grad(t: torch.Tensor) -> torch.Tensor:
+    return 1 - torch.tanh(t) ** 2
+
+
+def s_shaped_relaxation(lo: torch.Tensor, up: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor],
+                        df: Callable[[torch.Tensor], torch.Tensor]) -> Relaxation:
+    """Relaxation of an increasing function convex on x < 0 and concave on x > 0 (sigmoid, tanh)."""
+    fl, fu = f(lo), f(up)
+    width = up - lo
+    narrow = width < _TINY
+    mid = (lo + up) / 2
+    fm, dm = f(mid), df(mid)
+    chord = (fu - fl) / width.clamp_min(_TINY)
+    convex, concave = up <= 0, lo >= 0
+    d = torch.minimum(df(lo), df(up))
+    zero = torch.zeros_like(lo)
+    # lower line
+    s_lo = torch.where(convex, dm, torch.where(concave, chord, d))
+    t_lo = torch.where(convex, fm - dm * mid, torch.where(concave, fl - chord * lo, fl - d * lo))
+    # upper line
+    s_up = torch.where(convex, chord, torch.where(concave, dm, d))
+    t_up = torch.where(convex, fl - chord * lo, torch.where(concave, fm - dm * mid, fu - d * up))
+    s_lo, t_lo = torch.where(narrow, zero, s_lo), torch.where(narrow, fl, t_lo)
+    s_up, t_up = torch.where(narrow, zero, s_up), torch.where(narrow, fu, t_up)
+    return s_lo, t_lo, s_up, t_up
+
+
+def sigmoid_relaxation(lo: torch.Tensor, up: torch.Tensor) -> Relaxation:
+    """Sound linear bounds of ``sigmoid`` on ``[lo, up]``."""
+    return s_shaped_relaxation(lo, up, torch.sigmoid, _sigmoid_grad)
+
+
+def tanh_relaxation(lo: torch.Tensor, up: torch.Tensor) -> Relaxation:
+    """Sound linear bounds of ``tanh`` on ``[lo, up]``."""
+    return s_shaped_relaxation(lo, up, torch.tanh, _tanh_grad)
+
+
+def apply_relaxation(lam: torch.Tensor, relax: Relaxation) -> tuple[torch.Tensor, torch.Tensor]:
+    """Back-substitute ``lam`` (N, S, *shape) through an element-wise relaxation: ``(lam_in, bias (N, S))``."""
+    s_lo, t_lo, s_up, t_up = (r.unsqueeze(1) for r in relax)
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    bias = (pos * t_lo + neg * t_up).flatten(2).sum(-1)
+    return pos * s_lo + neg * s_up, bias
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def maxpool_params(kernel_size: int | tuple[int, ...], stride: int | tuple[int, ...] | None = None,
+                   padding: int | tuple[int, ...] = 0, dilation: int | tuple[int, ...] = 1,
+                   ceil_mode: bool = False, return_indices: bool = False) -> dict[str, tuple[int, int] | bool]:
+    """Normalised MaxPool2d parameters (the keyword order of ``F.max_pool2d``)."""
+    k = _pair(kernel_size)
+    return {"kernel_size": k, "stride": _pair(stride) if stride not in (None, ()) else k,  # type: ignore[arg-type]
+            "padding": _pair(padding), "dilation": _pair(dilation), "ceil_mode": bool(ceil_mode),
+            "return_indices": bool(return_indices)}
+
+
+def maxpool_backward(lam: torch.Tensor, lo: torch.Tensor, up: torch.Tensor,
+                     p: dict[str, tuple[int, int] | bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Back-substitute ``lam`` (N, S, C, oh, ow) through MaxPool2d with input bounds ``lo, up`` (N, C, H, W)."""
+    if p["ceil_mode"] or p["return_indices"]:
+        raise TypeError("CROWN supports MaxPool2d with ceil_mode=False and return_indices=False only.")
+    n, s = lam.shape[:2]
+    c, h, w = lo.shape[1:]
+    k, st, pad, dil = p["kernel_size"], p["stride"], p["padding"], p["dilation"]
+    kk = k[0] * k[1]  # type: ignore[index]
+    padded = (pad[1], pad[1], pad[0], pad[0])  # type: ignore[index]
+    kw = dict(kernel_size=k, dilation=dil, stride=st)
+    lo_u = F.unfold(F.pad(lo, padded, value=-float("inf")), **kw).view(n, c, kk, -1)  # type: ignore[arg-type]
+    up_u = F.unfold(F.pad(up, padded, value=-float("inf")), **kw).view(n, c, kk, -1)  # type: ignore[arg-type]
+    best = lo_u.argmax(2, keepdim=True)  # (N, C, 1, L): the input with the largest lower bound
+    l_best = lo_u.gather(2, best)
+    others = up_u.scatter(2, best, -float("inf")).amax(2, keepdim=True)
+    exact = (l_best >= others).squeeze(2)  # (N, C, L): that input is the maximum on the whole box
+    u_max = up_u.amax(2)  # (N, C, L)
+    lam_f = lam.reshape(n, s, c, -1)
+    pos, neg = lam_f.clamp(min=0), lam_f.clamp(max=0)
+    ex = exact.unsqueeze(1)
+    coef = pos + torch.where(ex, neg, torch.zeros_like(neg))  # coefficient on x_best
+    bias = torch.where(ex, torch.zeros_like(neg), neg * u_max.unsqueeze(1)).flatten(2).sum(-1)
+    onehot = torch.zeros((n, 1, c, kk, coef.shape[-1]), dtype=lam.dtype, device=lam.device)
+    onehot.scatter_(3, best.unsqueeze(1), 1.0)
+    cols = (onehot * coef.unsqueeze(3)).reshape(n * s, c * kk, -1)
+    back = F.fold(cols, (h, w), padding=pad, **kw)  # type: ignore[arg-type]
+    return back.view(n, s, c, h, w), bias
