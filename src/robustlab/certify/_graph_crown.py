@@ -197,7 +197,7 @@ def graph_forward(model: nn.Module, x: torch.Tensor, eps: float, norm: str, meth
                   clip: tuple[float, float] | None, max_memory: int | None, *, stop_before_output: bool = False,
                   progress: bool | None = False) -> Trace:
     """Trace ``model`` and bound every node (``method='crown'``: CROWN bounds before every relaxation)."""
-    from .ibp import _graph_rules
+    from ._rules import _graph_rules
 
     has_rule, module_rule, fn_rule = _graph_rules()
     gm = trace(model, has_rule)

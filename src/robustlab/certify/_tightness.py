@@ -8,7 +8,8 @@ from torch import nn
 
 from ..models import Normalize
 from ._crown import _CROWN_AFFINE, _CROWN_NAMES, Bounds, _affine_vjp
-from .ibp import _batchnorm_eval, _bn_affine, _check_y, _layers, _spec_matrix, _validate
+from ._rules import _batchnorm_eval, _bn_affine
+from .ibp import _check_y, _layers, _spec_matrix, _validate
 
 __all__ = ["tightness"]
 

@@ -1,0 +1,231 @@
+"""The one IBP rule table (layer types and fx graph ops) and the per-layer rules.
+
+Each layer type has a rule ``(module, lower, upper) -> (lower, upper)`` registered with
+:func:`register_ibp_rule`; op names and functions of fx graph nodes (``"add"``, ``"cat"``, ``torch.exp``)
+have rules ``(fn, args, kwargs) -> (lower, upper)`` in the same table (see :mod:`._graph`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import Normalize
+from ._crown import _CROWN_AFFINE, Bounds, _cr, _lu
+from ._graph import FUNCTION_RULES
+
+Rule = Callable[..., Bounds]
+
+#: The one rule table. Layer type -> ``rule(module, lower, upper) -> (lower, upper)``; op name (``"add"``,
+#: ``"cat"``, ``"reshape"``, ...) or function (``torch.exp``) of an fx graph node ->
+#: ``rule(fn, args, kwargs) -> (lower, upper)``, where the bounded arguments are ``_graph.Box(lower, upper)``
+#: and ``fn`` evaluates the node on concrete tensors.
+IBP_RULES: dict[Any, Rule] = {}
+
+
+
+def register_ibp_rule(*types: Any) -> Callable[[Rule], Rule]:
+    """Decorator registering an IBP rule for layer types, fx op names or functions.
+
+    For an ``nn.Module`` subclass: ``rule(module, lower, upper) -> (lower, upper)`` (subclasses use it too,
+    and a module with a rule is a leaf of the fx trace). For an op name such as ``"add"`` or a function such
+    as ``torch.exp``: ``rule(fn, args, kwargs) -> (lower, upper)`` with bounded arguments given as
+    ``Box(lower, upper)`` (see :mod:`robustlab.certify._graph`). The rule must be sound: every output on
+    an input in ``[lower, upper]`` lies in the returned interval.
+    """
+    ok = all((isinstance(t, type) and issubclass(t, nn.Module)) or isinstance(t, str)
+             or (callable(t) and not isinstance(t, type)) for t in types)
+    if not types or not ok:
+        raise TypeError("register_ibp_rule takes nn.Module subclasses, op names or functions, e.g. "
+                        f"register_ibp_rule(nn.Linear) or register_ibp_rule(torch.exp). Got {types!r}.")
+
+    def deco(rule: Rule) -> Rule:
+        for t in types:
+            if t in IBP_RULES:
+                raise ValueError(f"An IBP rule for {getattr(t, '__name__', t)} is already registered.")
+            IBP_RULES[t] = rule
+        return rule
+
+    return deco
+
+
+def supported_layers() -> list[str]:
+    """Names of the layer types and graph ops (functions, tensor methods) that have an IBP rule."""
+    _register_zoo_rules()
+    return sorted({getattr(t, "__name__", str(t)) for t in IBP_RULES})
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-layer rules
+# ----------------------------------------------------------------------------------------------
+@register_ibp_rule(nn.Sequential)
+def _sequential_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    for child in m:  # type: ignore[attr-defined]
+        lower, upper = _propagate(child, lower, upper)
+    return lower, upper
+
+
+@register_ibp_rule(nn.Linear)
+def _linear_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    c, r = _cr(lower, upper)
+    return _lu(F.linear(c, m.weight, m.bias), F.linear(r, m.weight.abs()))
+
+
+@register_ibp_rule(nn.Conv2d)
+def _conv2d_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    if m.padding_mode != "zeros":
+        raise TypeError(f"The IBP rule for Conv2d supports padding_mode='zeros' only. Got {m.padding_mode!r}.")
+    c, r = _cr(lower, upper)
+    kw = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+    return _lu(F.conv2d(c, m.weight, m.bias, **kw), F.conv2d(r, m.weight.abs(), None, **kw))
+
+
+def _monotone(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> Rule:
+    def rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+        return fn(m, lower), fn(m, upper)
+
+    return rule
+
+
+register_ibp_rule(nn.ReLU)(_monotone(lambda m, t: torch.relu(t)))  # type: ignore[arg-type]
+register_ibp_rule(nn.Tanh)(_monotone(lambda m, t: torch.tanh(t)))  # type: ignore[arg-type]
+register_ibp_rule(nn.Sigmoid)(_monotone(lambda m, t: torch.sigmoid(t)))  # type: ignore[arg-type]
+register_ibp_rule(nn.Flatten, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.MaxPool2d)(_monotone(lambda m, t: m(t)))  # type: ignore[arg-type]
+register_ibp_rule(Normalize)(_monotone(lambda m, t: m(t)))  # std > 0: increasing
+register_ibp_rule(nn.Identity)(lambda m, lower, upper: (lower, upper))
+
+
+@register_ibp_rule(nn.LeakyReLU)
+def _leaky_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    if m.negative_slope < 0:
+        raise TypeError("The IBP rule for LeakyReLU needs negative_slope >= 0 (a monotone activation).")
+    return m(lower), m(upper)
+
+
+@register_ibp_rule(nn.Dropout)
+def _dropout_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    if m.training and m.p > 0:
+        raise TypeError("IBP through Dropout needs the model in eval mode (model.eval()).")
+    return lower, upper
+
+
+def _bn_affine(m: Any, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(scale, shift)`` of a BatchNorm from its running (eval-mode) statistics."""
+    if m.running_mean is None or m.running_var is None:
+        raise TypeError(f"Bounds through {type(m).__name__} need its running statistics, but it was built with "
+                        "track_running_stats=False (its output depends on the batch); use track_running_stats=True.")
+    mean, var = m.running_mean, m.running_var
+    scale = torch.rsqrt(var + m.eps)
+    if m.weight is not None:
+        scale = scale * m.weight
+    shift = -mean * scale + (m.bias if m.bias is not None else 0.0)
+    shape = [1, -1] + [1] * (center.dim() - 2)
+    return scale.view(shape), shift.view(shape)
+
+
+@register_ibp_rule(nn.BatchNorm1d, nn.BatchNorm2d)
+def _batchnorm_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    """The affine map of the running statistics (eval mode), whatever the module's mode."""
+    c, r = _cr(lower, upper)
+    scale, shift = _bn_affine(m, c)
+    return _lu(c * scale + shift, r * scale.abs())
+
+
+@contextlib.contextmanager
+def _batchnorm_eval(model: nn.Module) -> Iterator[None]:
+    """Put every BatchNorm of ``model`` in eval mode for the duration (running statistics, no updates).
+
+    Every bound path (IBP rules, CROWN's vector-Jacobian products, tightness) then sees the same
+    eval-mode affine map; the modes are restored afterwards. A BatchNorm without running statistics raises.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        if m.running_mean is None or m.running_var is None:
+            _bn_affine(m, torch.zeros(1, 1))  # raises the track_running_stats message
+    modes = [m.training for m in bns]
+    try:
+        for m in bns:
+            m.training = False
+        yield
+    finally:
+        for m, mode in zip(bns, modes):
+            m.training = mode
+
+
+def _residual_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    """``body(x) + shortcut(x)``: interval sums (both branches see the same input box)."""
+    lb, ub = _propagate(m.body, lower, upper)
+    shortcut = getattr(m, "shortcut", None)
+    ls, us = (lower, upper) if shortcut is None else _propagate(shortcut, lower, upper)
+    return lb + ls, ub + us
+
+
+def _register_zoo_rules() -> None:
+    """Register the rule for ``models.Residual`` once the model zoo defines it."""
+    from .. import models
+
+    res = getattr(models, "Residual", None)
+    if isinstance(res, type) and res not in IBP_RULES:
+        IBP_RULES[res] = _residual_rule
+
+
+def _rule_for(m: nn.Module) -> Rule:
+    for _ in range(2):
+        for cls in type(m).__mro__:
+            if cls in IBP_RULES:
+                if cls is nn.Sequential and type(m).forward is not nn.Sequential.forward:
+                    break  # a Sequential subclass with its own forward is not a plain chain
+                return IBP_RULES[cls]
+        _register_zoo_rules()
+    if type(m).__name__ == "Residual" and isinstance(getattr(m, "body", None), nn.Module):
+        return _residual_rule
+    raise TypeError(
+        f"interval_bounds does not support the layer {type(m).__name__}. Supported layers: "
+        f"{', '.join(supported_layers())}. Register a rule with robustlab.certify.ibp.register_ibp_rule."
+    )
+
+
+def _propagate(m: nn.Module, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    return _rule_for(m)(m, lower, upper)
+
+
+_CHAIN_CROWN = (nn.Linear, nn.ReLU, nn.Flatten, nn.Identity, nn.Dropout, Normalize, nn.Conv2d, *_CROWN_AFFINE)
+
+
+def _is_chain(layers: list[nn.Module], method: str) -> bool:
+    """Whether the sequential fast path bounds these layers (else the fx graph interpreter does)."""
+    try:
+        for m in layers:
+            _rule_for(m)
+    except TypeError:
+        return False
+    return method == "ibp" or all(type(m) in _CHAIN_CROWN or isinstance(m, _CHAIN_CROWN) for m in layers)
+
+
+def _graph_rules() -> tuple[Callable[[nn.Module], bool], Callable[[nn.Module], Rule], Callable[[Any], Rule]]:
+    """``(has_rule, module_rule, fn_rule)`` over :data:`IBP_RULES` for the fx graph interpreter."""
+    from ._graph import _is_container, describe, op_name
+
+    _register_zoo_rules()
+
+    def has_rule(m: nn.Module) -> bool:
+        return not _is_container(m) and any(c in IBP_RULES for c in type(m).__mro__ if c is not nn.Sequential)
+
+    def fn_rule(node: Any) -> Rule:
+        rule = IBP_RULES.get(node.target) if node.op == "call_function" else None
+        rule = rule or IBP_RULES.get(op_name(node))
+        if rule is None:
+            raise TypeError(f"interval_bounds does not support {describe(node, node.graph.owning_module)}. Supported "
+                            f"layers: {', '.join(supported_layers())}. Register a rule with "
+                            "robustlab.certify.ibp.register_ibp_rule.")
+        return rule
+
+    return has_rule, _rule_for, fn_rule
+
+
+IBP_RULES.update(FUNCTION_RULES)  # the op-name rules of the fx graph interpreter (add, cat, reshape, ...)
