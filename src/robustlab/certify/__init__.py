@@ -2,8 +2,9 @@
 
 ``interval_bounds(model, x, eps=...)`` bounds the logits over an ε-ball, ``certified_accuracy``
 counts points whose margin lower bounds are positive; :class:`SmoothedClassifier` certifies L2
-radii with Cohen et al.'s CERTIFY. Certified training objectives (``ibp``, ``crown_ibp``,
-``gaussian_aug``) live in :mod:`robustlab.training.objectives`.
+radii with Cohen et al.'s CERTIFY; ``lipschitz`` certifies L2 radii margin/(√2·L) from a Lipschitz bound.
+Certified training objectives (``ibp``, ``crown_ibp``, ``gaussian_aug``, ``lipschitz_margin``) live in
+:mod:`robustlab.training.objectives`.
 """
 
 from __future__ import annotations
@@ -19,18 +20,23 @@ from .ibp import (
     tightness,
     verified,
 )
+from .lipschitz import LipschitzCertificate, lipschitz, lipschitz_bound, orthogonality
 from .smoothing import ABSTAIN, SmoothedClassifier, certified_accuracy_curve, clopper_pearson_lower
 
 __all__ = [
     "ABSTAIN",
     "IBP_RULES",
+    "LipschitzCertificate",
     "SmoothedClassifier",
     "certified_accuracy",
     "certified_accuracy_curve",
     "clopper_pearson_lower",
     "ibp",
     "interval_bounds",
+    "lipschitz",
+    "lipschitz_bound",
     "margin_bounds",
+    "orthogonality",
     "register_ibp_rule",
     "smoothing",
     "supported_layers",

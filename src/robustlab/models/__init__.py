@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import (
     _cnn,  # noqa: F401  (registers)
     _denoiser,  # noqa: F401  (registers dncnn, conv_autoencoder)
+    _lipschitz,  # noqa: F401  (registers lipschitz_mlp, lipschitz_cnn)
     _mlp,  # noqa: F401  (registers)
 )
 from ._base import MODELS, Normalize, create, register_model

@@ -12,7 +12,8 @@ from .._registry import Registry
 
 __all__ = ["MODELS", "Normalize", "create", "register_model"]
 
-MODELS: Registry[nn.Module] = Registry("model", checks=("robustlab.testing._models", "robustlab.testing._models_ibp"))
+MODELS: Registry[nn.Module] = Registry("model", checks=("robustlab.testing._models", "robustlab.testing._models_ibp",
+                                                   "robustlab.testing._models_lipschitz"))
 register_model = MODELS.register
 
 

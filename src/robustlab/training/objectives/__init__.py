@@ -12,8 +12,13 @@ from .._objectives import OBJECTIVES, Batch, Objective, compute_loss, register_o
 __all__ = ["OBJECTIVES", "Batch", "Objective", "available", "compute_loss", "get", "register_objective"]
 
 # Modules registering objectives (defences, certified training, noise augmentation).
-from . import _adversarial, _certified, _distillation  # noqa: E402,F401
-from . import _quant  # noqa: E402,F401  (elastic_quant)
+from . import (  # noqa: E402,F401
+    _adversarial,
+    _certified,
+    _distillation,
+    _lipschitz,  # noqa: E402,F401  (lipschitz_margin)
+    _quant,  # noqa: E402,F401  (elastic_quant)
+)
 
 
 def get(name: str, **kwargs: Any) -> Objective:
