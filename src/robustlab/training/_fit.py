@@ -12,8 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._validation import InvalidParameterError, check_in_range, check_int, check_option
+from .._validation import InvalidParameterError, check_bool, check_in_range, check_int, check_option
 from ..data import ClassificationData
+from . import _distributed as _dist
 from . import _resume
 from ._checkpoint import save_checkpoint, save_train_state
 from ._collapse import CollapseMonitor
@@ -120,6 +121,9 @@ def fit(
     test_data: Any = None,
     val_data: Any = None,
     num_workers: int = 0,
+    distributed: bool = False,
+    sync_bn: bool = False,
+    dist_timeout: float = 600.0,
 ) -> FitResult:
     """Train ``model`` on ``data`` (``x_train, y_train``, or a streamed data set) and return ``(model, history)``.
 
@@ -169,6 +173,20 @@ def fit(
     exponential moving average of the weights (e.g. 0.999; Gowal et al. 2020), used for test accuracy and
     selection and returned.
 
+    ``distributed=True`` (in a script launched by ``torchrun --nproc_per_node=N``): data-parallel training with
+    torch ``DistributedDataParallel`` over the launch's processes (process group from torchrun's environment,
+    ``nccl`` on CUDA with ``cuda:LOCAL_RANK``, ``gloo`` on the CPU, ``dist_timeout`` seconds before a collective
+    waiting on a dead rank fails). Each global batch of the seeded permutation is cut into N contiguous slices,
+    one per rank, and each rank's loss is weighted by its share, so the global batch is ``batch_size`` and
+    N processes reproduce one (weights allclose, about 1e-7 apart after a few epochs of an MLP) for deterministic
+    objectives; random starts, augmentations and dropout draw per rank (rank 0's generators are the
+    single-process ones). ``sync_bn=True`` synchronises BatchNorm statistics over the global batch. Per-sample
+    loss state (ALDR-KL lambda, TGCE weights) is made equal on every rank after each epoch (each sample is
+    trained by one rank per epoch: exact). Test accuracy and selection are counted on each rank's slice and
+    summed. Only rank 0 writes checkpoints (after every rank reached the epoch's end; with every rank's RNG
+    states) and shows progress; ``callback`` runs on every rank (``torch.distributed.get_rank()`` tells which).
+    Resume needs the same number of processes. Pass a Dataset, not a DataLoader (fit shards it).
+
     Raises ``ValueError`` before training if the model's output width is not the data's number of classes,
     and :class:`NonFiniteLossError` (a ``ValueError`` and ``FloatingPointError``) naming the epoch and step
     when the training loss becomes NaN/inf (checked once per epoch; nothing is written). A run whose training
@@ -184,6 +202,16 @@ def fit(
     check_in_range(weight_decay, "weight_decay", 0.0, None, owner=owner)
     check_int(eval_every, "eval_every", 0, None, owner=owner)
     check_int(num_workers, "num_workers", 0, None, owner=owner)
+    check_bool(distributed, "distributed", owner=owner)
+    check_bool(sync_bn, "sync_bn", owner=owner)
+    check_in_range(dist_timeout, "dist_timeout", 0.0, None, closed="neither", owner=owner)
+    if sync_bn and not distributed:
+        raise InvalidParameterError("The 'sync_bn' parameter of fit synchronises BatchNorm across processes: it needs "
+                                    "distributed=True (under torchrun).")
+    if distributed and isinstance(data, DataLoader):
+        raise InvalidParameterError(
+            "fit(distributed=True) shards the data itself: pass the Dataset (or ClassificationData), not a "
+            "DataLoader (each rank then reads a disjoint slice of every global batch).")
     if not isinstance(data, ClassificationData) and not is_streaming(data):
         raise TypeError(f"The 'data' parameter of fit must be a ClassificationData, a torch Dataset or a DataLoader. "
                         f"Got {type(data).__name__}.")
@@ -191,8 +219,16 @@ def fit(
     val_fraction = _check_new_options(owner, precision, checkpoint_dir, checkpoint_every, resume,
                                       val_fraction, select, select_every, patience, ema, val_data is not None)
 
-    dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
+    ctx = _dist.setup(device, dist_timeout, owner) if distributed else None
+    main = ctx is None or ctx.is_main
+    shard = ctx.shard if ctx is not None else None
+    if ctx is not None:
+        dev = ctx.device
+    else:
+        dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()), torch.device("cpu"))
     model.to(dev)
+    if sync_bn:
+        model = _dist.convert_sync_batchnorm(model, dev)
     loader_gen = torch.Generator().manual_seed(int(seed) + 4)  # DataLoader worker seeds (streaming Datasets)
     fd = prepare_data(data, val_fraction=val_fraction, val_data=val_data, test_data=test_data, seed=int(seed),
                       dev=dev, num_workers=num_workers, loader_gen=loader_gen, owner=owner)
@@ -223,8 +259,9 @@ def fit(
     steps_per_epoch = max(1, math.ceil(n / batch_size))
     total_steps = epochs * steps_per_epoch
     gen = torch.Generator().manual_seed(int(seed))
-    obj_gen = torch.Generator(device=dev).manual_seed(int(seed) + 1)
-    aug_gen = torch.Generator(device=dev).manual_seed(int(seed) + 2) if aug is not None else None
+    rank_seed = 0 if ctx is None else 1_000_003 * ctx.rank  # each rank its own random starts/augmentations
+    obj_gen = torch.Generator(device=dev).manual_seed(int(seed) + 1 + rank_seed)
+    aug_gen = torch.Generator(device=dev).manual_seed(int(seed) + 2 + rank_seed) if aug is not None else None
     obj.setup(model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, num_classes=num_classes,
               num_train=n, generator=obj_gen)
     opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
@@ -241,17 +278,20 @@ def fit(
         weight_decay=weight_decay, schedule=schedule, seed=seed, n_train=n, num_classes=num_classes,
         loss=loss, loss_kw=loss_kw, objective=objective, objective_kw=objective_kw, augment=augment,
         augment_kw=augment_kw, precision=precision, val_fraction=val_fraction, select=select, select_kw=sel_kw,
-        select_every=select_every, patience=patience, ema=ema)
+        select_every=select_every, patience=patience, ema=ema,
+        **({"world_size": ctx.world, "sync_bn": sync_bn} if ctx is not None else {}))
     start_epoch = step = 0
     if resume:
         state = _resume.load(checkpoint_dir, fingerprint)
         if state is not None:
             start_epoch, step, kept_fraction = _resume.restore(
                 state, model=model, opt=opt, scaler=scaler, loss_fn=loss_fn, obj=obj, gens=gens, ema=ema_w,
-                history=history, selection=sel, device=dev)
+                history=history, selection=sel, device=dev, rank=0 if ctx is None else ctx.rank)
+    net = model if ctx is None else _dist.wrap(model, dev)  # what the objective trains (DDP: gradients all-reduced)
+    reduce = None if ctx is None else ctx.sum_counts
 
     bar = None
-    if progress:
+    if progress and main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start_epoch, desc="fit", unit="epoch", leave=False, disable=None)
@@ -278,11 +318,12 @@ def fit(
         metrics_seen: dict[str, list[torch.Tensor]] = {}
         sizes: list[int] = []
         labels_seen: list[torch.Tensor] | None = [] if collapse is None else None
+        touched = torch.zeros(n, dtype=torch.bool, device=dev) if ctx is not None and needs_index else None
         constant_lr = schedule == "constant"
         if constant_lr:
             for g in opt.param_groups:
                 g["lr"] = lr
-        for idx, xb, yb in src.batches(gen, batch_size, dev):
+        for j, (idx, xb, yb) in enumerate(src.batches(gen, batch_size, dev, shard)):
             if idx is None and needs_index:
                 raise InvalidParameterError(
                     "The loss keeps per-sample state and needs each sample's data-set index, but the DataLoader "
@@ -295,16 +336,24 @@ def fit(
             if aug is not None:
                 xb = aug(xb, aug_gen)
             if amp_dtype is None:
-                value, metrics = obj(model, Batch(xb, yb, idx), loss_fn)
+                value, metrics = obj(net, Batch(xb, yb, idx), loss_fn)
             else:
                 with torch.autocast(dev.type, dtype=amp_dtype):
-                    value, metrics = obj(model, Batch(xb, yb, idx), loss_fn)
+                    value, metrics = obj(net, Batch(xb, yb, idx), loss_fn)
+            size = int(yb.shape[0])
+            grad_value = value
+            if ctx is not None:  # weight by this rank's share of the global batch: DDP's mean is the global mean
+                global_size = min(batch_size, n - j * batch_size)
+                size = ctx.local_size(global_size)
+                grad_value = value * (size * ctx.world / global_size)
+                if touched is not None and size:
+                    touched[idx] = True
             opt.zero_grad(set_to_none=True)
             if scaler is None:
-                value.backward()
+                grad_value.backward()
                 opt.step()
             else:
-                scaler.scale(value).backward()
+                scaler.scale(grad_value).backward()
                 scaler.step(opt)
                 scaler.update()
             if ema_w is not None:
@@ -312,20 +361,24 @@ def fit(
             losses_seen.append(value.detach())
             for k, v in metrics.items():
                 metrics_seen.setdefault(k, []).append(v.detach())
-            sizes.append(int(yb.shape[0]))
+            sizes.append(size)
             if labels_seen is not None:
                 labels_seen.append(yb)
             step += 1
         n_seen = sum(sizes)
         weights = torch.tensor(sizes, dtype=torch.float32, device=dev)
         loss_sum = (torch.stack(losses_seen).float() * weights).sum()
-        if not bool(torch.isfinite(loss_sum)):  # the epoch's one sync; the step is found only on failure
-            _raise_non_finite(losses_seen, epoch, steps_per_epoch, lr, owner)
         metric_sums = {
             k: (torch.stack(vs).float().reshape(len(vs)) * weights).sum() if len(vs) == len(losses_seen)
             else torch.stack(vs).float().mean() * n_seen  # a metric reported on some steps only
             for k, vs in metrics_seen.items()
         }
+        if ctx is not None:  # epoch sums over the ranks; per-sample loss state made equal on every rank
+            loss_sum, n_seen, metric_sums = _dist.epoch_sums(ctx, loss_sum, n_seen, metric_sums)
+            if touched is not None:
+                _dist.sync_per_sample_state(loss_fn, touched, ctx)
+        if not bool(torch.isfinite(loss_sum)):  # the epoch's one sync; the step is found only on failure
+            _raise_non_finite(losses_seen, epoch, steps_per_epoch, lr, owner)
         if labels_seen is not None:  # labels not known up front: chance level from the first epoch's labels
             collapse = CollapseMonitor(torch.cat(labels_seen), lr=lr, optimizer=optimizer, objective=obj)
         eval_model = model if ema_w is None else ema_w.model
@@ -337,29 +390,35 @@ def fit(
             row.setdefault("train_acc", float("nan"))
             if prunes:
                 row["kept_fraction"] = kept_fraction
-            row["test_acc"] = accuracy(eval_model, fd.test, dev) if fd.test is not None else float("nan")
+            row["test_acc"] = accuracy(eval_model, fd.test, dev, ctx=ctx) if fd.test is not None else float("nan")
             model.train()
             row["time_s"] = time.perf_counter() - t0
             for key, val in row.items():
                 history.setdefault(key, []).append(float(val))
             assert collapse is not None
-            collapse.update(epoch + 1, row)
+            if main:
+                collapse.update(epoch + 1, row)
             if callback is not None:
                 callback(epoch + 1, row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", test_acc=f"{row['test_acc']:.3f}")
         if select is not None and ((epoch + 1) % select_every == 0 or epoch + 1 == epochs):
             assert fd.val is not None
-            value_sel = selection_metric_batches(eval_model, eval_batches(fd.val, dev, 512), select, sel_kw,
-                                                 seed=int(seed) + 3, device=dev)
-            if sel.update(epoch + 1, value_sel, eval_model, history, select, patience) and checkpoint_dir is not None:
+            value_sel = selection_metric_batches(eval_model, eval_batches(fd.val, dev, 512, shard), select, sel_kw,
+                                                 seed=int(seed) + 3 + rank_seed, device=dev, reduce=reduce)
+            if (sel.update(epoch + 1, value_sel, eval_model, history, select, patience) and checkpoint_dir is not None
+                    and main):
                 save_checkpoint(eval_model, os.path.join(checkpoint_dir, "best.pt"),
                                 extra={"epoch": epoch + 1, "val_" + _resume.metric_name(select): value_sel})
         if checkpoint_dir is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or sel.stopped):
-            save_train_state(checkpoint_dir, _resume.capture(
-                fingerprint=fingerprint, epoch=epoch + 1, step=step, model=model, opt=opt, scaler=scaler,
-                loss_fn=loss_fn, obj=obj, gens=gens, ema=ema_w, history=history, selection=sel,
-                kept_fraction=kept_fraction))
+            rng_ranks = None
+            if ctx is not None:  # every rank reached this epoch's end before rank 0 writes; RNG states of all ranks
+                rng_ranks = ctx.gather_objects(_resume.rng_state(gens))
+            if main:
+                save_train_state(checkpoint_dir, _resume.capture(
+                    fingerprint=fingerprint, epoch=epoch + 1, step=step, model=model, opt=opt, scaler=scaler,
+                    loss_fn=loss_fn, obj=obj, gens=gens, ema=ema_w, history=history, selection=sel,
+                    kept_fraction=kept_fraction, rng_ranks=rng_ranks))
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -372,6 +431,8 @@ def fit(
     elif ema_w is not None:
         model.load_state_dict(ema_w.model.state_dict())
     model.eval()
-    if checkpoint is not None:
+    if checkpoint is not None and main:
         save_checkpoint(model, checkpoint, extra={"history": history})
+    if ctx is not None:
+        ctx.barrier()  # the files rank 0 writes exist when fit returns on any rank
     return FitResult(model, history)

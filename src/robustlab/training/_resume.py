@@ -18,7 +18,7 @@ from torch import nn
 from .._validation import InvalidParameterError
 from ._checkpoint import load_train_state
 
-__all__ = ["Selection", "capture", "fingerprint", "load", "metric_name", "restore"]
+__all__ = ["Selection", "capture", "fingerprint", "load", "metric_name", "restore", "rng_state"]
 
 _SKIP_OBJECTIVE_ATTRS = ("generator", "track_metrics")
 
@@ -118,12 +118,13 @@ def _to(value: Any, device: torch.device) -> Any:
 
 def capture(*, fingerprint: str, epoch: int, step: int, model: nn.Module, opt: torch.optim.Optimizer,
             scaler: Any, loss_fn: Any, obj: Any, gens: dict[str, torch.Generator | None], ema: Any,
-            history: dict[str, list[float]], selection: Selection, kept_fraction: float) -> dict[str, Any]:
-    """Everything ``fit`` needs to continue after ``epoch`` exactly as if it had never stopped."""
-    rng = {k: g.get_state() for k, g in gens.items() if g is not None}
-    rng["torch"] = torch.get_rng_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+            history: dict[str, list[float]], selection: Selection, kept_fraction: float,
+            rng_ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything ``fit`` needs to continue after ``epoch`` exactly as if it had never stopped.
+
+    ``rng_ranks``: every rank's :func:`rng_state` in a distributed run (rank 0's is ``rng`` too).
+    """
+    rng = rng_state(gens)
     return {
         "fingerprint": fingerprint, "epoch": epoch, "step": step,
         "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -132,13 +133,26 @@ def capture(*, fingerprint: str, epoch: int, step: int, model: nn.Module, opt: t
         "objective": {k: v for k, v in vars(obj).items() if k not in _SKIP_OBJECTIVE_ATTRS and _plain(v)},
         "rng": rng, "ema": ema.model.state_dict() if ema is not None else {},
         "history": history, "selection": selection.state(), "kept_fraction": kept_fraction,
+        **({"rng_ranks": rng_ranks} if rng_ranks is not None else {}),
     }
+
+
+def rng_state(gens: dict[str, torch.Generator | None]) -> dict[str, Any]:
+    """This process's generator states: fit's own (``gens``), torch's global CPU and CUDA generators."""
+    rng = {k: g.get_state() for k, g in gens.items() if g is not None}
+    rng["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
 
 
 def restore(state: dict[str, Any], *, model: nn.Module, opt: torch.optim.Optimizer, scaler: Any, loss_fn: Any,
             obj: Any, gens: dict[str, torch.Generator | None], ema: Any, history: dict[str, list[float]],
-            selection: Selection, device: torch.device) -> tuple[int, int, float]:
-    """Put ``state`` back into the live objects; return ``(epochs done, steps done, kept fraction)``."""
+            selection: Selection, device: torch.device, rank: int = 0) -> tuple[int, int, float]:
+    """Put ``state`` back into the live objects; return ``(epochs done, steps done, kept fraction)``.
+
+    In a distributed run every rank reads the same state and takes its own generators' (``rank``).
+    """
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     if scaler is not None and state["scaler"]:
@@ -147,12 +161,13 @@ def restore(state: dict[str, Any], *, model: nn.Module, opt: torch.optim.Optimiz
         loss_fn.load_state_dict(state["loss"])
     for k, v in state["objective"].items():
         setattr(obj, k, _to(v, device))
+    rng = state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"]
     for k, g in gens.items():
         if g is not None:
-            g.set_state(state["rng"][k])
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            g.set_state(rng[k])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     if ema is not None:
         ema.model.load_state_dict(state["ema"])
     history.clear()

@@ -10,7 +10,7 @@ model to evaluate.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -80,10 +80,12 @@ def selection_metric(model: nn.Module, x: torch.Tensor, y: torch.Tensor, select:
 
 
 def selection_metric_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], select: str,
-                             select_kw: dict[str, Any], *, seed: int, device: torch.device) -> float:
+                             select_kw: dict[str, Any], *, seed: int, device: torch.device,
+                             reduce: Callable[[int, int], tuple[int, ...]] | None = None) -> float:
     """:func:`selection_metric` over ``(x, y)`` batches on ``device`` (a streamed held-out set).
 
     The same batches give the same number as the in-memory path (PGD's generator runs across batches).
+    ``reduce`` sums ``(correct, total)`` over the ranks of a distributed run (each rank's batches a slice).
     """
     was_training = model.training
     model.eval()
@@ -101,6 +103,8 @@ def selection_metric_batches(model: nn.Module, batches: Iterable[tuple[torch.Ten
             with torch.no_grad():
                 correct += int((model(xb).argmax(1) == yb).sum())
             total += int(yb.shape[0])
+        if reduce is not None:
+            correct, total = reduce(correct, total)
         return correct / max(1, total)
     finally:
         model.train(was_training)

@@ -26,11 +26,14 @@ def is_streaming(obj: Any) -> bool:
     return isinstance(obj, (Dataset, DataLoader))
 
 
-def _shard(idx: torch.Tensor, shard: tuple[int, int] | None) -> torch.Tensor:
+def _shard(idx: torch.Tensor, shard: tuple[int, int] | None, pad: bool = False) -> torch.Tensor:
+    """Slice ``rank`` of ``world`` contiguous slices of ``idx``; with ``pad`` an empty slice is the batch's first
+    sample instead (a rank must still run a step; ``fit`` gives that sample weight 0)."""
     if shard is None:
         return idx
     rank, world = shard
-    return torch.tensor_split(idx, world)[rank]
+    part = torch.tensor_split(idx, world)[rank]
+    return idx[:1] if pad and part.numel() == 0 else part
 
 
 def _unpack(batch: Any, owner: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -71,10 +74,14 @@ class MemorySource(Source):
         return self.x[:1]
 
     def batches(self, gen, batch_size, dev, shard=None):
-        perm = (torch.randperm(self.n, generator=gen) if gen is not None else torch.arange(self.n)).to(dev)
+        perm = (torch.randperm(self.n, generator=gen) if gen is not None else torch.arange(self.n)).to(self.x.device)
+        move = self.x.device != dev  # training tensors already live on the device; a test split may not
         for start in range(0, self.n, batch_size):
-            idx = _shard(perm[start:start + batch_size], shard)
-            yield idx, self.x[idx], self.y[idx]
+            idx = _shard(perm[start:start + batch_size], shard, gen is not None)
+            if move:
+                yield idx.to(dev), self.x[idx].to(dev), self.y[idx].to(dev)
+            else:
+                yield idx, self.x[idx], self.y[idx]
 
 
 def _labels_of(ds: Any) -> torch.Tensor | None:
@@ -116,7 +123,8 @@ class DatasetSource(Source):
 
     def batches(self, gen, batch_size, dev, shard=None):
         order = torch.randperm(self.n, generator=gen) if gen is not None else torch.arange(self.n)
-        chunks = [_shard(order[s:s + batch_size], shard) for s in range(0, self.n, batch_size)]
+        chunks = [_shard(order[s:s + batch_size], shard, gen is not None) for s in range(0, self.n, batch_size)]
+        chunks = [c for c in chunks if c.numel()]
         loader = DataLoader(self.ds, batch_sampler=[c.tolist() for c in chunks], num_workers=self.num_workers,
                             pin_memory=dev.type == "cuda", generator=self.loader_gen)
         for idx, batch in zip(chunks, loader):
@@ -183,29 +191,38 @@ def as_eval_source(obj: Any, name: str, *, num_workers: int = 0, owner: str = "f
         f"got {type(obj).__name__}.")
 
 
-def eval_batches(src: Source, dev: torch.device, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(x, y)`` batches of an evaluation source in order, on ``dev``."""
-    if isinstance(src, MemorySource):
+def eval_batches(src: Source, dev: torch.device, batch_size: int,
+                 shard: tuple[int, int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` batches of an evaluation source in order, on ``dev`` (with ``shard``: this rank's slices)."""
+    if shard is not None and isinstance(src, LoaderSource):
+        shard = None  # a user's DataLoader is read whole by every rank
+    if isinstance(src, MemorySource) and shard is None:
         x, y = src.x.to(dev), src.y.to(dev)
         for i in range(0, src.n, batch_size):
             yield x[i:i + batch_size], y[i:i + batch_size]
         return
-    for _, xb, yb in src.batches(None, batch_size, dev):
-        yield xb, yb
+    for _, xb, yb in src.batches(None, batch_size, dev, shard):
+        if yb.shape[0]:
+            yield xb, yb
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, src: Source, dev: torch.device, batch_size: int = 1024) -> float:
-    """Clean accuracy of ``model`` (eval mode; mode restored) on an evaluation source; nan when it is empty."""
+def accuracy(model: torch.nn.Module, src: Source, dev: torch.device, batch_size: int = 1024, ctx: Any = None) -> float:
+    """Clean accuracy of ``model`` (eval mode; mode restored) on an evaluation source; nan when it is empty.
+
+    With a distributed context ``ctx`` each rank counts its slices and the counts are summed.
+    """
     was_training = model.training
     model.eval()
     try:
         correct = total = 0
-        for xb, yb in eval_batches(src, dev, batch_size):
+        for xb, yb in eval_batches(src, dev, batch_size, None if ctx is None else ctx.shard):
             correct += int((model(xb).argmax(1) == yb).sum())
             total += int(yb.shape[0])
     finally:
         model.train(was_training)
+    if ctx is not None and not isinstance(src, LoaderSource):
+        correct, total = ctx.sum_counts(correct, total)
     # float32 division: the same number as the in-memory path's (pred == y).float().mean()
     return float(torch.tensor(float(correct)) / total) if total else float("nan")
 
