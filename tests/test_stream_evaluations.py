@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,11 @@ def model(both: tuple[rdata.StreamingData, rdata.ClassificationData]) -> nn.Modu
         nn.functional.cross_entropy(net(mem.x_train), mem.y_train).backward()
         opt.step()
     return net.eval()
+
+
+def same(a: dict, b: dict) -> bool:
+    """Equal JSON documents (NaN equals NaN)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def forms(stream: rdata.StreamingData, mem: rdata.ClassificationData) -> dict[str, object]:
@@ -130,3 +136,66 @@ def test_smoothing_certify(both, model) -> None:
     one = smooth.certify_data(stream, generator=torch.Generator().manual_seed(3), **(kw | {"points_per_call": 99}))
     c, r = smooth.certify(mem.x_test, n0=10, n=200, alpha=0.01, batch_size=64, generator=torch.Generator().manual_seed(3))
     assert torch.equal(one.classes, c) and torch.equal(one.radii, r)
+
+
+@pytest.mark.parametrize("score", ["thr", "aps"])
+def test_split_conformal(both, model, score: str) -> None:
+    from robustlab.conformal import SplitConformal
+
+    stream, mem = both
+    ref = SplitConformal(score, alpha=0.2).calibrate_data(model, mem, generator=torch.Generator().manual_seed(1))
+    ev = ref.evaluate(model, mem, generator=torch.Generator().manual_seed(2), batch_size=4)
+    for name, d in forms(stream, mem).items():
+        cp = SplitConformal(score, alpha=0.2).calibrate_data(model, d, generator=torch.Generator().manual_seed(1),
+                                                             batch_size=4)
+        assert torch.equal(cp.threshold_, ref.threshold_), name
+        got = cp.evaluate(model, d, generator=torch.Generator().manual_seed(2))
+        assert got.to_dict() == ev.to_dict() and torch.equal(got.sets, ev.sets), name
+
+
+def test_robust_conformal(both, model) -> None:
+    from robustlab.conformal import RobustConformal
+    from robustlab.data._stream import take
+
+    stream, mem = both
+    perm = torch.randperm(mem.y_test.shape[0], generator=torch.Generator().manual_seed(0))
+    cal, test = perm[:10], perm[10:]
+    kw = {"sigma": 0.25, "eps": 0.1, "score": "aps", "alpha": 0.2, "beta": 0.01, "n_mc": 8, "batch_size": 12,
+          "n_holdout": 3}
+
+    def run(d_cal, d_test, ppb=None):
+        extra = {} if ppb is None else {"points_per_batch": ppb}
+        rc = RobustConformal(model, **kw).calibrate_data(d_cal, generator=torch.Generator().manual_seed(5), **extra)
+        return rc, rc.evaluate(d_test, generator=torch.Generator().manual_seed(6), **extra)
+
+    ref, ev = run(take(mem, cal), take(mem, test))
+    assert 0 < ev.coverage <= 1 and ev.average_set_size >= 1
+    for name, d in forms(stream, mem).items():
+        for ppb in (1, 5, 256):  # any batch size: batches of 3, 3 and 12 points (3 x 8 draws = 2 chunks of 12)
+            rc, got = run(take(d, cal), take(d, test), ppb)
+            assert rc.threshold_ == ref.threshold_ and torch.equal(rc.reference_, ref.reference_), (name, ppb)
+            assert got.to_dict() == ev.to_dict() and torch.equal(got.sets, ev.sets), (name, ppb)
+
+
+@pytest.mark.parametrize("batch_size", [4, 512])
+def test_corruptions(both, model, batch_size: int) -> None:
+    from robustlab.shift import corruption_error
+
+    stream, mem = both
+    base = nn.Sequential(nn.Flatten(), nn.Linear(192, 3)).eval()
+    deterministic = ["saturate", "canny_edges"]
+    kw = {"severities": (1, 3, 5), "batch_size": batch_size, "baseline": base}
+    ref = corruption_error(model, mem, corruptions=deterministic, generator=torch.Generator().manual_seed(0), **kw)
+    assert ref.mce is not None and min(ref.accuracy["canny_edges"].values()) < ref.clean_accuracy
+    for name, d in forms(stream, mem).items():
+        got = corruption_error(model, d, corruptions=deterministic, generator=torch.Generator().manual_seed(0), **kw)
+        assert same(got.to_dict(), ref.to_dict()), name
+    # a random corruption: the same draws when the test split is one batch
+    if batch_size >= mem.y_test.shape[0]:
+        rnd = kw | {"corruptions": ["gaussian_noise", "speckle_noise"]}
+        ref = corruption_error(model, mem, generator=torch.Generator().manual_seed(0), **rnd)
+        assert ref.accuracy["gaussian_noise"][5] < 1
+        got = corruption_error(model, stream, generator=torch.Generator().manual_seed(0), **rnd)
+        assert same(got.to_dict(), ref.to_dict())
+    sub = corruption_error(model, stream, corruptions=deterministic, n_test=7, **kw)
+    assert same(sub.to_dict(), corruption_error(model, mem.subset(n_test=7), corruptions=deterministic, **kw).to_dict())

@@ -198,6 +198,94 @@ class RobustConformal:
         self.n_calibration_ = int(y.shape[0])
         return self
 
+    def calibrate_data(self, data: Any, *, generator: torch.Generator | None = None, progress: bool | None = None,
+                       points_per_batch: int = 256) -> RobustConformal:
+        """:meth:`calibrate` on ``data``: a ClassificationData (test split), ``(x, y)``, a torch Dataset / DataLoader
+        or a StreamingData; returns ``self``.
+
+        Streamed data give the in-memory numbers: the PTT hold-out (at most ``n_holdout`` points) is read into
+        memory, the rest is read in batches of about ``points_per_batch`` points sized so that their
+        (point, draw) pairs fall into the same ``batch_size`` chunks as one in-memory call (same random draws).
+        """
+        from ..data._stream import take
+        from ._data import source, tensors
+
+        owner = "RobustConformal.calibrate_data"
+        check_int(points_per_batch, "points_per_batch", 1, None, owner=owner)
+        src = source(data, owner)
+        if not src.streaming:
+            return self.calibrate(*tensors(data, owner), generator=generator, progress=progress)
+        if src.n == 0:
+            raise ValueError(f"The data passed to {owner} hold no examples.")
+        num_classes = self._num_classes(src.head(1)[0])
+        self.reference_ = None
+        rest: Any = data
+        n_cal = src.n
+        if self.ptt:
+            k = min(self.n_holdout, src.n // 2)
+            if k < 1:
+                raise ValueError("RobustConformal with ptt=True needs at least 2 calibration points.")
+            gdev = generator.device if generator is not None else torch.device("cpu")
+            perm = torch.randperm(src.n, generator=generator, device=gdev).cpu()  # as calibrate: same draws
+            xh, yh = self._read(take(data, perm[:k], owner=owner), owner)
+            check_labels(yh, num_classes, owner=owner)
+            self.reference_ = self._reference(xh, yh, generator)
+            rest, n_cal = take(data, perm[k:], owner=owner), src.n - k
+        means, ys = [], []
+        step = self._aligned(points_per_batch)
+        with progress_bar(total=n_cal, desc=f"robust conformal calibration (n_mc={self.n_mc})", enabled=progress,
+                          unit="pt") as bar:
+            for xb, yb, _ in source(rest, owner).batches(step):
+                check_labels(yb, num_classes, owner=owner)
+                means.append(self.smoothed_scores(xb, generator=generator, progress=False)[0])
+                ys.append(yb.long())
+                bar.update(int(yb.shape[0]))
+        mean, y = torch.cat(means), torch.cat(ys)
+        cal = mean.gather(1, y.to(mean.device)[:, None]).squeeze(1)
+        self.threshold_ = float(conformal_quantile(cal, self.alpha - 2 * self.beta))
+        self.num_classes_ = int(mean.shape[1])
+        self.n_calibration_ = int(y.shape[0])
+        return self
+
+    def evaluate(self, data: Any, *, generator: torch.Generator | None = None, progress: bool | None = None,
+                 points_per_batch: int = 256) -> Any:
+        """RSCP+ sets on ``data`` (any form, as :meth:`calibrate_data`) and their metrics: a
+        :class:`~robustlab.conformal.SetEvaluation`. Streamed data are read as in :meth:`calibrate_data` and give
+        the in-memory sets."""
+        from ._data import evaluate_sets, source, tensors
+
+        owner = "RobustConformal.evaluate"
+        check_int(points_per_batch, "points_per_batch", 1, None, owner=owner)
+        src = source(data, owner)
+        if not src.streaming:
+            x, y = tensors(data, owner)
+            return evaluate_sets(self.predict_sets(x, generator=generator, progress=progress), y)
+        if self.threshold_ is None:
+            raise NotCalibratedError("This RobustConformal is not calibrated yet; call .calibrate_data(data) first.")
+        sets, ys = [], []
+        with progress_bar(total=src.n, desc=f"robust conformal sets (n_mc={self.n_mc})", enabled=progress,
+                          unit="pt") as bar:
+            for xb, yb, _ in src.batches(self._aligned(points_per_batch)):
+                sets.append(self.predict_sets(xb, generator=generator, progress=False).cpu())
+                ys.append(yb.long())
+                bar.update(int(yb.shape[0]))
+        if not sets:
+            raise ValueError(f"The data passed to {owner} hold no examples.")
+        return evaluate_sets(torch.cat(sets), torch.cat(ys))
+
+    def _aligned(self, target: int) -> int:
+        from ._data import aligned_batch
+
+        return aligned_batch(self.batch_size, self.n_mc, target)
+
+    @staticmethod
+    def _read(data: Any, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """All of (small) streamed ``data`` in memory."""
+        from ._data import batches
+
+        xs, ys = zip(*batches(data, 256, owner))
+        return torch.cat(xs), torch.cat(ys).long()
+
     @torch.no_grad()
     def _reference(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Sorted base scores (scaled to [0, 1]) of the true labels of held-out points under one noise draw."""

@@ -68,6 +68,24 @@ class SplitConformal:
         self.num_classes_ = int(probs.shape[1])
         return self
 
+    def calibrate_data(self, model: Any, data: Any, *, generator: torch.Generator | None = None,
+                       batch_size: int = 1024, progress: bool | None = None) -> SplitConformal:
+        """:meth:`calibrate` on ``model``'s probabilities over ``data`` (ClassificationData test split, ``(x, y)``,
+        torch Dataset/DataLoader or StreamingData, read ``batch_size`` at a time); returns ``self``."""
+        from ._data import model_probs
+
+        probs, y = model_probs(model, data, batch_size=batch_size, progress=progress)
+        return self.calibrate(probs, y, generator=generator)
+
+    def evaluate(self, model: Any, data: Any, *, generator: torch.Generator | None = None, batch_size: int = 1024,
+                 progress: bool | None = None) -> Any:
+        """Prediction sets of ``model`` on ``data`` (any form, as :meth:`calibrate_data`) and their metrics: a
+        :class:`~robustlab.conformal.SetEvaluation` (coverage, average size, size-stratified, per-class)."""
+        from ._data import evaluate_sets, model_probs
+
+        probs, y = model_probs(model, data, batch_size=batch_size, progress=progress)
+        return evaluate_sets(self.predict_sets(probs, generator=generator), y)
+
     def predict_sets(self, probs: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Boolean (N, C) mask of the prediction sets ``{y : S(x, y) <= threshold_}``."""
         if self.threshold_ is None:

@@ -134,7 +134,19 @@ def corruption_error(
     and mCE / relative mCE are their means. Corrupted inputs are drawn once per (corruption, severity)
     from ``generator``, so the model and a baseline model see identical images. ``progress``: a bar
     over the (corruption, severity) cells (``None``: shown when stderr is a TTY).
+
+    ``data`` may also be a torch Dataset / DataLoader / :class:`~robustlab.data.StreamingData` (its test split):
+    it is then read ``batch_size`` images at a time for every cell and each batch is corrupted on its own with
+    the same ``generator`` in sequence. Deterministic corruptions give the in-memory numbers for any batch
+    size; random ones (tag ``random``) give them when the test split fits in one batch (``n ≤ batch_size``),
+    and otherwise draw the same distribution batch by batch (different samples).
     """
+    from ..data._stream import is_streaming
+
+    if is_streaming(data):
+        return _corruption_error_stream(model, data, corruptions=corruptions, severities=severities,
+                                        baseline=baseline, n_test=n_test, batch_size=batch_size,
+                                        generator=generator, progress=progress)
     x, y = data.x_test, data.y_test
     if x.dim() != 4:
         raise ValueError(
@@ -144,18 +156,7 @@ def corruption_error(
     if n_test is not None:
         check_int(n_test, "n_test", 1, None, owner="corruption_error")
         x, y = x[:n_test], y[:n_test]
-    check_int(batch_size, "batch_size", 1, None, owner="corruption_error")
-    names = _resolve_corruptions(corruptions)
-    sevs = [check_int(s, "severities", 0, 5, owner="corruption_error") for s in severities]
-    if not any(s > 0 for s in sevs):
-        raise InvalidParameterError(
-            "The 'severities' parameter of corruption_error must include at least one severity in 1..5 "
-            f"(0 is the unchanged input, left out of the means). Got {list(severities)!r} instead.")
-    base_model = baseline if isinstance(baseline, nn.Module) else None
-    if baseline is not None and base_model is None and not isinstance(baseline, CorruptionResult):
-        raise TypeError(f"The 'baseline' parameter of corruption_error must be a model or a CorruptionResult. "
-                        f"Got {type(baseline).__name__}.")
-    check_progress(progress, owner="corruption_error")
+    names, sevs, base_model = _check_args(corruptions, severities, baseline, batch_size, progress)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
 
     acc: dict[str, dict[int, float]] = {}
@@ -171,17 +172,90 @@ def corruption_error(
                     base_acc[name][s] = _acc(base_model, xc, y, batch_size)
                 bar.update(1)
     clean = _acc(model, x, y, batch_size)
-    result = CorruptionResult(acc, clean, int(y.shape[0]),
+    base_clean = _acc(base_model, x, y, batch_size) if base_model is not None else None
+    return _result(acc, clean, int(y.shape[0]), names, sevs, baseline, base_acc, base_clean)
+
+
+def _result(acc: dict[str, dict[int, float]], clean: float, n: int, names: list[str], sevs: list[int],
+            baseline: Any, base_acc: dict[str, dict[int, float]], base_clean: float | None) -> CorruptionResult:
+    result = CorruptionResult(acc, clean, n,
                               meta={"corruptions": names, "severities": sevs,
                                     "faithful": {n: "faithful" in CORRUPTIONS.spec(n).tags for n in names}})
     base: CorruptionResult | None = None
-    if base_model is not None:
-        base = CorruptionResult(base_acc, _acc(base_model, x, y, batch_size), int(y.shape[0]))
+    if base_clean is not None:
+        base = CorruptionResult(base_acc, base_clean, n)
     elif isinstance(baseline, CorruptionResult):
         base = baseline
     if base is not None:
         _normalise(result, base)
     return result
+
+
+def _check_args(corruptions: Any, severities: Sequence[int], baseline: Any, batch_size: int,
+                progress: bool | None) -> tuple[list[str], list[int], nn.Module | None]:
+    """Validated ``(names, severities, baseline model or None)`` of :func:`corruption_error`."""
+    check_int(batch_size, "batch_size", 1, None, owner="corruption_error")
+    names = _resolve_corruptions(corruptions)
+    sevs = [check_int(s, "severities", 0, 5, owner="corruption_error") for s in severities]
+    if not any(s > 0 for s in sevs):
+        raise InvalidParameterError(
+            "The 'severities' parameter of corruption_error must include at least one severity in 1..5 "
+            f"(0 is the unchanged input, left out of the means). Got {list(severities)!r} instead.")
+    base_model = baseline if isinstance(baseline, nn.Module) else None
+    if baseline is not None and base_model is None and not isinstance(baseline, CorruptionResult):
+        raise TypeError(f"The 'baseline' parameter of corruption_error must be a model or a CorruptionResult. "
+                        f"Got {type(baseline).__name__}.")
+    check_progress(progress, owner="corruption_error")
+    return names, sevs, base_model
+
+
+@torch.no_grad()
+def _stream_correct(models: list[nn.Module], src: Any, batch_size: int, fn: Any = None,
+                    gen: torch.Generator | None = None) -> list[float]:
+    """Accuracy of each model on the batches of ``src`` (corrupted by ``fn`` with ``gen``): ``_acc``'s values."""
+    from ..training import predict_logits
+
+    hits: list[list[torch.Tensor]] = [[] for _ in models]
+    for xb, yb, _ in src.batches(batch_size):
+        if xb.dim() != 4:
+            raise ValueError(f"corruption_error needs image data (N, C, H, W); the data have input shape "
+                             f"{tuple(xb.shape[1:])}. Use the tabular shifts for feature vectors.")
+        xc = fn(xb, generator=gen) if fn is not None else xb
+        for k, m in enumerate(models):
+            hits[k].append(predict_logits(m, xc, batch_size=batch_size).argmax(1).cpu() == yb.cpu())
+    return [float(torch.cat(h).float().mean()) if h else float("nan") for h in hits]
+
+
+def _corruption_error_stream(model: nn.Module, data: Any, *, corruptions: Any, severities: Sequence[int],
+                             baseline: Any, n_test: int | None, batch_size: int, generator: torch.Generator | None,
+                             progress: bool | None) -> CorruptionResult:
+    """:func:`corruption_error` on a torch Dataset / DataLoader / StreamingData, ``batch_size`` images at a time."""
+    from ..data._stream import BatchSource, num_examples
+
+    if n_test is not None:
+        check_int(n_test, "n_test", 1, None, owner="corruption_error")
+    names, sevs, base_model = _check_args(corruptions, severities, baseline, batch_size, progress)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    total = num_examples(data, owner="corruption_error")
+    src = BatchSource(data=data, n=min(total, n_test) if n_test is not None else total, owner="corruption_error",
+                      limit=n_test)
+    models = [model] + ([base_model] if base_model is not None else [])
+    acc: dict[str, dict[int, float]] = {}
+    base_acc: dict[str, dict[int, float]] = {}
+    with progress_bar(total=len(names) * len(sevs), desc="corruptions", enabled=progress, unit="cell") as bar:
+        for name in names:
+            acc[name], base_acc[name] = {}, {}
+            for s in sevs:
+                bar.set_postfix_str(f"{name} s{s}", refresh=False)
+                fn = CORRUPTIONS.get(name, severity=s)
+                res = _stream_correct(models, src, batch_size, fn, gen)
+                acc[name][s] = res[0]
+                if base_model is not None:
+                    base_acc[name][s] = res[1]
+                bar.update(1)
+    clean = _stream_correct(models, src, batch_size)
+    return _result(acc, clean[0], src.n, names, sevs, baseline, base_acc,
+                   clean[1] if base_model is not None else None)
 
 
 def _normalise(result: CorruptionResult, base: CorruptionResult) -> None:
