@@ -440,4 +440,7 @@ def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
     return max(0.0, float(sigma * norm.ppf(alpha ** (1.0 / n))))
 
 
-from . import _eval_quant  # noqa: E402,F401  (registers "quantization")
+from . import (  # noqa: E402
+    _eval_lipschitz,  # noqa: F401  (registers "certify_lipschitz")
+    _eval_quant,  # noqa: F401  (registers "quantization")
+)

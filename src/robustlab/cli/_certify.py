@@ -4,6 +4,7 @@ Examples::
 
     robustlab certify --checkpoint runs/ibp --method ibp --eps 0.05 8/255
     robustlab certify --checkpoint runs/gauss --method smoothing --sigma 0.25 --radii 0 0.25 0.5 --n 10000
+    robustlab certify --checkpoint runs/lip --method lipschitz --eps 36/255 0.5 1.0
 
 Prints one line per ε (or radius) with the settings used, and writes ``--out`` JSON atomically when given.
 """
@@ -14,6 +15,8 @@ import argparse
 import time
 from typing import Any
 
+from ._certify_lipschitz import add_arguments as add_lipschitz_arguments
+from ._certify_lipschitz import certify_lipschitz
 from ._inputs import add_inputs, call, emit, load_inputs
 from ._options import add_options
 
@@ -23,8 +26,8 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("certify", help="certified accuracy: interval bounds (IBP, CROWN-IBP, CROWN) or randomized smoothing")
     add_inputs(p)
-    p.add_argument("--method", default="ibp", choices=["ibp", "crown_ibp", "crown", "smoothing"],
-                   help="bound method or randomized smoothing (default ibp)")
+    p.add_argument("--method", default="ibp", choices=["ibp", "crown_ibp", "crown", "smoothing", "lipschitz"],
+                   help="bound method, randomized smoothing or a Lipschitz-margin certificate (L2; default ibp)")
     add_options(p, "eps", eps={"nargs": "+", "default": [0.1],
                                "help": "radii of the bound methods (L-inf, or --norm l2); 8/255 accepted (default 0.1)"})
     p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model of the bound methods")
@@ -33,6 +36,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--n0", type=int, default=100, help="selection draws (Cohen et al.: 100)")
     p.add_argument("--n", type=int, default=100_000, help="estimation draws (Cohen et al.: 100000)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (Cohen et al.: 0.001)")
+    add_lipschitz_arguments(p)
     add_options(p, "n_test", "batch_size", "seed", "device", "json", "out", "quiet", defaults={"batch_size": 1000})
     p.set_defaults(func=run)
 
@@ -67,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         lines = [f"{data.name}, model {label}: smoothing σ={args.sigma:g} n0={args.n0} n={args.n} α={args.alpha:g} "
                  f"on {x.shape[0]} points (abstain {100 * result['abstain']:.1f}%)"]
         lines += [f"  radius {r:<8g} certified accuracy {100 * float(a):6.2f}%" for r, a in zip(args.radii, curve)]
+    elif args.method == "lipschitz":
+        fields, lines = certify_lipschitz(args, model, x, y)
+        result.update(fields)
+        lines[0] = f"{data.name}, model {label}: lipschitz on {x.shape[0]} points: {lines[0]}"
     else:
         clean = _clean_accuracy(model, x, y, args.batch_size)
         accs = {f"{e:g}": call(certified_accuracy, model, (x, y), eps=e, norm=args.norm, method=args.method,

@@ -341,11 +341,28 @@ def _ref_quantization(w: dict[str, float], p: dict[str, Any], run: TinyRun) -> N
     _close(w["quant_acc/worst"], min(w[f"quant_acc/bits={b}"] for b in p["bits"]), "quant_acc/worst")
 
 
+def _ref_certify_lipschitz(w: dict[str, float], p: dict[str, Any], run: TinyRun) -> None:
+    # the linear model's Lipschitz constant is its weight's largest singular value (closed form)
+    x, y = run.subset(p["n_test"])
+    wt = run.model[-1].weight.detach().double()
+    lip = float(torch.linalg.svdvals(wt)[0]) * (1 + p["tol"])
+    z = x.flatten(1).double() @ wt.T + run.model[-1].bias.detach().double()
+    margin = z.gather(1, y[:, None]).squeeze(1) - z.scatter(1, y[:, None], -math.inf).amax(1)
+    radius = margin / (math.sqrt(2) * lip)
+    for e in p["eps"]:
+        _close(w[f"cert_acc/lip/eps={e:g}"], float((radius > e).double().mean()), f"cert_acc/lip/eps={e:g}")
+    _close(w["cert/lip/constant"], lip, "cert/lip/constant", 1e-9 * lip)
+    gram = wt @ wt.T if wt.shape[0] <= wt.shape[1] else wt.T @ wt
+    dev = float(torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0], dtype=gram.dtype)))
+    _close(w["cert/lip/orth_deviation"], dev, "cert/lip/orth_deviation", 1e-9 * (1 + dev))
+
+
 REFERENCES: dict[str, Callable[[dict[str, float], dict[str, Any], TinyRun], None]] = {
     "clean": _ref_clean, "topk": _ref_topk, "memorization": _ref_memorization, "attacks": _ref_attacks,
     "corruptions": _ref_corruptions, "certify_ibp": _ref_certify_ibp, "certify_smoothing": _ref_certify_smoothing,
     "conformal": _ref_conformal,
     "quantization": _ref_quantization,
+    "certify_lipschitz": _ref_certify_lipschitz,
 }
 
 
