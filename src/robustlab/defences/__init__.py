@@ -1,4 +1,5 @@
-"""Post-hoc defences: adaptive smoothing of two models, robust weight signatures, robust critical fine-tuning.
+"""Post-hoc defences: adaptive smoothing of two models, robust weight signatures, robust critical fine-tuning,
+denoised smoothing of (black-box) classifiers (``DenoisedSmoothing``: FO, ZO-AE-DS and consistency-trained denoisers).
 
 Training-time defences (PGD-AT, TRADES, MART, DRO-AT, ARD/MTARD, ...) are objectives of
 ``robustlab.training.fit`` (``robustlab.training.objectives``).
@@ -6,6 +7,8 @@ Training-time defences (PGD-AT, TRADES, MART, DRO-AT, ARD/MTARD, ...) are object
 
 from __future__ import annotations
 
+from ._denoised import DENOISER_METHODS, DenoisedSmoothing, DenoiserFit
+from ._rcal import RCALResult, local_outlier_factor, rcal
 from ._rift import RiFTResult, module_robust_criticality, robust_critical_fine_tuning
 from ._signatures import WeightSignature, extract_signature, patch, patches, unpatch
 from ._smoothing import (
@@ -31,3 +34,5 @@ __all__ = [
     "train_mixing_network",
     "unpatch",
 ]
+__all__ += ["DENOISER_METHODS", "DenoisedSmoothing", "DenoiserFit"]
+__all__ += ["RCALResult", "local_outlier_factor", "rcal"]

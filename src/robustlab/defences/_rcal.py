@@ -1,0 +1,217 @@
+r"""RCAL: representation calibration for noisy labels on long-tailed data (Zhang et al., ICCV 2023, arXiv:2211.10955).
+
+1. Contrastive pre-training of the encoder on the training inputs (labels unused): :func:`training.pretrain`.
+2. Robust per-class statistics of the features: in each (noisily labelled) class the local outlier factor
+   (LOF, Breunig et al. 2000) marks the points that sit far from their class's dense core -- mostly
+   mislabelled examples -- and the mean :math:`\mu_c` and covariance :math:`\Sigma_c` are estimated on the rest.
+3. Tail calibration (the distribution calibration RCAL borrows from Yang et al., ICLR 2021): a tail class
+   takes its ``n_borrow`` nearest head classes :math:`S_c` (by mean distance),
+   :math:`\hat\mu_c = (\mu_c + \sum_{i\in S_c}\mu_i)/(|S_c|+1)`,
+   :math:`\hat\Sigma_c = \frac{1}{|S_c|}\sum_{i\in S_c}\Sigma_i + \alpha I`.
+4. Features are sampled from :math:`\mathcal N(\hat\mu_c, \hat\Sigma_c)` until every class has as many
+   (kept real + sampled) features as the largest class, and a linear classifier is trained on real and
+   sampled features. With ``finetune=True`` (default, as the paper) the encoder is trained too, under the individual
+   calibration regulariser :math:`\beta\|f(x) - f_0(x)\|^2` that keeps each representation near its
+   contrastive one (:math:`f_0`, frozen).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import InvalidParameterError, check_bool, check_in_range, check_int
+from ..data import ClassificationData
+
+__all__ = ["RCALResult", "local_outlier_factor", "rcal"]
+
+
+def local_outlier_factor(x: torch.Tensor, k: int = 10) -> torch.Tensor:
+    r"""LOF of each row of ``x`` (N, F) among the others with ``k`` neighbours (Euclidean).
+
+    :math:`\mathrm{lrd}(p) = 1/\mathrm{mean}_{o\in N_k(p)} \max(d_k(o), d(p, o))`,
+    :math:`\mathrm{LOF}(p) = \mathrm{mean}_{o\in N_k(p)} \mathrm{lrd}(o)/\mathrm{lrd}(p)`; about 1 inside a
+    cluster, larger for outliers (scikit-learn's ``-negative_outlier_factor_``).
+    """
+    n = x.shape[0]
+    k = check_int(k, "k", 1, None, owner="local_outlier_factor")
+    if n < 2:
+        return torch.ones(n, dtype=torch.float64)
+    k = min(k, n - 1)
+    x = x.double()
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(float("inf"))
+    knn_d, knn_i = d.topk(k, dim=1, largest=False)
+    k_dist = knn_d[:, -1]
+    reach = torch.maximum(k_dist[knn_i], knn_d)
+    lrd = 1.0 / (reach.mean(1) + 1e-10)
+    return lrd[knn_i].mean(1) / lrd
+
+
+@dataclass
+class RCALResult:
+    """The fitted pipeline: ``encoder`` + linear ``head``; ``predict_logits(x)`` classifies inputs.
+
+    ``kept`` marks the training examples the LOF step kept; ``means``/``covs`` are the calibrated class
+    statistics; ``tail`` the calibrated classes; ``history`` the classifier's per-epoch loss.
+    """
+
+    encoder: nn.Module
+    head: nn.Linear
+    kept: torch.Tensor
+    means: torch.Tensor
+    covs: torch.Tensor
+    tail: list[int]
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def predict_logits(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        from ..training import encode
+
+        return self.head(encode(self.encoder, x, batch_size=batch_size))
+
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, classes: list[int] | None = None) -> float:
+        """Accuracy on ``(x, y)``, restricted to the labels in ``classes`` when given (e.g. the tail)."""
+        pred = self.predict_logits(x).argmax(1)
+        mask = torch.ones_like(y, dtype=torch.bool) if classes is None else torch.isin(y, torch.tensor(classes))
+        return float((pred[mask] == y[mask]).float().mean()) if bool(mask.any()) else float("nan")
+
+
+def _class_stats(f: torch.Tensor, y: torch.Tensor, c: int, k: int, threshold: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Kept mask (N,), means (C, F) and covariances (C, F, F) after the per-class LOF outlier removal."""
+    kept = torch.zeros(f.shape[0], dtype=torch.bool)
+    dim = f.shape[1]
+    means, covs = torch.zeros(c, dim, dtype=torch.float64), torch.zeros(c, dim, dim, dtype=torch.float64)
+    for cls in range(c):
+        idx = torch.nonzero(y == cls).flatten()
+        if idx.numel() == 0:
+            raise InvalidParameterError(f"rcal: class {cls} has no training example; it cannot be calibrated.")
+        lof = local_outlier_factor(f[idx], k)
+        keep = lof <= threshold
+        if int(keep.sum()) < 2:  # too few inliers to estimate anything: keep the class as it is
+            keep = torch.ones_like(keep)
+        kept[idx[keep]] = True
+        fc = f[idx[keep]]
+        means[cls] = fc.mean(0)
+        r = fc - means[cls]
+        covs[cls] = r.T @ r / max(1, fc.shape[0] - 1)
+    return kept, means, covs
+
+
+def rcal(data: ClassificationData, encoder: nn.Module, *, pretrain_epochs: int = 20,
+         pretrain_kw: dict[str, Any] | None = None, lof_k: int = 10, lof_threshold: float = 1.5,
+         tail_fraction: float = 0.5, n_borrow: int = 2, alpha: float = 0.1, epochs: int = 100, batch_size: int = 256,
+         lr: float = 1e-2, weight_decay: float = 5e-4, finetune: bool = True, beta: float = 1.0,
+         seed: int = 0) -> RCALResult:
+    """Train RCAL on ``data`` (its train labels may be noisy and long-tailed); see the module docstring.
+
+    ``encoder``: a module mapping inputs to features (copied; the caller's is untouched).
+    ``pretrain_epochs``: contrastive pre-training epochs (0: use ``encoder`` as given), ``pretrain_kw``:
+    more :func:`training.pretrain` options (``loss``, ``batch_size``, ``lr``, ...). ``lof_k``/``lof_threshold``:
+    LOF neighbours and cut (1.5, scikit-learn's ``contamination="auto"``). Tail classes: those whose kept
+    count is below ``tail_fraction`` times the largest; ``n_borrow`` head classes and ``alpha`` calibrate them.
+    ``epochs``/``batch_size``/``lr``/``weight_decay``: the classifier's Adam training on real + sampled
+    features; ``finetune``/``beta``: train the encoder too, with the representation regulariser.
+    """
+    from ..training import encode, pretrain
+
+    owner = "rcal"
+    if not isinstance(data, ClassificationData):
+        raise InvalidParameterError(f"The 'data' parameter of rcal must be a ClassificationData. Got {type(data).__name__}.")
+    if not isinstance(encoder, nn.Module):
+        raise InvalidParameterError(f"The 'encoder' parameter of rcal must be an nn.Module. Got {type(encoder).__name__}.")
+    pretrain_epochs = check_int(pretrain_epochs, "pretrain_epochs", 0, None, owner=owner)
+    lof_k = check_int(lof_k, "lof_k", 1, None, owner=owner)
+    lof_threshold = float(check_in_range(lof_threshold, "lof_threshold", 1.0, None, owner=owner))
+    tail_fraction = float(check_in_range(tail_fraction, "tail_fraction", 0.0, 1.0, owner=owner))
+    n_borrow = check_int(n_borrow, "n_borrow", 0, None, owner=owner)
+    alpha = float(check_in_range(alpha, "alpha", 0.0, None, owner=owner))
+    epochs = check_int(epochs, "epochs", 1, None, owner=owner)
+    batch_size = check_int(batch_size, "batch_size", 1, None, owner=owner)
+    lr = float(check_in_range(lr, "lr", 0.0, None, closed="neither", owner=owner))
+    weight_decay = float(check_in_range(weight_decay, "weight_decay", 0.0, None, owner=owner))
+    finetune = check_bool(finetune, "finetune", owner=owner)
+    beta = float(check_in_range(beta, "beta", 0.0, None, owner=owner))
+    seed = check_int(seed, "seed", 0, None, owner=owner)
+
+    encoder = copy.deepcopy(encoder)
+    if pretrain_epochs:
+        encoder = pretrain(encoder, data, epochs=pretrain_epochs, seed=seed, **dict(pretrain_kw or {})).encoder
+    c = data.num_classes
+    f0 = encode(encoder, data.x_train).double()
+    y = data.y_train
+    kept, means, covs = _class_stats(f0, y, c, lof_k, lof_threshold)
+    counts = torch.bincount(y[kept], minlength=c)
+    n_max = int(counts.max())
+    head_classes = [k for k in range(c) if int(counts[k]) >= tail_fraction * n_max]
+    tail = [k for k in range(c) if k not in head_classes]
+    cal_means, cal_covs = means.clone(), covs.clone()
+    eye = torch.eye(f0.shape[1], dtype=torch.float64)
+    for t in tail:
+        others = [h for h in head_classes if h != t]
+        if n_borrow and others:
+            dist = (means[others] - means[t]).norm(dim=1)
+            near = [others[i] for i in dist.argsort()[:n_borrow].tolist()]
+            cal_means[t] = (means[t] + means[near].sum(0)) / (len(near) + 1)
+            cal_covs[t] = covs[near].mean(0)
+        cal_covs[t] = cal_covs[t] + alpha * eye
+    g = torch.Generator().manual_seed(seed)
+    sampled_x, sampled_y = [], []
+    for k in range(c):
+        m = n_max - int(counts[k])
+        if m <= 0:
+            continue
+        cov = cal_covs[k] + 1e-6 * eye
+        chol = torch.linalg.cholesky(0.5 * (cov + cov.T))
+        sampled_x.append(cal_means[k] + torch.randn(m, f0.shape[1], generator=g, dtype=torch.float64) @ chol.T)
+        sampled_y.append(torch.full((m,), k, dtype=torch.long))
+    s_x = torch.cat(sampled_x).float() if sampled_x else torch.empty(0, f0.shape[1])
+    s_y = torch.cat(sampled_y) if sampled_y else torch.empty(0, dtype=torch.long)
+
+    torch.manual_seed(seed)
+    head = nn.Linear(f0.shape[1], c)
+    params = list(head.parameters()) + (list(encoder.parameters()) if finetune else [])
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    real_idx = torch.nonzero(kept).flatten()
+    f0_real = f0[real_idx].float()
+    x_real, y_real = data.x_train[real_idx], y[real_idx]
+    n_real, n_s = real_idx.numel(), s_x.shape[0]
+    steps = max(1, -(-n_real // batch_size))
+    history: dict[str, list[float]] = {"epoch": [], "loss": []}
+    encoder.train(finetune)
+    for epoch in range(epochs):
+        perm = torch.randperm(n_real, generator=g)
+        perm_s = torch.randperm(n_s, generator=g) if n_s else None
+        s_bs = -(-n_s // steps) if n_s else 0
+        total = 0.0
+        for step in range(steps):
+            bi = perm[step * batch_size:(step + 1) * batch_size]
+            if finetune:
+                feats = encoder(x_real[bi]).flatten(1)
+                reg = beta * ((feats - f0_real[bi]) ** 2).sum(1).mean()
+            else:
+                feats, reg = f0_real[bi], torch.zeros(())
+            loss = F.cross_entropy(head(feats), y_real[bi], reduction="sum")
+            count = bi.numel()
+            if perm_s is not None:
+                si = perm_s[step * s_bs:(step + 1) * s_bs]
+                if si.numel():
+                    loss = loss + F.cross_entropy(head(s_x[si]), s_y[si], reduction="sum")
+                    count += si.numel()
+            loss = loss / count + reg
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        history["epoch"].append(epoch + 1)
+        history["loss"].append(total / steps)
+    encoder.eval()
+    head.eval()
+    return RCALResult(encoder=encoder, head=head, kept=kept, means=cal_means.float(), covs=cal_covs.float(), tail=tail,
+                      history=history)
