@@ -241,11 +241,13 @@ def record(config: Config) -> dict[str, Any]:
 def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | None = None, checkpoint: bool = True,
         device: str | torch.device | None = None, progress: bool | None = None,
         fetch: Mapping[str, Any] | None = None, checkpoint_extra: Mapping[str, Any] | None = None,
-        resume: bool = False) -> RunResult:
+        resume: bool = False, fit_kw: Mapping[str, Any] | None = None) -> RunResult:
     """Train and evaluate one run; write ``model.pt`` (when ``checkpoint``) and ``curves.json`` into ``out``.
 
     ``resume``: training keeps its resumable state in ``<out>/train_state`` after every epoch and continues
     from it when present (``fit(checkpoint_dir=..., resume=True)``; needs ``out``).
+    ``fit_kw``: ``fit`` options that say how the run is launched, not what it computes, so they are not in the
+    config (``distributed``, ``sync_bn``, ``dist_timeout``); under torchrun only rank 0 writes files.
 
     ``progress``: a bar over the training epochs; ``None`` shows it when stderr is a terminal.
     ``fetch``: ``download``/``mirror`` for the data (never recorded). ``checkpoint_extra`` is stored
@@ -281,7 +283,8 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
     objective = OBJECTIVES.get(cfg.objective.name, **cfg.objective.kwargs)
     res = fit(model, train_data, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, objective=objective,
               seed=cfg.seed, progress=progress_enabled(progress), device=dev, **cfg.train,
-              **({"checkpoint_dir": out_dir / "train_state", "resume": True} if resume and out_dir else {}))
+              **({"checkpoint_dir": out_dir / "train_state", "resume": True} if resume and out_dir else {}),
+              **dict(fit_kw or {}))
     model = res.model.eval()
     timings["train_s"] = time.perf_counter() - t
     hist = res.history
@@ -309,7 +312,9 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
 
     result = RunResult(config=cfg, model=model, data=d, train_data=train_data, noisy=noisy, history=hist,
                        metrics=metrics, curves=curves, resolved=resolve(cfg, d, nopts, objective), timings=timings)
-    if out_dir is not None:
+    from .training._distributed import is_main_process
+
+    if out_dir is not None and is_main_process():
         from .training import atomic_write_text, save_checkpoint
 
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,16 @@ The run itself is :func:`robustlab.pipeline.run` (the same pipeline as every ben
 turns the command line into its config, prints the summary (every hyper-parameter the run used,
 defaults marked) and writes ``metrics.json`` next to the pipeline's ``model.pt`` in ``--out``.
 ``--data-arg download=true`` / ``mirror=URL`` fetch the data; they are never recorded.
+``torchrun --nproc_per_node=N -m robustlab train ... [--sync-bn]`` trains data-parallel (``fit(distributed=True)``;
+on by itself when ``WORLD_SIZE`` > 1, or with ``--distributed``); how a run is launched is not part of its config
+(the run id and the recorded config are those of the one-process run), and only rank 0 prints and writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections.abc import Sequence
@@ -105,6 +109,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--resume", action="store_true",
                    help="keep a resumable training state in --out/train_state after every epoch and continue "
                         "from it when present (rerun the same command after an interruption)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over the processes of a torchrun launch (torchrun "
+                        "--nproc_per_node=N -m robustlab train ...); on by itself when WORLD_SIZE > 1; only rank 0 "
+                        "prints and writes files")
+    p.add_argument("--sync-bn", action="store_true", help="synchronise BatchNorm statistics across the processes "
+                                                         "(with --distributed)")
+    p.add_argument("--dist-timeout", type=float, default=600.0,
+                   help="seconds a process waits for the others before the run fails (default %(default)s)")
     add_options(p, "seed", "device", "json", "quiet", "out",
                 out={"metavar": "DIR", "help": "run folder for metrics.json and model.pt (checked before any work)"})
     p.add_argument("--no-progress", dest="quiet", action="store_true", help="same as --quiet")
@@ -173,9 +185,17 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.out, directory=True)
     elif args.resume:
         raise ValueError("--resume needs --out DIR (the resumable state is kept in DIR/train_state).")
+    distributed = bool(args.distributed) or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    if args.sync_bn and not distributed:
+        raise ValueError("--sync-bn synchronises BatchNorm across processes: launch with torchrun and --distributed.")
+    fit_kw = {"distributed": True, "sync_bn": bool(args.sync_bn), "dist_timeout": args.dist_timeout} if distributed else {}
     t_start = time.perf_counter()
     res = pipeline.run(config, out=args.out, device=args.device, progress=progress_arg(args), fetch=fetch,
-                       resume=args.resume)
+                       resume=args.resume, fit_kw=fit_kw)
+    from ..training._distributed import is_main_process
+
+    if not is_main_process():
+        return 0  # rank 0 reports and writes
     d, model = res.data, res.model
     train_labels = res.train_data.y_train
     logits = predict_logits(model, d.x_test).cpu()
@@ -205,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
         ("worst-class test acc", f"{final['worst_class_test_acc']:.4f}"),
         ("time", f"{total_s:.1f} s (fit {res.timings['train_s']:.1f} s)"),
     ]
+    if distributed:
+        import torch.distributed as dist
+
+        rows.insert(-1, ("processes", f"{dist.get_world_size()} (torchrun, data-parallel)"))
     record = {
         "config": {**pipeline.record(config), "device": args.device},
         "resolved": rz,

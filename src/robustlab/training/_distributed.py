@@ -24,7 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .._validation import InvalidParameterError
 
-__all__ = ["DistContext", "GlooSyncBatchNorm", "convert_sync_batchnorm", "epoch_sums", "setup", "sync_per_sample_state", "wrap"]
+__all__ = ["DistContext", "GlooSyncBatchNorm", "convert_sync_batchnorm", "epoch_sums", "is_main_process", "setup", "sync_per_sample_state", "wrap"]
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -70,6 +70,11 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
+
+
+def is_main_process() -> bool:
+    """True outside a distributed run and on its rank 0 (the one process that writes files)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def setup(device: str | torch.device | None, timeout_s: float, owner: str = "fit") -> DistContext:
