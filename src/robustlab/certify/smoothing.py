@@ -19,7 +19,8 @@ from scipy.stats import norm as _norm
 from torch import nn
 
 from .._progress import check_progress, progress_bar
-from .._validation import check_finite, check_in_range, check_int, check_labels
+from .._validation import check_finite, check_in_range, check_int, check_labels, check_option
+from ._sampling import NOISE_MODES, counts_independent, counts_shared
 
 __all__ = ["ABSTAIN", "SmoothedClassifier", "certified_accuracy_curve", "clopper_pearson_lower"]
 
@@ -65,17 +66,23 @@ class SmoothedClassifier:
     ``p = 1/2`` at level α; ``certify`` (CERTIFY) selects the class with ``n0`` draws, estimates its
     probability with ``n`` fresh draws, and returns ``(class, σ Φ⁻¹(p_A))`` or ``(-1, 0)`` when
     ``p_A < 1/2``. Reference defaults: ``n0=100, n=100_000, alpha=0.001``.
+
+    ``noise="shared"`` (default) evaluates every point of a call at the same ``n`` Gaussian draws
+    (each point's draws stay i.i.d., so its guarantee is unchanged; see ``certify/_sampling.py``) and
+    draws the noise once per batch instead of once per point; ``noise="independent"`` draws a fresh
+    vector for every (point, draw) pair as Cohen et al.'s code does. One point: both are identical.
     """
 
-    def __init__(self, model: nn.Module, *, sigma: float, num_classes: int) -> None:
+    def __init__(self, model: nn.Module, *, sigma: float, num_classes: int, noise: str = "shared") -> None:
         if not isinstance(model, nn.Module) and not callable(model):
             raise TypeError(f"The 'model' parameter of SmoothedClassifier must be an nn.Module. Got {type(model).__name__}.")
         self.model = model
         self.sigma = float(check_in_range(sigma, "sigma", 0.0, None, closed="neither", owner="SmoothedClassifier"))
         self.num_classes = check_int(num_classes, "num_classes", 2, None, owner="SmoothedClassifier")
+        self.noise = check_option(noise, "noise", NOISE_MODES, owner="SmoothedClassifier")
 
     def __repr__(self) -> str:
-        return f"SmoothedClassifier(sigma={self.sigma}, num_classes={self.num_classes})"
+        return f"SmoothedClassifier(sigma={self.sigma}, num_classes={self.num_classes}, noise={self.noise!r})"
 
     # -- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -110,43 +117,13 @@ class SmoothedClassifier:
         if isinstance(model, nn.Module):
             model.eval()
         dev, dtype = _device_dtype(model, x)
-        x = x.to(device=dev, dtype=dtype)
-        n_samples, c = x.shape[0], self.num_classes
-        counts = torch.zeros(n_samples * c, dtype=torch.int64, device=dev)
-        finite = torch.ones((), dtype=torch.bool, device=dev)  # checked once at the end: no sync per batch
-        total = n_samples * num
-        # Two batch-sized buffers reused by every chunk: no per-chunk allocation (page faults dominate on CPU).
-        shape = (min(batch_size, total), *x.shape[1:])
-        gen_dev = dev if generator is None else generator.device
-        noise_buf = torch.empty(shape, device=dev, dtype=dtype)
-        draw_buf = noise_buf if gen_dev == dev else torch.empty(shape, device=gen_dev, dtype=dtype)
-        base_buf = torch.empty(shape, device=dev, dtype=dtype)
+        count = counts_shared if self.noise == "shared" else counts_independent
         try:
-            for start in range(0, total, batch_size):
-                flat = torch.arange(start, min(start + batch_size, total), device=dev)
-                idx = flat // num
-                m = flat.shape[0]
-                noisy = noise_buf[:m]
-                draw_buf[:m].normal_(generator=generator)  # same stream as torch.randn(shape, generator=...)
-                if draw_buf is not noise_buf:
-                    noisy.copy_(draw_buf[:m])
-                torch.index_select(x, 0, idx, out=base_buf[:m])
-                noisy.mul_(self.sigma).add_(base_buf[:m])  # σ·ε + x, rounded as before
-                logits = model(noisy)
-                if logits.dim() != 2 or logits.shape[1] != c:  # shape only: no device sync
-                    raise ValueError(f"The model returns outputs of shape {tuple(logits.shape)} but "
-                                     f"num_classes={c}; it must return (batch, {c}) logits.")
-                finite &= torch.isfinite(logits).all()
-                pred = logits.argmax(1)
-                counts.index_add_(0, idx * c + pred, torch.ones_like(pred))
-                bar.update(flat.shape[0])  # type: ignore[attr-defined]
+            return count(model, x.to(device=dev, dtype=dtype), num, self.sigma, self.num_classes, batch_size,
+                         generator, bar)
         finally:
             if isinstance(model, nn.Module):
                 model.train(was)
-        if not bool(finite):
-            raise ValueError("The model returned NaN or infinite logits on noisy copies of 'x'; "
-                             "the smoothed classifier's counts would be meaningless.")
-        return counts.view(n_samples, c)
 
     # -- PREDICT / CERTIFY -------------------------------------------------------------------------
     def predict(
