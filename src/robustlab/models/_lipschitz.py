@@ -145,6 +145,9 @@ class GroupSort(nn.Module):
             raise InvalidParameterError(f"GroupSort(group_size={g}) needs a channel count divisible by {g}. "
                                         f"Got {c} channels (input shape {tuple(x.shape)}).")
         grouped = x.reshape(x.shape[0], c // g, g, *x.shape[2:])
+        if g == 2:  # min/max of each pair: the same values as sort, several times faster
+            a, b = grouped.unbind(2)
+            return torch.stack((torch.minimum(a, b), torch.maximum(a, b)), dim=2).reshape(x.shape)
         return grouped.sort(dim=2).values.reshape(x.shape)
 
     def lipschitz_constant(self) -> float:

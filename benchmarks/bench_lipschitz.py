@@ -1,0 +1,145 @@
+"""Lipschitz networks benchmark: robustlab's Cayley networks vs deel-torchlip on MNIST.
+
+Run: ``nice .venv/bin/python benchmarks/bench_lipschitz.py`` (about 2 minutes on 2 shared CPU cores).
+
+Both sides train the same architecture (``lipschitz_cnn``: [3x3 orthogonal conv - MaxMin - PixelUnshuffle(2)] x 2,
+then a 256-unit orthogonal/spectral MLP head; or ``--arch mlp``) on the MNIST t10k file split 8000/2000 (the
+first ``--n-train`` training points), with the same multiclass hinge loss (margin ``--margin``), Adam, batch size
+and epochs, one torch thread each, one after the other. robustlab: ``fit(objective="lipschitz_margin",
+mode="hinge")`` on Cayley layers (exactly orthogonal); deel-torchlip: SpectralConv2d/SpectralLinear (spectral
+normalisation + Björck) with ``HingeMulticlassLoss``. Printed: seconds per epoch (ratio ours/peer), clean and
+certified L2 accuracy at ε = 36/255, 0.5, 1.0 with radius margin/(√2·L): for robustlab L = 1 by construction
+(×(1+1e-3) for float rounding); for torchlip L = 1 as the library declares it, and L from robustlab's sound
+per-layer bound (``certify.lipschitz_bound``, exact SVD / FFT) on torchlip's exported weights.
+
+The peer runs in its own environment (``--peer-python``, default ``/tmp/torchlip/bin/python``; install with
+``python -m venv /tmp/torchlip && /tmp/torchlip/bin/pip install -c constraints.txt deel-torchlip``); when it
+is absent the script runs robustlab alone and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+
+import torch
+from torch import nn
+
+from robustlab import data, models, training
+from robustlab.certify import lipschitz, lipschitz_bound
+from robustlab.models._lipschitz import MaxMin
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_MNIST = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "datasets", "mnist-t10k"))
+EPS = (36 / 255, 0.5, 1.0)
+
+
+def _cert(logits: torch.Tensor, y: torch.Tensor, lip: float) -> list[float]:
+    z = logits.double()
+    margin = z.gather(1, y[:, None]).squeeze(1) - z.scatter(1, y[:, None], -math.inf).amax(1)
+    radius = margin / (math.sqrt(2) * lip)
+    return [float((radius > 0).double().mean())] + [float((radius > e).double().mean()) for e in EPS]
+
+
+def _rebuild(state: dict, arch: str, input_shape, num_classes: int, channels, hidden) -> nn.Module:
+    """torchlip's exported model as plain layers (same GroupSort2 = MaxMin pairing, same PixelUnshuffle)."""
+    c, h, w = input_shape
+    layers: list[nn.Module] = []
+    if arch == "cnn":
+        for ch in channels:
+            layers += [nn.Conv2d(c, ch, 3, padding=1), MaxMin(), nn.PixelUnshuffle(2)]
+            c, h, w = 4 * ch, h // 2, w // 2
+    layers.append(nn.Flatten())
+    d = c * h * w
+    for units in hidden:
+        layers += [nn.Linear(d, units), MaxMin()]
+        d = units
+    layers.append(nn.Linear(d, num_classes))
+    model = nn.Sequential(*layers)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mnist-root", default=DEFAULT_MNIST)
+    p.add_argument("--arch", default="cnn", choices=["cnn", "mlp"])
+    p.add_argument("--n-train", type=int, default=4000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--margin", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--peer-python", default="/tmp/torchlip/bin/python")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    d = data.load("mnist", root=a.mnist_root, use_test_split_as_train=0.8, seed=a.seed)
+    xtr, ytr, xte, yte = d.x_train[:a.n_train], d.y_train[:a.n_train], d.x_test, d.y_test
+    channels, hidden = (16, 32), (256,)
+    name, kw = ("lipschitz_cnn", {"channels": channels, "hidden": hidden}) if a.arch == "cnn" else \
+        ("lipschitz_mlp", {"hidden": (512, 256)})
+    if a.arch == "mlp":
+        channels, hidden = (), (512, 256)
+    print(f"# bench_lipschitz: {a.arch}, MNIST t10k split, {xtr.shape[0]} train / {xte.shape[0]} test, "
+          f"{a.epochs} epochs, batch {a.batch_size}, Adam lr {a.lr}, hinge margin {a.margin}, seed {a.seed}; "
+          f"torch {torch.__version__}, {platform.machine()}, 1 thread")
+
+    torch.manual_seed(a.seed)
+    model = models.create(name, input_shape=d.input_shape, num_classes=d.num_classes, **kw)
+    sub = d.subset(n_train=a.n_train)
+    t0 = time.perf_counter()
+    training.fit(model, sub, objective="lipschitz_margin", objective_kw={"mode": "hinge", "margin": a.margin},
+                       epochs=a.epochs, batch_size=a.batch_size, optimizer="adam", lr=a.lr,
+                       progress=False, seed=a.seed, eval_every=0)
+    ours_s = (time.perf_counter() - t0) / a.epochs  # fit's wall time, set-up included
+    cert = lipschitz(model.eval(), xte, yte)
+    ours = [cert.certified_accuracy(0.0)] + [cert.certified_accuracy(e) for e in EPS]
+
+    peer = None
+    if os.path.exists(a.peer_python):
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save({"x_train": xtr, "y_train": ytr, "x_test": xte}, os.path.join(tmp, "data.pt"))
+            req = {"arch": a.arch, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "margin": a.margin,
+                   "seed": a.seed, "threads": 1, "num_classes": d.num_classes, "channels": list(channels),
+                   "hidden": list(hidden)}
+            with open(os.path.join(tmp, "request.json"), "w") as fh:
+                json.dump(req, fh)
+            t0 = time.perf_counter()
+            proc = subprocess.run([a.peer_python, os.path.join(HERE, "_torchlip_peer.py"), tmp], capture_output=True,
+                                  text=True)
+            if proc.returncode == 0:
+                peer = torch.load(os.path.join(tmp, "result.pt"))
+                peer["wall_s"] = time.perf_counter() - t0
+            else:
+                print(f"# deel-torchlip peer failed: {proc.stderr.strip().splitlines()[-1:]}")
+    else:
+        print(f"# deel-torchlip is absent ({a.peer_python} not found): robustlab alone")
+
+    cols = "clean   " + "  ".join(f"ε={e:.3g}".ljust(7) for e in EPS)
+    print(f"{'':38s} s/epoch  {cols}")
+    print(f"{'robustlab (Cayley, L=1 by construction)':38s} {ours_s:7.1f}  " + "  ".join(f"{v:7.3f}" for v in ours))
+    if peer is not None:
+        peer_s = sum(peer["epoch_s"]) / len(peer["epoch_s"])
+        claimed = _cert(peer["logits"], yte, 1.0)
+        vanilla = _rebuild(peer["state"], a.arch, tuple(d.input_shape), d.num_classes, channels, hidden)
+        bound = lipschitz_bound(vanilla, tuple(d.input_shape))
+        with torch.no_grad():
+            agree = float((vanilla(xte).argmax(1) == peer["logits"].argmax(1)).double().mean())
+        sound = _cert(peer["logits"], yte, bound.value * (1 + 1e-3))
+        print(f"{'deel-torchlip ' + str(peer['version']) + ' (L=1 declared)':38s} {peer_s:7.1f}  "
+              + "  ".join(f"{v:7.3f}" for v in claimed))
+        label = f"deel-torchlip (L={bound.value:.4f}, robustlab bound)"
+        print(f"{label:38s} {'':7s}  "
+              + "  ".join(f"{v:7.3f}" for v in sound))
+        print(f"# time ratio ours/peer {ours_s / peer_s:.2f}; rebuilt peer model agrees with its logits on "
+              f"{100 * agree:.1f}% of the test points")
+
+
+if __name__ == "__main__":
+    main()
