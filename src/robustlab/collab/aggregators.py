@@ -70,8 +70,8 @@ def _back(z: torch.Tensor, s: float, like: torch.Tensor) -> torch.Tensor:
 
 
 def _sqdist(z: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared distances (n, n), exact differences (no Gram-matrix cancellation)."""
-    return ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+    """Pairwise squared distances (n, n), exact differences (no Gram-matrix cancellation), O(n d) memory."""
+    return torch.stack([((z - z[i]) ** 2).sum(1) for i in range(z.shape[0])])
 
 
 def _nearest_mean(z: torch.Tensor, d2_row: torch.Tensor, k: int) -> torch.Tensor:
@@ -238,6 +238,18 @@ def monna(x: torch.Tensor, f: int = 0, pivot: int = 0) -> torch.Tensor:
     return _back(_nearest_mean(z, d2, n - f), s, x)
 
 
+def _monna_all(x: torch.Tensor, f: int, workers: int) -> torch.Tensor:
+    """:func:`monna` for pivots 0..workers-1 with one distance computation (same numbers)."""
+    f = _check(x, f, "monna")
+    n = int(x.shape[0])
+    z, s = _scaled(x)
+    out = []
+    for i in range(workers):
+        d2 = ((z - z[i]) ** 2).sum(1)
+        out.append(_nearest_mean(z, d2, n - f))
+    return _back(torch.stack(out), s, x)
+
+
 # -- the registry ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Aggregator:
@@ -259,6 +271,17 @@ class Aggregator:
         if self.pivoted:
             return self.fn(x, f, pivot=pivot, **self.options)
         return self.fn(x, f, **self.options)
+
+    def for_workers(self, x: torch.Tensor, f: int, workers: int) -> torch.Tensor:
+        """``(workers, d)``: row i is the aggregate seen by worker i (its pivot), rows 0..workers-1 of ``x``.
+
+        Non-pivoted rules give every worker the same aggregate (computed once); MoNNA computes its distances once.
+        """
+        if not self.pivoted:
+            return self(x, f).expand(workers, -1)
+        if self.fn is monna:
+            return _monna_all(x, f, workers)
+        return torch.stack([self(x, f, pivot=i) for i in range(workers)])
 
 
 def _register(name: str, fn: Callable[..., torch.Tensor], kappa: Callable[..., float], *, tags: tuple[str, ...] = (),

@@ -171,3 +171,14 @@ def check_clear_errors(spec: Spec[Any]) -> None:
     bad[3, 1] = float("nan")
     with pytest.raises(InvalidParameterError, match="'x'.*NaN"):
         _call(agg, bad, 1)
+
+
+@check()
+def check_for_workers_matches_single_calls(spec: Spec[Any]) -> None:
+    """The simulation's all-workers path gives each worker exactly what a single call (one rank) gives."""
+    agg = _make(spec)
+    x = _honest(N, D, 7).float()
+    rows = agg.for_workers(x, 2, 8)
+    assert rows.shape == (8, D)
+    for i in range(8):
+        assert torch.equal(rows[i], _call(agg, x, 2, pivot=i)), f"{spec.name}: worker {i} differs"
