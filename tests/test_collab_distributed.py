@@ -14,7 +14,8 @@ CASES = [  # (aggregator, byzantine, heterogeneity): a params exchange (MoNNA) a
     ("trimmed_mean", "ipm", "dirichlet:1"),
     ("coordinate_median", "label_flip", "iid"),
 ]
-KW = dict(workers=4, f=1, epochs=1, batch_size=16, lr=0.5, momentum=0.9, weight_decay=1e-4, seed=3)
+KW = dict(workers=4, f=1, epochs=2, batch_size=16, lr=0.5, momentum=0.9, weight_decay=1e-4, seed=3,
+          schedule="cosine", eval_every=2)
 
 
 _DATA = []  # loaded once in the parent; the forked ranks share it
@@ -24,7 +25,7 @@ def _model_and_data():
     from robustlab import data, models
 
     if not _DATA:
-        _DATA.append(data.load("digits").subset(n_train=320, n_test=100))
+        _DATA.append(data.load("digits").subset(n_train=200, n_test=100))
     d = _DATA[0]
     torch.manual_seed(0)
     return models.create("mlp", input_shape=d.input_shape, num_classes=d.num_classes, hidden=(32,)), d

@@ -109,3 +109,16 @@ def test_fit_refuses_bad_models_and_arguments(digits):
         collab.fit(_mlp(digits), digits, workers=3, lr=0)
     with pytest.raises(InvalidParameterError, match="either 'setup' or"):
         collab.fit(_mlp(digits), digits, setup=collab.CollabSetup(), workers=3)
+
+
+def test_schedule_and_eval_every(digits):
+    from robustlab.collab._fit import _lr_at
+
+    assert [_lr_at(t, 4, 1.0, "cosine") for t in range(4)] == pytest.approx([1.0, 0.8535534, 0.5, 0.1464466])
+    assert [_lr_at(t, 4, 1.0, "step") for t in range(4)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
+    res = collab.fit(_mlp(digits), digits, workers=3, epochs=3, eval_every=2, schedule="cosine")
+    assert res.history["epoch"] == [2, 3]
+    res = collab.fit(_mlp(digits), digits, workers=3, epochs=2, eval_every=0)
+    assert res.history["epoch"] == [2]
+    with pytest.raises(InvalidParameterError, match="'schedule' parameter of collab.fit"):
+        collab.fit(_mlp(digits), digits, workers=3, schedule="linear")

@@ -156,6 +156,18 @@ def _mix(setup: CollabSetup, agg: _agg.Aggregator, sent: torch.Tensor, theta: to
     return theta - lr * agg(sent, setup.f)
 
 
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def _lr_at(t: int, total: int, lr: float, schedule: str) -> float:
+    """Learning rate of round ``t`` of ``total``: constant, cosine to 0, or /10 at 50% and 75% (``fit``'s rules)."""
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * t / total))
+    if schedule == "step":
+        return lr * (0.1 if t >= 0.5 * total else 1.0) * (0.1 if t >= 0.75 * total else 1.0)
+    return lr
+
+
 def _batch_generators(seed: int, n: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(seed * 1_000_003 + 7919 * (w + 1)) for w in range(n)]
 
@@ -189,7 +201,7 @@ def _labels(plan: _Plan, data: Any, w: int, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _check_common(model: Any, data: Any, epochs: Any, batch_size: Any, lr: Any, momentum: Any, weight_decay: Any,
-                  seed: Any) -> None:
+                  seed: Any, schedule: Any = "constant", eval_every: Any = 1) -> None:
     if not isinstance(model, nn.Module):
         raise InvalidParameterError(f"The 'model' parameter of collab.fit must be a torch.nn.Module. Got {type(model).__name__}.")
     for attr in ("x_train", "y_train", "x_test", "y_test", "num_classes"):
@@ -201,6 +213,13 @@ def _check_common(model: Any, data: Any, epochs: Any, batch_size: Any, lr: Any, 
     check_in_range(momentum, "momentum", 0.0, 1.0, closed="left", owner="collab.fit")
     check_in_range(weight_decay, "weight_decay", 0.0, None, closed="left", owner="collab.fit")
     check_int(seed, "seed", 0, None, owner="collab.fit")
+    check_option(schedule, "schedule", SCHEDULES, owner="collab.fit")
+    check_int(eval_every, "eval_every", 0, None, owner="collab.fit")
+
+
+def _evaluate_now(ep: int, epochs: int, eval_every: int) -> bool:
+    """Evaluate after epoch ``ep`` (0-based) every ``eval_every`` epochs and after the last (0: only the last)."""
+    return ep + 1 == epochs or (eval_every > 0 and (ep + 1) % eval_every == 0)
 
 
 @torch.no_grad()
@@ -218,14 +237,15 @@ def _setup(setup: CollabSetup | None, kw: dict[str, Any]) -> CollabSetup:
 
 
 def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs: int = 10, batch_size: int = 32,
-        lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0, loss: Any = "ce",
-        loss_kw: dict[str, Any] | None = None, seed: int = 0, batched: bool = True, progress: bool | None = False,
-        **collab: Any) -> Any:
+        lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "constant",
+        eval_every: int = 1, loss: Any = "ce", loss_kw: dict[str, Any] | None = None, seed: int = 0,
+        batched: bool = True, progress: bool | None = False, **collab: Any) -> Any:
     """Train ``model`` collaboratively in one process; returns ``FitResult(model, history)``.
 
     ``collab`` keywords (or ``setup=CollabSetup(...)``): ``workers``, ``f``, ``aggregator`` (+ ``aggregator_kw``),
     ``byzantine`` (+ ``byzantine_kw``), ``heterogeneity`` (``"iid"``/``"dirichlet:α"``), ``exchange``.
-    ``batched``: all workers' gradients in one ``vmap`` call (else a loop, the computation each distributed rank
+    ``schedule`` (``constant``, ``cosine``, ``step``) sets each round's learning rate as ``fit`` does; the test
+    accuracy is measured every ``eval_every`` epochs and after the last. ``batched``: all workers' gradients in one ``vmap`` call (else a loop, the computation each distributed rank
     does). The returned model holds honest worker 0's parameters; ``history`` has per-epoch ``train_loss``
     (honest mean), ``test_acc`` (worker 0), ``honest_acc_min`` and ``honest_spread`` (max ‖θ_i − θ_0‖).
     When the honest vectors stop being finite (a non-robust rule under attack), training stops there and
@@ -239,7 +259,7 @@ def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs
     from ..training import FitResult, resolve_loss
 
     s = _setup(setup, collab)
-    _check_common(model, data, epochs, batch_size, lr, momentum, weight_decay, seed)
+    _check_common(model, data, epochs, batch_size, lr, momentum, weight_decay, seed, schedule, eval_every)
     plan = _plan(s, data, batch_size, seed)
     flat = _Flat(model)
     loss_fn = resolve_loss(loss, loss_kw)
@@ -260,17 +280,21 @@ def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs
     with progress_bar(total=epochs, desc="collab", enabled=progress) as bar:
         for ep in range(epochs):
             if not diverged:
+                lrs = [_lr_at(ep * plan.steps_per_epoch + k, epochs * plan.steps_per_epoch, lr, schedule)
+                       for k in range(plan.steps_per_epoch)]
                 theta, mom, ep_loss, diverged = _epoch(plan, data, gfn, vgfn if batched else None, theta, mom, gens,
-                                                      byz_gen, batch_size, lr, momentum, weight_decay)
+                                                      byz_gen, batch_size, lrs, momentum, weight_decay)
                 if diverged:
                     history["diverged_step"] = [ep * plan.steps_per_epoch + len(ep_loss)]
+            bar.update(1)
+            if not _evaluate_now(ep, epochs, eval_every):
+                continue
             accs = [_accuracy(model, flat, theta[i], data) for i in range(h)]
             history["epoch"].append(ep + 1)
             history["train_loss"].append(sum(ep_loss) / max(len(ep_loss), 1) if not diverged else float("nan"))
             history["test_acc"].append(accs[0])
             history["honest_acc_min"].append(min(accs))
             history["honest_spread"].append(float((theta[:h] - theta[0]).norm(dim=1).max()))
-            bar.update(1)
     with torch.no_grad():
         for p, v in zip(model.parameters(), flat.unflat(theta[0]).values()):
             p.copy_(v)
@@ -278,12 +302,12 @@ def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs
 
 
 def _epoch(plan: _Plan, data: Any, gfn: Any, vgfn: Any, theta: torch.Tensor, mom: torch.Tensor,
-           gens: list[torch.Generator], byz_gen: torch.Generator, batch_size: int, lr: float, momentum: float,
+           gens: list[torch.Generator], byz_gen: torch.Generator, batch_size: int, lrs: list[float], momentum: float,
            weight_decay: float) -> tuple[torch.Tensor, torch.Tensor, list[float], bool]:
     """One epoch of rounds of the simulation; stops early (``diverged``) when honest vectors are not finite."""
     s, a, h, f = plan.setup, plan.active, plan.setup.honest, plan.setup.f
     losses: list[float] = []
-    for _ in range(plan.steps_per_epoch):
+    for lr in lrs:
         idx = [_draw(plan.parts[w], batch_size, gens[w]) for w in range(a)]
         xb = torch.stack([data.x_train[i] for i in idx])
         yb = torch.stack([_labels(plan, data, w, i) for w, i in enumerate(idx)])

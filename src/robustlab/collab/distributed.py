@@ -30,10 +30,12 @@ from ._fit import (
     _byzantine_vectors,
     _check_common,
     _draw,
+    _evaluate_now,
     _Flat,
     _grad_fn,
     _labels,
     _local_step,
+    _lr_at,
     _plan,
     _setup,
 )
@@ -49,7 +51,7 @@ def _gather(v: torch.Tensor, world: int) -> torch.Tensor:
 
 def fit_distributed(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs: int = 10,
                     batch_size: int = 32, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0,
-                    loss: Any = "ce", loss_kw: dict[str, Any] | None = None, seed: int = 0,
+                    schedule: str = "constant", eval_every: int = 1, loss: Any = "ce", loss_kw: dict[str, Any] | None = None, seed: int = 0,
                     device: str | torch.device | None = None, **collab: Any) -> Any:
     """This rank's part of :func:`robustlab.collab.fit`; returns ``FitResult(model, history)`` for this worker.
 
@@ -66,9 +68,10 @@ def fit_distributed(model: nn.Module, data: Any, *, setup: CollabSetup | None = 
     if world != s.workers:
         raise InvalidParameterError(f"The 'workers' parameter ({s.workers}) must equal the world size ({world}): "
                                     "one rank per worker.")
-    _check_common(model, data, epochs, batch_size, lr, momentum, weight_decay, seed)
+    _check_common(model, data, epochs, batch_size, lr, momentum, weight_decay, seed, schedule, eval_every)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     plan = _plan(s, data, batch_size, seed)
+    base_lr, total = lr, epochs * plan.steps_per_epoch
     flat = _Flat(model)
     gfn = _grad_fn(model, flat, resolve_loss(loss, loss_kw))
     h, f, a = s.honest, s.f, plan.active
@@ -83,7 +86,8 @@ def fit_distributed(model: nn.Module, data: Any, *, setup: CollabSetup | None = 
     diverged = False
     for ep in range(epochs):
         losses = []
-        for _ in range(plan.steps_per_epoch if not diverged else 0):
+        for k in range(plan.steps_per_epoch if not diverged else 0):
+            lr = _lr_at(ep * plan.steps_per_epoch + k, total, base_lr, schedule)
             if active:
                 idx = _draw(plan.parts[rank], batch_size, gen)
                 g, lv = gfn(theta, x_train[idx.to(dev)], _labels(plan, data, rank, idx).to(dev))
@@ -109,6 +113,8 @@ def fit_distributed(model: nn.Module, data: Any, *, setup: CollabSetup | None = 
                     theta = plan.agg(sent_cpu, f, pivot=rank).to(dev)
                 else:
                     theta = theta - lr * plan.agg(sent_cpu, f).to(dev)
+        if not _evaluate_now(ep, epochs, eval_every):
+            continue
         history["epoch"].append(ep + 1)
         if active:
             history["train_loss"].append(sum(losses) / len(losses) if losses else float("nan"))
