@@ -199,3 +199,22 @@ def test_corruptions(both, model, batch_size: int) -> None:
         assert same(got.to_dict(), ref.to_dict())
     sub = corruption_error(model, stream, corruptions=deterministic, n_test=7, **kw)
     assert same(sub.to_dict(), corruption_error(model, mem.subset(n_test=7), corruptions=deterministic, **kw).to_dict())
+
+
+def test_train_streaming_same_weights(both) -> None:
+    """fit on the image folder's train Dataset (streamed) ends with the in-memory run's weights."""
+    from robustlab.training import fit
+
+    stream, mem = both
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    kw = {"epochs": 2, "batch_size": 5, "optimizer": "adam", "lr": 1e-2, "progress": False, "objective": "pgd_at",
+          "objective_kw": {"eps": 0.03, "steps": 2}, "augment": "flip"}
+    ref = fit(net(), mem, **kw)
+    got = fit(net(), stream.train, test_data=stream.test, **kw)
+    for p, q in zip(ref.model.parameters(), got.model.parameters()):
+        assert torch.equal(p, q)
+    assert got.history["test_acc"] == ref.history["test_acc"] and got.history["loss"] == ref.history["loss"]

@@ -81,12 +81,18 @@ def data_ref(data: DataConfig | Mapping[str, Any] | str, *, fetch: Mapping[str, 
 
 
 def load_data(data: DataConfig | Mapping[str, Any] | str, *, fetch: Mapping[str, Any] | None = None) -> Any:
-    """Load a data set by its config; ``fetch`` (``download``/``mirror``) comes from the caller only."""
+    """Load a data set by its config; ``fetch`` (``download``/``mirror``) comes from the caller only.
+
+    A streamed set (``imagefolder:PATH``) is read into memory after ``n_train``/``n_test`` (the run pipeline
+    adds label noise and statistics to tensors); Python callers stream it with ``fit`` and the evaluations.
+    """
+    from .data import StreamingData
+
     dc = DataConfig.from_value(data)
     d = data_ref(dc, fetch=fetch).load()
     if dc.n_train or dc.n_test:
         d = d.subset(n_train=dc.n_train, n_test=dc.n_test)
-    return d
+    return d.to_memory() if isinstance(d, StreamingData) else d
 
 
 def asymmetric_map_for(data: Any) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._inputs import add_inputs, call, emit, load_inputs
+from ._inputs import add_inputs, call, emit, in_memory, load_inputs
 from ._options import add_options
 
 __all__ = ["add_parser", "add_threat_options", "attack_params", "run", "summary_lines"]
@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
            "attack_params": attack_params(atk), "attack_repr": repr(atk), "seed": args.seed, **res.to_dict()}
     lines = [f"{ds.name}, model {label}: {atk!r}", *summary_lines(res)]
     if args.targeted:
-        x, y = ds.x_test, ds.y_test
+        mem = in_memory(ds)  # an imagefolder: set's test split as tensors
+        x, y = mem.x_test, mem.y_test
         targets = (y + 1) % ds.num_classes
         dev = next(iter(model.parameters()), torch.zeros(0)).device
         hits = 0

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._certify_lipschitz import add_arguments as add_lipschitz_arguments
 from ._certify_lipschitz import certify_lipschitz
-from ._inputs import add_inputs, call, emit, load_inputs
+from ._inputs import add_inputs, call, emit, in_memory, load_inputs
 from ._options import add_options
 
 __all__ = ["add_parser", "run"]
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..certify import SmoothedClassifier, certified_accuracy, certified_accuracy_curve
 
     model, data, ref, label = load_inputs(args)
+    data = in_memory(data)  # an imagefolder: set's test split as tensors
     x, y = data.x_test, data.y_test
     t0 = time.perf_counter()
     result: dict[str, Any] = {"command": "certify", "model": label, "checkpoint": args.checkpoint, "data": data.name,

@@ -15,7 +15,7 @@ import argparse
 import time
 from typing import Any
 
-from ._inputs import add_inputs, call, emit, load_inputs
+from ._inputs import add_inputs, call, emit, in_memory, load_inputs
 from ._options import add_options
 
 __all__ = ["add_parser", "run"]
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.cal_fraction < 1:
         raise InvalidParameterError(f"--cal-fraction must be in (0, 1). Got {args.cal_fraction}.")
     model, data, ref, label = load_inputs(args)
+    data = in_memory(data)  # an imagefolder: set's test split as tensors
     g = torch.Generator().manual_seed(args.seed)
     perm = torch.randperm(data.x_test.shape[0], generator=g)
     k = int(round(args.cal_fraction * perm.numel()))

@@ -2,6 +2,10 @@
 (``--data``/``--data-root``/``--data-arg``, default: the data recorded with the checkpoint), and how
 it ends: a summary printed, a JSON document printed (``--json``) and written (``--out``).
 
+``--data imagefolder:PATH --data-arg size=32`` gives a streamed data set (:class:`~robustlab.data.StreamingData`):
+``attack``, ``evaluate`` and ``shift`` read it batch by batch; ``certify`` and ``conformal`` read its test split
+into memory (:func:`in_memory`; bound it with ``--n-test``).
+
 A checkpoint's recorded data reference is read with :meth:`DataRef.from_config` (``trusted=False``):
 ``download``/``mirror`` never come from a file; the command line overrides the recorded root and options.
 """
@@ -19,7 +23,7 @@ from typing import Any
 from .._validation import InvalidParameterError
 from ._options import add_options, key_values, progress_arg
 
-__all__ = ["add_inputs", "call", "emit", "load_inputs", "recorded_data"]
+__all__ = ["add_inputs", "call", "emit", "in_memory", "load_inputs", "recorded_data"]
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -132,6 +136,14 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     if device:
         model = model.to(device)
     return model.eval(), data, ref, label
+
+
+def in_memory(data: Any) -> Any:
+    """``data`` as a ClassificationData: a streamed data set (``--data imagefolder:PATH``) has its test split read
+    into memory (the commands that need tensors: bound it with ``--n-test``); in-memory data unchanged."""
+    from ..data import StreamingData
+
+    return data.subset(n_train=0).to_memory() if isinstance(data, StreamingData) else data
 
 
 def call(fn: Callable[..., Any], *a: Any, args: argparse.Namespace, **kw: Any) -> Any:

@@ -33,7 +33,7 @@ from ..attacks._base import (
     probe_model,
     quiet_probability_warning,
 )
-from ..data._stream import BatchSource, is_streaming, num_examples
+from ..data._stream import BatchSource, is_streaming, iter_batches, num_examples
 from ._suites import SUITES, fast_ensemble, resolve_attacks, standard_ensemble
 
 __all__ = ["RobustAccuracy", "clopper_pearson", "resolve_attacks", "robust_accuracy", "standard_ensemble",
@@ -58,9 +58,23 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def as_tensors(data: Any, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int | None]:
-    """``(x, y, num_classes)`` from a ClassificationData (its test split) or an ``(x, y)`` pair."""
+    """``(x, y, num_classes)`` from a ClassificationData (its test split) or an ``(x, y)`` pair.
+
+    Streamed data (a torch Dataset / DataLoader / StreamingData) are read into memory: the first ``n`` examples
+    (all without ``n``); evaluations that stream use :func:`prepare_source` instead.
+    """
     from ..data import ClassificationData
 
+    if is_streaming(data):
+        if n is not None:
+            check_int(n, "n", 1, None)
+        xs, ys = [], []
+        for xb, yb, _ in iter_batches(data, 256, n=n):
+            xs.append(xb)
+            ys.append(yb)
+        if not xs:
+            raise ValueError("The data hold no examples.")
+        return torch.cat(xs), torch.cat(ys), getattr(data, "num_classes", None)
     if isinstance(data, ClassificationData):
         x, y, c = data.x_test, data.y_test, data.num_classes
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
