@@ -18,6 +18,7 @@ from . import (  # noqa: E402,F401
     _distillation,
     _lipschitz,  # noqa: E402,F401  (lipschitz_margin)
     _quant,  # noqa: E402,F401  (elastic_quant)
+    _selftrain,  # noqa: E402,F401  (robust_self_training)
 )
 
 
