@@ -19,7 +19,7 @@ _CONSTANT: dict[type, Callable[[nn.Module], float]] = {
     nn.Sigmoid: lambda m: 0.25, nn.Identity: lambda m: 1.0, nn.Flatten: lambda m: 1.0,
     nn.Dropout: lambda m: 1.0,  # eval mode: the identity
     nn.PixelUnshuffle: lambda m: 1.0, nn.PixelShuffle: lambda m: 1.0,  # permutations
-    nn.LeakyReLU: lambda m: max(1.0, abs(float(m.negative_slope))),  # type: ignore[attr-defined]
+    nn.LeakyReLU: lambda m: max(1.0, abs(float(getattr(m, "negative_slope", 1.0)))),
 }
 
 
@@ -86,8 +86,9 @@ class _Walker:
     def bound(self, m: nn.Module, name: str) -> float:
         from ..models import Normalize, Residual
 
-        if hasattr(m, "lipschitz_constant"):
-            return self.factor(name, m, float(m.lipschitz_constant()))
+        declared = getattr(m, "lipschitz_constant", None)
+        if callable(declared):
+            return self.factor(name, m, float(declared()))
         if isinstance(m, nn.Sequential):
             value = 1.0
             for child_name, child in m.named_children():

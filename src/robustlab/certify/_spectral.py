@@ -45,9 +45,10 @@ def conv_frequency_matrices(conv: nn.Conv2d, input_hw: Sequence[int]) -> list[to
     ``input_hw`` (exact); for a plain Conv2d, those of the circular convolution on the padded grid.
     """
     h, w = int(input_hw[0]), int(input_hw[1])
-    if hasattr(conv, "frequency_matrices"):
+    freq = getattr(conv, "frequency_matrices", None)
+    if callable(freq):
         with torch.no_grad():
-            return [conv.frequency_matrices(h, w).to(torch.complex128)]
+            return [freq(h, w).to(torch.complex128)]
     if conv.padding_mode == "circular":
         if _conv_pads(conv) != (conv.dilation[0] * (conv.kernel_size[0] - 1), conv.dilation[1] * (conv.kernel_size[1] - 1)):
             raise TypeError(f"A circular-padded Conv2d is bounded only with 'same' padding; got padding={conv.padding} "
@@ -59,7 +60,7 @@ def conv_frequency_matrices(conv: nn.Conv2d, input_hw: Sequence[int]) -> list[to
     else:
         raise TypeError(f"No spectral bound for Conv2d with padding_mode={conv.padding_mode!r}; "
                         "supported: 'zeros', 'circular'.")
-    weight = _dilated(conv.weight.detach().to(torch.float64), conv.dilation)
+    weight = _dilated(conv.weight.detach().to(torch.float64), (conv.dilation[0], conv.dilation[1]))
     if weight.shape[-2] > grid[0] or weight.shape[-1] > grid[1]:
         raise InvalidParameterError(f"input size {(h, w)} is smaller than the kernel {tuple(weight.shape[-2:])}")
     g, cout = conv.groups, conv.out_channels
@@ -72,10 +73,12 @@ def conv_frequency_matrices(conv: nn.Conv2d, input_hw: Sequence[int]) -> list[to
 
 
 def _matrix(layer: nn.Module) -> torch.Tensor:
-    if hasattr(layer, "orthogonal_weight"):
+    ortho = getattr(layer, "orthogonal_weight", None)
+    if callable(ortho):
         with torch.no_grad():
-            return layer.orthogonal_weight().detach().to(torch.float64)
-    return layer.weight.detach().to(torch.float64)  # type: ignore[union-attr]
+            return ortho().detach().to(torch.float64)
+    weight: torch.Tensor = layer.weight  # type: ignore[assignment]
+    return weight.detach().to(torch.float64)
 
 
 def _operator(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

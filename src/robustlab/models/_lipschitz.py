@@ -172,7 +172,8 @@ class LipschitzSequential(nn.Sequential):
         """Product of the layers' L2 Lipschitz constants, known by construction."""
         value = 1.0
         for m in self:
-            value *= float(m.lipschitz_constant()) if hasattr(m, "lipschitz_constant") else _ONE_LIPSCHITZ[type(m)]
+            declared = getattr(m, "lipschitz_constant", None)
+            value *= float(declared()) if callable(declared) else _ONE_LIPSCHITZ[type(m)]
         return value
 
 
