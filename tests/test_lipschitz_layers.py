@@ -115,3 +115,16 @@ def test_model_argument_errors():
         create("lipschitz_cnn", input_shape=(16,), num_classes=3)
     with pytest.raises(ValueError, match=r"channels\[1\]"):
         create("lipschitz_cnn", input_shape=(1, 8, 8), num_classes=3, channels=(4, 3))
+
+
+def test_orthogonal_weights_stay_float32_under_autocast():
+    """Mixed precision must not round the Cayley transform: Q stays orthogonal to float32 accuracy."""
+    torch.manual_seed(0)
+    lin, conv = CayleyLinear(12, 6), CayleyConv2d(3, 6, 3, init_size=(8, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = lin.orthogonal_weight()
+        f = conv.frequency_matrices(8, 8)
+        y = conv(torch.rand(2, 3, 8, 8))
+    assert q.dtype == torch.float32 and f.dtype == torch.complex64 and y.dtype == torch.float32
+    torch.testing.assert_close(q @ q.T, torch.eye(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(f.mH @ f, torch.eye(3, dtype=torch.complex64).expand_as(f.mH @ f), atol=1e-5, rtol=0)

@@ -58,9 +58,10 @@ class CayleyLinear(nn.Linear):
         self.alpha = nn.Parameter(self.weight.detach().norm().clone())
 
     def orthogonal_weight(self) -> torch.Tensor:
-        """The ``(out, in)`` orthogonal matrix used by ``forward``."""
-        w = self.weight.float()
-        return cayley(self.alpha.float() * w / w.norm())
+        """The ``(out, in)`` orthogonal matrix used by ``forward`` (float32, also under autocast)."""
+        with torch.autocast(self.weight.device.type, enabled=False):
+            w = self.weight.float()
+            return cayley(self.alpha.float() * w / w.norm())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = self.orthogonal_weight().to(x.dtype)
@@ -104,11 +105,12 @@ class CayleyConv2d(nn.Conv2d):
         return torch.polar(torch.ones_like(phase), phase).to(torch.complex64)
 
     def frequency_matrices(self, h: int, w: int) -> torch.Tensor:
-        """The orthogonal per-frequency matrices, shape ``(h·(w//2+1), out, in)`` (complex64)."""
+        """The orthogonal per-frequency matrices, shape ``(h·(w//2+1), out, in)`` (complex64, also under autocast)."""
         cout, cin = self.out_channels, self.in_channels
-        wfft = torch.fft.rfft2(self.weight.float(), (h, w)).conj() * self._shift(h, w, self.weight.device)
-        wfft = wfft.reshape(cout, cin, -1).permute(2, 0, 1)
-        return cayley(self.alpha.float() * wfft / wfft.norm())
+        with torch.autocast(self.weight.device.type, enabled=False):
+            wfft = torch.fft.rfft2(self.weight.float(), (h, w)).conj() * self._shift(h, w, self.weight.device)
+            wfft = wfft.reshape(cout, cin, -1).permute(2, 0, 1)
+            return cayley(self.alpha.float() * wfft / wfft.norm())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -116,11 +118,12 @@ class CayleyConv2d(nn.Conv2d):
                                         f"Got {tuple(x.shape)} instead.")
         n, _, h, w = x.shape
         q = self.frequency_matrices(h, w)
-        xfft = torch.fft.rfft2(x.float()).permute(2, 3, 1, 0).reshape(h * (w // 2 + 1), self.in_channels, n)
-        yfft = (q @ xfft).reshape(h, w // 2 + 1, self.out_channels, n).permute(3, 2, 0, 1)
-        y = torch.fft.irfft2(yfft, s=(h, w))
-        if self.bias is not None:
-            y = y + self.bias.float()[:, None, None]
+        with torch.autocast(x.device.type, enabled=False):
+            xfft = torch.fft.rfft2(x.float()).permute(2, 3, 1, 0).reshape(h * (w // 2 + 1), self.in_channels, n)
+            yfft = (q @ xfft).reshape(h, w // 2 + 1, self.out_channels, n).permute(3, 2, 0, 1)
+            y = torch.fft.irfft2(yfft, s=(h, w))
+            if self.bias is not None:
+                y = y + self.bias.float()[:, None, None]
         return y.to(x.dtype)
 
     def lipschitz_constant(self) -> float:
