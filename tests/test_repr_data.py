@@ -135,3 +135,9 @@ def test_gaussian_mixture_shift_geometry():
     assert data.gaussian_mixture_shift(seed=1).x_train.shape == (20, 50)
     with pytest.raises(InvalidParameterError, match="'shift' parameter"):
         data.gaussian_mixture_shift(shift=-1)
+
+
+def test_gaussian_mixture_labelled_and_test_samples_do_not_depend_on_the_pool():
+    a = data.gaussian_mixture_shift(n_unlabeled=0, shift=0.0, seed=3)
+    b = data.gaussian_mixture_shift(n_unlabeled=500, shift=2.0, seed=3)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_test, b.x_test) and torch.equal(a.mu, b.mu)

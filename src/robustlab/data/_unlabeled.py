@@ -159,6 +159,7 @@ def gaussian_mixture_shift(*, dim: int = 50, n_labelled: int = 20, n_unlabeled: 
         return x.float(), y.long()
 
     xl, yl = draw(n_labelled, mu, True)
-    xu, yu = draw(n_unlabeled, mu_s, False)
     xt, yt = draw(n_test, mu, False)
+    g = torch.Generator().manual_seed(seed + 7919)  # the pool's own stream: labelled/test samples do not move
+    xu, yu = draw(n_unlabeled, mu_s, False)          # with n_unlabeled or shift (paired comparisons)
     return GaussianMixtureShift(xl, yl, xu, yu, xt, yt, mu.float(), mu_s.float(), sigma, shift)
