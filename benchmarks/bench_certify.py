@@ -5,7 +5,9 @@
 1. Smoothing: noise samples per second of ``SmoothedClassifier.sample_counts`` (noise + forward +
    counting) versus plain batched forward passes of the same number of inputs on pre-made data.
    Goal: ratio >= 0.9.
-2. IBP: time of ``interval_bounds`` (and CROWN-IBP margins) as a multiple of one forward pass on the
+2. Bounds vs auto_LiRPA (``_bounds_vs_lirpa.py``): time and width of IBP, CROWN-IBP and CROWN on an MLP, a
+   CNN and a residual CNN, the peer in its own interpreter (or its stored figures). Goal: time ratio <= 1.0.
+3. IBP: time of ``interval_bounds`` (and CROWN-IBP margins) as a multiple of one forward pass on the
    same batch. Goal: IBP <= 3x.
 Timings are the minimum of repeated runs after a warm-up (robust to load from other processes).
 """
@@ -38,7 +40,9 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=["smoothing", "ibp"], default=None, help="run one part only")
+    ap.add_argument("--only", choices=["smoothing", "ibp", "lirpa"], default=None, help="run one part only")
+    ap.add_argument("--lirpa-python", default=None, help="interpreter with auto_LiRPA (default /tmp/lirpa/bin/python)")
+    ap.add_argument("--save-peer", action="store_true", help="store the live auto_LiRPA figures beside the script")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -51,12 +55,19 @@ def main() -> None:
         "mlp(256,256) 28x28": create("mlp", input_shape=shape, num_classes=10),
         "lenet 28x28": create("lenet", input_shape=shape, num_classes=10),
     }
-    if args.only != "ibp":
+    if args.only in (None, "smoothing"):
         print("\n== randomized smoothing: noise samples per second (goal: ratio >= 0.9) ==")
         print(f"{'model':<22}{'draws':>9}{'certify path/s':>16}{'plain fwd/s':>14}{'ratio':>8}")
         for name, model in models.items():
             _bench_smoothing(name, model.to(dev).eval(), shape, dev, sync, repeat, args.quick)
     if args.only == "smoothing":
+        return
+    if args.only in (None, "lirpa") and dev.type == "cpu":
+        from _bounds_vs_lirpa import run as run_lirpa
+
+        run_lirpa(threads=args.threads, quick=args.quick, rounds=2 if args.quick else 3,
+                  lirpa_python=args.lirpa_python, save_peer=args.save_peer)
+    if args.only == "lirpa":
         return
     print("\n== interval bounds: cost as a multiple of one forward pass (goal: IBP <= 3x) ==")
     print(f"{'model':<22}{'batch':>6}{'forward ms':>12}{'IBP ms':>9}{'IBP x':>7}{'margins ms':>12}{'x':>6}{'CROWN-IBP ms':>14}{'x':>7}")

@@ -1,0 +1,68 @@
+"""auto_LiRPA side of ``bench_certify.py``: run in the peer's own interpreter, one request per stdin line.
+
+    /tmp/lirpa/bin/python benchmarks/_lirpa_peer.py DIR THREADS
+
+``DIR`` holds ``<model>.pt`` (state dicts) and ``x.pt`` (inputs). Each request
+``{"model", "norm", "eps", "method", "batch"}`` is answered with ``{"time_s", "lower", "upper"}`` (bounds as
+lists) after one timed ``compute_bounds`` call. auto_LiRPA 0.3 (the PyPI release) predates torch 2; three
+shims below restore the torch internals it calls.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.onnx.symbolic_helper as _sh
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _certify_models import build  # noqa: E402
+
+try:  # shims for auto_LiRPA 0.3 on torch >= 2
+    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+
+    if not hasattr(_sh, "_set_opset_version"):
+        _sh._set_opset_version = lambda v: setattr(GLOBALS, "export_onnx_opset_version", v)
+    if not hasattr(torch._C.Node, "__getitem__"):
+        torch._C.Node.__getitem__ = lambda self, k: getattr(self, self.kindOf(k))(k)
+except ImportError:
+    pass
+
+from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm  # noqa: E402
+
+_named_members = BoundedModule._named_members  # torch >= 2 passes remove_duplicate, which 0.3 does not take
+BoundedModule._named_members = lambda self, fn, prefix="", recurse=True, **_: _named_members(self, fn, prefix, recurse)
+
+
+def main() -> None:
+    folder, threads = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(threads)
+    x_all = torch.load(os.path.join(folder, "x.pt"))
+    bounded = {}
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req.get("quit"):
+            break
+        name = req["model"]
+        if name not in bounded:
+            m = build(name)
+            m.load_state_dict(torch.load(os.path.join(folder, f"{name}.pt")))
+            bounded[name] = BoundedModule(m.eval(), torch.zeros_like(x_all[:1]))
+        x = x_all[: req["batch"]]
+        eps = req["eps"]
+        if req["norm"] == "linf":
+            ptb = PerturbationLpNorm(norm=math.inf, eps=eps, x_L=(x - eps).clamp(0, 1), x_U=(x + eps).clamp(0, 1))
+        else:
+            ptb = PerturbationLpNorm(norm=2, eps=eps)
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            lb, ub = bounded[name].compute_bounds(x=(BoundedTensor(x, ptb),), method=req["method"])
+            dt = time.perf_counter() - t0
+        print(json.dumps({"time_s": dt, "lower": lb.tolist(), "upper": ub.tolist()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
