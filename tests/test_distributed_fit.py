@@ -151,3 +151,12 @@ def test_distributed_needs_torchrun_and_refuses_what_it_cannot_shard(monkeypatch
         fit(m, loader, epochs=1, distributed=True, progress=False)
     with pytest.raises(InvalidParameterError, match="dist_timeout"):
         fit(m, d, epochs=1, distributed=True, dist_timeout=0, progress=False)
+
+
+def test_cli_sync_bn_needs_a_distributed_launch(capsys, monkeypatch):
+    from robustlab.cli import main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    code = main(["train", "--data", "digits", "--epochs", "1", "--sync-bn", "--quiet"])
+    assert code == 2
+    assert "--sync-bn" in capsys.readouterr().err
