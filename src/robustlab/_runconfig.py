@@ -18,6 +18,9 @@ SCHEMA_VERSION = 1
 # the report and the CLI (a bench spec writes the plural form as its top-level key).
 AXES = ("data", "noise", "model", "loss", "objective", "seed")
 FETCH_OPTIONS = ("download", "mirror")
+#: The axes of a collaborative run (a config's ``collab`` section, robustlab.collab), in display order: the bench
+#: spec's ``collab`` block, the run labels, the report's accuracy-vs-f plots and the CLI read them.
+COLLAB_AXES = ("aggregator", "byzantine", "f", "workers", "heterogeneity")
 
 
 def _train_constraints() -> dict[str, Any]:
@@ -314,6 +317,7 @@ class Config:
     train: dict[str, Any] = field(default_factory=train_defaults)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
+    collab: Any = None  # robustlab.collab.CollabConfig: collaborative training (absent from to_dict when None)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | Config) -> Config:
@@ -325,10 +329,11 @@ class Config:
         if isinstance(raw, Config):
             return raw
         d = _mapping(raw, "config")
-        keys = ["schema", "data", "noise", "model", "loss", "objective", "train", "evaluations", "seed"]
+        keys = ["schema", "data", "noise", "model", "loss", "objective", "train", "evaluations", "seed", "collab"]
         unknown = [k for k in d if k not in keys]
         if unknown:
             raise InvalidParameterError(_unknown(unknown, keys, "a run config"))
+        collab = _collab(d.get("collab"), d)
         if d.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise InvalidParameterError(f"Run config schema {d['schema']!r} is not supported (expected {SCHEMA_VERSION}).")
         if "data" not in d:
@@ -345,10 +350,25 @@ class Config:
             train=check_train_options(_mapping(d.get("train"), "train")),
             evaluations=[dict(e) for e in evals],
             seed=check_int(d.get("seed", 0), "seed", 0, None, owner="run config"),
+            collab=collab,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The normalized, JSON-able form (what a bench hashes into the run id)."""
         return {"schema": SCHEMA_VERSION, "data": self.data.to_dict(), "noise": self.noise.to_dict(),
                 "model": self.model.to_dict(), "loss": self.loss.to_dict(), "objective": self.objective.to_dict(),
-                "train": dict(self.train), "evaluations": [dict(e) for e in self.evaluations], "seed": self.seed}
+                "train": dict(self.train), "evaluations": [dict(e) for e in self.evaluations], "seed": self.seed,
+                **({"collab": self.collab.to_dict()} if self.collab is not None else {})}
+
+
+def _collab(value: Any, d: Mapping[str, Any]) -> Any:
+    """The validated ``collab`` section (None for a plain run); refuses objectives/train options it cannot run."""
+    if value is None:
+        return None
+    from .collab import CollabConfig
+
+    cc = CollabConfig.from_value(value)
+    obj = d.get("objective", "standard")
+    cc.check_compatible(obj if isinstance(obj, str) else _mapping(obj, "objective").get("name", ""),
+                        _mapping(d.get("train"), "train"))
+    return cc

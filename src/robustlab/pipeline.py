@@ -42,6 +42,7 @@ import torch
 
 from ._runconfig import (  # noqa: F401  (re-exported: the config half of the pipeline)
     AXES,
+    COLLAB_AXES,
     FETCH_OPTIONS,
     SCHEMA_VERSION,
     TRAIN_OPTIONS,
@@ -58,7 +59,8 @@ from ._runconfig import (  # noqa: F401  (re-exported: the config half of the pi
 from ._validation import InvalidParameterError
 
 __all__ = [
-    "AXES", "FETCH_OPTIONS", "SCHEMA_VERSION", "TRAIN_OPTIONS", "Component", "Config", "DataConfig", "NoiseConfig",
+    "AXES", "COLLAB_AXES", "FETCH_OPTIONS", "SCHEMA_VERSION", "TRAIN_OPTIONS", "Component", "Config", "DataConfig",
+    "NoiseConfig",
     "RunResult", "accepted_kwargs", "asymmetric_map_for", "build_model", "check_kwargs", "check_train_options",
     "check_writable", "data_ref", "load_data", "noise_options", "record", "resolve", "resolved_kwargs", "run",
     "train_defaults",
@@ -225,6 +227,7 @@ def resolve(config: Config, data: Any, noise_opts: dict[str, Any], objective: An
         "loss": resolved_kwargs(LOSSES.spec(config.loss.name).factory, config.loss.kwargs, skip=("num_samples",)),
         "objective": obj if objective is None else _as_built(objective, obj),
         "train": dict(config.train),
+        **({"collab": config.collab.setup().to_dict()} if config.collab is not None else {}),
         "data": {"name": getattr(data, "name", config.data.name), "num_train": int(data.x_train.shape[0]),
                  "num_test": int(data.x_test.shape[0]), "num_classes": int(data.num_classes),
                  "input_shape": list(data.input_shape)},
@@ -241,6 +244,7 @@ def record(config: Config) -> dict[str, Any]:
         "noise": c.noise.label, "noise_kind": c.noise.kind, "noise_rate": c.noise.rate, "noise_args": dict(c.noise.options),
         "model": c.model.name, "model_args": dict(c.model.kwargs), "loss": c.loss.name, "loss_args": dict(c.loss.kwargs),
         "objective": c.objective.name, "objective_args": dict(c.objective.kwargs), **c.train, "seed": c.seed,
+        **({"collab": c.collab.to_dict()} if c.collab is not None else {}),
     }
 
 
@@ -287,7 +291,8 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
     torch.manual_seed(cfg.seed)  # weight initialisation
     model = build_model(cfg.model, d)
     objective = OBJECTIVES.get(cfg.objective.name, **cfg.objective.kwargs)
-    res = fit(model, train_data, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, objective=objective,
+    trainer = fit if cfg.collab is None else cfg.collab.fit  # a collaborative run: robustlab.collab.fit
+    res = trainer(model, train_data, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, objective=objective,
               seed=cfg.seed, progress=progress_enabled(progress), device=dev, **cfg.train,
               **({"checkpoint_dir": out_dir / "train_state", "resume": True} if resume and out_dir else {}),
               **dict(fit_kw or {}))

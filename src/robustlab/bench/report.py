@@ -22,7 +22,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from ..pipeline import AXES
+from ..pipeline import AXES, COLLAB_AXES
 from ._metrics import MetricMatch, match_metric
 from .evaluations import EVALUATIONS, collapse_reason, declared_metrics
 from .spec import canonical_json
@@ -32,7 +32,7 @@ __all__ = ["ReportData", "leaderboard_markdown", "leaderboards", "load_report_da
            "write_report"]
 
 GROUP_AXES = tuple(a for a in AXES if a != "seed")  # a group = runs differing only by seed
-_METHOD_AXES = tuple(a for a in GROUP_AXES if a != "data")  # what varies inside one leaderboard
+_METHOD_AXES = (*(a for a in GROUP_AXES if a != "data"), *COLLAB_AXES)  # what varies inside one leaderboard
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown"}
 
 
@@ -114,7 +114,8 @@ def load_report_data(results: str | os.PathLike[str]) -> ReportData:
         rest = canonical_json({k: v for k, v in r["config"].items() if k != "seed"})
         key = (*(str(r["labels"].get(a)) for a in GROUP_AXES), rest)
         g, members = groups.setdefault(key, (Group(key=key, labels={a: r["labels"].get(a) for a in
-                                                                    (*GROUP_AXES, "noise_kind", "noise_rate")}), []))
+                                                                    (*GROUP_AXES, "noise_kind", "noise_rate",
+                                                                     *COLLAB_AXES)}), []))
         members.append(r)
     for g, members in groups.values():
         healthy = []
@@ -425,7 +426,9 @@ def to_html(rd: ReportData) -> str:
                            for s, b in zip(stats, best)])
         h.append(f"<h3>{escape(plain(lb.data))}</h3><div class=\"scroll\">"
                  + _html_table(header, rows, num_from=len(lb.axes)) + "</div>")
-    plots = _plots(rd)
+    from ._report_collab import collab_plots
+
+    plots = _plots(rd) + collab_plots(rd)
     order = {sec: i for i, sec in enumerate(dict.fromkeys(p[0] for p in plots))}
     plots.sort(key=lambda p: order[p[0]])  # stable: one section per kind, data sets in order inside it
     section = None

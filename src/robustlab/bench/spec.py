@@ -22,12 +22,12 @@ import hashlib
 import itertools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._registry import Registry
-from ..pipeline import AXES, SCHEMA_VERSION
+from ..pipeline import AXES, COLLAB_AXES, SCHEMA_VERSION
 from ._spec_axes import (
     _AXIS_BUILDERS,
     SpecError,
@@ -39,6 +39,7 @@ from ._spec_axes import (
     _train,
     canonical_json,
 )
+from ._spec_collab import collab_points
 from ._yaml import YAMLSpecError, load_yaml
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ SPEC_AXES = {"data": "data", "noise": "noise", "models": "model", "losses": "los
 assert tuple(SPEC_AXES.values()) == AXES
 #: the axes that tell runs apart apart from the seed (runs differing only in seed are one group)
 GROUP_AXES = tuple(a for a in AXES if a != "seed")
-_TOP_KEYS = ("name", "description", *SPEC_AXES, "train", "evaluations", "exclude", "include", "run")
+_TOP_KEYS = ("name", "description", *SPEC_AXES, "collab", "train", "evaluations", "exclude", "include", "run")
 _RUN_KEYS = ("timeout_s", "checkpoints", "num_gpus", "device")
 _SPEC_DIR = Path(__file__).parent / "specs"
 
@@ -104,7 +105,7 @@ class RunConfig:
         return int(self.config["seed"])
 
     def describe(self) -> str:
-        return " ".join(f"{a}={self.labels[a]}" for a in AXES)
+        return " ".join(f"{a}={self.labels[a]}" for a in (*AXES, *COLLAB_AXES) if a in self.labels)
 
 
 @dataclass
@@ -121,6 +122,7 @@ class BenchSpec:
     run: dict[str, Any]
     source: dict[str, Any]
     path: str | None = None
+    collab: list[Any] = field(default_factory=lambda: [None])  # (labels, collab config) points: _spec_collab
 
     def to_json(self) -> str:
         return canonical_json(self.source)
@@ -312,12 +314,13 @@ def load_spec(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec) -> Benc
         rules[kind] = [r for r in (ctx.collect(_rule, r, None, axes, seeds, ctx, f"{kind}[{i}]")
                                    for i, r in enumerate(entries)) if r is not None]
     run = ctx.collect(_run_section, raw, ctx, default={})
+    collab = ctx.collect(collab_points, raw.get("collab"), ctx, default=[None])
     source = ctx.collect(_jsonable, raw, ctx, "spec", default={})
     ctx.raise_problems()
     axes["seed"] = [_AxisValue(str(s), s) for s in seeds]
     return BenchSpec(name=name, description=str(raw.get("description", "")).strip(), axes=axes, train=train,
                      evaluations=evals, exclude=rules["exclude"], include=rules["include"], run=run,
-                     source=source, path=path)
+                     source=source, path=path, collab=collab)
 
 
 # -- expansion ----------------------------------------------------------------------------------
@@ -330,8 +333,8 @@ def expand(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec) -> list[Ru
     names = ("data", "noise", "model", "loss", "objective", "seed")
     out: list[RunConfig] = []
     seen: set[str] = set()
-    for combo in itertools.product(*(s.axes[a] for a in names)):
-        point: dict[str, Any] = dict(zip(names, combo))
+    for *combo, cp, seed in itertools.product(*(s.axes[a] for a in names[:-1]), s.collab, s.axes["seed"]):
+        point: dict[str, Any] = dict(zip(names, [*combo, seed]))
         point["seed"] = point["seed"].config
         if any(_matches(r, point) for r in s.exclude) and not any(_matches(r, point) for r in s.include):
             continue
@@ -347,11 +350,13 @@ def expand(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec) -> list[Ru
             "train": train,
             "evaluations": evals,
             "seed": point["seed"],
+            **({"collab": cp[1]} if cp is not None else {}),
         }
         config = json.loads(canonical_json(config))  # a plain, detached copy
         labels = {a: (point[a] if a == "seed" else point[a].label) for a in names}
         labels["noise_kind"] = point["noise"].config["kind"]
         labels["noise_rate"] = point["noise"].config["rate"]
+        labels.update(cp[0] if cp is not None else {})
         rc = RunConfig(spec=s.name, labels=labels, config=config)
         if rc.id in seen:
             continue

@@ -10,10 +10,11 @@ rules (``mean``, ``coordinate_median``, ``trimmed_mean``, ``krum``, ``multi_krum
 from __future__ import annotations
 
 from . import aggregators, byzantine
+from ._config import CollabConfig
 from ._fit import CollabSetup, fit
 from ._split import parse_heterogeneity, split
 from .aggregators import AGGREGATORS
 from .byzantine import BYZANTINE
 
-__all__ = ["AGGREGATORS", "BYZANTINE", "CollabSetup", "aggregators", "byzantine", "fit", "parse_heterogeneity",
+__all__ = ["AGGREGATORS", "BYZANTINE", "CollabConfig", "CollabSetup", "aggregators", "byzantine", "fit", "parse_heterogeneity",
            "split"]

@@ -61,7 +61,12 @@ class CollabSetup:
         if "needs_2f+3" in _agg.AGGREGATORS.spec(self.aggregator).tags and n < 2 * f + 3:
             raise InvalidParameterError(f"Aggregator '{self.aggregator}' needs workers >= 2f + 3 = {2 * f + 3}. "
                                         f"Got workers = {n}.")
-        _byz.get(self.byzantine, **self.byzantine_kw)
+        if self.byzantine == "none":  # no attacker: only with f = 0
+            if f > 0:
+                raise InvalidParameterError(f"The 'byzantine' parameter of collab is 'none' but f = {f}; name a "
+                                            f"behaviour among {', '.join(_byz.available())}.")
+        else:
+            _byz.get(self.byzantine, **self.byzantine_kw)
         object.__setattr__(self, "heterogeneity", heterogeneity_label(parse_heterogeneity(self.heterogeneity)))
         if self.exchange is not None:
             check_option(self.exchange, "exchange", EXCHANGES, owner="collab")
@@ -144,7 +149,8 @@ def _local_step(g: torch.Tensor, theta: torch.Tensor, m: torch.Tensor, beta: flo
     return beta * m + (1 - beta) * (g + wd * theta)
 
 
-def _byzantine_vectors(behaviour: _byz.Behaviour, honest: torch.Tensor, f: int, gen: torch.Generator) -> torch.Tensor:
+def _byzantine_vectors(behaviour: _byz.Behaviour | None, honest: torch.Tensor, f: int, gen: torch.Generator) -> torch.Tensor:
+    assert behaviour is not None  # f > 0 has a behaviour
     return behaviour(honest, f, gen)
 
 
@@ -180,7 +186,7 @@ def _draw(idx: torch.Tensor, b: int, gen: torch.Generator) -> torch.Tensor:
 class _Plan:
     setup: CollabSetup
     agg: _agg.Aggregator
-    behaviour: _byz.Behaviour
+    behaviour: _byz.Behaviour | None
     parts: list[torch.Tensor]
     steps_per_epoch: int
     active: int  # workers that compute gradients: the honest ones, plus label_flip Byzantine ones
@@ -188,8 +194,8 @@ class _Plan:
 
 def _plan(setup: CollabSetup, data: Any, batch_size: int, seed: int) -> _Plan:
     parts = split(data.y_train, setup.workers, alpha=parse_heterogeneity(setup.heterogeneity), seed=seed)
-    behaviour = _byz.get(setup.byzantine, **setup.byzantine_kw)
-    active = setup.workers if (behaviour.kind == "data" and setup.f > 0) else setup.honest
+    behaviour = _byz.get(setup.byzantine, **setup.byzantine_kw) if setup.byzantine != "none" else None
+    active = setup.workers if (behaviour is not None and behaviour.kind == "data" and setup.f > 0) else setup.honest
     mean_size = sum(int(p.shape[0]) for p in parts) / setup.workers
     return _Plan(setup, _agg.get(setup.aggregator, **setup.aggregator_kw), behaviour, parts,
                  max(1, math.ceil(mean_size / batch_size)), active)
@@ -197,7 +203,9 @@ def _plan(setup: CollabSetup, data: Any, batch_size: int, seed: int) -> _Plan:
 
 def _labels(plan: _Plan, data: Any, w: int, idx: torch.Tensor) -> torch.Tensor:
     y = data.y_train[idx]
-    return plan.behaviour.transform_labels(y, data.num_classes) if w >= plan.setup.honest else y
+    if w < plan.setup.honest or plan.behaviour is None:
+        return y
+    return plan.behaviour.transform_labels(y, data.num_classes)
 
 
 def _check_common(model: Any, data: Any, epochs: Any, batch_size: Any, lr: Any, momentum: Any, weight_decay: Any,
