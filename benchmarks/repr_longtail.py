@@ -4,8 +4,8 @@
 
 Digits (UCI optdigits, 8x8) with the train split long-tailed (rho = 0.1, exponential profile, class 0 the
 head) and symmetric label noise at 20% and 40% applied after subsampling; the test split stays balanced.
-CE/GCE/LDR-KL: an MLP (256, 256) trained with ``training.fit`` (SGD, cosine, 30 epochs). RCAL: the same MLP
-body as encoder (64-d features), contrastive pre-training (infonce, 30 epochs), LOF + calibrated sampling,
+CE/GCE/LDR-KL: an MLP (256, 256) trained with ``training.fit`` (SGD, cosine, 20 epochs). RCAL: the same MLP
+body as encoder (64-d features), contrastive pre-training (infonce, 20 epochs), LOF + calibrated sampling,
 classifier with the representation regulariser (``defences.rcal``). Tail = classes 5..9.
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     t0 = setup(args)
     rates = [0.4] if args.quick else [0.2, 0.4]
-    epochs, pre_epochs = (10, 10) if args.quick else (30, 30)
+    epochs, pre_epochs = (10, 10) if args.quick else (20, 20)
     d = data.load("digits", longtail=0.1)
     tail = data.tail_classes(d.num_classes)
     res: dict[str, dict[str, dict[str, list[float]]]] = {}

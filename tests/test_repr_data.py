@@ -73,11 +73,13 @@ def test_pipeline_longtail_from_the_spec_and_validated():
     from robustlab.pipeline import Config, load_data, run
 
     cfg = Config.from_dict({"data": {"name": "digits", "options": {"longtail": 0.1}}, "noise": "symmetric:0.3",
-                            "train": {"epochs": 1}})
+                            "train": {"epochs": 1}, "evaluations": [{"name": "longtail"}]})
     d = load_data(cfg.data)
     assert d.meta["longtail"]["rho"] == 0.1
     res = run(cfg, progress=False)
     assert res.train_data.y_train.shape[0] == d.y_train.shape[0]
+    names = {n for n, _, _ in res.metrics}
+    assert {"acc/head", "acc/tail"} <= names
     with pytest.raises(InvalidParameterError, match="'longtail' parameter of data.options"):
         Config.from_dict({"data": {"name": "digits", "options": {"longtail": 0.0}}})
 
@@ -141,3 +143,14 @@ def test_gaussian_mixture_labelled_and_test_samples_do_not_depend_on_the_pool():
     a = data.gaussian_mixture_shift(n_unlabeled=0, shift=0.0, seed=3)
     b = data.gaussian_mixture_shift(n_unlabeled=500, shift=2.0, seed=3)
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_test, b.x_test) and torch.equal(a.mu, b.mu)
+
+
+def test_bench_spec_with_longtail_axis_and_evaluation():
+    from robustlab.bench.spec import expand
+
+    runs = expand("longtail")  # the shipped spec behind docs/results/representation.md
+    assert len(runs) == 2 * 3 * 3
+    assert all(r.config["data"]["options"] == {"longtail": 0.1} for r in runs)
+    assert [e["name"] for e in runs[0].config["evaluations"]] == ["clean", "longtail"]
+    with pytest.raises(ValueError, match="'longtail' parameter of data.options"):
+        expand({"name": "bad", "data": [{"name": "digits", "longtail": 5}], "models": ["mlp"], "losses": ["ce"]})

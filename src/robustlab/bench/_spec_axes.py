@@ -215,6 +215,7 @@ def _data_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:
         if not isinstance(root, str) or not root:
             raise ctx.err(f"{where}.root", f"must be a folder path string. Got {root!r} instead.")
         kw["root"] = _absolute(root, ctx)
+    generic = _generic_data_options(kw, ctx, where)  # longtail: every data set takes it (declared in _runconfig)
     if is_path:
         if fetch:
             raise ctx.err(where, f"data '{name}' is read from its path; {sorted(fetch)} do not apply.")
@@ -227,8 +228,22 @@ def _data_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:
         options = _check_kwargs(spec.factory, kw, ctx, where, skip=FETCH_OPTIONS, what=f"data set '{name}'")
         if root is not None:
             options["root"] = root
+    options.update(generic)
     cfg = {"name": name, "options": options, "n_train": sub.get("n_train"), "n_test": sub.get("n_test")}
     return _AxisValue(label or str(raw.get("name") if isinstance(raw, dict) else raw), cfg, train, fetch)
+
+
+def _generic_data_options(kw: dict[str, Any], ctx: _Ctx, where: str) -> dict[str, Any]:
+    """Pop and validate the options every data set takes (``robustlab._runconfig.data_option_constraints``)."""
+    from .._constraints import validate_params
+    from .._runconfig import data_option_constraints
+
+    declared = data_option_constraints()
+    generic = {k: kw.pop(k) for k in list(kw) if k in declared}
+    try:
+        return validate_params(declared, generic, "data.options")
+    except InvalidParameterError as e:
+        raise ctx.err(where, str(e)) from None
 
 
 def _noise_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:

@@ -357,12 +357,21 @@ def _ref_certify_lipschitz(w: dict[str, float], p: dict[str, Any], run: TinyRun)
     _close(w["cert/lip/orth_deviation"], dev, "cert/lip/orth_deviation", 1e-9 * (1 + dev))
 
 
+def _ref_longtail(w: dict[str, float], p: dict[str, Any], run: TinyRun) -> None:
+    y, pred, c = run.data.y_test.tolist(), run.pred.tolist(), run.data.num_classes
+    first = (c + 1) // 2 if p["tail_from"] is None else p["tail_from"]
+    for name, group in (("acc/head", range(first)), ("acc/tail", range(first, c))):
+        hits = [yi == pi for yi, pi in zip(y, pred) if yi in group]
+        _close(w[name], sum(hits) / len(hits), name)
+
+
 REFERENCES: dict[str, Callable[[dict[str, float], dict[str, Any], TinyRun], None]] = {
     "clean": _ref_clean, "topk": _ref_topk, "memorization": _ref_memorization, "attacks": _ref_attacks,
     "corruptions": _ref_corruptions, "certify_ibp": _ref_certify_ibp, "certify_smoothing": _ref_certify_smoothing,
     "conformal": _ref_conformal,
     "quantization": _ref_quantization,
     "certify_lipschitz": _ref_certify_lipschitz,
+    "longtail": _ref_longtail,
 }
 
 
