@@ -173,26 +173,71 @@ def _crown_backward_chunked(
                       for i in range(0, s, step)], 1)
 
 
+_ELEMENTWISE = (nn.Flatten, nn.Identity, nn.Dropout, Normalize, nn.BatchNorm1d, nn.BatchNorm2d)
+_MIXING = (nn.Linear, nn.Conv2d)
+
+
+def ibp_exact(layers: list[nn.Module], norm: str) -> bool:
+    """Whether IBP already bounds the output of ``layers`` exactly, so that CROWN cannot tighten it.
+
+    True for at most one Linear/Conv2d among element-wise affine layers (Flatten, Identity, Dropout,
+    Normalize, BatchNorm); under an L2/L1 ball Normalize and BatchNorm must come after the Linear/Conv2d
+    (before it the ball is widened to a box). auto_LiRPA skips these layers' intermediate bounds too.
+    """
+    mixing = 0
+    for m in layers:
+        if isinstance(m, _MIXING):
+            mixing += 1
+        elif not isinstance(m, _ELEMENTWISE):
+            return False
+        elif norm != "linf" and mixing == 0 and isinstance(m, (Normalize, nn.BatchNorm1d, nn.BatchNorm2d)):
+            return False
+    return mixing <= 1
+
+
+def identity_rows(need: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Indices of the neurons to bound: those ``need`` (N, k) marks for some sample (all when None)."""
+    if need is None:
+        return torch.arange(k)
+    return need.reshape(need.shape[0], k).any(0).nonzero().squeeze(1).cpu()
+
+
+def scatter_rows(n: int, k: int, idx: torch.Tensor, los: list[torch.Tensor], ups: list[torch.Tensor],
+                 like: torch.Tensor) -> Bounds:
+    """(N, k) bounds from the rows computed for ``idx``; the other neurons get (-inf, inf)."""
+    if idx.numel() == k:
+        return torch.cat(los, 1), torch.cat(ups, 1)
+    lo = like.new_full((n, k), -float("inf"))
+    up = like.new_full((n, k), float("inf"))
+    if idx.numel():
+        j = idx.to(like.device)
+        lo = lo.index_copy(1, j, torch.cat(los, 1))
+        up = up.index_copy(1, j, torch.cat(ups, 1))
+    return lo, up
+
+
 def _crown_bounds_at(
     layers: list[nn.Module], records: list[Bounds], x: torch.Tensor, eps: float, norm: str,
     clip: tuple[float, float] | None, out_shape: torch.Size, max_memory: int | None = None,
+    need: torch.Tensor | None = None,
 ) -> Bounds:
     """Element-wise CROWN bounds of the output of ``layers`` (shape ``out_shape``).
 
-    The identity specification (one row per output neuron) is bounded in chunks of rows that keep the
-    working set under ``max_memory`` bytes; each row's bound does not depend on the others.
+    The identity specification (one row per output neuron; only the neurons ``need`` (N, *out_shape)
+    marks for some sample when given, the others get infinite bounds) is bounded in chunks of rows that
+    keep the working set under ``max_memory`` bytes; each row's bound does not depend on the others.
     """
     k = math.prod(out_shape)
     n = x.shape[0]
-    step = _row_chunks(k, n, _row_bytes(records[:len(layers)], x), max_memory)
-    eye = torch.eye(k, dtype=x.dtype, device=x.device)
+    idx = identity_rows(need, k)
+    step = _row_chunks(max(1, idx.numel()), n, _row_bytes(records[:len(layers)], x), max_memory)
     los, ups = [], []
-    for i in range(0, k, step):
-        rows = eye[i:i + step]
+    for i in range(0, idx.numel(), step):
+        rows = F.one_hot(idx[i:i + step].to(x.device), k).to(x.dtype)
         spec = rows.expand(n, rows.shape[0], k).reshape(n, rows.shape[0], *out_shape)
         los.append(_crown_backward(layers, records, spec, x, eps, norm, clip))
         ups.append(-_crown_backward(layers, records, -spec, x, eps, norm, clip))
-    lo, up = (los[0], ups[0]) if len(los) == 1 else (torch.cat(los, 1), torch.cat(ups, 1))
+    lo, up = scatter_rows(n, k, idx, los, ups, x)
     return lo.view(n, *out_shape), up.view(n, *out_shape)
 
 

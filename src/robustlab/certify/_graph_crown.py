@@ -13,14 +13,23 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
-from .._progress import progress_bar
 from ..models import Normalize
 from . import _relax
-from ._crown import _affine_vjp, _conv2d_backward, _row_bytes, _row_chunks, concretize
+from ._crown import (
+    _affine_vjp,
+    _conv2d_backward,
+    _row_bytes,
+    _row_chunks,
+    concretize,
+    identity_rows,
+    scatter_rows,
+)
 from ._graph import (
     _AFFINE_FNS,
+    _NONLINEAR_MODULES,
     NONLINEAR,
     Trace,
     _call,
@@ -175,27 +184,65 @@ def backward_chunked(t: Trace, start: fx.Node, lam: torch.Tensor, x: torch.Tenso
 
 
 def bounds_at(t: Trace, node: fx.Node, x: torch.Tensor, eps: float, norm: str, clip: tuple[float, float] | None,
-              max_memory: int | None, progress: bool | None = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Element-wise CROWN bounds of ``node`` (identity specification, rows chunked under ``max_memory``)."""
+              max_memory: int | None, need: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Element-wise CROWN bounds of ``node`` (identity specification, rows chunked under ``max_memory``).
+
+    ``need`` (N, *shape): bound only the neurons it marks for some sample; the others get infinite bounds.
+    """
     shape = t.boxes[node].shape[1:]
     k, n = math.prod(shape), x.shape[0]
-    step = _row_chunks(k, n, _row_bytes(_records(t, node), x), max_memory)
-    eye = torch.eye(k, dtype=x.dtype, device=x.device)
+    idx = identity_rows(need, k)
+    step = _row_chunks(max(1, idx.numel()), n, _row_bytes(_records(t, node), x), max_memory)
     los, ups = [], []
-    for i in progress_bar(range(0, k, step), f"CROWN rows of {node.name}", enabled=progress and k > step):
-        rows = eye[i:i + step]
+    for i in range(0, idx.numel(), step):
+        rows = F.one_hot(idx[i:i + step].to(x.device), k).to(x.dtype)
         spec = rows.expand(n, rows.shape[0], k).reshape(n, rows.shape[0], *shape)
         los.append(backward(t, node, spec, x, eps, norm, clip))
         ups.append(-backward(t, node, -spec, x, eps, norm, clip))
-    return torch.cat(los, 1).view(n, *shape), torch.cat(ups, 1).view(n, *shape)
+    lo, up = scatter_rows(n, k, idx, los, ups, x)
+    return lo.view(n, *shape), up.view(n, *shape)
+
+
+_ELEMENTWISE = (nn.Flatten, nn.Identity, nn.Dropout, Normalize, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def ibp_exact_at(t: Trace, node: fx.Node, norm: str) -> bool:
+    """Whether IBP bounds ``node`` exactly: one path from the input with at most one Linear/Conv2d among
+    element-wise affine ops (as :func:`._crown.ibp_exact` for chains)."""
+    mixing, cur = 0, node
+    while cur.op != "placeholder":
+        ins = [a for a in cur.all_input_nodes if a in t.boxes]
+        if len(ins) != 1:
+            return False
+        if cur.op == "call_module":
+            m = t.gm.get_submodule(str(cur.target))
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                mixing += 1
+            elif not isinstance(m, _ELEMENTWISE) or (norm != "linf" and mixing and not isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout))):
+                return False
+        elif op_name(cur) != "reshape":
+            return False
+        cur = ins[0]
+    return mixing <= 1
+
+
+def _relu_only(t: Trace, node: fx.Node) -> bool:
+    """Whether every relaxation fed by ``node`` is a ReLU / LeakyReLU (exact where IBP says it is stable)."""
+    for user in node.users:
+        if user.op == "call_module":
+            if not isinstance(t.gm.get_submodule(str(user.target)), (nn.ReLU, nn.LeakyReLU)) and \
+                    isinstance(t.gm.get_submodule(str(user.target)), _NONLINEAR_MODULES):
+                return False
+        elif op_name(user) in NONLINEAR and op_name(user) not in ("relu", "leaky_relu"):
+            return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------
 # Entry points used by certify.ibp for models that are not plain chains of layers
 # ----------------------------------------------------------------------------------------------
 def graph_forward(model: nn.Module, x: torch.Tensor, eps: float, norm: str, method: str,
-                  clip: tuple[float, float] | None, max_memory: int | None, *, stop_before_output: bool = False,
-                  progress: bool | None = False) -> Trace:
+                  clip: tuple[float, float] | None, max_memory: int | None, *, stop_before_output: bool = False) -> Trace:
     """Trace ``model`` and bound every node (``method='crown'``: CROWN bounds before every relaxation)."""
     from ._rules import _graph_rules
 
@@ -208,7 +255,11 @@ def graph_forward(model: nn.Module, x: torch.Tensor, eps: float, norm: str, meth
         stop = out.args[0]
 
     def tighten(tr: Trace, node: fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
-        return bounds_at(tr, node, x, eps, norm, clip, max_memory, progress)
+        box = tr.boxes[node]
+        if ibp_exact_at(tr, node, norm):
+            return box.lower, box.upper
+        need = (box.lower < 0) & (box.upper > 0) if _relu_only(tr, node) else None
+        return bounds_at(tr, node, x, eps, norm, clip, max_memory, need)
 
     t = forward(gm, x, eps, norm, clip, module_rule, fn_rule, stop=stop,
                 tighten=tighten if method == "crown" else None)

@@ -47,6 +47,7 @@ from ._crown import (
     _crown_bounds_at,
     _input_box,
     crown_bytes_per_sample,
+    ibp_exact,
 )
 from ._norms import BALL_NORMS, forward_ball_start
 from ._rules import (
@@ -138,7 +139,8 @@ def _ibp_forward(
     """IBP through ``layers``; ``records[i]`` = input bounds of layer ``i``.
 
     With ``crown=True`` the input bounds of every ReLU are tightened by a CROWN backward pass
-    (full CROWN, rows chunked under ``max_memory`` bytes) before the ReLU is applied.
+    (full CROWN, rows chunked under ``max_memory`` bytes) before the ReLU is applied: for the neurons
+    unstable under IBP (the only ones whose relaxation depends on the bounds), unless IBP is exact there.
     """
     start = 0
     box = _input_box(x, eps, clip if norm == "linf" else None)
@@ -151,8 +153,9 @@ def _ibp_forward(
             records = [box] * start  # not used by CROWN's backward before the first linear layer
     for i in range(start, len(layers)):
         m = layers[i]
-        if crown and isinstance(m, nn.ReLU) and i > 0:
-            lc, uc = _crown_bounds_at(layers[:i], records, x, eps, norm, clip, lower.shape[1:], max_memory)
+        if crown and isinstance(m, nn.ReLU) and i > 0 and not ibp_exact(layers[:i], norm):
+            unstable = (lower < 0) & (upper > 0)  # only these neurons' relaxations depend on the bounds
+            lc, uc = _crown_bounds_at(layers[:i], records, x, eps, norm, clip, lower.shape[1:], max_memory, unstable)
             lower, upper = torch.maximum(lower, lc), torch.minimum(upper, uc)
         records.append((lower, upper))
         lower, upper = _propagate(m, lower, upper)
