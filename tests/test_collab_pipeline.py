@@ -1,5 +1,7 @@
 """A collaborative run through the one pipeline: config, bench spec grid, report plot."""
 
+import re
+
 import pytest
 
 from robustlab import pipeline
@@ -107,3 +109,41 @@ def test_report_plots_accuracy_vs_f(tmp_path):
     assert "Accuracy vs Byzantine workers" in report.to_html(rd)
     lb = report.leaderboards(rd)[0]
     assert {"aggregator", "f"} <= set(lb.axes)  # the leaderboard tells the collaborative runs apart
+
+
+def test_cli_train_collaborative(capsys):
+    from robustlab.cli import main
+
+    argv = ["train", "--data", "digits", "--model-arg",
+            "hidden=8", "--epochs", "1", "--workers", "5", "--f", "1", "--aggregator", "centered_clipping",
+            "--aggregator-arg", "tau=2", "--byzantine", "ipm", "--byzantine-arg", "epsilon=0.5", "--heterogeneity",
+            "dirichlet:1", "--json"]
+    assert main(argv) == 0
+    import json
+
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["config"]["collab"]["aggregator"] == {"name": "centered_clipping", "kwargs": {"tau": 2}}
+    assert rec["resolved"]["collab"]["heterogeneity"] == "dirichlet:1" and "honest_spread" in rec["history"]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--f", "2"], "--f need.*--workers"),
+    (["--workers", "4", "--f", "2"], "'f' parameter of collab must be < workers / 2"),
+    (["--workers", "4", "--aggregator", "median"], "Unknown aggregator 'median'"),
+    (["--workers", "4", "--optimizer", "adam"], "'optimizer' train option of a collaborative run must be 'sgd'"),
+])
+def test_cli_train_collab_errors(argv, match, capsys):
+    from robustlab.cli import main
+
+    assert main(["train", "--data", "digits", "--epochs", "1", *argv]) != 0
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_docs_page_names_every_aggregator_and_behaviour():
+    from pathlib import Path
+
+    from robustlab.collab import AGGREGATORS, BYZANTINE
+
+    text = (Path(__file__).parents[1] / "docs" / "concepts" / "collab.md").read_text(encoding="utf-8")
+    missing = [n for n in (*AGGREGATORS.available(), *BYZANTINE.available()) if f"`{n}`" not in text]
+    assert not missing, f"docs/concepts/collab.md does not mention {missing}"

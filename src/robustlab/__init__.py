@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _SUBPACKAGES = (
     "attacks", "bench", "certify", "conformal", "data", "defences", "evaluate", "losses", "metrics",
     "models", "noise", "pipeline", "shift", "testing", "training",
+    "collab",
 )
 
 __all__ = ["__version__", *_SUBPACKAGES]

@@ -370,5 +370,5 @@ def _collab(value: Any, d: Mapping[str, Any]) -> Any:
     cc = CollabConfig.from_value(value)
     obj = d.get("objective", "standard")
     cc.check_compatible(obj if isinstance(obj, str) else _mapping(obj, "objective").get("name", ""),
-                        _mapping(d.get("train"), "train"))
+                        check_train_options(_mapping(d.get("train"), "train"), fill_defaults=False))
     return cc

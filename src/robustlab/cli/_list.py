@@ -18,6 +18,8 @@ _KINDS: dict[str, tuple[str, str]] = {
     "corruptions": ("robustlab.shift", "CORRUPTIONS"),
     "scores": ("robustlab.conformal", "SCORES"),
     "specs": ("robustlab.bench", "SPECS"),
+    "aggregators": ("robustlab.collab", "AGGREGATORS"),
+    "byzantine": ("robustlab.collab", "BYZANTINE"),
 }
 
 

@@ -120,7 +120,37 @@ def add_parser(sub: Any) -> None:
     add_options(p, "seed", "device", "json", "quiet", "out",
                 out={"metavar": "DIR", "help": "run folder for metrics.json and model.pt (checked before any work)"})
     p.add_argument("--no-progress", dest="quiet", action="store_true", help="same as --quiet")
+    _add_collab_options(p)
     p.set_defaults(func=run, accepts_free_options=True)
+
+
+def _add_collab_options(p: Any) -> None:
+    """Collaborative training (robustlab.collab): on when --workers is given."""
+    g = p.add_argument_group("collaborative learning (robustlab.collab; on with --workers)")
+    g.add_argument("--workers", type=int, default=None, help="number of simulated workers, Byzantine included")
+    g.add_argument("--f", type=int, default=0, help="number of Byzantine workers (default 0)")
+    g.add_argument("--aggregator", default="monna", help="robust aggregator (robustlab list aggregators; default monna)")
+    g.add_argument("--aggregator-arg", action="append", default=[], metavar="K=V", help="aggregator option, e.g. tau=2")
+    g.add_argument("--byzantine", default="sign_flip",
+                   help="Byzantine behaviour (robustlab list byzantine; default sign_flip)")
+    g.add_argument("--byzantine-arg", action="append", default=[], metavar="K=V", help="behaviour option, e.g. z=1.0")
+    g.add_argument("--heterogeneity", default="iid", help="data split: iid or dirichlet:ALPHA (default iid)")
+    g.add_argument("--exchange", default=None, help="params (MoNNA's default) or momentum (the others' default)")
+
+
+def _collab_section(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "workers", None) is None:
+        given = [o for o, v in (("--f", args.f != 0), ("--aggregator-arg", args.aggregator_arg),
+                                ("--byzantine-arg", args.byzantine_arg), ("--exchange", args.exchange)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)} need(s) --workers N (collaborative training).")
+        return {}
+    return {"collab": {"workers": args.workers, "f": args.f,
+                       "aggregator": {"name": args.aggregator, "kwargs": key_values(args.aggregator_arg,
+                                                                                   "--aggregator-arg")},
+                       "byzantine": {"name": args.byzantine, "kwargs": key_values(args.byzantine_arg,
+                                                                                 "--byzantine-arg")},
+                       "heterogeneity": args.heterogeneity, "exchange": args.exchange}}
 
 
 def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -160,6 +190,7 @@ def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
                   "select": args.select, "select_every": args.select_every, "val_fraction": args.val_fraction,
                   "patience": args.patience, "ema": args.ema},
         "seed": args.seed,
+        **_collab_section(args),
     }
     return config, fetch
 
@@ -229,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
         import torch.distributed as dist
 
         rows.insert(-1, ("processes", f"{dist.get_world_size()} (torchrun, data-parallel)"))
+    if "collab" in rz:  # collaborative run: who aggregates, who attacks (test acc = honest worker 0's model)
+        rows.insert(6, ("collab", " ".join(f"{k}={v}" for k, v in rz["collab"].items())))
     record = {
         "config": {**pipeline.record(config), "device": args.device},
         "resolved": rz,
