@@ -169,3 +169,12 @@ def test_orthogonality_diagnostic():
     assert [s.kind for s in spectra] == ["CayleyConv2d", "CayleyConv2d", "CayleyLinear", "CayleyLinear"]
     assert all(s.deviation < 1e-5 and abs(s.sigma_max - 1) < 1e-5 for s in spectra)
     assert set(spectra[0].as_dict()) == {"name", "kind", "sigma_max", "sigma_min", "deviation"}
+
+
+def test_a_sequential_with_its_own_forward_is_refused():
+    class Skip(nn.Sequential):
+        def forward(self, x):
+            return x + super().forward(x) * 10
+
+    with pytest.raises(TypeError, match="overrides forward"):
+        lipschitz_bound(nn.Sequential(nn.Flatten(), Skip(nn.Linear(4, 4))), (4,))

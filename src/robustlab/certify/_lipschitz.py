@@ -89,6 +89,8 @@ class _Walker:
         declared = getattr(m, "lipschitz_constant", None)
         if callable(declared):
             return self.factor(name, m, float(declared()))
+        if isinstance(m, (nn.Sequential, Residual)) and type(m).forward not in (nn.Sequential.forward, Residual.forward):
+            return self.unsupported(m, name, f"{type(m).__name__} overrides forward(); its graph is not the chain")
         if isinstance(m, nn.Sequential):
             value = 1.0
             for child_name, child in m.named_children():
