@@ -48,18 +48,19 @@ FO_LOSSES = ("stability", "classification")
 ZO_ESTIMATORS = ("rge", "cge")
 
 
-def cge(loss_fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, mu: float, chunk: int = 4096) -> torch.Tensor:
+def cge(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z: torch.Tensor, *, mu: float,
+        chunk: int = 4096) -> torch.Tensor:
     """Coordinate-wise gradient estimate ``ĝ_i = [ℓ(z + μe_i) − ℓ(z − μe_i)] / (2μ)`` for each example of ``z``.
 
-    ``loss_fn`` maps a batch (M, ...) to per-example losses (M,); ``z`` is (B, ...) with d entries per example,
-    each row's losses must depend only on that row. Costs 2d queries per example, evaluated ``chunk`` at a time.
+    ``loss_fn(zs, rows)`` maps M perturbed codes (M, ...) and the index (M,) of the example each one belongs to
+    to M losses; ``z`` is (B, ...) with d entries per example. Costs 2d queries per example, ``chunk`` at a time.
     """
     b, d = z.shape[0], z[0].numel()
     flat = z.detach().flatten(1)
     eye = torch.eye(d, device=z.device, dtype=z.dtype) * mu
     pert = torch.cat([flat[:, None, :] + eye, flat[:, None, :] - eye], 1).reshape(b * 2 * d, *z.shape[1:])
     owner = torch.arange(b, device=z.device).repeat_interleave(2 * d)
-    vals = torch.cat([loss_fn(pert[i:i + chunk], owner[i:i + chunk]) for i in range(0, pert.shape[0], chunk)])  # type: ignore[call-arg]
+    vals = torch.cat([loss_fn(pert[i:i + chunk], owner[i:i + chunk]) for i in range(0, pert.shape[0], chunk)])
     vals = vals.view(b, 2, d)
     return ((vals[:, 0] - vals[:, 1]) / (2 * mu)).view_as(z)
 
@@ -89,6 +90,11 @@ class DenoisedSmoothing(nn.Module):
         ds.fit(x_train, method="mse", epochs=2); ds.fit(x_train, method="fo", epochs=2)
         classes, radii = ds.smoothed(num_classes=10).certify(x_test, n=1000)
     """
+
+    base_model: Any
+    denoiser: nn.Module
+    autoencoder: Any  # an nn.Module with encoder/decoder, or None
+    _opts: dict[str, Any]
 
     def __init__(self, base_model: Any, denoiser: nn.Module, sigma: float, *, autoencoder: nn.Module | None = None) -> None:
         super().__init__()
@@ -184,7 +190,7 @@ class DenoisedSmoothing(nn.Module):
         self._opts = {"loss": loss, "estimator": estimator, "q": q, "mu": mu, "levels": levels}
         params = list(self.denoiser.parameters())
         if method == "zo" and train_encoder:
-            params += list(self.autoencoder.encoder.parameters())  # type: ignore[union-attr]
+            params += list(self.autoencoder.encoder.parameters())
         return self._loop(method, x, y, params, steps[method], epochs, batch_size, lr, query_budget, generator, progress)
 
     def _mse_step(self, xb: torch.Tensor, yb: Any, noise: torch.Tensor, res: DenoiserFit) -> torch.Tensor:
@@ -212,8 +218,7 @@ class DenoisedSmoothing(nn.Module):
     def _zo_step(self, xb: torch.Tensor, yb: Any, noise: torch.Tensor, res: DenoiserFit) -> torch.Tensor:
         from ..attacks._zoo import rge
 
-        ae = self.autoencoder
-        assert ae is not None
+        ae: Any = self.autoencoder
         with torch.no_grad():
             target = self._query(xb, res).argmax(1)
         z = ae.encoder(self.denoiser(xb + noise))
@@ -240,7 +245,7 @@ class DenoisedSmoothing(nn.Module):
         if self._opts["estimator"] == "rge":
             return b * (self._opts["q"] + 2)  # target, ℓ(z), q directions
         with torch.no_grad():
-            d = self.autoencoder.encoder(x[:1]).numel()  # type: ignore[union-attr]
+            d = self.autoencoder.encoder(x[:1]).numel()
         return b * (2 * d + 2)  # target, ℓ(z), 2d coordinates
 
     def _loop(self, method: str, x: torch.Tensor, y: torch.Tensor | None, params: list[nn.Parameter], step: Callable[..., torch.Tensor],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -149,7 +149,8 @@ def quantize(
     qlayers = [m for m in out.modules() if isinstance(m, QUANT_LAYERS)]
     with torch.no_grad():
         for i, m in enumerate(qlayers):
-            m.weight.copy_(fake_quantize(m.weight, bits, scheme=scheme, ste=False))
+            w = cast(torch.Tensor, m.weight)
+            w.copy_(fake_quantize(w, bits, scheme=scheme, ste=False))
             if ranges is not None:
                 m.register_forward_pre_hook(_InputQuant(ranges[i][0], ranges[i][1], bits))
     out.robustlab_quantization = {"bits": bits, "scheme": scheme, "activations": activations}  # type: ignore[assignment]

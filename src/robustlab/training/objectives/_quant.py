@@ -12,7 +12,7 @@ mixed-precision search are not implemented.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -33,8 +33,9 @@ def weight_distribution_loss(model: nn.Module, *, kurtosis_target: float = 1.8) 
     """
     terms = []
     for m in model.modules():
-        if isinstance(m, QUANT_LAYERS) and m.weight.numel() > 1:
-            w = m.weight.flatten()
+        weight = cast(torch.Tensor, getattr(m, "weight", None))
+        if isinstance(m, QUANT_LAYERS) and weight.numel() > 1:
+            w = weight.flatten()
             z = (w - w.mean()) / (w.std(unbiased=False) + 1e-8)
             terms.append(z.pow(3).mean().square() + (z.pow(4).mean() - kurtosis_target).square())
     if not terms:
@@ -76,7 +77,7 @@ class ElasticQuantization(Objective):
 
     def __call__(self, model: nn.Module, batch: Batch, loss: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         b = self._draw()
-        quantized = {f"{name}.weight" if name else "weight": fake_quantize(m.weight, b, scheme=self.scheme, ste=True)
+        quantized = {f"{name}.weight" if name else "weight": fake_quantize(cast(torch.Tensor, m.weight), b, scheme=self.scheme, ste=True)
                      for name, m in model.named_modules() if isinstance(m, QUANT_LAYERS)}
         if not quantized:
             raise InvalidParameterError("elastic_quant needs a model with Linear or Conv layers to quantize.")
