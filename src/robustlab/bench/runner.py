@@ -25,8 +25,9 @@ from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
 from typing import Any
 
-from .._validation import check_in_range, check_int, check_option
+from .._validation import check_bool, check_in_range, check_int, check_option
 from ._folder import FolderLock, kill_recorded_worker, record_worker
+from ._gridcheck import check_spec
 from ._mlflow import MlflowMirror
 from ._rebuild import RUNS_DIR, write_run_meta, write_sweep_meta
 from ._resultfile import QUARANTINE_DIR, InvalidResult, load_result, quarantine
@@ -95,6 +96,7 @@ def run_sweep(
     threads: int | None = None,
     progress: bool = True,
     mlflow_uri: str | None = None,
+    check: bool = True,
 ) -> SweepResult:
     """Run every grid point of ``spec`` not yet completed in ``out/results.db``; return the counts.
 
@@ -106,10 +108,15 @@ def run_sweep(
     One driver per ``out``: a second one raises :class:`~robustlab.bench._folder.ResultsFolderBusy`
     naming the holder. Result files that do not validate are quarantined (``res.quarantined``) and
     their runs are run again.
+
+    ``check`` (default True): first :func:`~robustlab.bench.check_spec` the whole grid (every data set
+    loads, every model builds, one dry-run training step per combination) and raise its
+    :class:`~robustlab.bench.SpecError` listing every problem before anything is written, as
+    ``robustlab bench run`` does; ``False`` only validates the spec's structure (``load_spec``).
     """
     check_int(workers, "workers", 1, None, owner="run_sweep")
     check_option(executor, "executor", EXECUTORS, owner="run_sweep")
-    bs = load_spec(spec)
+    bs = check_spec(spec) if check_bool(check, "check", owner="run_sweep") else load_spec(spec)
     if timeout_s is None:
         timeout_s = bs.run.get("timeout_s")
     if timeout_s is not None:

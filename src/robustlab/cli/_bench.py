@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = run_sweep(spec, args.out, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
                         timeout_s=args.timeout, threads=args.threads, progress=not args.no_progress,
-                        mlflow_uri=args.mlflow)
+                        mlflow_uri=args.mlflow, check=False)  # checked just above
     except ImportError as e:  # an optional extra (ray, mlflow) is missing: a usage error, not a crash
         raise ValueError(str(e)) from None
     total = len(res.run_ids)
