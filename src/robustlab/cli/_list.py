@@ -66,16 +66,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _data_forms() -> str:
-    from ..data import _PATH_LOADERS
+    from ..data import available
 
-    forms = ", ".join(f"{p}:<path>" for p in sorted(_PATH_LOADERS))
+    forms = ", ".join(name for name in available() if name.endswith(":<path>"))
     return f"also by path: {forms} (options with --data-arg K=V; file-backed sets take --data-root DIR)"
 
 
 def _model_forms() -> str:
-    from ..models._ref import _FORMS
+    from ..models import REFERENCE_FORMS
 
-    return f"also accepted by --model: {_FORMS}"
+    return f"also accepted by --model: {REFERENCE_FORMS}"
 
 
 # Reference forms accepted beside the registry names (printed after the list).

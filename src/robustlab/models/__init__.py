@@ -13,10 +13,11 @@ from . import (
     _mlp,  # noqa: F401  (registers)
 )
 from ._base import MODELS, Normalize, create, register_model
-from ._ref import resolve
+from ._ref import REFERENCE_FORMS, resolve
 from ._resnet import Residual
 
 __all__ = ["MODELS", "Normalize", "Residual", "available", "create", "register_model", "resolve"]
+__all__ += ["REFERENCE_FORMS"]  # the model reference forms resolve accepts, in words
 
 
 def available() -> list[str]:

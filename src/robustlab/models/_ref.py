@@ -36,11 +36,11 @@ from torch import nn
 
 from .._validation import InvalidParameterError
 
-__all__ = ["check_compatible", "load_checkpoint_file", "names_saved_model", "resolve"]
+__all__ = ["REFERENCE_FORMS", "check_compatible", "load_checkpoint_file", "names_saved_model", "resolve"]
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_FORMS = ("a robustlab checkpoint (run folder or .pt), a TorchScript file, a registry name (robustlab list models), "
-          "module:attribute or timm:NAME")
+REFERENCE_FORMS = ("a robustlab checkpoint (run folder or .pt), a TorchScript file, a registry name (robustlab list models), "
+                   "module:attribute or timm:NAME")
 
 
 def resolve(
@@ -61,7 +61,7 @@ def resolve(
         ref = os.fspath(ref)
     if not isinstance(ref, str) or not ref.strip():
         raise InvalidParameterError(f"A model reference must be a non-empty str or an nn.Module. Got {ref!r}. "
-                                    f"Accepted: {_FORMS}.")
+                                    f"Accepted: {REFERENCE_FORMS}.")
     if isinstance(input_shape, int):
         input_shape = (input_shape,)
     prefix, sep, rest = ref.partition(":")
@@ -87,11 +87,11 @@ def resolve(
     if _FACTORY.match(ref):
         return _factory(ref, input_shape, num_classes, kwargs)
     if "/" in ref or os.sep in ref or path.suffix in (".pt", ".pth", ".ts", ".jit"):
-        raise FileNotFoundError(f"Model file '{ref}' does not exist (expected {_FORMS}).")
+        raise FileNotFoundError(f"Model file '{ref}' does not exist (expected {REFERENCE_FORMS}).")
     try:
         MODELS.spec(ref)
     except KeyError as e:
-        raise type(e)(f"{e} Other accepted model references: {_FORMS}.") from None
+        raise type(e)(f"{e} Other accepted model references: {REFERENCE_FORMS}.") from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
