@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import Normalize
+from ._relax import apply_relaxation, relu_relaxation
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
 
@@ -66,14 +67,8 @@ def _crown_backward(
             if relu_slopes is not None and relu_slopes[i] is not None:
                 lam = lam * relu_slopes[i].unsqueeze(1)  # type: ignore[union-attr]
                 continue
-            lo, up = lo.unsqueeze(1), up.unsqueeze(1)
-            act, unstable = lo >= 0, (lo < 0) & (up > 0)
-            s_up = torch.where(act, torch.ones_like(up), torch.where(unstable, up / (up - lo).clamp_min(1e-12), torch.zeros_like(up)))
-            t_up = torch.where(unstable, -s_up * lo, torch.zeros_like(up))
-            s_lo = torch.where(act, torch.ones_like(up), torch.where(unstable, (up > -lo).to(up.dtype), torch.zeros_like(up)))
-            pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-            bias = bias + (neg * t_up).flatten(2).sum(-1)
-            lam = pos * s_lo + neg * s_up
+            lam, b = apply_relaxation(lam, relu_relaxation(lo, up))
+            bias = bias + b
         elif isinstance(m, nn.Flatten):
             lam = lam.reshape(n, s, *in_shape)
         elif isinstance(m, (nn.Identity, nn.Dropout)):
@@ -120,7 +115,12 @@ def _conv2d_backward(m: Any, lam: torch.Tensor, in_shape: torch.Size) -> tuple[t
     pads = [h - ((oh - 1) * m.stride[0] - 2 * m.padding[0] + m.dilation[0] * (kh - 1) + 1),
             w - ((ow - 1) * m.stride[1] - 2 * m.padding[1] + m.dilation[1] * (kw - 1) + 1)]
     flat = lam.reshape(n * s, *lam.shape[2:])
-    g = F.conv_transpose2d(flat, m.weight, None, m.stride, m.padding, tuple(pads), m.groups, m.dilation)
+    same = [m.dilation[i] * (m.kernel_size[i] - 1) - m.padding[i] for i in (0, 1)]
+    if tuple(m.stride) == (1, 1) and m.groups == 1 and min(same) >= 0:
+        # stride 1: the transpose is a convolution with the flipped kernel (about 2x faster on CPU)
+        g = F.conv2d(flat, m.weight.transpose(0, 1).flip(-1, -2), None, 1, tuple(same), m.dilation)
+    else:
+        g = F.conv_transpose2d(flat, m.weight, None, m.stride, m.padding, tuple(pads), m.groups, m.dilation)
     b = lam.sum((-2, -1)) @ m.bias if m.bias is not None else lam.new_zeros(n, s)
     return g.view(n, s, *in_shape), b
 

@@ -80,11 +80,30 @@ def tanh_relaxation(lo: torch.Tensor, up: torch.Tensor) -> Relaxation:
 
 
 def apply_relaxation(lam: torch.Tensor, relax: Relaxation) -> tuple[torch.Tensor, torch.Tensor]:
-    """Back-substitute ``lam`` (N, S, *shape) through an element-wise relaxation: ``(lam_in, bias (N, S))``."""
-    s_lo, t_lo, s_up, t_up = (r.unsqueeze(1) for r in relax)
-    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-    bias = (pos * t_lo + neg * t_up).flatten(2).sum(-1)
-    return pos * s_lo + neg * s_up, bias
+    """Back-substitute ``lam`` (N, S, *shape) through an element-wise relaxation: ``(lam_in, bias (N, S))``.
+
+    Where the two lines coincide (stable ReLUs) the coefficient is only scaled; the sign split
+    ``Λ⁺ s_lo + Λ⁻ s_up`` and the offsets are computed on the other neurons (their union over the batch).
+    """
+    n, s = lam.shape[:2]
+    shape = lam.shape[2:]
+    s_lo, t_lo, s_up, t_up = (r.reshape(n, -1) for r in relax)
+    split = ((s_lo != s_up) | (t_lo != 0) | (t_up != 0)).any(0).nonzero().squeeze(1)
+    lam_f = lam.reshape(n, s, -1)
+    if split.numel() * 2 > lam_f.shape[-1]:  # mostly split: the dense form is cheaper
+        pos, neg = lam_f.clamp(min=0), lam_f.clamp(max=0)
+        bias = (pos * t_lo.unsqueeze(1) + neg * t_up.unsqueeze(1)).sum(-1)
+        return (pos * s_lo.unsqueeze(1) + neg * s_up.unsqueeze(1)).view(n, s, *shape), bias
+    out = lam_f * s_up.unsqueeze(1)
+    if split.numel() == 0:
+        return out.view(n, s, *shape), lam.new_zeros(n, s)
+    sub = lam_f.index_select(2, split)
+    pick = [r.index_select(1, split).unsqueeze(1) for r in (s_lo, t_lo, s_up, t_up)]
+    pos = sub >= 0
+    coef = torch.where(pos, sub * pick[0], sub * pick[2])
+    bias = torch.where(pos, sub * pick[1], sub * pick[3]).sum(-1)
+    out = out.index_copy(2, split, coef)
+    return out.view(n, s, *shape), bias
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
