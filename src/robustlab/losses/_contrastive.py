@@ -233,9 +233,11 @@ class ISogCLRLoss(_GlobalContrastive):
     :math:`\tau_a \in [\tau_{min}, \tau_{max}]` (the dual of a KL-constrained DRO over the negatives: a
     larger :math:`\rho` = a smaller KL ball = a larger temperature). :math:`u_a` is SogCLR's moving
     average of :math:`g_a`; the gradient in :math:`w` is :math:`\tau_a \nabla g_a / u_a` (SogCLR's estimator
-    at :math:`\tau_a`; the temperatures get no gradient), and in training mode each call takes one step
-    :math:`\tau_a \leftarrow \Pi(\tau_a - \eta(\log u_a + \rho - \frac{1}{\tau_a u_a}
-    \frac{1}{|S_a^-|}\sum_k e^{h_a(k)/\tau_a} h_a(k)))` (kept in the buffer ``tau``, per sample and view).
+    at :math:`\tau_a`; the temperatures get no gradient). In training mode each call takes one projected step on
+    the temperatures (kept in the buffer ``tau``, per sample and view):
+
+    .. math:: \tau_a \leftarrow \Pi_{[\tau_{min}, \tau_{max}]}\Big(\tau_a - \eta\big(\log u_a + \rho - \frac{1}{\tau_a u_a |S_a^-|}\sum_k e^{h_a(k)/\tau_a} h_a(k)\big)\Big)
+
     The value is :math:`F_a` at the current :math:`\tau_a`. Args: ``num_samples``, ``rho`` (default 0.3),
     ``tau_init`` (0.7), ``tau_min`` (0.05), ``tau_max`` (1.0), ``eta`` (temperature step, 0.01) and
     ``gamma`` (0.9). The paper steps :math:`\tau` with Adam-style momentum; this is the plain step.
