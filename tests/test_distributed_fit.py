@@ -5,6 +5,7 @@ all-reduce, loss sums); after 3 epochs of SGD on digits the weights differ by < 
 checked with ``rtol=1e-5, atol=1e-5``. A resumed 2-process run is bit-identical to the uninterrupted one.
 """
 
+import copy
 import json
 import os
 import subprocess
@@ -160,3 +161,20 @@ def test_cli_sync_bn_needs_a_distributed_launch(capsys, monkeypatch):
     code = main(["train", "--data", "digits", "--epochs", "1", "--sync-bn", "--quiet"])
     assert code == 2
     assert "--sync-bn" in capsys.readouterr().err
+
+
+def test_cpu_sync_batchnorm_keeps_the_parameters_and_is_plain_batchnorm_outside_a_group():
+    from robustlab.training._distributed import GlooSyncBatchNorm, convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Flatten(),
+                              torch.nn.Linear(3 * 36, 4), torch.nn.BatchNorm1d(4))
+    ref = copy.deepcopy(net)
+    params = [id(p) for p in net.parameters()]
+    keys = list(net.state_dict())
+    out = convert_sync_batchnorm(net, torch.device("cpu"))
+    assert isinstance(out[1], GlooSyncBatchNorm) and isinstance(out[4], GlooSyncBatchNorm)
+    assert [id(p) for p in out.parameters()] == params and list(out.state_dict()) == keys  # optimizer/checkpoints
+    x = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(out(x), ref(x), rtol=0, atol=0)  # training mode, no process group: plain BN
+    torch.testing.assert_close(out[1].running_var, ref[1].running_var, rtol=0, atol=0)

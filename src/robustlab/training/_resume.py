@@ -163,7 +163,7 @@ def restore(state: dict[str, Any], *, model: nn.Module, opt: torch.optim.Optimiz
         setattr(obj, k, _to(v, device))
     rng = state["rng_ranks"][rank] if "rng_ranks" in state else state["rng"]
     for k, g in gens.items():
-        if g is not None:
+        if g is not None and k in rng:  # the DataLoader-seed generator exists on the streaming path only
             g.set_state(rng[k])
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():

@@ -52,7 +52,6 @@ class Source:
 
     n: int
     labels: torch.Tensor | None = None
-    has_index: bool = True
 
     def first_x(self) -> torch.Tensor | None:
         """One input (with a batch dimension), for shape checks; None when it cannot be read without iterating."""
@@ -144,7 +143,6 @@ class LoaderSource(Source):
                 f"The DataLoader given to {owner} must read a map-style Dataset with a length; "
                 f"got {type(loader.dataset).__name__}.") from None
         self.labels = _labels_of(loader.dataset)
-        self.has_index = None  # type: ignore[assignment]  # known after the first batch
 
     def first_x(self) -> torch.Tensor | None:
         try:
@@ -160,7 +158,6 @@ class LoaderSource(Source):
                 "(each rank then reads a disjoint slice of every global batch).")
         for batch in self.loader:
             x, y, idx = _unpack(batch, self.owner)
-            self.has_index = idx is not None
             yield (idx.to(dev) if idx is not None else None), x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
 
 
