@@ -29,8 +29,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--method", default="ibp", choices=["ibp", "crown_ibp", "crown", "smoothing", "lipschitz"],
                    help="bound method, randomized smoothing or a Lipschitz-margin certificate (L2; default ibp)")
     add_options(p, "eps", eps={"nargs": "+", "default": [0.1],
-                               "help": "radii of the bound methods (L-inf, or --norm l2); 8/255 accepted (default 0.1)"})
-    p.add_argument("--norm", default="linf", choices=["linf", "l2"], help="threat model of the bound methods")
+                               "help": "radii of the bound methods (L-inf, or --norm l2/l1); 8/255 accepted (default 0.1)"})
+    p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"],  # = certify.ibp.NORMS (tested)
+                   help="threat model of the bound methods: L-inf box, L2 or L1 ball")
     p.add_argument("--sigma", type=float, default=0.25, help="smoothing noise level σ (default 0.25)")
     p.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5], help="L2 radii reported for smoothing")
     p.add_argument("--n0", type=int, default=100, help="selection draws (Cohen et al.: 100)")
