@@ -168,10 +168,11 @@ def interval_bounds(
 ) -> Bounds:
     """Element-wise ``(lower, upper)`` bounds on ``model``'s logits over the ε-ball around each ``x``.
 
-    ``norm``: ``linf`` (box ``[x - eps, x + eps]`` intersected with ``clip``) or ``l2`` (the first
-    Linear layer is bounded exactly by ``eps * ||W_i||_2``, later layers by intervals; ``clip`` is
-    ignored). ``method``: ``ibp``, ``crown_ibp`` (backward linear bounds with IBP intermediate
-    bounds, Zhang et al. 2020) or ``crown`` (intermediate bounds by CROWN too; MLP-sized models).
+    ``norm``: ``linf`` (box ``[x - eps, x + eps]`` intersected with ``clip``), ``l2`` or ``l1`` (the first
+    Linear or Conv2d is bounded exactly by the dual norm of each row of its operator, ``eps * ||W_i||_2``
+    resp. ``eps * max_j |W_ij|``, later layers by intervals; ``clip`` is ignored). ``method``: ``ibp``,
+    ``crown_ibp`` (backward linear bounds with IBP intermediate bounds, Zhang et al. 2020) or ``crown``
+    (intermediate bounds by CROWN too). ``model``: any model torch.fx can trace whose ops have rules.
     BatchNorm uses its running statistics whatever the model's mode (at ε = 0 the bounds equal
     ``model.eval()(x)``); Dropout must be in eval mode. ``max_memory`` (bytes, ``None`` = no cap)
     bounds CROWN's working set by chunking the specification rows (same results).
