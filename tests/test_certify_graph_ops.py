@@ -209,3 +209,15 @@ def test_crown_on_a_28x28_cnn_stays_under_a_memory_cap(capped_memory):
     big = math.prod((2, 28, 28))  # widest ReLU input
     per, _ = graph_bytes_per_sample(m, x[:1], "linf", "crown")
     assert per >= big * big * 4  # the estimate sees the full-CROWN working set of that layer
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown_ibp"])
+def test_certified_training_gradients_flow_through_graph_models(method):
+    """The ibp / crown_ibp objectives call margin_bounds with autograd on: it must be differentiable on fx graphs."""
+    m = graph_model("concat_functional_fx").train()
+    x = torch.rand(3, *GRAPH_MODELS["concat_functional_fx"][1], generator=torch.Generator().manual_seed(4))
+    loss = F.cross_entropy(-margin_bounds(m, x, torch.tensor([0, 1, 2]), eps=0.02, method=method), torch.tensor([0, 1, 2]))
+    loss.backward()
+    grads = [p.grad for p in m.parameters()]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
