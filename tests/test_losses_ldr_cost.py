@@ -54,3 +54,52 @@ def test_aldr_lambda_update_allocates_two_full_size_buffers_at_most() -> None:
     with _FullSizeAllocs((512, 1000)) as mode:
         M.aldr_kl_lambda(f, lam, 1.0, 2.0)
     assert len(mode.ops) <= 2, mode.ops
+
+
+class _FreshFullSize(TorchDispatchMode):
+    """Records the ops that return a freshly allocated tensor of ``shape`` (no in-place, ``out=`` or view op)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape, self.ops = shape, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        name = func._schema.name.split("::")[-1]
+        fresh = not name.endswith("_") and "out" not in func._overloadname
+        if fresh and isinstance(out, torch.Tensor) and tuple(out.shape) == self.shape:
+            inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            if out.untyped_storage().data_ptr() not in inputs:  # a view (detach, ...) allocates nothing
+                self.ops.append(name)
+        return out
+
+
+@pytest.mark.parametrize("shape", [(64, 10), (512, 1000)])  # both paths (K <= 64 on CPU / larger K)
+def test_aldr_forward_backward_allocates_three_full_size_buffers(shape: tuple[int, int]) -> None:
+    # the temperature update's two work buffers, then the loss writes u and its softmax into them: three
+    # N x C allocations in all (shifted logits, softmax, gradient); it was five (u and softmax fresh).
+    g = torch.Generator().manual_seed(0)
+    f = (torch.randn(shape, generator=g) * 3).requires_grad_(True)
+    y = torch.randint(0, shape[1], (shape[0],), generator=g)
+    lam = torch.rand(shape[0], generator=g) + 0.5
+    with _FreshFullSize(shape) as mode:
+        M.aldr_kl(f, y, lam0=1.0, alpha=2.0, margin=0.1, lam=lam).backward()
+    assert len(mode.ops) <= 3, mode.ops
+
+
+@pytest.mark.parametrize("shape", [(64, 10), (512, 1000)])
+@pytest.mark.parametrize("margin", [0.0, 0.1])
+def test_aldr_values_and_gradients_unchanged_by_buffer_reuse(shape: tuple[int, int], margin: float) -> None:
+    g = torch.Generator().manual_seed(1)
+    f0 = torch.randn(shape, generator=g) * 3
+    y = torch.randint(0, shape[1], (shape[0],), generator=g)
+    lam = torch.rand(shape[0], generator=g) + 0.5
+    new = M.aldr_kl_lambda(f0, lam, 1.0, 2.0)
+    penalty = (new - 1.0).square_().mul_(2.0 * math.log(shape[1]) / 2.0)
+    ref_f = f0.clone().requires_grad_(True)
+    ref = M._ldr(ref_f, y, new, margin) - penalty  # fresh buffers
+    ref.sum().backward()
+    got_f = f0.clone().requires_grad_(True)
+    got = M.aldr_kl(got_f, y, lam0=1.0, alpha=2.0, margin=margin, lam=lam, reduction="none")
+    got.sum().backward()
+    assert torch.equal(got.detach(), ref.detach()) and torch.equal(got_f.grad, ref_f.grad)

@@ -170,24 +170,30 @@ class _LDRKL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, f: torch.Tensor, target: torch.Tensor, lam: Any, margin: float) -> torch.Tensor:
+    def forward(ctx: Any, f: torch.Tensor, target: torch.Tensor, lam: Any, margin: float,
+                scratch: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         t = target[:, None]
         per_row = isinstance(lam, torch.Tensor)
         scale = lam.to(f.dtype) if per_row else lam
         div = scale[:, None] if per_row else scale
+        # scratch: two free (N, C) buffers of f's dtype (ALDR-KL's temperature update leaves them): u and the
+        # softmax are written there instead of two fresh allocations, with the same ops and values.
+        u_out, e_out = scratch if scratch is not None else (None, None)
         if margin:
-            u = (f + margin).div_(div)  # c/lam added to every class, then removed from the target class
+            u = torch.add(f, margin, out=u_out).div_(div)  # c/lam added to every class, removed from the target
             u.scatter_(1, t, f.gather(1, t) / div)
+        elif per_row or lam != 1.0:
+            u = torch.div(f, div, out=u_out)
         else:
-            u = f / div if per_row or lam != 1.0 else f
+            u = f
         if _small_cpu(f):
-            us = u - u.amax(1, keepdim=True)
-            e = us.exp()
+            us = u.sub_(u.amax(1, keepdim=True)) if u is not f else u - u.amax(1, keepdim=True)
+            e = torch.exp(us, out=e_out)
             s = e.sum(1)
             ls_y = us.gather(1, t).squeeze(1) - s.log()
             w = s.reciprocal()
         else:
-            e = torch.softmax(u, 1)
+            e = torch.softmax(u, 1) if e_out is None else torch._softmax(u, 1, False, out=e_out)
             ls_y = u.gather(1, t).squeeze(1) - u.amax(1) + e.amax(1).log()
             w = None
         v = (-math.log(f.shape[1])) - ls_y
@@ -198,16 +204,17 @@ class _LDRKL(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
         e, target, w, ls_y = ctx.saved_tensors
         g = e * (grad if w is None else w * grad)[:, None]
         g.scatter_(1, target[:, None], (torch.expm1(ls_y) * grad)[:, None])
-        return g, None, None, None
+        return g, None, None, None, None
 
 
-def _ldr(f: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | float, margin: float) -> torch.Tensor:
+def _ldr(f: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | float, margin: float,
+         scratch: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """lam * (logsumexp_k((c 1[k!=y] + f_k - f_y)/lam) - log K) = lam * (CE((f - c e_y)/lam, y) - log K)."""
-    return _LDRKL.apply(f, target, lam, margin)
+    return _LDRKL.apply(f, target, lam, margin, scratch)
 
 
 @loss_function(lam=POSITIVE, margin=MARGIN, normalize=NORMALIZE)
@@ -233,6 +240,12 @@ def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
     r"""ALDR-KL closed-form update :math:`\lambda_i \leftarrow \lambda_0 - \lambda_0 KL(q_i\|u)/(\alpha\log K)`,
     :math:`q_i = \mathrm{softmax}(\tilde f_i/\lambda_i)` (normalised logits ``f``, current ``lam``),
     clamped to :math:`[\lambda_0(1-1/\alpha), \lambda_0]`; no gradient."""
+    return _aldr_lambda(f, lam, lam0, alpha)[0]
+
+
+def _aldr_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
+                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`aldr_kl_lambda` and its two (N, C) work buffers, free afterwards (reused by the loss)."""
     with torch.no_grad():
         # KL(q||u) = sum_k q_k z_k - logsumexp(z) + log K with z = (f - max f)/lam <= 0, whose logsumexp is
         # -log(max q): one exp pass (the softmax) instead of log_softmax + exp.
@@ -243,10 +256,10 @@ def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
             s = e.sum(1)
             kl = z.mul_(e).sum(1).div_(s).sub_(s.log()).add_(logk).clamp_(0.0, logk)  # z is scratch: no N x C alloc
         else:
-            q = torch.softmax(z, dim=1)
-            kl = (z.mul_(q).sum(1) + q.amax(1).log_() + logk).clamp_(0.0, logk)  # = vecdot(q, z), in place
+            e = torch.softmax(z, dim=1)
+            kl = (z.mul_(e).sum(1) + e.amax(1).log_() + logk).clamp_(0.0, logk)  # = vecdot(q, z), in place
         new = kl.mul_(-lam0 / (alpha * logk)).add_(lam0)
-        return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0)
+        return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0), (z, e)
 
 
 def _aldr(logits: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | None, lam0: float, alpha: float,
@@ -254,9 +267,12 @@ def _aldr(logits: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | None, 
     f = normalize_logits(logits, normalize)
     if lam is None:
         lam = torch.full((f.shape[0],), lam0, dtype=f.dtype, device=f.device)
-    new = aldr_kl_lambda(f.detach(), lam.to(device=f.device), lam0, alpha).to(f.dtype)
+    new, scratch = _aldr_lambda(f.detach(), lam.to(device=f.device), lam0, alpha)
+    new = new.to(f.dtype)
     penalty = (new - lam0).square_().mul_(alpha * math.log(f.shape[1]) / (2.0 * lam0))
-    return _ldr(f, target, new, margin) - penalty, new
+    if scratch[0].dtype != f.dtype or scratch[0].shape != f.shape:
+        scratch = None  # type: ignore[assignment]  # (the update ran in another dtype): fresh buffers
+    return _ldr(f, target, new, margin, scratch) - penalty, new
 
 
 @loss_function(lam0=POSITIVE, alpha=Interval(Real, 1, None, closed="neither"), margin=MARGIN,
