@@ -69,7 +69,7 @@ def check_finite_extreme_similarities(spec: Spec[Any]) -> None:
         value = _call(_make(spec), z1, z2)
         value.backward()
         assert torch.isfinite(value), f"non-finite value {value} for views {z1[0].tolist()}, {z2[0].tolist()}"
-        assert torch.isfinite(z1.grad).all(), "non-finite gradient"
+        assert z1.grad is not None and torch.isfinite(z1.grad).all(), "non-finite gradient"
 
 
 @check()
@@ -95,6 +95,7 @@ def check_half_precision_gradient(spec: Spec[Any]) -> None:
         val, r = float(v.detach()), float(ref)
         assert abs(val - r) < 0.05 * max(1.0, abs(r)), f"{dt}: {val} vs {r}"
         v.backward()
+        assert a.grad is not None, f"{dt}: no gradient"
         assert torch.isfinite(a.grad.float()).all() and float(a.grad.float().abs().sum()) > 0, f"{dt}: gradient lost"
 
 

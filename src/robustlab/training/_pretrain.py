@@ -83,8 +83,7 @@ def _views_augment(augment: Any, augment_kw: dict[str, Any] | None, x: torch.Ten
         if augment_kw:
             raise InvalidParameterError("The 'augment_kw' parameter of pretrain needs a single augmentation name; "
                                         "pass built augmentations (training.augment.get(name, **kw)) in the list.")
-        parts = [resolve_augment(a, owner="pretrain") for a in augment]
-        parts = [p for p in parts if p is not None]
+        parts = [p for p in (resolve_augment(a, owner="pretrain") for a in augment) if p is not None]
 
         def composed(t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
             for p in parts:
