@@ -221,3 +221,22 @@ def test_certified_training_gradients_flow_through_graph_models(method):
     grads = [p.grad for p in m.parameters()]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_shape_queries_in_forward_and_a_replaced_submodule_retraces():
+    class Reshaper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(12, 3)
+
+        def forward(self, x):
+            return self.fc(x.reshape(x.shape[0], -1)) + torch.add(x.sum(dim=(1, 2)).unsqueeze(1), 1.0, alpha=2)
+
+    torch.manual_seed(0)
+    m, x = Reshaper(), torch.rand(2, 3, 4)
+    for method in ("ibp", "crown"):
+        lo, up = interval_bounds(m, x, eps=0.1, method=method)
+        z = m(x)
+        assert lo.shape == (2, 3) and bool((lo <= z).all() and (z <= up).all())
+    m.fc = nn.Linear(12, 5)  # same names and types, new module: the cached trace must not be reused
+    assert interval_bounds(m, x, eps=0.1)[0].shape == (2, 5)

@@ -134,7 +134,7 @@ _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], fx.GraphModu
 
 def trace(model: nn.Module, has_rule: Callable[[nn.Module], bool]) -> fx.GraphModule:
     """The fx graph of ``model`` with ruled modules as leaves; a clear error when fx cannot trace it."""
-    key = tuple((name, type(m)) for name, m in model.named_modules())
+    key = tuple((name, id(m)) for name, m in model.named_modules())  # a replaced submodule retraces
     hit = _CACHE.get(model)
     if hit is not None and hit[0] == key:
         return hit[1]
@@ -153,7 +153,7 @@ def trace(model: nn.Module, has_rule: Callable[[nn.Module], bool]) -> fx.GraphMo
 # Forward interval propagation
 # ----------------------------------------------------------------------------------------------
 def _map(a: Any, fn: Callable[[Any], Any]) -> Any:
-    if isinstance(a, (list, tuple)):
+    if type(a) in (list, tuple):  # not torch.Size or named tuples: those are values
         return type(a)(_map(v, fn) for v in a)
     if isinstance(a, dict):
         return {k: _map(v, fn) for k, v in a.items()}
@@ -261,6 +261,8 @@ def _forward_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any],
     bounded = [v for v in _leaves((args, kwargs)) if isinstance(v, (Box, Ball))]
     if not bounded:
         return _call(gm, node, args, kwargs)
+    if node.op == "call_function" and node.target is getattr:  # x.shape, x.ndim, x.dtype ...
+        return getattr(bounded[0].lower if isinstance(bounded[0], Box) else bounded[0].centre, args[1])
     if node.op == "call_method" and node.target in _SHAPE_METHODS:
         return getattr(bounded[0].lower if isinstance(bounded[0], Box) else bounded[0].centre,
                        str(node.target))(*args[1:], **kwargs)
@@ -313,6 +315,13 @@ def _pick(args: Any, which: str) -> Any:
 def monotone_rule(fn: Callable[..., torch.Tensor], args: Any, kwargs: Any) -> Bounds:
     """Non-decreasing in every bounded argument (add, cat, reshape, pooling, ReLU, ...): ``fn(lower), fn(upper)``."""
     return fn(*_pick(args, "lower"), **_pick(kwargs, "lower")), fn(*_pick(args, "upper"), **_pick(kwargs, "upper"))
+
+
+def add_rule(fn: Callable[..., torch.Tensor], args: Any, kwargs: Any) -> Bounds:
+    """``a + alpha * b`` with ``alpha >= 0`` (the default 1) is non-decreasing in both."""
+    if kwargs.get("alpha", 1) < 0:
+        raise TypeError("IBP through add supports alpha >= 0 only.")
+    return monotone_rule(fn, args, kwargs)
 
 
 def sub_rule(fn: Callable[..., torch.Tensor], args: Any, kwargs: Any) -> Bounds:
@@ -375,8 +384,8 @@ def linear_fn_rule(fn: Callable[..., torch.Tensor], args: Any, kwargs: Any) -> B
 
 
 FUNCTION_RULES: dict[str, Callable[..., Bounds]] = {
-    **{k: monotone_rule for k in ("add", "cat", "reshape", "getitem", "relu", "tanh", "sigmoid", "max_pool2d",
+    **{k: monotone_rule for k in ("cat", "reshape", "getitem", "relu", "tanh", "sigmoid", "max_pool2d",
                                   "avg_pool2d", "sum", "permute")},
-    "sub": sub_rule, "mul": mul_rule, "div": div_rule, "neg": neg_rule, "leaky_relu": leaky_rule,
+    "add": add_rule, "sub": sub_rule, "mul": mul_rule, "div": div_rule, "neg": neg_rule, "leaky_relu": leaky_rule,
     "linear": linear_fn_rule,
 }

@@ -131,7 +131,7 @@ def _vjp(t: Trace, node: fx.Node, lam: torch.Tensor, ins: list[fx.Node]) -> tupl
         out = _call(t.gm, node, _map(node.args, sub), _map(dict(node.kwargs), sub))
         flat = lam.reshape(n * s, *out.shape[1:])
         grads = torch.autograd.grad(out, list(zs.values()), flat, create_graph=keep, allow_unused=True)
-    b = (flat * out).flatten(1).sum(-1).view(n, s)
+    b = (flat * out).reshape(n, s, -1).sum(-1)
     parts = []
     for a, g in zip(ins, grads):
         g = torch.zeros_like(zs[a]) if g is None else g
