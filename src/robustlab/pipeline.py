@@ -323,7 +323,7 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
 
     result = RunResult(config=cfg, model=model, data=d, train_data=train_data, noisy=noisy, history=hist,
                        metrics=metrics, curves=curves, resolved=resolve(cfg, d, nopts, objective), timings=timings)
-    from .training._distributed import is_main_process
+    from .training import is_main_process
 
     if out_dir is not None and is_main_process():
         from .training import atomic_write_text, save_checkpoint

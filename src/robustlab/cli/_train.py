@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     res = pipeline.run(config, out=args.out, device=args.device, progress=progress_arg(args), fetch=fetch,
                        resume=args.resume, fit_kw=fit_kw)
-    from ..training._distributed import is_main_process
+    from ..training import is_main_process
 
     if not is_main_process():
         return 0  # rank 0 reports and writes

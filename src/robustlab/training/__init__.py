@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import augment, objectives  # noqa: F401  (registers the defence objectives)
 from ._checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
 from ._collapse import CollapseWarning
+from ._distributed import is_main_process
 from ._fit import FitResult, NonFiniteLossError, fit, predict_logits, prune_epochs, resolve_loss
 from ._heads import HEADS, GaussianNBHead, Head, LDAHead, LogisticHead, learning_curve, register_head
 from ._objectives import OBJECTIVES, Batch, Objective, StandardObjective, compute_loss, register_objective
@@ -17,6 +18,8 @@ __all__ = [
 ]
 __all__ += ["HEADS", "GaussianNBHead", "Head", "LDAHead", "LogisticHead", "PretrainResult", "ProbeResult", "encode",
             "learning_curve", "linear_probe", "pretrain", "projection_head", "register_head"]
+
+__all__ += ["is_main_process"]
 
 # Registers the view augmentation resized_crop (contrastive pre-training).
 from . import _views  # noqa: E402,F401
