@@ -120,8 +120,8 @@ class CROWNIBPObjective(IBPObjective):
     """CROWN-IBP certified training (Zhang et al. 2020): IBP's schedule with tighter margin bounds.
 
     The margin lower bound is ``β·m̲_CROWN-IBP + (1 − β)·m̲_IBP`` with β = 1 − t going 1 -> 0 over the
-    ε ramp (as in auto_LiRPA). CROWN supports Linear/Conv2d/ReLU/Flatten/Normalize/BatchNorm (eval)
-    /AvgPool2d chains. Cost: about 3 forward + 3 backward passes per step while β > 0, 2 after.
+    ε ramp (as in auto_LiRPA). Any model ``certify.margin_bounds`` bounds with CROWN (chains, and fx graphs with
+    residual adds, cat, MaxPool, Tanh/Sigmoid/LeakyReLU). Cost: about 3 forward + 3 backward passes per step while β > 0, 2 after.
     """
 
     passes_per_step = 3.0
