@@ -97,6 +97,8 @@ def main() -> None:
                               generator=torch.Generator().manual_seed(a.seed), progress=False)
         rows[name] = [float(v) for v in certified_accuracy_curve(cls, rad, yt, RADII)]
         log(f"certified {name}: {rows[name]}")
+        if a.json:  # partial results after each model
+            _write(a, rows, zo_fit.queries, t0)
     rmax = max_certifiable_radius(a.sigma, a.n, 0.001)
     print(f"\nMNIST, sigma={a.sigma}, {a.n_cert} test points, n0=100, n={a.n}, alpha=0.001, max radius {rmax:.3f}; "
           f"ZO queries for training: {zo_fit.queries}")
@@ -105,9 +107,13 @@ def main() -> None:
     for name, vals in rows.items():
         print(f"| {name} | " + " | ".join(f"{100 * v:.0f}%" for v in vals) + " |")
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump({"args": vars(a), "radii": RADII, "certified_accuracy": rows, "zo_queries": zo_fit.queries,
-                       "max_radius": rmax, "seconds": time.time() - t0}, f, indent=2)
+        _write(a, rows, zo_fit.queries, t0)
+
+
+def _write(a: argparse.Namespace, rows: dict[str, list[float]], queries: int, t0: float) -> None:
+    with open(a.json, "w", encoding="utf-8") as f:
+        json.dump({"args": vars(a), "radii": RADII, "certified_accuracy": rows, "zo_queries": queries,
+                   "max_radius": max_certifiable_radius(a.sigma, a.n, 0.001), "seconds": time.time() - t0}, f, indent=2)
 
 
 if __name__ == "__main__":
