@@ -291,6 +291,7 @@ class BatchSource:
         """The first ``k`` examples (fewer if there are fewer), on the CPU."""
         if self.x is not None and self.y is not None:
             return self.x[:k], self.y[:k]
-        for xb, yb, _ in iter_batches(self.data, max(1, min(k, max(self.n, 1))), n=self.limit, owner=self.owner):
-            return xb, yb
+        k = max(1, min(k, max(self.n, 1)))
+        for xb, yb, _ in iter_batches(self.data, k, n=min(k, self.limit) if self.limit else k, owner=self.owner):
+            return xb, yb  # a Dataset reads only these k examples
         raise ValueError(f"The data of {self.owner} hold no examples.")
