@@ -6,7 +6,7 @@ The two-Gaussian setting of Saberi et al. (ICLR 2024): d = 50, m = 20 labelled s
 (Bayes error 6.7%); the unlabeled pool's mean is moved sideways by ``shift * ||mu||``. Teacher: linear
 logistic regression on the labelled samples; students: ``robust_self_training`` (lam 1, gamma 1, 3 ascent
 steps) and its ``gamma=None`` form (plain pseudo-label self-training), 3 rounds of 200 full-batch steps
-(``training.objectives._selftrain.gaussian_mixture_diagnostic``).
+(``training.objectives.gaussian_mixture_diagnostic``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from _repr_common import fmt, parser, setup, table, write  # noqa: E402
 
 from robustlab import data  # noqa: E402
 from robustlab.bench._svg import line_chart  # noqa: E402
-from robustlab.training.objectives._selftrain import gaussian_mixture_diagnostic  # noqa: E402
+from robustlab.training.objectives import gaussian_mixture_diagnostic  # noqa: E402
 
 KEYS = ("labelled_only", "self_training", "robust_self_training")
 

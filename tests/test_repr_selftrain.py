@@ -8,7 +8,8 @@ import torch
 
 from robustlab import data, models, training
 from robustlab._validation import InvalidParameterError
-from robustlab.training.objectives._selftrain import gaussian_mixture_diagnostic, wrm_perturb
+from robustlab.training.objectives import gaussian_mixture_diagnostic
+from robustlab.training.objectives._selftrain import wrm_perturb
 
 
 @pytest.fixture(scope="module")

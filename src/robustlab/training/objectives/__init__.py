@@ -20,6 +20,9 @@ from . import (  # noqa: E402,F401
     _quant,  # noqa: E402,F401  (elastic_quant)
     _selftrain,  # noqa: E402,F401  (robust_self_training)
 )
+from ._selftrain import gaussian_mixture_diagnostic  # noqa: E402
+
+__all__ += ["gaussian_mixture_diagnostic"]
 
 
 def get(name: str, **kwargs: Any) -> Objective:
