@@ -145,3 +145,14 @@ def test_learning_curve_rows_and_shared_samples(digits):
         training.learning_curve(x, y, x, y, n_per_class=[0])
     with pytest.raises(KeyError, match="Unknown head"):
         training.learning_curve(x, y, x, y, heads=["svm"])
+
+
+def test_cli_lists_heads_and_contrastive_losses(capsys):
+    from robustlab.cli import main
+
+    assert main(["list", "heads"]) == 0
+    out = capsys.readouterr().out
+    assert all(h in out for h in ("logistic", "gaussian_nb", "lda")) and ":math:" not in out
+    assert main(["list", "contrastive_losses", "--tag", "stateful"]) == 0
+    out = capsys.readouterr().out
+    assert "sogclr" in out and "isogclr" in out and "infonce" not in out

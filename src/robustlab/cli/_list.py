@@ -12,6 +12,8 @@ _KINDS: dict[str, tuple[str, str]] = {
     "noise": ("robustlab.noise", "NOISES"),
     "models": ("robustlab.models", "MODELS"),
     "losses": ("robustlab.losses", "LOSSES"),
+    "contrastive_losses": ("robustlab.losses", "CONTRASTIVE_LOSSES"),
+    "heads": ("robustlab.training", "HEADS"),
     "attacks": ("robustlab.attacks", "ATTACKS"),
     "objectives": ("robustlab.training.objectives", "OBJECTIVES"),
     "augmentations": ("robustlab.training.augment", "AUGMENTATIONS"),

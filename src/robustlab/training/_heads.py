@@ -110,8 +110,10 @@ def _class_means(x: torch.Tensor, y: torch.Tensor, c: int) -> tuple[torch.Tensor
 @register_head("logistic", tags={"discriminative"}, reference="multinomial logistic regression (L2), L-BFGS",
                example_kwargs={"l2": 1e-3})
 class LogisticHead(Head):
-    r"""Multinomial logistic regression: :math:`\min_{W,b} \frac1N\sum_i \mathrm{CE}(Wx_i+b, y_i) + \frac{\lambda}{2}\|W\|^2`
-    on standardised features (training mean/std), full-batch L-BFGS for ``max_iter`` iterations.
+    r"""Multinomial logistic regression with an L2 penalty on standardised features (full-batch L-BFGS).
+
+    :math:`\min_{W,b} \frac1N\sum_i \mathrm{CE}(Wx_i+b, y_i) + \frac{\lambda}{2}\|W\|^2` on the features
+    standardised with the training mean/std, ``max_iter`` L-BFGS iterations.
 
     ``l2`` = :math:`\lambda` >= 0 (default 1e-3), ``max_iter`` (default 200).
     """
@@ -147,7 +149,9 @@ class LogisticHead(Head):
 @register_head("gaussian_nb", tags={"generative"}, reference="Gaussian naive Bayes (as scikit-learn's GaussianNB)",
                example_kwargs={})
 class GaussianNBHead(Head):
-    r"""Gaussian naive Bayes: per class mean :math:`\mu_{ck}` and variance :math:`\sigma^2_{ck}` of each feature
+    r"""Gaussian naive Bayes: a per-class mean and variance of each feature (as scikit-learn's GaussianNB).
+
+    Per class mean :math:`\mu_{ck}` and variance :math:`\sigma^2_{ck}` of each feature
     (+ ``var_smoothing`` times the largest feature variance, scikit-learn's rule),
     :math:`\log p(c) - \frac12\sum_k [\log 2\pi\sigma^2_{ck} + (x_k-\mu_{ck})^2/\sigma^2_{ck}]`.
 
