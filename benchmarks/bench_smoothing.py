@@ -1,8 +1,8 @@
 """Benchmark: randomized-smoothing counting throughput per noise layout, against plain forward passes.
 
-    .venv/bin/python benchmarks/bench_smoothing.py [--device cpu|cuda] [--quick] [--threads 2]
+    .venv/bin/python benchmarks/bench_smoothing.py [--device cpu|cuda] [--quick] [--threads 2] [--models mlp lenet]
 
-For an MLP (256, 256) and LeNet on 28×28 inputs: noisy inputs per second of
+For an MLP (256, 256) on 28×28 inputs (``--models mlp lenet`` adds LeNet): noisy inputs per second of
 ``SmoothedClassifier.sample_counts`` (noise + forward + counting) with ``noise="shared"`` (the
 default: one block of draws for all the points of a call) and ``noise="independent"`` (a fresh draw
 per point and draw, the layout before), each as a ratio to plain batched forward passes over the
@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", nargs="+", choices=["mlp", "lenet"], default=["mlp"],
+                    help="mlp (the goal's model) and/or lenet (slow on CPU: its forward dominates anyway)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -45,7 +47,9 @@ def main() -> None:
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{args.threads} CPU threads"
     print(f"device {dev} ({where}), torch {torch.__version__}; {n_points} points x {num} draws, batch {bs}")
     print(f"{'model':<22}{'plain fwd/s':>13}{'shared/s':>11}{'ratio':>7}{'independent/s':>15}{'ratio':>7}{'randn/fwd':>11}")
-    for name, arch in (("mlp(256,256) 28x28", "mlp"), ("lenet 28x28", "lenet")):
+    names = {"mlp": "mlp(256,256) 28x28", "lenet": "lenet 28x28"}
+    for arch in args.models:
+        name = names[arch]
         model = create(arch, input_shape=shape, num_classes=10).to(dev).eval()
         x = torch.rand((n_points, *shape), device=dev)
         data = torch.rand((bs, *shape), device=dev)
