@@ -284,7 +284,7 @@ def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs
     model.eval()  # dropout off: every worker's step is a deterministic function of its batch
     from .._progress import progress_bar
 
-    diverged, ep_loss = False, []
+    diverged, ep_loss = False, list[float]()
     with progress_bar(total=epochs, desc="collab", enabled=progress) as bar:
         for ep in range(epochs):
             if not diverged:

@@ -303,7 +303,7 @@ def _register(name: str, fn: Callable[..., torch.Tensor], kappa: Callable[..., f
                           lambda n, f: (slack or (lambda n, f, **_: 0.0))(n, f, **options), pivoted="pivoted" in tags)
 
     factory.__doc__ = fn.__doc__
-    factory.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  (spec checks read the options)
+    factory.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # spec checks read the options
         [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=params[k].default) for k in accepted]
         + ([inspect.Parameter("rule_options", inspect.Parameter.VAR_KEYWORD)] if open_ended else []))
     AGGREGATORS.register(name, tags=tags, reference=reference, example_kwargs=example_kwargs)(factory)
