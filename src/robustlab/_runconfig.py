@@ -368,6 +368,7 @@ def _collab(value: Any, d: Mapping[str, Any]) -> Any:
     from .collab import CollabConfig
 
     cc = CollabConfig.from_value(value)
+    assert cc is not None  # value is not None
     obj = d.get("objective", "standard")
     cc.check_compatible(obj if isinstance(obj, str) else _mapping(obj, "objective").get("name", ""),
                         check_train_options(_mapping(d.get("train"), "train"), fill_defaults=False))

@@ -291,7 +291,7 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
     torch.manual_seed(cfg.seed)  # weight initialisation
     model = build_model(cfg.model, d)
     objective = OBJECTIVES.get(cfg.objective.name, **cfg.objective.kwargs)
-    trainer = fit if cfg.collab is None else cfg.collab.fit  # a collaborative run: robustlab.collab.fit
+    trainer: Any = fit if cfg.collab is None else cfg.collab.fit  # a collaborative run: robustlab.collab.fit
     res = trainer(model, train_data, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, objective=objective,
               seed=cfg.seed, progress=progress_enabled(progress), device=dev, **cfg.train,
               **({"checkpoint_dir": out_dir / "train_state", "resume": True} if resume and out_dir else {}),
