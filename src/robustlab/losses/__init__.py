@@ -37,6 +37,9 @@ __all__ = [
     "WestonWatkinsLoss", "ZLoss", "available", "functional", "get", "reduce_loss", "register_loss",
 ]
 __all__ += ["CONTRASTIVE_LOSSES", "ISogCLRLoss", "InfoNCELoss", "SogCLRLoss", "contrastive", "infonce"]
+from ._regression import REGRESSION_LOSSES, cs_divergence, regression  # noqa: E402  (regression losses, own registry)
+
+__all__ += ["REGRESSION_LOSSES", "cs_divergence", "regression"]
 
 
 def get(name: str, **kwargs: Any) -> nn.Module:
