@@ -1,0 +1,48 @@
+"""The MoE convolution and moe_lenet: top-k routing, load-balancing loss, routing part of the model."""
+
+import pytest
+import torch
+
+from robustlab import models
+from robustlab._validation import InvalidParameterError
+
+
+def test_top_k_gates_mix_exactly_k_experts():
+    torch.manual_seed(0)
+    layer = models.MoEConv2d(2, 3, 3, experts=4, top_k=2, padding=1)
+    x = torch.rand(5, 2, 6, 6)
+    y = layer(x)
+    assert y.shape == (5, 3, 6, 6) and layer.last_routing.shape == (5, 2)
+    # by hand: softmax router on the pooled input, the 2 largest renormalised, experts mixed
+    probs = torch.softmax(layer.router(x.mean((2, 3))), 1)
+    top_p, top_i = probs.topk(2, 1)
+    outs = layer.experts(x).view(5, 4, 3, 6, 6)
+    want = torch.stack([sum(top_p[n, j] / top_p[n].sum() * outs[n, top_i[n, j]] for j in range(2)) for n in range(5)])
+    torch.testing.assert_close(y, want)
+    assert torch.equal(layer.last_routing, top_i)
+
+
+def test_load_balancing_loss_is_one_when_balanced_and_e_when_collapsed():
+    layer = models.MoEConv2d(1, 1, 1, experts=4, top_k=1)
+    with torch.no_grad():
+        layer.router.weight.zero_()
+        layer.router.bias.copy_(torch.tensor([10.0, 0.0, 0.0, 0.0]))  # every sample to expert 0
+    layer(torch.rand(8, 1, 4, 4))
+    assert float(layer.aux_loss.detach()) == pytest.approx(4.0, rel=1e-3)
+    with torch.no_grad():
+        layer.router.bias.zero_()
+    layer(torch.rand(8, 1, 4, 4))  # uniform probabilities: E * sum(frac * 1/E) = 1
+    assert float(layer.aux_loss.detach()) == pytest.approx(1.0)
+
+
+def test_moe_lenet_routes_differentiably_and_reports_routing():
+    torch.manual_seed(0)
+    m = models.create("moe_lenet", input_shape=(1, 8, 8), num_classes=10, experts=3, top_k=1)
+    x = torch.rand(4, 1, 8, 8, requires_grad=True)
+    out = m(x)
+    out.sum().backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    assert float(models.load_balancing_loss(m).detach()) > 0 and len(models.routing(m)) == 2
+    assert all(r.shape == (4, 1) for r in models.routing(m))
+    with pytest.raises(InvalidParameterError, match="'top_k' parameter of MoEConv2d"):
+        models.create("moe_lenet", input_shape=(1, 8, 8), num_classes=10, experts=2, top_k=3)
