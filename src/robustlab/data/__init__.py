@@ -31,24 +31,36 @@ from ._imagefolder import load_imagefolder  # noqa: E402
 
 _PATH_LOADERS["imagefolder"] = load_imagefolder
 
+from ._regression import REGRESSION_DATASETS, RegressionData, load_regression_csv  # noqa: E402  (regression sets)
+
+__all__ += ["REGRESSION_DATASETS", "RegressionData"]
+
 
 def available() -> list[str]:
     """Names accepted by :func:`load` (path-based forms are listed as ``prefix:<path>``)."""
-    return DATASETS.available() + [f"{p}:<path>" for p in sorted(_PATH_LOADERS)]
+    return DATASETS.available() + REGRESSION_DATASETS.available() + [f"{p}:<path>" for p in sorted(_PATH_LOADERS)]
 
 
-def load(name: str, *, root: str | None = None, **options: Any) -> ClassificationData | StreamingData:
+def load(name: str, *, root: str | None = None,
+         **options: Any) -> ClassificationData | StreamingData | RegressionData:
     """Load the data set ``name`` (see :func:`available`) with its ``options``.
 
     ``imagefolder:<path>`` gives a :class:`StreamingData` (``in_memory=True``: a ClassificationData).
 
-    Every data set also takes ``longtail=rho`` (and ``longtail_seed``): the train split subsampled to the
+    Regression sets (``friedman``, ``diabetes``; ``csv:<path>`` with ``target="COLUMN"``) give a
+    :class:`RegressionData`.
+
+    Every classification set also takes ``longtail=rho`` (and ``longtail_seed``): the train split subsampled to the
     exponential long-tail profile (:func:`longtail`).
     """
     if not isinstance(name, str):
         raise TypeError(f"The 'name' parameter of load must be a str. Got {type(name).__name__} instead.")
-    generic = pop_load_options(options)  # longtail: every data set takes it
     prefix, sep, path = name.partition(":")
+    if name in REGRESSION_DATASETS:
+        return REGRESSION_DATASETS.get(name, root=root, **options)
+    if prefix == "csv" and "target" in options:
+        return load_regression_csv(path, **options)
+    generic = pop_load_options(options)  # longtail: every data set takes it
     if sep and prefix in _PATH_LOADERS:
         return apply_load_options(_PATH_LOADERS[prefix](path, **options), generic)
     return apply_load_options(DATASETS.get(name, root=root, **options), generic)

@@ -37,9 +37,11 @@ from . import (
 )
 from ._base import NOISES, NoiseModel, NoisyLabels, register_noise
 from ._class_conditional import ASYMMETRIC_MAPS
+from ._targets import TARGET_NOISES, NoisyTargets, inject_targets  # regression target noise (own registry)
 
 __all__ = ["ASYMMETRIC_MAPS", "NOISES", "NoiseModel", "NoisyLabels", "available", "get", "inject", "parse",
            "register_noise"]
+__all__ += ["TARGET_NOISES", "NoisyTargets", "inject_targets"]
 
 
 def available(pattern: str = "*", *, tags: tuple[str, ...] = ()) -> list[str]:
