@@ -71,3 +71,47 @@ def expected_calibration_error(probs: torch.Tensor, y: torch.Tensor, n_bins: int
     acc_sum = torch.bincount(bins, weights=correct, minlength=n_bins)
     conf_sum = torch.bincount(bins, weights=conf.double(), minlength=n_bins)
     return float((acc_sum - conf_sum).abs().sum() / n) if n else float("nan")
+
+
+# -- regression metrics (predictions (N,) or (N, 1), float targets (N,)) ------------------------------------
+__all__ += ["interval_coverage", "interval_width", "mean_absolute_error", "mean_squared_error", "r2_score"]
+
+
+def _reg(pred: torch.Tensor, y: torch.Tensor, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from .losses._regression import check_regression_inputs
+
+    p, t = check_regression_inputs(pred, y, owner)
+    return p.double(), t.double()
+
+
+def mean_squared_error(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """:math:`\\frac1N\\sum(y - \\hat y)^2` (NaN for no samples)."""
+    p, t = _reg(pred, y, "mean_squared_error")
+    return float(((t - p) ** 2).mean()) if t.numel() else float("nan")
+
+
+def mean_absolute_error(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """:math:`\\frac1N\\sum|y - \\hat y|` (NaN for no samples)."""
+    p, t = _reg(pred, y, "mean_absolute_error")
+    return float((t - p).abs().mean()) if t.numel() else float("nan")
+
+
+def r2_score(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Coefficient of determination :math:`1 - \\sum(y - \\hat y)^2 / \\sum(y - \\bar y)^2` (scikit-learn's
+    ``r2_score``; NaN when the targets are constant or absent)."""
+    p, t = _reg(pred, y, "r2_score")
+    ss_tot = float(((t - t.mean()) ** 2).sum()) if t.numel() else 0.0
+    return 1.0 - float(((t - p) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+
+
+def interval_coverage(lower: torch.Tensor, upper: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of targets inside their interval ``[lower, upper]`` (e.g. two quantile regressors)."""
+    lo, t = _reg(lower, y, "interval_coverage")
+    hi, _ = _reg(upper, y, "interval_coverage")
+    return float(((t >= lo) & (t <= hi)).double().mean()) if t.numel() else float("nan")
+
+
+def interval_width(lower: torch.Tensor, upper: torch.Tensor) -> float:
+    """Mean width ``upper - lower`` of prediction intervals."""
+    lo, hi = _reg(lower, upper, "interval_width")
+    return float((hi - lo).mean()) if hi.numel() else float("nan")
