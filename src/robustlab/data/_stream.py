@@ -128,7 +128,8 @@ def num_examples(obj: Any, *, owner: str = "evaluation") -> int:
 
 def take(data: Any, indices: torch.Tensor, *, owner: str = "evaluation") -> Any:
     """The examples at ``indices`` (in that order), in the same form: a Dataset ``Subset`` for streaming data
-    (a DataLoader's dataset; a :class:`StreamingData`'s test split), an ``(x, y)`` pair for in-memory data."""
+    (a DataLoader's dataset, read afterwards with the default collate; a :class:`StreamingData`'s test split),
+    an ``(x, y)`` pair for in-memory data."""
     idx = torch.as_tensor(indices, dtype=torch.long).cpu()
     if is_streaming(data):
         return Subset(_dataset(data, owner), idx.tolist())
