@@ -153,8 +153,10 @@ def trace(model: nn.Module, has_rule: Callable[[nn.Module], bool]) -> fx.GraphMo
 # Forward interval propagation
 # ----------------------------------------------------------------------------------------------
 def _map(a: Any, fn: Callable[[Any], Any]) -> Any:
-    if type(a) in (list, tuple):  # not torch.Size or named tuples: those are values
-        return type(a)(_map(v, fn) for v in a)
+    if isinstance(a, list):  # fx's immutable_list too
+        return [_map(v, fn) for v in a]
+    if isinstance(a, tuple) and not isinstance(a, torch.Size) and not hasattr(a, "_fields"):  # Size, named tuples: values
+        return tuple(_map(v, fn) for v in a)
     if isinstance(a, dict):
         return {k: _map(v, fn) for k, v in a.items()}
     return fn(a)
