@@ -46,3 +46,41 @@ def test_moe_lenet_routes_differentiably_and_reports_routing():
     assert all(r.shape == (4, 1) for r in models.routing(m))
     with pytest.raises(InvalidParameterError, match="'top_k' parameter of MoEConv2d"):
         models.create("moe_lenet", input_shape=(1, 8, 8), num_classes=10, experts=2, top_k=3)
+
+
+def test_advmoe_alternates_router_and_expert_updates():
+    from robustlab.losses import get as get_loss
+    from robustlab.training import Batch, objectives
+
+    torch.manual_seed(0)
+    m = models.create("moe_lenet", input_shape=(1, 8, 8), num_classes=3, channels=(2, 3), hidden=(8,), experts=2)
+    obj = objectives.get("advmoe", eps=0.1, steps=2)
+    obj.setup(model=m, epochs=1, steps_per_epoch=4, num_classes=3, num_train=8,
+              generator=torch.Generator().manual_seed(0))
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 3
+    opt = torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
+    routers = {id(p) for mod in m.modules() if isinstance(mod, models.MoEConv2d) for p in mod.router.parameters()}
+    for phase in ("router", "experts", "router"):
+        assert obj.phase() == phase
+        before = {id(p): p.detach().clone() for p in m.parameters()}
+        value, metrics = obj(m, Batch(x, y, torch.arange(8)), get_loss("ce"))
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        assert all(p.requires_grad for p in m.parameters())  # the freeze is undone after the step
+        moved = {id(p) for p in m.parameters() if not torch.equal(p.detach(), before[id(p)])}
+        assert moved == (routers if phase == "router" else {id(p) for p in m.parameters()} - routers), phase
+        assert float(metrics["router_phase"]) == (phase == "router")
+
+
+def test_advmoe_and_joint_pgd_at_train_moe_lenet_through_fit():
+    from robustlab import data
+    from robustlab.training import fit
+
+    d = data.load("digits").subset(n_train=120, n_test=60)
+    for name in ("advmoe", "pgd_at"):
+        torch.manual_seed(0)
+        m = models.create("moe_lenet", input_shape=d.input_shape, num_classes=10, channels=(4, 8), hidden=(16,))
+        res = fit(m, d, objective=name, objective_kw={"eps": 0.05, "steps": 2}, epochs=1, batch_size=40,
+                  progress=False)
+        assert 0.0 <= res.history["test_acc"][-1] <= 1.0

@@ -14,6 +14,7 @@ __all__ = ["OBJECTIVES", "Batch", "Objective", "available", "compute_loss", "get
 # Modules registering objectives (defences, certified training, noise augmentation).
 from . import (  # noqa: E402,F401
     _adversarial,
+    _advmoe,  # noqa: E402,F401  (advmoe)
     _certified,
     _distillation,
     _lipschitz,  # noqa: E402,F401  (lipschitz_margin)
