@@ -20,6 +20,14 @@ __all__ += ["HEADS", "GaussianNBHead", "Head", "LDAHead", "LogisticHead", "Pretr
             "learning_curve", "linear_probe", "pretrain", "projection_head", "register_head"]
 
 __all__ += ["is_main_process"]
+from ._fit_regression import (  # noqa: E402  (regression)
+    fit_regression,
+    predict_regression,
+    regression_metrics,
+    regression_model,
+)
+
+__all__ += ["fit_regression", "predict_regression", "regression_metrics", "regression_model"]
 
 # Registers the view augmentation resized_crop (contrastive pre-training).
 from . import _views  # noqa: E402,F401
