@@ -84,3 +84,21 @@ def test_advmoe_and_joint_pgd_at_train_moe_lenet_through_fit():
         res = fit(m, d, objective=name, objective_kw={"eps": 0.05, "steps": 2}, epochs=1, batch_size=40,
                   progress=False)
         assert 0.0 <= res.history["test_acc"][-1] <= 1.0
+
+
+def test_advmoe_balance_adds_the_load_balancing_loss():
+    from robustlab.losses import get as get_loss
+    from robustlab.training import Batch, objectives
+
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 3
+    vals = []
+    for balance in (0.0, 0.5):
+        torch.manual_seed(0)
+        m = models.create("moe_lenet", input_shape=(1, 8, 8), num_classes=3, channels=(2, 3), hidden=(8,))
+        obj = objectives.get("advmoe", eps=0.1, steps=1, random_start=False, balance=balance)
+        obj.setup(model=m, epochs=1, steps_per_epoch=1, num_classes=3, num_train=8, generator=torch.Generator())
+        vals.append((float(obj(m, Batch(x, y, torch.arange(8)), get_loss("ce"))[0].detach()),
+                     float(models.load_balancing_loss(m).detach())))
+    assert vals[1][0] == pytest.approx(vals[0][0] + 0.5 * vals[1][1], rel=1e-5)
+    with pytest.raises(InvalidParameterError, match="'balance' parameter of advmoe"):
+        objectives.get("advmoe", balance=-1.0)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._validation import check_int
+from ..._validation import check_in_range, check_int
 from .._objectives import Batch, register_objective
 from ._adversarial import PGDATObjective
 
@@ -31,21 +31,22 @@ class AdvMoEObjective(PGDATObjective):
 
     For ``every`` steps only the routers of the model's :class:`~robustlab.models.MoEConv2d` layers learn (the
     other parameters are frozen for that step: no gradient, so the optimiser leaves them untouched), then for
-    ``every`` steps everything but the routers, and so on; each step trains on fresh PGD examples of the
-    current model, \(\ell(f(x^{adv}), y)\) as ``pgd_at`` (same ``eps``/``steps``/``norm``). This is the
-    alternating (bi-level) scheme the paper contrasts with joint PGD-AT (``pgd_at`` on the same model), which
-    it finds lets the routers and experts fail to become robust together. On a model without MoE layers it is
-    ``pgd_at``. Cost: ``steps + 1`` forward+backward passes per step.
+    ``every`` steps everything but the routers, and so on. Each step trains on fresh PGD examples of the
+    current model (same ``eps``/``steps``/``norm`` as ``pgd_at``): \(\ell(f(x^{adv}), y)\) plus ``balance``
+    times the layers' load-balancing loss. This is the alternating (bi-level) scheme the paper contrasts with
+    joint PGD-AT (``pgd_at`` on the same model), with which routers and experts fail to become robust together.
+    On a model without MoE layers it is ``pgd_at``. Cost: ``steps + 1`` forward+backward passes per step.
     """
 
     _owner = "advmoe"
 
     def __init__(self, *, eps: float = 8 / 255, step_size: float | None = None, steps: int = 10,
-                 norm: str = "linf", random_start: bool = True, every: int = 1,
+                 norm: str = "linf", random_start: bool = True, every: int = 1, balance: float = 0.0,
                  eps_schedule: str = "constant", eps_warmup_epochs: int | None = None) -> None:
         super().__init__(eps=eps, step_size=step_size, steps=steps, norm=norm, random_start=random_start,
                          eps_schedule=eps_schedule, eps_warmup_epochs=eps_warmup_epochs)
         self.every = check_int(every, "every", 1, None, owner=self._owner)
+        self.balance = float(check_in_range(balance, "balance", 0.0, None, owner=self._owner))
         self._moe_step = 0
 
     def phase(self) -> str:
@@ -67,6 +68,10 @@ class AdvMoEObjective(PGDATObjective):
 
             logits_adv = model(x_adv)
             value = compute_loss(loss, logits_adv, batch.y, batch.index)
+            if self.balance > 0:
+                from ...models import load_balancing_loss
+
+                value = value + self.balance * load_balancing_loss(model)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
