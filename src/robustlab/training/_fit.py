@@ -282,6 +282,7 @@ def fit(
         **({"world_size": ctx.world, "sync_bn": sync_bn} if ctx is not None else {}))
     start_epoch = step = 0
     if resume:
+        assert checkpoint_dir is not None  # checked with the options
         state = _resume.load(checkpoint_dir, fingerprint)
         if state is not None:
             start_epoch, step, kept_fraction = _resume.restore(

@@ -22,7 +22,7 @@ class Batch:
 
     x: torch.Tensor
     y: torch.Tensor
-    index: torch.Tensor
+    index: torch.Tensor | None  # None only from a user's DataLoader that yields (x, y) (fit's streaming path)
 
 
 def compute_loss(

@@ -139,7 +139,7 @@ def capture(*, fingerprint: str, epoch: int, step: int, model: nn.Module, opt: t
 
 def rng_state(gens: dict[str, torch.Generator | None]) -> dict[str, Any]:
     """This process's generator states: fit's own (``gens``), torch's global CPU and CUDA generators."""
-    rng = {k: g.get_state() for k, g in gens.items() if g is not None}
+    rng: dict[str, Any] = {k: g.get_state() for k, g in gens.items() if g is not None}
     rng["torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()

@@ -123,7 +123,7 @@ class WeightEMA:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._src = [p for p in model.parameters()]
-        self._dst = [p for p in self.model.parameters()]
+        self._dst: list[torch.Tensor] = [p for p in self.model.parameters()]
         self._src_buf = list(model.buffers())
         self._dst_buf = list(self.model.buffers())
 

@@ -272,6 +272,8 @@ def prepare(data: Any, *, val_fraction: float, val_data: Any, test_data: Any, se
 
     val: Source | None = None
     test: Source | None = None
+    num_classes: int | None
+    shape: tuple[int, ...] | None
     if isinstance(data, ClassificationData):
         if data.x_train.shape[0] == 0:
             raise ValueError(
