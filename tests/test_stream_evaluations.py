@@ -218,3 +218,21 @@ def test_train_streaming_same_weights(both) -> None:
     for p, q in zip(ref.model.parameters(), got.model.parameters()):
         assert torch.equal(p, q)
     assert got.history["test_acc"] == ref.history["test_acc"] and got.history["loss"] == ref.history["loss"]
+
+
+def test_fit_takes_streaming_data_whole(both) -> None:
+    """fit(model, StreamingData) trains on its train split and tests on its test split."""
+    from robustlab.training import fit
+
+    stream, _ = both
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(192, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    kw = {"epochs": 1, "batch_size": 6, "optimizer": "adam", "lr": 1e-2, "progress": False}
+    ref = fit(net(), stream.train, test_data=stream.test, **kw)
+    got = fit(net(), stream, **kw)
+    for p, q in zip(ref.model.parameters(), got.model.parameters()):
+        assert torch.equal(p, q)
+    assert got.history["test_acc"] == ref.history["test_acc"]

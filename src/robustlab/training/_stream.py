@@ -22,8 +22,10 @@ __all__ = ["LoaderSource", "MemorySource", "DatasetSource", "Source", "as_eval_s
 
 
 def is_streaming(obj: Any) -> bool:
-    """True for a torch ``Dataset`` or ``DataLoader`` (the streaming path of ``fit``)."""
-    return isinstance(obj, (Dataset, DataLoader))
+    """True for a torch ``Dataset``, a ``DataLoader`` or a ``data.StreamingData`` (the streaming path of ``fit``)."""
+    from ..data._stream import is_streaming as _is_streaming
+
+    return _is_streaming(obj)
 
 
 def _shard(idx: torch.Tensor, shard: tuple[int, int] | None, pad: bool = False) -> torch.Tensor:
@@ -266,9 +268,16 @@ def _meta(obj: Any, attr: str) -> Any:
 
 def prepare(data: Any, *, val_fraction: float, val_data: Any, test_data: Any, seed: int, dev: torch.device,
             num_workers: int, loader_gen: torch.Generator, owner: str = "fit") -> FitData:
-    """Resolve ``fit``'s ``data`` (ClassificationData, Dataset or DataLoader), held-out split and test set."""
+    """Resolve ``fit``'s ``data`` (ClassificationData, StreamingData, Dataset or DataLoader), held-out split and
+    test set. A ``StreamingData`` trains on its train split and (unless ``test_data`` is given) tests on its test split."""
     from ..data import ClassificationData
+    from ..data._stream import StreamingData
     from ._select import stratified_split
+
+    if isinstance(data, StreamingData):
+        test_data = data.test if test_data is None else test_data
+        num_workers = num_workers or int(data.num_workers or 0)
+        data = data.train
 
     val: Source | None = None
     test: Source | None = None
@@ -303,7 +312,8 @@ def prepare(data: Any, *, val_fraction: float, val_data: Any, test_data: Any, se
         num_classes = _num_classes(data)
     else:
         raise TypeError(
-            f"The 'data' parameter of {owner} must be a ClassificationData, a torch Dataset or a DataLoader. "
+            f"The 'data' parameter of {owner} must be a ClassificationData, a StreamingData, a torch Dataset or a "
+            "DataLoader. "
             f"Got {type(data).__name__}.")
     if not isinstance(data, ClassificationData):
         if train.n == 0:
