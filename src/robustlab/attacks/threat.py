@@ -31,12 +31,14 @@ from torch import nn
 from .._validation import InvalidParameterError, check_in_range, check_int, check_option
 
 __all__ = [
-    "NORMS", "STARTS", "Criterion", "Radius", "ascent_step_", "batch_view", "ce_sum", "eval_mode", "l2_norm", "pgd",
+    "BOUND_NORMS", "NORMS", "STARTS", "Criterion", "Radius", "ascent_step_", "batch_view", "ce_sum", "eval_mode", "l2_norm", "pgd",
     "project", "random_start", "rand",
 ]
 
 #: The supported norms of the perturbation ball.
 NORMS = ("linf", "l2")
+#: The norms the certificates bound (``certify.ibp``): the attacks' norms plus the L1 ball.
+BOUND_NORMS = (*NORMS, "l1")
 #: Random starts: uniform in the ball (Madry et al.), ``x + 0.001·N(0, I)`` (TRADES / MART), or none.
 STARTS = ("uniform", "normal", "none")
 

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attacks.threat import BOUND_NORMS
 from ..models import Normalize
 from ._crown import Bounds
 
 #: input norms of the bound methods (L∞ box, L2 ball, L1 ball).
-BALL_NORMS = ("l2", "l1")
+BALL_NORMS = tuple(n for n in BOUND_NORMS if n != "linf")
 
 
 def linear_dual(weight: torch.Tensor, norm: str) -> torch.Tensor:

@@ -49,7 +49,7 @@ from ._crown import (
     crown_bytes_per_sample,
     ibp_exact,
 )
-from ._norms import BALL_NORMS, forward_ball_start
+from ._norms import BALL_NORMS, BOUND_NORMS, forward_ball_start
 from ._rules import (
     IBP_RULES,
     _batchnorm_eval,
@@ -72,7 +72,7 @@ __all__ = [
 
 METHODS = ("ibp", "crown_ibp", "crown")
 #: input sets of the bound methods: the L∞ box, the L2 and the L1 ball.
-NORMS = ("linf", *BALL_NORMS)
+NORMS = BOUND_NORMS
 
 
 # ----------------------------------------------------------------------------------------------
