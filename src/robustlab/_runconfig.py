@@ -264,11 +264,11 @@ class NoiseConfig:
                 return cls()
             if not isinstance(kind, str):
                 raise InvalidParameterError(f"'noise.kind' must be a str. Got {kind!r} instead.")
-            noise.NOISES.spec(kind)  # unknown kind: "Did you mean" + the list
+            noise.kind_spec(kind)  # unknown kind: "Did you mean" + the list (label or target noise)
             rate = float(check_in_range(rate, "rate", 0.0, 1.0, closed="left", owner="noise"))
         if rate == 0.0:
             return cls()
-        check_kwargs(noise.NOISES.spec(kind).factory, opts, f"noise '{kind}'", skip=("rate", "num_classes"))
+        check_kwargs(noise.kind_spec(kind).factory, opts, f"noise '{kind}'", skip=("rate", "num_classes", "y", "s", "g"))
         return cls(kind, float(rate), opts)
 
     @property

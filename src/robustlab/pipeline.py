@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from ._regression_run import run_regression, task_of
 from ._runconfig import (  # noqa: F401  (re-exported: the config half of the pipeline)
     AXES,
     COLLAB_AXES,
@@ -275,6 +276,10 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
 
     t = time.perf_counter()
     d = load_data(cfg.data, fetch=fetch)
+    if task_of(d) == "regression":  # a RegressionData: target noise, regression loss, fit_regression
+        timings["load_s"] = time.perf_counter() - t
+        return run_regression(cfg, d, out_dir=out_dir, checkpoint=checkpoint, device=dev, progress=progress,
+                              checkpoint_extra=checkpoint_extra, timings=timings)
     nopts = noise_options(cfg.noise, d)
     noisy, train_data, is_noisy = None, d, None
     if cfg.noise.kind != "none":

@@ -167,7 +167,11 @@ def build_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
     noise_kw = key_values(args.noise_arg, "--noise-arg")
     pipeline.check_kwargs(OBJECTIVES.spec(args.objective).factory, obj_kw, f"objective '{args.objective}'",
                           spell=lambda n: "--" + n.replace("_", "-"))
-    pipeline.check_kwargs(losses.LOSSES.spec(args.loss).factory, loss_kw, f"loss '{args.loss}' (--loss-arg)",
+    from .._regression_run import config_task
+
+    regression = config_task(args.data, data_kw) == "regression"  # a regression set takes regression losses
+    loss_registry = losses.REGRESSION_LOSSES if regression else losses.LOSSES
+    pipeline.check_kwargs(loss_registry.spec(args.loss).factory, loss_kw, f"loss '{args.loss}' (--loss-arg)",
                           skip=("num_samples",))
     from ..models import MODELS
 
@@ -227,6 +231,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not is_main_process():
         return 0  # rank 0 reports and writes
+    if res.resolved.get("task") == "regression":
+        from ._train_regression import report_regression
+
+        return report_regression(args, config, res, t_start)
     d, model = res.data, res.model
     train_labels = res.train_data.y_train
     logits = predict_logits(model, d.x_test).cpu()

@@ -41,7 +41,24 @@ from ._targets import TARGET_NOISES, NoisyTargets, inject_targets  # regression 
 
 __all__ = ["ASYMMETRIC_MAPS", "NOISES", "NoiseModel", "NoisyLabels", "available", "get", "inject", "parse",
            "register_noise"]
-__all__ += ["TARGET_NOISES", "NoisyTargets", "inject_targets"]
+__all__ += ["TARGET_NOISES", "NoisyTargets", "inject_targets", "kind_spec"]
+
+
+def kind_spec(kind: str) -> Any:
+    """The spec of a label-noise kind (``NOISES``) or, failing that, of a regression target-noise kind."""
+    if isinstance(kind, str) and kind not in NOISES and kind in TARGET_NOISES:
+        return TARGET_NOISES.spec(kind)
+    if isinstance(kind, str) and kind not in NOISES:
+        import difflib
+
+        from .._registry import UnknownNameError
+
+        names = NOISES.available() + TARGET_NOISES.available()
+        close = difflib.get_close_matches(kind, names, n=1, cutoff=0.5)
+        raise UnknownNameError(f"Unknown noise kind {kind!r}." + (f" Did you mean '{close[0]}'?" if close else "")
+                               + f" Label noise: {', '.join(NOISES.available())}; regression target noise: "
+                               f"{', '.join(TARGET_NOISES.available())}.")
+    return NOISES.spec(kind)
 
 
 def available(pattern: str = "*", *, tags: tuple[str, ...] = ()) -> list[str]:
@@ -104,7 +121,7 @@ def parse(text: str) -> tuple[str, float]:
             f"A noise spec must look like 'KIND:RATE' (e.g. 'symmetric:0.4') or 'none'. Got {text!r} instead. "
             f"Kinds: {', '.join(available())}."
         )
-    NOISES.spec(kind.strip())  # unknown kind -> "Did you mean" + the list
+    kind_spec(kind.strip())  # unknown kind -> "Did you mean" + the list
     try:
         rate = float(rate_s)
     except ValueError:

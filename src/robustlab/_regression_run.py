@@ -1,0 +1,125 @@
+"""A regression run through the one pipeline (``pipeline.run`` hands a :class:`RegressionData` run here).
+
+The task is inferred from the data set, declared once in :func:`task_of` (a ``RegressionData`` is a regression
+run). What differs from a classification run: target noise (``robustlab.noise.TARGET_NOISES``) instead of
+label noise, a loss of ``REGRESSION_LOSSES``, a one-output model (``training.regression_model``),
+``training.fit_regression`` with the train options it supports, and the metrics ``test/mse``, ``test/mae``,
+``test/r2`` (plus ``train/*`` per epoch). Objectives other than ``standard``, classification evaluations and
+collaborative training are refused with an error naming them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._validation import InvalidParameterError
+
+__all__ = ["REGRESSION_TRAIN_OPTIONS", "config_task", "resolve_regression", "run_regression", "task_of"]
+
+#: the train options a regression run uses (the rest of TRAIN_OPTIONS are classification-only)
+REGRESSION_TRAIN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+                            "eval_every", "precision")
+
+
+def task_of(data: Any) -> str:
+    """``"regression"`` for a :class:`~robustlab.data.RegressionData`, else ``"classification"``."""
+    return "regression" if getattr(data, "task", None) == "regression" else "classification"
+
+
+def _check_config(cfg: Any, data: Any) -> None:
+    from .losses import REGRESSION_LOSSES
+
+    name = getattr(data, "name", cfg.data.name)
+    if cfg.loss.name not in REGRESSION_LOSSES:
+        raise InvalidParameterError(
+            f"The data set '{name}' is a regression set: its loss must be a regression loss "
+            f"({', '.join(REGRESSION_LOSSES.available())}). Got loss {cfg.loss.name!r}.")
+    if cfg.objective.name != "standard":
+        raise InvalidParameterError(f"A regression run ('{name}') trains with objective 'standard' only. "
+                                    f"Got {cfg.objective.name!r}.")
+    if cfg.collab is not None:
+        raise InvalidParameterError(f"A regression run ('{name}') cannot be collaborative (collab section given).")
+    if cfg.evaluations:
+        raise InvalidParameterError(
+            f"A regression run ('{name}') reports test/mse, test/mae and test/r2 itself; the evaluations "
+            f"{[e['name'] for e in cfg.evaluations]} are classification evaluations. Drop them.")
+    extra = sorted(k for k in cfg.train if k not in REGRESSION_TRAIN_OPTIONS)
+    if extra:
+        raise InvalidParameterError(f"A regression run ('{name}') does not take the train option(s) {extra}; it "
+                                    f"takes {list(REGRESSION_TRAIN_OPTIONS)}.")
+
+
+def resolve_regression(cfg: Any, data: Any) -> dict[str, Any]:
+    """Every hyper-parameter of a regression run, defaults included."""
+    from ._runconfig import resolved_kwargs
+    from .losses import REGRESSION_LOSSES
+    from .models import MODELS
+
+    return {
+        "task": "regression",
+        "noise": {"kind": cfg.noise.kind, "rate": cfg.noise.rate, **cfg.noise.options},
+        "model": (resolved_kwargs(MODELS.spec(cfg.model.name).factory, cfg.model.kwargs,
+                                  skip=("input_shape", "num_classes")) if cfg.model.name in MODELS
+                  else dict(cfg.model.kwargs)),
+        "loss": resolved_kwargs(REGRESSION_LOSSES.spec(cfg.loss.name).factory, cfg.loss.kwargs),
+        "objective": {},
+        "train": dict(cfg.train),
+        "data": {"name": data.name, "num_train": int(data.x_train.shape[0]), "num_test": int(data.x_test.shape[0]),
+                 "num_classes": None, "input_shape": list(data.input_shape)},
+    }
+
+
+def run_regression(cfg: Any, d: Any, *, out_dir: Path | None, checkpoint: bool, device: torch.device,
+                   progress: bool | None, checkpoint_extra: Any, timings: dict[str, float]) -> Any:
+    """Train and evaluate one regression run (called by ``pipeline.run``); returns a ``RunResult``."""
+    from . import noise
+    from ._progress import progress_enabled
+    from .pipeline import RunResult, record
+    from .training import fit_regression, is_main_process, regression_metrics, regression_model
+
+    _check_config(cfg, d)
+    metrics: list[tuple[str, float, int]] = []
+    noisy, train_data, t = None, d, time.perf_counter()
+    if cfg.noise.kind != "none":
+        noisy = noise.inject_targets(d.y_train, kind=cfg.noise.kind, rate=cfg.noise.rate,
+                                     generator=torch.Generator().manual_seed(cfg.seed), **cfg.noise.options)
+        train_data = d.with_train_targets(noisy.targets, noise=cfg.noise.label)
+        metrics.append(("noise/realized_rate", float(noisy.realized_rate), -1))
+    timings["load_s"] = timings.get("load_s", 0.0) + time.perf_counter() - t
+
+    t = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    model = regression_model(cfg.model.name, input_shape=d.input_shape, **cfg.model.kwargs)
+    res = fit_regression(model, train_data, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, seed=cfg.seed,
+                         progress=progress_enabled(progress), device=device, **cfg.train)
+    model = res.model.eval()
+    timings["train_s"] = time.perf_counter() - t
+    hist = res.history
+    for i, ep in enumerate(hist.get("epoch", [])):
+        metrics.extend((f"train/{k}", float(hist[k][i]), int(ep)) for k in hist if k != "epoch")
+    t = time.perf_counter()
+    metrics.extend((f"test/{k}", v, -1) for k, v in regression_metrics(model, d.x_test, d.y_test).items())
+    timings["eval_s"] = time.perf_counter() - t
+    result = RunResult(config=cfg, model=model, data=d, train_data=train_data, noisy=noisy, history=hist,
+                       metrics=metrics, curves={}, resolved=resolve_regression(cfg, d), timings=timings)
+    if out_dir is not None and checkpoint and is_main_process():
+        from .training import save_checkpoint
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        extra = {**dict(checkpoint_extra or {}), "config": record(cfg), "run_config": cfg.to_dict()}
+        result.artifacts.append(("checkpoint", str(save_checkpoint(model, out_dir / "model.pt", extra=extra))))
+    return result
+
+
+def config_task(name: str, options: Any = None) -> str:
+    """The task of a data config before loading: a ``REGRESSION_DATASETS`` name or ``csv:PATH`` with a
+    ``target`` option is ``"regression"`` (what :func:`task_of` says of the loaded set)."""
+    from .data import REGRESSION_DATASETS
+
+    if name in REGRESSION_DATASETS or (name.startswith("csv:") and "target" in dict(options or {})):
+        return "regression"
+    return "classification"

@@ -1,0 +1,55 @@
+"""Regression runs through the one pipeline and the CLI: task inferred from the data set, target noise, metrics."""
+
+import json
+
+import pytest
+
+from robustlab import pipeline
+from robustlab._validation import InvalidParameterError
+from robustlab.cli import main
+
+TINY = {"data": {"name": "friedman", "options": {"n_samples": 200}}, "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
+        "train": {"epochs": 2, "optimizer": "adam", "lr": 0.01, "batch_size": 32}}
+
+
+def test_pipeline_regression_run_is_seeded_and_reports_metrics():
+    cfg = {**TINY, "noise": "student_t:0.5", "loss": {"name": "quantile", "kwargs": {"tau": 0.5}}, "seed": 2}
+    a, b = pipeline.run(cfg), pipeline.run(cfg)
+    names = {m[0] for m in a.metrics}
+    assert {"test/mse", "test/mae", "test/r2", "noise/realized_rate", "train/test_r2"} <= names
+    assert [m for m in a.metrics if m[0] == "test/mse"] == [m for m in b.metrics if m[0] == "test/mse"]
+    assert a.resolved["task"] == "regression" and a.resolved["loss"] == {"tau": 0.5, "reduction": "mean"}
+    assert a.noisy.realized_rate == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"loss": "ce"}, "must be a regression loss"),
+    ({"loss": "mse", "objective": "pgd_at"}, "objective 'standard' only"),
+    ({"loss": "mse", "evaluations": [{"name": "clean"}]}, "classification evaluations"),
+    ({"loss": "mse", "train": {"epochs": 1, "select": "clean"}}, r"train option\(s\) \['select'\]"),
+])
+def test_pipeline_regression_refuses_classification_parts(change, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        pipeline.run({**TINY, **change})
+
+
+def test_target_noise_in_config_is_validated():
+    with pytest.raises(InvalidParameterError, match="'magnitud'"):
+        pipeline.Config.from_dict({**TINY, "noise": {"kind": "outliers", "rate": 0.1, "options": {"magnitud": 3}}})
+    with pytest.raises(KeyError, match="Did you mean 'outliers'"):
+        pipeline.Config.from_dict({**TINY, "noise": "outlier:0.1"})
+
+
+def test_cli_train_regression(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--data", "friedman", "--data-arg", "n_samples=200", "--model-arg", "hidden=16",
+               "--loss", "huber", "--loss-arg", "delta=1.0", "--noise", "outliers:0.2", "--epochs", "2",
+               "--optimizer", "adam", "--lr", "0.01", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "test r2 (clean)" in text and "huber delta=1" in text
+    rec = json.loads((out / "metrics.json").read_text())
+    assert set(rec["metrics"]) >= {"test_mse", "test_mae", "test_r2"} and rec["resolved"]["task"] == "regression"
+    assert (out / "model.pt").is_file()
+    assert main(["train", "--data", "friedman", "--loss", "gce", "--epochs", "1"]) == 2
+    assert "Unknown regression loss 'gce'" in capsys.readouterr().err
