@@ -229,3 +229,73 @@ def _graph_rules() -> tuple[Callable[[nn.Module], bool], Callable[[nn.Module], R
 
 
 IBP_RULES.update(FUNCTION_RULES)  # the op-name rules of the fx graph interpreter (add, cat, reshape, ...)
+
+
+
+def _moe_gate_bounds(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    """Bounds ``(N, E)`` on the renormalised top-k gates of ``models.MoEConv2d`` over the input box.
+
+    Router logits z by IBP (pooling and Linear are affine). Expert e is surely routed when fewer than k
+    others can reach its logit, never routed when k others always exceed it. A routed expert's gate is
+    ``1 / (1 + Σ_{j in T\\e} exp(z_j - z_e))`` over the chosen set T (the softmax denominator cancels),
+    bounded with the k-1 largest (smallest) ``exp(u_j - l_e)`` (``exp(l_j - u_e)``) over the others that
+    can be routed. Exact when lower == upper.
+    """
+    c, r = _cr(lower.mean((2, 3)), upper.mean((2, 3)))
+    zl, zu = _lu(F.linear(c, m.router.weight, m.router.bias), F.linear(r, m.router.weight.abs()))
+    k, e = m.top_k, m.num_experts
+    eye = torch.eye(e, dtype=torch.bool, device=zl.device)
+    sure = ((zu[:, None, :] >= zl[:, :, None]) & ~eye).sum(2) < k  # [n, e]: fewer than k others can tie/beat e
+    can = ((zl[:, None, :] > zu[:, :, None]) & ~eye).sum(2) < k  # fewer than k others always beat e
+    others = can[:, None, :] & ~eye  # [n, e, j]: j != e and j can be routed
+    if k > 1:
+        hi = (zu[:, None, :] - zl[:, :, None]).masked_fill(~others, float("-inf"))
+        lo = (zl[:, None, :] - zu[:, :, None]).masked_fill(~others, float("inf"))
+        g_lo = 1.0 / (1.0 + hi.topk(k - 1, dim=2).values.exp().sum(2))
+        g_hi = 1.0 / (1.0 + (-(-lo).topk(k - 1, dim=2).values).exp().sum(2))
+    else:
+        g_lo = g_hi = torch.ones_like(zl)
+    return torch.where(sure, g_lo, 0.0), torch.where(can, g_hi.clamp(max=1.0), 0.0)
+
+
+def _convex_extreme(vals: torch.Tensor, g_lo: torch.Tensor, g_hi: torch.Tensor, largest: bool) -> torch.Tensor:
+    """``min`` (``max`` if ``largest``) of ``Σ_e g_e vals_e`` over ``g_lo <= g <= g_hi, Σ g = 1``, along dim 1.
+
+    Fractional knapsack: every expert gets ``g_lo``; the remaining mass goes to the smallest (largest)
+    values first, each up to ``g_hi``. ``vals``: (N, E, ...); gates: (N, E).
+    """
+    order = vals.sort(dim=1, descending=largest).indices
+    shape = (*g_lo.shape, *[1] * (vals.dim() - 2))
+    lo = g_lo.view(shape).expand_as(vals).gather(1, order)
+    slack = (g_hi - g_lo).clamp_min(0.0).view(shape).expand_as(vals).gather(1, order)
+    rem = (1.0 - g_lo.sum(1)).clamp_min(0.0).view(-1, *[1] * (vals.dim() - 1))
+    extra = torch.minimum((rem - (slack.cumsum(1) - slack)).clamp_min(0.0), slack)
+    return ((lo + extra) * vals.gather(1, order)).sum(1)
+
+
+def _moe_conv_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
+    """``models.MoEConv2d``: the output is a convex combination of the experts' outputs.
+
+    The gates are the top-k softmax probabilities renormalised (≥ 0, summing to 1), so the output lies in
+    ``[min_e lower_e, max_e upper_e]`` over the experts' IBP bounds whatever the routing. Tightened with
+    the gate bounds of :func:`_moe_gate_bounds` (experts that cannot be routed drop out, gate intervals
+    limit the weights; exact at eps = 0). Still loose: gates and expert outputs are bounded independently.
+    """
+    conv = m.experts
+    c, r = _cr(lower, upper)
+    kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+    lo, up = _lu(F.conv2d(c, conv.weight, conv.bias, **kw), F.conv2d(r, conv.weight.abs(), None, **kw))
+    n, _, h, w = lo.shape
+    shape = (n, m.num_experts, m.out_channels, h, w)
+    g_lo, g_hi = _moe_gate_bounds(m, lower, upper)
+    return (_convex_extreme(lo.view(shape), g_lo, g_hi, largest=False),
+            _convex_extreme(up.view(shape), g_lo, g_hi, largest=True))
+
+
+def _register_moe_rule() -> None:
+    from ..models import MoEConv2d
+
+    register_ibp_rule(MoEConv2d)(_moe_conv_rule)
+
+
+_register_moe_rule()
