@@ -56,8 +56,8 @@ def test_noise_is_drawn_in_the_models_dtype() -> None:
 
 
 def test_shared_noise_uses_one_block_of_draws_for_every_point() -> None:
-    # noise="shared": each forward pass is p points x d draws; the d draws are one torch.randn block
-    # from the generator, scaled by sigma and added to every point (x_i + sigma * eps_j).
+    # noise="shared": each forward pass is p points x d draws; the d draws are one N(0, sigma^2) block
+    # from the generator (normal_(0, sigma)), added to every point (x_i + sigma * eps_j).
     torch.manual_seed(0)
     x = torch.rand(3, 1, 3, 4)
     num, bs, sigma = 7, 8, 0.3  # p = 3 points, d = 2 draws per pass: blocks of 2, 2, 2, 1 draws
@@ -68,7 +68,7 @@ def test_shared_noise_uses_one_block_of_draws_for_every_point() -> None:
     g = torch.Generator().manual_seed(11)
     preds = []
     for d0, got in zip(range(0, num, 2), model.seen, strict=True):
-        eps = torch.randn((min(2, num - d0), *x.shape[1:]), generator=g).mul_(sigma)
+        eps = torch.empty((min(2, num - d0), *x.shape[1:])).normal_(0.0, sigma, generator=g)
         ref = (x[:, None] + eps[None]).flatten(0, 1)
         assert torch.equal(got, ref)
         preds.append(model.lin(ref.flatten(1)).argmax(1).view(3, -1))

@@ -37,9 +37,9 @@ def _raise_if_not_finite(sums: list[torch.Tensor]) -> None:
                          "the smoothed classifier's counts would be meaningless.")
 
 
-def _draw(buf: torch.Tensor, draw_buf: torch.Tensor, generator: torch.Generator | None) -> None:
-    """Fill ``buf`` with N(0, 1) from ``generator`` (same stream as ``torch.randn(buf.shape, generator=...)``)."""
-    draw_buf.normal_(generator=generator)
+def _draw(buf: torch.Tensor, draw_buf: torch.Tensor, generator: torch.Generator | None, std: float = 1.0) -> None:
+    """Fill ``buf`` with N(0, std²) from ``generator``: ``torch.randn(buf.shape, generator=...)`` times ``std``."""
+    draw_buf.normal_(0.0, std, generator=generator)  # std = 1: the same values; else ε·std rounded once, like mul_
     if draw_buf is not buf:
         buf.copy_(draw_buf)
 
@@ -103,8 +103,7 @@ def counts_shared(model: nn.Module, x: torch.Tensor, num: int, sigma: float, c: 
     for d0 in range(0, num, d):
         dd = min(d, num - d0)
         eps = eps_buf[:dd]
-        _draw(eps, draw_buf[:dd], generator)
-        eps.mul_(sigma)
+        _draw(eps, draw_buf[:dd], generator, sigma)  # σ·ε in the draw: no separate pass
         flat_eps = eps.view(dd, -1)
         for p0 in range(0, n_samples, p):
             pp = min(p, n_samples - p0)
