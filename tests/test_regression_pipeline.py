@@ -25,7 +25,7 @@ def test_pipeline_regression_run_is_seeded_and_reports_metrics():
 @pytest.mark.parametrize("change, match", [
     ({"loss": "ce"}, "must be a regression loss"),
     ({"loss": "mse", "objective": "pgd_at"}, "objective 'standard' only"),
-    ({"loss": "mse", "evaluations": [{"name": "clean"}]}, "classification evaluations"),
+    ({"loss": "mse", "evaluations": [{"name": "clean"}, {"name": "attacks"}]}, r"evaluations \[.attacks.\] are classification"),
     ({"loss": "mse", "train": {"epochs": 1, "select": "clean"}}, r"train option\(s\) \['select'\]"),
 ])
 def test_pipeline_regression_refuses_classification_parts(change, match):
@@ -53,3 +53,17 @@ def test_cli_train_regression(tmp_path, capsys):
     assert (out / "model.pt").is_file()
     assert main(["train", "--data", "friedman", "--loss", "gce", "--epochs", "1"]) == 2
     assert "Unknown regression loss 'gce'" in capsys.readouterr().err
+
+
+def test_bench_spec_with_regression_runs_and_reports(tmp_path, capsys):
+    spec = tmp_path / "reg.yaml"
+    spec.write_text(
+        "name: reg\ndata:\n  - {name: friedman, n_samples: 120}\nnoise: [none, 'outliers:0.2', "
+        "{kind: adversarial, rate: 0.1, magnitude: 2.0}]\nmodels:\n  - {name: mlp, hidden: [8]}\n"
+        "losses: [mse, {name: huber, delta: 1.0}]\nseeds: [0]\n"
+        "train: {epochs: 1, batch_size: 32, optimizer: adam, lr: 0.01}\n")
+    assert main(["bench", "run", str(spec), "--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    assert "6 completed, 0 failed" in text and "test R²" in text and "test MSE" in text
+    assert main(["report", str(tmp_path / "out"), "-o", str(tmp_path / "r.md")]) == 0
+    assert "test R²" in (tmp_path / "r.md").read_text()

@@ -4,7 +4,7 @@ The task is inferred from the data set, declared once in :func:`task_of` (a ``Re
 run). What differs from a classification run: target noise (``robustlab.noise.TARGET_NOISES``) instead of
 label noise, a loss of ``REGRESSION_LOSSES``, a one-output model (``training.regression_model``),
 ``training.fit_regression`` with the train options it supports, and the metrics ``test/mse``, ``test/mae``,
-``test/r2`` (plus ``train/*`` per epoch). Objectives other than ``standard``, classification evaluations and
+``test/r2`` (plus ``train/*`` per epoch; a ``clean`` evaluation means these). Objectives other than ``standard``, classification evaluations and
 collaborative training are refused with an error naming them.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from ._validation import InvalidParameterError
 
-__all__ = ["REGRESSION_TRAIN_OPTIONS", "config_task", "resolve_regression", "run_regression", "task_of"]
+__all__ = ["REGRESSION_TRAIN_OPTIONS", "check_regression_config", "config_task", "resolve_regression", "run_regression", "task_of"]
 
 #: the train options a regression run uses (the rest of TRAIN_OPTIONS are classification-only)
 REGRESSION_TRAIN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
@@ -30,7 +30,8 @@ def task_of(data: Any) -> str:
     return "regression" if getattr(data, "task", None) == "regression" else "classification"
 
 
-def _check_config(cfg: Any, data: Any) -> None:
+def check_regression_config(cfg: Any, data: Any) -> None:
+    """Refuse the parts of a run config a regression run cannot use (classification loss, objective, ...)."""
     from .losses import REGRESSION_LOSSES
 
     name = getattr(data, "name", cfg.data.name)
@@ -43,10 +44,11 @@ def _check_config(cfg: Any, data: Any) -> None:
                                     f"Got {cfg.objective.name!r}.")
     if cfg.collab is not None:
         raise InvalidParameterError(f"A regression run ('{name}') cannot be collaborative (collab section given).")
-    if cfg.evaluations:
+    other = [e["name"] for e in cfg.evaluations if e["name"] != "clean"]  # clean = test/mse, test/mae, test/r2
+    if other:
         raise InvalidParameterError(
-            f"A regression run ('{name}') reports test/mse, test/mae and test/r2 itself; the evaluations "
-            f"{[e['name'] for e in cfg.evaluations]} are classification evaluations. Drop them.")
+            f"A regression run ('{name}') reports test/mse, test/mae and test/r2 itself (its 'clean' evaluation); "
+            f"the evaluations {other} are classification evaluations. Drop them.")
     extra = sorted(k for k in cfg.train if k not in REGRESSION_TRAIN_OPTIONS)
     if extra:
         raise InvalidParameterError(f"A regression run ('{name}') does not take the train option(s) {extra}; it "
@@ -78,10 +80,10 @@ def run_regression(cfg: Any, d: Any, *, out_dir: Path | None, checkpoint: bool, 
     """Train and evaluate one regression run (called by ``pipeline.run``); returns a ``RunResult``."""
     from . import noise
     from ._progress import progress_enabled
-    from .pipeline import RunResult, record
-    from .training import fit_regression, is_main_process, regression_metrics, regression_model
+    from .pipeline import RunResult, build_model, record
+    from .training import fit_regression, is_main_process, regression_metrics
 
-    _check_config(cfg, d)
+    check_regression_config(cfg, d)
     metrics: list[tuple[str, float, int]] = []
     noisy, train_data, t = None, d, time.perf_counter()
     if cfg.noise.kind != "none":
@@ -93,7 +95,7 @@ def run_regression(cfg: Any, d: Any, *, out_dir: Path | None, checkpoint: bool, 
 
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    model = regression_model(cfg.model.name, input_shape=d.input_shape, **cfg.model.kwargs)
+    model = build_model(cfg.model, d)  # regression_model: one output
     res = fit_regression(model, train_data, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, seed=cfg.seed,
                          progress=progress_enabled(progress), device=device, **cfg.train)
     model = res.model.eval()

@@ -140,6 +140,10 @@ def build_model(mc: Component, data: Any) -> torch.nn.Module:
     ``module:attribute``, ``timm:NAME``) through :func:`robustlab.models.resolve`."""
     from . import models
 
+    if task_of(data) == "regression" and mc.name in models.MODELS:  # one output
+        from .training import regression_model
+
+        return regression_model(mc.name, input_shape=data.input_shape, **dict(mc.kwargs))
     if mc.name in models.MODELS:
         return models.create(mc.name, input_shape=data.input_shape, num_classes=data.num_classes,
                              **_model_kwargs(mc, data))

@@ -65,7 +65,10 @@ def check_spec(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec, *, fet
             try:
                 from .. import noise
 
-                noise.get(nc.kind, rate=nc.rate, num_classes=d.num_classes, **pipeline.noise_options(nc, d))
+                if pipeline.task_of(d) == "regression":  # target noise on a few targets
+                    noise.inject_targets(d.y_train[:8], kind=nc.kind, rate=nc.rate, **nc.options)
+                else:
+                    noise.get(nc.kind, rate=nc.rate, num_classes=d.num_classes, **pipeline.noise_options(nc, d))
             except Exception as e:  # noqa: BLE001
                 problems.append(f"noise[{j}] ({nv.label}) on {where}: {_text(e)}")
         for j, mv in enumerate(bs.axes["model"]):
@@ -107,6 +110,13 @@ def _dry_run(bs: BenchSpec, data: dict[str, Any]) -> list[str]:
         try:
             with torch.random.fork_rng(devices=[]):
                 model = pipeline.build_model(cfg.model, tiny)
+                if pipeline.task_of(tiny) == "regression":
+                    from .._regression_run import check_regression_config
+                    from ..training import fit_regression
+
+                    check_regression_config(cfg, tiny)
+                    fit_regression(model, tiny, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, **train)
+                    continue
                 fit(model, tiny, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None,
                     objective=OBJECTIVES.get(cfg.objective.name, **cfg.objective.kwargs), progress=False, **train)
         except Exception as e:  # noqa: BLE001 (reported with the rest)

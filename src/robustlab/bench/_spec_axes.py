@@ -223,7 +223,10 @@ def _data_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:
         options = _check_kwargs(factory, kw, ctx, where, skip=("path",), what=f"the {prefix}: loader")
         name = f"{prefix}:{_absolute(rest, ctx)}"
     else:
-        spec = _lookup(_registry("robustlab.data", "DATASETS", "data", ctx, where), name, ctx, where)
+        reg = _registry("robustlab.data", "DATASETS", "data", ctx, where)
+        if name not in reg and name in data_mod.REGRESSION_DATASETS:  # a regression set (own registry)
+            reg = data_mod.REGRESSION_DATASETS
+        spec = _lookup(reg, name, ctx, where)
         root = kw.pop("root", None)
         options = _check_kwargs(spec.factory, kw, ctx, where, skip=FETCH_OPTIONS, what=f"data set '{name}'")
         if root is not None:
@@ -261,8 +264,11 @@ def _noise_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:
     except (InvalidParameterError, KeyError) as e:
         raise ctx.err(where, str(e)) from None
     if nc.kind != "none":
-        nspec = _lookup(_registry("robustlab.noise", "NOISES", f"noise '{nc.kind}'", ctx, where), nc.kind, ctx, where)
-        options = _check_kwargs(nspec.factory, nc.options, ctx, where, skip=("rate", "num_classes"),
+        nreg = _registry("robustlab.noise", "NOISES", f"noise '{nc.kind}'", ctx, where)
+        if nc.kind not in nreg:  # regression target noise (own registry)
+            nreg = _registry("robustlab.noise", "TARGET_NOISES", f"noise '{nc.kind}'", ctx, where)
+        nspec = _lookup(nreg, nc.kind, ctx, where)
+        options = _check_kwargs(nspec.factory, nc.options, ctx, where, skip=("rate", "num_classes", "y", "s", "g"),
                                 what=f"noise '{nc.kind}'")
         nc = NoiseConfig(nc.kind, nc.rate, options)
     return _AxisValue(label or nc.label, nc.to_dict())
@@ -273,6 +279,9 @@ def _named_axis(module: str, attr: str, what: str, skip: tuple[str, ...]):  # no
         name, label, kw = _entry(raw, ctx, where)
         train = kw.pop("train", {}) if what == "objective" else {}
         reg = _registry(module, attr, what, ctx, where)
+        if what == "loss" and isinstance(name, str) and name not in reg:  # regression losses (own registry)
+            reg = _registry(module, "REGRESSION_LOSSES", what, ctx, where) if name in \
+                _registry(module, "REGRESSION_LOSSES", what, ctx, where) else reg
         if what == "model" and isinstance(name, str) and name not in reg and _model_ref(name, ctx) is not None:
             # a model file, module:attribute factory or timm:NAME: resolved when the grid is checked
             return _AxisValue(label or name, {"name": _model_ref(name, ctx), "kwargs": kw})

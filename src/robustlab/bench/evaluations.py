@@ -23,7 +23,7 @@ from .._validation import InvalidParameterError
 from ._evalbase import EvalContext, EvalOutput, Evaluation, _missing
 from ._metrics import Metric, MetricMatch, match_metric
 
-__all__ = ["EVALUATIONS", "PIPELINE_METRICS", "EvalContext", "EvalOutput", "Evaluation", "Metric",
+__all__ = ["EVALUATIONS", "PIPELINE_METRICS", "REGRESSION_METRICS", "EvalContext", "EvalOutput", "Evaluation", "Metric",
            "collapse_reason", "declared_metrics", "normalize_evaluation", "register_evaluation", "resolve_metric"]
 
 EVALUATIONS: Registry[Any] = Registry("evaluation", checks="robustlab.testing._evaluations")
@@ -34,6 +34,12 @@ PIPELINE_METRICS: tuple[Metric, ...] = (
            doc="training history, one value per epoch (step = epoch)"),
     Metric("noise/realized_rate", "realized noise rate", higher_is_better=None),
     Metric("acc/final_epoch_test", "test acc (last epoch)"),
+)
+# written by a regression run (robustlab._regression_run): clean test metrics of the trained model
+REGRESSION_METRICS: tuple[Metric, ...] = (
+    Metric("test/mse", "test MSE", higher_is_better=False, value_range=(0.0, None), leaderboard=True),
+    Metric("test/mae", "test MAE", higher_is_better=False, value_range=(0.0, None), leaderboard=True),
+    Metric("test/r2", "test R²", value_range=(None, 1.0), leaderboard=True),
 )
 
 
@@ -74,7 +80,7 @@ def declared_metrics() -> list[tuple[str, Metric]]:
     """``(evaluation name, Metric)`` for every registered evaluation, then the pipeline's own metrics."""
     specs = EVALUATIONS._specs.values()  # registration order: the report's column order
     out = [(sp.name, m) for sp in specs for m in sp.factory.metrics]
-    return out + [("pipeline", m) for m in PIPELINE_METRICS]
+    return out + [("pipeline", m) for m in PIPELINE_METRICS] + [("regression", m) for m in REGRESSION_METRICS]
 
 
 def resolve_metric(name: str) -> MetricMatch | None:
