@@ -40,6 +40,9 @@ __all__ += ["CONTRASTIVE_LOSSES", "ISogCLRLoss", "InfoNCELoss", "SogCLRLoss", "c
 from ._regression import REGRESSION_LOSSES, cs_divergence, regression  # noqa: E402  (regression losses, own registry)
 
 __all__ += ["REGRESSION_LOSSES", "cs_divergence", "regression"]
+from ._dice import SEGMENTATION_LOSSES, DiceLoss, SoftDiceLoss, segmentation  # noqa: E402  (dense prediction)
+
+__all__ += ["SEGMENTATION_LOSSES", "DiceLoss", "SoftDiceLoss", "segmentation"]
 
 
 def get(name: str, **kwargs: Any) -> nn.Module:
