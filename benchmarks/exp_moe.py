@@ -2,13 +2,18 @@
 joint PGD-AT (``pgd_at``) and with alternating router/expert PGD-AT (``advmoe``).
 
 For each of the four runs: clean accuracy, robust accuracy under PGD-20 and Square (L∞, fixed --eps; a
-point counts as robust only if both attacks fail on it), training time, multiply-accumulates per forward
+point counts as robust only if both attacks fail on it; ``--suite`` adds AutoAttack's standard suite), training time, multiply-accumulates per forward
 (MoE layers count the router and the k active experts of E, not the E experts the implementation computes),
 and router robustness: the fraction of (test point, MoE layer) routing decisions (the top-k expert set) that
 change between the clean input and its PGD-20 example (``models.routing``).
 
+``advmoe`` makes one router *or* one expert update per batch, so by default it trains for twice the epochs
+(``--advmoe-epochs``): as many router and expert updates, and PGD generations, as the paper's iterations of
+one router step and one expert step, and as many expert updates as ``pgd_at``. ``advmoe`` on the dense LeNet
+is ``pgd_at`` (no routers), so it is not run.
+
     .venv/bin/python benchmarks/exp_moe.py [--quick] [--data digits | --data mnist --root PATH]
-        [--epochs 15] [--eps 0.1] [--experts 4] [--top-k 2] [--moe-channels 6,16] [--seeds 1] [--json out.json]
+        [--epochs 15] [--eps 0.1] [--experts 4] [--top-k 2] [--moe-channels 6,16] [--seeds 1] [--suite] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustlab import attacks, data, models, training
+from robustlab import attacks, data, evaluate, models, training
 
-RUNS = (("lenet", "pgd_at"), ("lenet", "advmoe"), ("moe_lenet", "pgd_at"), ("moe_lenet", "advmoe"))
+RUNS = (("lenet", "pgd_at"), ("moe_lenet", "pgd_at"), ("moe_lenet", "advmoe"))  # advmoe on lenet is pgd_at
 
 
 def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -58,8 +63,10 @@ def forward_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return total
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queries: int, seed: int) -> dict[str, float]:
-    """Clean / PGD-20 / Square / worst-case accuracy and the share of routing decisions PGD changes."""
+def robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, queries: int, seed: int,
+               suite: bool = False) -> dict[str, float]:
+    """Clean / PGD-20 / Square / worst-case accuracy, the share of routing decisions PGD changes, and
+    (``suite``) the standard-suite robust accuracy."""
     model.eval()
     pgd = attacks.get("pgd", eps=eps, steps=20, generator=torch.Generator().manual_seed(seed))
     square = attacks.get("square", eps=eps, n_queries=queries, generator=torch.Generator().manual_seed(seed))
@@ -74,9 +81,18 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, que
     with torch.no_grad():
         ok_sq = model(x_sq).argmax(1) == y
     changed = [(a != b).any(1).float() for a, b in zip(route_clean, route_adv)]
-    return {"clean": float(clean.float().mean()), "pgd20": float(ok_pgd.float().mean()),
+    out = {"clean": float(clean.float().mean()), "pgd20": float(ok_pgd.float().mean()),
             "square": float(ok_sq.float().mean()), "robust": float((clean & ok_pgd & ok_sq).float().mean()),
             "routing_changed": float(torch.cat(changed).mean()) if changed else float("nan")}
+    if suite:  # AutoAttack's standard suite, each attack on the points still robust (worst case over attacks)
+        robust = clean.clone()
+        for attack in evaluate.standard_ensemble(eps, num_classes=int(y.max()) + 1):
+            idx = robust.nonzero().flatten()
+            if len(idx):
+                with torch.no_grad():
+                    robust[idx] = model(attack(model, x[idx], y[idx])).argmax(1) == y[idx]
+        out["standard"] = float(robust.float().mean())
+    return out
 
 
 def main() -> None:
@@ -86,6 +102,10 @@ def main() -> None:
     p.add_argument("--data", default="digits", choices=["digits", "mnist"])
     p.add_argument("--root", default=os.path.join(here, "..", "..", "shared", "datasets", "mnist-t10k"))
     p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--advmoe-epochs", type=int, default=None,
+                   help="epochs of advmoe (default 2 x --epochs: advmoe alternates router and expert steps, so this "
+                        "gives the paper's one router and one expert update per batch and the experts as many "
+                        "updates as under pgd_at)")
     p.add_argument("--eps", type=float, default=0.1, help="L∞ budget of training and evaluation")
     p.add_argument("--train-steps", type=int, default=5, help="PGD steps of the training attack")
     p.add_argument("--experts", type=int, default=4)
@@ -94,11 +114,14 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--queries", type=int, default=1000, help="Square queries")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--suite", action="store_true", help="also AutoAttack's standard suite (slow on CPU)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.quick:
         a.epochs, a.n_test, a.queries = min(a.epochs, 5), min(a.n_test, 300), min(a.queries, 200)
+    if a.advmoe_epochs is None:
+        a.advmoe_epochs = 2 * a.epochs
     torch.set_num_threads(a.threads)
     t0 = time.time()
     rows: dict[str, list[dict[str, float]]] = {f"{m} / {o}": [] for m, o in RUNS}
@@ -113,9 +136,9 @@ def main() -> None:
             m = models.create(model_name, input_shape=d.input_shape, num_classes=d.num_classes, **kw)
             start = time.time()
             training.fit(m, d, objective=objective, objective_kw={"eps": a.eps, "steps": a.train_steps},
-                         epochs=a.epochs, batch_size=64, lr=0.05, progress=False, seed=seed)
+                         epochs=a.advmoe_epochs if objective == "advmoe" else a.epochs, batch_size=64, lr=0.05, progress=False, seed=seed)
             res = {"train_s": time.time() - start, "macs": float(forward_macs(m, tuple(d.input_shape))),
-                   **evaluate(m, x, y, a.eps, a.queries, seed)}
+                   **robustness(m, x, y, a.eps, a.queries, seed, a.suite)}
             rows[f"{model_name} / {objective}"].append(res)
             print(f"[{time.time() - t0:5.0f}s] seed {seed} {model_name} / {objective}: "
                   + ", ".join(f"{k} {v:.4g}" for k, v in res.items()), flush=True)
@@ -123,15 +146,18 @@ def main() -> None:
     def mean(name: str, key: str) -> float:
         return sum(r[key] for r in rows[name]) / len(rows[name])
 
-    print(f"\n{a.data}, {a.epochs} epochs, {a.seeds} seed(s), {a.n_test} test points, L∞ eps={a.eps:g} "
+    print(f"\n{a.data}, {a.epochs} epochs (advmoe {a.advmoe_epochs}), {a.seeds} seed(s), {len(x)} test points, L∞ eps={a.eps:g} "
           f"(train PGD-{a.train_steps}; eval PGD-20 + Square-{a.queries}), MoE {a.experts} experts top-{a.top_k}, "
           f"expert channels {a.moe_channels}")
-    print("| model / training | clean % | PGD-20 % | Square % | robust % | routing changed % | train s | kMACs/forward |")
-    print("|---|---|---|---|---|---|---|---|")
+    std = " standard suite % |" if a.suite else ""
+    print(f"| model / training | clean % | PGD-20 % | Square % | robust % |{std} routing changed % | train s | "
+          "kMACs/forward |")
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if a.suite else ""))
     for name in rows:
         rc = mean(name, "routing_changed")
         print(f"| {name} | {100 * mean(name, 'clean'):.1f} | {100 * mean(name, 'pgd20'):.1f} | "
               f"{100 * mean(name, 'square'):.1f} | {100 * mean(name, 'robust'):.1f} | "
+              + (f"{100 * mean(name, 'standard'):.1f} | " if a.suite else "") +
               f"{'-' if rc != rc else f'{100 * rc:.1f}'} | {mean(name, 'train_s'):.0f} | {mean(name, 'macs') / 1e3:.1f} |")
     if a.json:
         with open(a.json, "w", encoding="utf-8") as f:

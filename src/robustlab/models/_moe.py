@@ -79,8 +79,9 @@ def moe_lenet(*, input_shape: Sequence[int], num_classes: int, channels: Sequenc
     """LeNet-5 with every convolution a :class:`MoEConv2d` (``experts`` 5x5 experts, top-``top_k`` routing).
 
     Same stages as ``lenet`` ([MoEConv5x5(pad 2) - ReLU - AvgPool2] x 2, MLP head); He-normal initialisation.
-    IBP bounds each MoE layer by the hull of its experts' bounds (sound for any routing, looser than a
-    dense layer); CROWN / CROWN-IBP do not support MoE layers.
+    IBP bounds each MoE layer by the extreme convex combinations of its experts' bounds under router-derived
+    gate intervals (sound for any routing; loose once the routing is undecided on the box); CROWN / CROWN-IBP
+    do not support MoE layers.
     """
     c, h, w = image_shape(input_shape, "moe_lenet")
     layers: list[nn.Module] = []
