@@ -34,9 +34,9 @@ _PATH_LOADERS["imagefolder"] = load_imagefolder
 from ._regression import REGRESSION_DATASETS, RegressionData, load_regression_csv  # noqa: E402  (regression sets)
 
 __all__ += ["REGRESSION_DATASETS", "RegressionData"]
-from ._segmentation import SegmentationData, corrupt_masks, synthetic_segmentation  # noqa: E402  (dense prediction)
+from ._segmentation import MASK_CORRUPTIONS, SegmentationData, corrupt_masks, synthetic_segmentation  # noqa: E402  (dense prediction)
 
-__all__ += ["SegmentationData", "corrupt_masks", "synthetic_segmentation"]
+__all__ += ["MASK_CORRUPTIONS", "SegmentationData", "corrupt_masks", "synthetic_segmentation"]
 
 
 def available() -> list[str]:
