@@ -67,3 +67,10 @@ def test_bench_spec_with_regression_runs_and_reports(tmp_path, capsys):
     assert "6 completed, 0 failed" in text and "test R²" in text and "test MSE" in text
     assert main(["report", str(tmp_path / "out"), "-o", str(tmp_path / "r.md")]) == 0
     assert "test R²" in (tmp_path / "r.md").read_text()
+
+
+def test_cli_lists_the_new_registries(capsys):
+    for kind, name in (("regression_losses", "cs_divergence"), ("target_noise", "student_t"),
+                       ("regression_data", "friedman"), ("segmentation_losses", "soft_dice")):
+        assert main(["list", kind]) == 0
+        assert name in capsys.readouterr().out

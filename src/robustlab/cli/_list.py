@@ -22,6 +22,10 @@ _KINDS: dict[str, tuple[str, str]] = {
     "specs": ("robustlab.bench", "SPECS"),
     "aggregators": ("robustlab.collab", "AGGREGATORS"),
     "byzantine": ("robustlab.collab", "BYZANTINE"),
+    "regression_data": ("robustlab.data", "REGRESSION_DATASETS"),
+    "target_noise": ("robustlab.noise", "TARGET_NOISES"),
+    "regression_losses": ("robustlab.losses", "REGRESSION_LOSSES"),
+    "segmentation_losses": ("robustlab.losses", "SEGMENTATION_LOSSES"),
 }
 
 
