@@ -13,9 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBPACKAGES = (
-    "attacks", "bench", "certify", "conformal", "data", "defences", "evaluate", "losses", "metrics",
-    "models", "noise", "pipeline", "shift", "testing", "training",
-    "collab",
+    "attacks", "bench", "certify", "collab", "conformal", "data", "defences", "diagnostics", "evaluate", "losses",
+    "metrics", "models", "noise", "pipeline", "shift", "testing", "training",
 )
 
 __all__ = ["__version__", *_SUBPACKAGES]
