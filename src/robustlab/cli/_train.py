@@ -212,7 +212,6 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import metrics, pipeline
     from ..training import predict_logits
-    from ..training._checkpoint import atomic_write_text
 
     raw, fetch = build_config(args)
     config = pipeline.Config.from_dict(raw)
@@ -281,6 +280,13 @@ def run(args: argparse.Namespace) -> int:
         "time_s": {"total": total_s, "fit": res.timings["train_s"]},
         "versions": _versions(),
     }
+    return emit_summary(args, rows, record)
+
+
+def emit_summary(args: argparse.Namespace, rows: list[tuple[str, str]], record: dict[str, Any]) -> int:
+    """Print the run's summary table (or its JSON record with ``--json``) and write ``metrics.json`` under ``--out``."""
+    from ..training._checkpoint import atomic_write_text
+
     if args.json:
         print(json.dumps(record, indent=2, default=_json_default))
     else:

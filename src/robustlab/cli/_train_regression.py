@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 __all__ = ["report_regression"]
@@ -15,8 +13,7 @@ def report_regression(args: argparse.Namespace, config: Any, res: Any, t_start: 
     """Print the regression run's summary (test MSE/MAE/R^2) and write ``metrics.json`` next to ``model.pt``."""
     from .. import metrics, pipeline
     from ..training import predict_regression
-    from ..training._checkpoint import atomic_write_text
-    from ._train import _json_default, _kwargs_text, _versions
+    from ._train import _kwargs_text, _versions, emit_summary
 
     d, model, rz = res.data, res.model, res.resolved
     pred, train_pred = predict_regression(model, d.x_test), predict_regression(model, d.x_train)
@@ -45,15 +42,4 @@ def report_regression(args: argparse.Namespace, config: Any, res: Any, t_start: 
     record = {"config": {**pipeline.record(config), "device": args.device}, "resolved": rz,
               "noise": {"realized_rate": realized}, "metrics": final, "history": res.history,
               "time_s": {"total": total_s, "fit": res.timings["train_s"]}, "versions": _versions()}
-    if args.json:
-        print(json.dumps(record, indent=2, default=_json_default))
-    else:
-        width = max(len(k) for k, _ in rows)
-        print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-        print("(* = default value)")
-    if args.out:
-        out = Path(args.out)
-        atomic_write_text(out / "metrics.json", json.dumps(record, indent=2, default=_json_default))
-        if not args.json:
-            print(f"wrote {out / 'metrics.json'} and {out / 'model.pt'}")
-    return 0
+    return emit_summary(args, rows, record)
