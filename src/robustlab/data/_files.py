@@ -435,6 +435,31 @@ def load_svmlight(
                    input_shape=(x.shape[1],), meta=meta)
 
 
+def read_csv_table(path: str, delimiter: str, column: str, role: str) -> tuple[Path, list[str], list[list[str]]]:
+    """``(path, header, non-blank rows)`` of a CSV file with a header row that names ``column`` (the ``role``
+    argument: ``label`` or ``target``); every row has the header's number of fields. Clear errors otherwise."""
+    import csv
+
+    p = _existing(path, "csv")
+    try:
+        with open(p, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter=delimiter))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise CorruptFileError(f"csv file '{p}' could not be read as UTF-8 CSV ({type(e).__name__}).") from e
+    if not rows:
+        raise CorruptFileError(f"csv file '{p}' is empty.")
+    header = [h.strip() for h in rows[0]]
+    if column not in header:
+        raise ValueError(f"csv file '{p}' has no {role} column {column!r} in its header ({_columns(header)}). "
+                         f"Pass {role}='NAME'.")
+    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
+    if bad:
+        raise CorruptFileError(f"csv file '{p}': rows {bad[:5]} have a different number of fields than the header "
+                               f"({len(header)}).")
+    return p, header, body
+
+
 def load_csv(
     path: str, *, label: str = "label", delimiter: str = ",", test_fraction: float = 0.2, seed: int = 0,
     num_classes: int | None = None, test_last: int | None = None,
@@ -444,25 +469,9 @@ def load_csv(
     ``test_last=N`` makes the last N rows the test split (file order kept, e.g. UCI letter: 15 000 / 5 000
     as in the LDR paper) instead of a seeded stratified ``test_fraction`` split.
     """
-    import csv
-
-    p = _existing(path, "csv")
     check_int(seed, "seed", 0, None, owner="csv")
-    try:
-        with open(p, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh, delimiter=delimiter))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise CorruptFileError(f"csv file '{p}' could not be read as UTF-8 CSV ({type(e).__name__}).") from e
-    if not rows:
-        raise CorruptFileError(f"csv file '{p}' is empty.")
-    header = [h.strip() for h in rows[0]]
-    if label not in header:
-        raise ValueError(f"csv file '{p}' has no label column {label!r} in its header ({_columns(header)}). Pass label='NAME'.")
+    p, header, body = read_csv_table(path, delimiter, label, "label")
     li = header.index(label)
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
-    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
-    if bad:
-        raise CorruptFileError(f"csv file '{p}': rows {bad[:5]} have a different number of fields than the header ({len(header)}).")
     feat_cols = [j for j in range(len(header)) if j != li]
     x = np.empty((len(body), len(feat_cols)), dtype=np.float64)
     for k, j in enumerate(feat_cols):

@@ -139,29 +139,10 @@ def diabetes(*, root: str | None = None, test_fraction: float = 0.25, seed: int 
 def load_regression_csv(path: str, *, target: str, delimiter: str = ",", test_fraction: float = 0.2,
                         seed: int = 0) -> RegressionData:
     """CSV with a header row; ``target`` names the numeric target column, every other column is a numeric feature."""
-    import csv
+    from ._files import _column, _is_float, read_csv_table
 
-    from ._files import _column, _columns, _existing, _is_float
-    from ._readers import CorruptFileError
-
-    p = _existing(path, "csv")
     check_int(seed, "seed", 0, None, owner="csv")
-    try:
-        with open(p, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh, delimiter=delimiter))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise CorruptFileError(f"csv file '{p}' could not be read as UTF-8 CSV ({type(e).__name__}).") from e
-    if not rows:
-        raise CorruptFileError(f"csv file '{p}' is empty.")
-    header = [h.strip() for h in rows[0]]
-    if target not in header:
-        raise ValueError(f"csv file '{p}' has no target column {target!r} in its header ({_columns(header)}). "
-                         "Pass target='NAME'.")
-    body = [r for r in rows[1:] if any(cell.strip() for cell in r)]
-    bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
-    if bad:
-        raise CorruptFileError(f"csv file '{p}': rows {bad[:5]} have a different number of fields than the header "
-                               f"({len(header)}).")
+    p, header, body = read_csv_table(path, delimiter, target, "target")
     if len(body) < 2:
         raise ValueError(f"csv file '{p}' holds {len(body)} data row(s); a regression set needs at least 2.")
     a = np.empty((len(body), len(header)), dtype=np.float64)
