@@ -240,39 +240,88 @@ def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
     r"""ALDR-KL closed-form update :math:`\lambda_i \leftarrow \lambda_0 - \lambda_0 KL(q_i\|u)/(\alpha\log K)`,
     :math:`q_i = \mathrm{softmax}(\tilde f_i/\lambda_i)` (normalised logits ``f``, current ``lam``),
     clamped to :math:`[\lambda_0(1-1/\alpha), \lambda_0]`; no gradient."""
-    return _aldr_lambda(f, lam, lam0, alpha)[0]
+    with torch.no_grad():
+        return _aldr_lambda(f, lam.to(f.dtype), lam0, alpha)[0]
 
 
 def _aldr_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
-                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """:func:`aldr_kl_lambda` and its two (N, C) work buffers, free afterwards (reused by the loss)."""
-    with torch.no_grad():
-        # KL(q||u) = sum_k q_k z_k - logsumexp(z) + log K with z = (f - max f)/lam <= 0, whose logsumexp is
-        # -log(max q): one exp pass (the softmax) instead of log_softmax + exp.
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The update, the shifted logits z = (f - max f)/lam (kept for the loss) and a free (N, C) buffer.
+
+    KL(q||u) = d/s - log s + log K with e = exp(z), s = sum e, d = sum e z (z <= 0, max 0): one exp pass and
+    no softmax normalisation pass; d is taken in e's buffer, z is left intact. Call without grad; ``lam`` in
+    f's dtype.
+    """
+    logk = math.log(f.shape[1])
+    k = lam0 / (alpha * logk)
+    z = torch.sub(f, f.amax(1, keepdim=True)).div_(lam.unsqueeze(1))
+    e = torch.exp(z)
+    s = e.sum(1)
+    d = e.mul_(z).sum(1)
+    # new = lam0 - k KL; the KL in [0, log K] maps onto exactly [lam0 (1 - 1/alpha), lam0]: one clamp.
+    new = torch.addcdiv(s.log().mul_(k).add_(lam0 - k * logk), d, s, value=-k)
+    return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0), z, e
+
+
+class _ALDRKL(torch.autograd.Function):
+    """ALDR-KL in one autograd node: the temperature update, then the value at the new temperature ``lam``.
+
+    From the update's z = (f - m)/lam_old (m = max f): u - shift = z * lam_old/lam with c/lam taken off the
+    target entry (shift (m + c)/lam >= max u puts every entry <= 0 and the largest >= -c/lam; re-shifted
+    exactly where that could underflow), one exp pass and a row sum: log p*_y = (u - shift)_y - log s, value
+    -lam (log p*_y + log K) - penalty, reduced here; gradient p* - e_y as :class:`_LDRKL`'s. Reuses the
+    update's two buffers: the gradient is the third and last N x C allocation. Returns (value, lam).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, f: torch.Tensor, target: torch.Tensor, lam_old: torch.Tensor, lam0: float,
+                alpha: float, margin: float, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
         logk = math.log(f.shape[1])
-        z = (f - f.amax(1, keepdim=True)).div_(lam[:, None].to(f.dtype))
-        if _small_cpu(f):
-            e = z.exp()
-            s = e.sum(1)
-            kl = z.mul_(e).sum(1).div_(s).sub_(s.log()).add_(logk).clamp_(0.0, logk)  # z is scratch: no N x C alloc
-        else:
-            e = torch.softmax(z, dim=1)
-            kl = (z.mul_(e).sum(1) + e.amax(1).log_() + logk).clamp_(0.0, logk)  # = vecdot(q, z), in place
-        new = kl.mul_(-lam0 / (alpha * logk)).add_(lam0)
-        return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0), (z, e)
+        lam, z, e = _aldr_lambda(f, lam_old, lam0, alpha)
+        il = lam.reciprocal()
+        t = target.unsqueeze(1)
+        us = z.mul_(torch.mul(lam_old, il).unsqueeze(1))
+        uy = us.gather(1, t)
+        if margin:
+            us.scatter_(1, t, uy.sub_(il.mul(margin).unsqueeze(1)))
+            # exp(-c/lam) underflows float32 near c/lam = 87: re-shift exactly long before (a hyper-parameter test)
+            if margin / (lam0 * (1.0 - 1.0 / alpha)) > 30.0:
+                us.sub_(us.amax(1, keepdim=True))
+                uy = us.gather(1, t)
+        torch.exp(us, out=e)
+        s = e.sum(1)
+        w = s.reciprocal()
+        ls_y = uy.squeeze(1).sub_(s.log_())
+        # minus the penalty (alpha log K / (2 lam0)) (lam - lam0)^2
+        v = torch.addcmul((lam - lam0).square_().mul_(-alpha * logk / (2.0 * lam0)), lam, ls_y + logk, value=-1.0)
+        ctx.save_for_backward(e, target, w, ls_y)
+        ctx.scale = None if reduction == "none" else 1.0 / max(f.shape[0], 1) if reduction == "mean" else 1.0
+        ctx.mark_non_differentiable(lam)
+        ctx.set_materialize_grads(False)  # no zero gradient built for lam
+        return (v if reduction == "none" else v.mean() if reduction == "mean" else v.sum()), lam
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, ...]:
+        if grad is None:
+            return None, None, None, None, None, None, None
+        e, target, w, ls_y = ctx.saved_tensors
+        if ctx.scale is not None:
+            grad = grad * ctx.scale  # the 0-dim gradient of the reduced value, the same for every row
+        g = e * (w * grad).unsqueeze(1)
+        g.scatter_(1, target.unsqueeze(1), torch.expm1(ls_y).mul_(grad).unsqueeze(1))
+        return g, None, None, None, None, None, None
 
 
 def _aldr(logits: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | None, lam0: float, alpha: float,
-          margin: float, normalize: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+          margin: float, normalize: str | None, reduction: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """ALDR-KL reduced by ``reduction`` and the updated temperatures (N,)."""
     f = normalize_logits(logits, normalize)
     if lam is None:
         lam = torch.full((f.shape[0],), lam0, dtype=f.dtype, device=f.device)
-    new, scratch = _aldr_lambda(f.detach(), lam.to(device=f.device), lam0, alpha)
-    new = new.to(f.dtype)
-    penalty = (new - lam0).square_().mul_(alpha * math.log(f.shape[1]) / (2.0 * lam0))
-    if scratch[0].dtype != f.dtype or scratch[0].shape != f.shape:
-        scratch = None  # type: ignore[assignment]  # (the update ran in another dtype): fresh buffers
-    return _ldr(f, target, new, margin, scratch) - penalty, new
+    elif lam.dtype != f.dtype or lam.device != f.device:
+        lam = lam.to(device=f.device, dtype=f.dtype)
+    return _ALDRKL.apply(f, target, lam, lam0, alpha, margin, reduction)
 
 
 @loss_function(lam0=POSITIVE, alpha=Interval(Real, 1, None, closed="neither"), margin=MARGIN,
@@ -300,5 +349,4 @@ def aldr_kl(logits: torch.Tensor, target: torch.Tensor, *, lam0: float = 1.0, al
         raise InvalidParameterError(
             f"The 'lam' parameter of aldr_kl must hold finite floating temperatures > 0. Got dtype {lam.dtype}, "
             f"min {float(lam.min()) if lam.numel() else None}, max {float(lam.max()) if lam.numel() else None} instead.")
-    v, _ = _aldr(logits, target, lam, lam0, alpha, margin, normalize)
-    return reduce_loss(v, reduction)
+    return _aldr(logits, target, lam, lam0, alpha, margin, normalize, reduction)[0]

@@ -74,14 +74,21 @@ class AdaptiveLDRKLLoss(IndexedLoss):
         return {"lam0": self.lam0, "alpha": self.alpha, "margin": self.margin, "normalize": self.normalize,
                 "lam": self.lam[index.to(self.lam.device)].clone()}  # type: ignore[union-attr]
 
-    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        idx = self._rows(index, self._batch_size(logits)).to(self.lam.device)
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None, reduction: str
+              ) -> torch.Tensor:
+        idx = self._rows(index, self._batch_size(logits)).to(device=self.lam.device, dtype=torch.long)
         target = as_long_target(target)
         check_classification_inputs(logits, target, owner="aldr_kl")
         M._min_classes(logits, 2, "aldr_kl")
         f = logits.float() if logits.dtype in HALF_DTYPES else logits  # as every functional: half -> float32
-        v, new = M._aldr(f, target, self.lam[idx].to(logits.device), self.lam0, self.alpha, self.margin,
-                         self.normalize)
+        v, new = M._aldr(f, target, self.lam.index_select(0, idx).to(logits.device), self.lam0, self.alpha,
+                         self.margin, self.normalize, reduction)
         if self.training:
-            self.lam[idx] = new.to(self.lam)
+            self.lam.index_copy_(0, idx, new.to(self.lam))
         return v.to(logits.dtype)
+
+    def per_sample(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return self._loss(logits, target, index, "none")
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return self._loss(logits, target, index, self.reduction)  # reduced inside the autograd node
