@@ -142,3 +142,20 @@ def test_resume_on_the_streaming_path_is_bit_identical(d, tmp_path):
     torch.manual_seed(123)  # the resumed run restores torch's global generator itself
     resumed = fit(net(), ds, **kw, checkpoint_dir=tmp_path, resume=True)
     _same(full, resumed)
+
+
+@pytest.mark.parametrize("batch, match", [
+    ((torch.zeros(2, 3),), r"must yield \(x, y\) or \(x, y, index\) items; got a tuple of 1 items"),
+    (([1.0, 2.0], torch.zeros(2)), r"must yield input tensors; got list"),
+    ((torch.zeros(2, 3), torch.zeros(2, 2)), r"labels of shape \(2, 2\) for inputs of shape \(2, 3\)"),
+    ((torch.zeros(2, 3), "cat"), r"must yield integer labels; got str"),
+])
+def test_one_batch_reader_names_what_is_wrong(batch, match) -> None:
+    from robustlab.data._stream import unpack_batch
+
+    with pytest.raises(InvalidParameterError, match=match):
+        unpack_batch(batch, "fit", with_index=True)
+    x, y, idx = unpack_batch((torch.zeros(2, 3), [0, 1], [5, 6]), "fit", with_index=True)
+    assert y.tolist() == [0, 1] and idx.tolist() == [5, 6]
+    with pytest.raises(InvalidParameterError, match=r"must yield \(x, y\) items"):  # evaluations: no index
+        unpack_batch((torch.zeros(2, 3), torch.zeros(2), torch.zeros(2)), "robust_accuracy")

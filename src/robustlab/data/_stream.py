@@ -167,18 +167,33 @@ def as_loader(obj: Any, batch_size: int, *, num_workers: int | None = None, indi
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
 
 
-def _pair(batch: Any, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise TypeError(f"The data of {owner} must yield (x, y) pairs; a batch is a {type(batch).__name__}"
-                        f"{f' of {len(batch)} items' if isinstance(batch, (tuple, list)) else ''}.")
-    x, y = batch
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(f"The data of {owner} must yield (x, y) tensors; got ({type(x).__name__}, "
-                        f"{type(y).__name__}).")
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"The data of {owner} yield labels of shape {tuple(y.shape)} for inputs of shape "
-                         f"{tuple(x.shape)}; labels must be (batch,) class indices.")
-    return x, y
+def unpack_batch(batch: Any, owner: str, *, batched: bool = True, with_index: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(x, y, index or None)`` of one item or batch of a user's data, checked once for every reader.
+
+    Items are ``(x, y)`` or, with ``with_index``, ``(x, y, index)``; ``y`` (and ``index``) become tensors.
+    ``batched``: ``y`` must be (batch,) class indices, one per row of ``x``.
+    """
+    sizes = (2, 3) if with_index else (2,)
+    if not (isinstance(batch, (tuple, list)) and len(batch) in sizes):
+        kind = (f"a {type(batch).__name__} of {len(batch)} items" if isinstance(batch, (tuple, list))
+                else type(batch).__name__)
+        raise InvalidParameterError(
+            f"The data of {owner} must yield (x, y){' or (x, y, index)' if with_index else ''} items; got {kind}. "
+            "Wrap the data set so that each item is (input tensor, integer label).")
+    x, y = batch[0], batch[1]
+    if not isinstance(x, torch.Tensor):
+        raise InvalidParameterError(f"The data of {owner} must yield input tensors; got {type(x).__name__}.")
+    try:
+        y = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidParameterError(
+            f"The data of {owner} must yield integer labels; got {type(y).__name__}.") from None
+    if batched and (y.dim() != 1 or y.shape[0] != x.shape[0]):
+        raise InvalidParameterError(f"The data of {owner} yield labels of shape {tuple(y.shape)} for inputs of shape "
+                                    f"{tuple(x.shape)}; labels must be (batch,) class indices.")
+    idx = torch.as_tensor(batch[2]) if len(batch) == 3 else None
+    return x, y, idx
 
 
 def iter_batches(obj: Any, batch_size: int, device: torch.device | str | None = None, *,
@@ -216,7 +231,7 @@ def iter_batches(obj: Any, batch_size: int, device: torch.device | str | None = 
         return x[:k].to(device), y[:k].to(device).long(), i[:k]
 
     for batch in loader:
-        x, y = _pair(batch, owner)
+        x, y, _ = unpack_batch(batch, owner)
         m = x.shape[0]
         if indices is not None:
             idx = pos[seen:seen + m]

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._validation import InvalidParameterError
+from ..data._stream import unpack_batch
 
 __all__ = ["LoaderSource", "MemorySource", "DatasetSource", "Source", "as_eval_source", "is_streaming",
            "split_dataset"]
@@ -36,17 +37,6 @@ def _shard(idx: torch.Tensor, shard: tuple[int, int] | None, pad: bool = False) 
     rank, world = shard
     part = torch.tensor_split(idx, world)[rank]
     return idx[:1] if pad and part.numel() == 0 else part
-
-
-def _unpack(batch: Any, owner: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
-        x, y = batch[0], batch[1]
-        idx = batch[2] if len(batch) == 3 else None
-        return x, torch.as_tensor(y), (torch.as_tensor(idx) if idx is not None else None)
-    kind = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
-    raise InvalidParameterError(
-        f"The data of {owner} must yield (x, y) or (x, y, index) batches; got {kind}. "
-        "Wrap the data set so that each item is (input tensor, integer label).")
 
 
 class Source:
@@ -119,7 +109,7 @@ class DatasetSource(Source):
     def first_x(self) -> torch.Tensor | None:
         if self.n == 0:
             return None
-        x, _, _ = _unpack(self.ds[0], self.owner)
+        x, _, _ = unpack_batch(self.ds[0], self.owner, batched=False, with_index=True)
         return torch.as_tensor(x).unsqueeze(0)
 
     def batches(self, gen, batch_size, dev, shard=None):
@@ -129,7 +119,7 @@ class DatasetSource(Source):
         loader = DataLoader(self.ds, batch_sampler=[c.tolist() for c in chunks], num_workers=self.num_workers,
                             pin_memory=dev.type == "cuda", generator=self.loader_gen)
         for idx, batch in zip(chunks, loader):
-            x, y, _ = _unpack(batch, self.owner)
+            x, y, _ = unpack_batch(batch, self.owner, with_index=True)
             yield idx.to(dev), x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
 
 
@@ -148,7 +138,7 @@ class LoaderSource(Source):
 
     def first_x(self) -> torch.Tensor | None:
         try:
-            x, _, _ = _unpack(self.loader.dataset[0], self.owner)  # type: ignore[index]
+            x, _, _ = unpack_batch(self.loader.dataset[0], self.owner, batched=False, with_index=True)  # type: ignore[index]
         except Exception:
             return None
         return torch.as_tensor(x).unsqueeze(0)
@@ -159,7 +149,7 @@ class LoaderSource(Source):
                 f"{self.owner}(distributed=True) shards the data itself: pass the Dataset, not a DataLoader "
                 "(each rank then reads a disjoint slice of every global batch).")
         for batch in self.loader:
-            x, y, idx = _unpack(batch, self.owner)
+            x, y, idx = unpack_batch(batch, self.owner, with_index=True)
             yield (idx.to(dev) if idx is not None else None), x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
 
 
