@@ -28,7 +28,7 @@ from torch import nn
 from .._validation import InvalidParameterError, check_bool, check_in_range, check_int
 from ..data import ClassificationData
 
-__all__ = ["RCALResult", "local_outlier_factor", "rcal"]
+__all__ = ["Calibration", "RCALResult", "calibrate", "local_outlier_factor", "rcal"]
 
 
 def local_outlier_factor(x: torch.Tensor, k: int = 10) -> torch.Tensor:
@@ -82,7 +82,7 @@ class RCALResult:
         return float((pred[mask] == y[mask]).float().mean()) if bool(mask.any()) else float("nan")
 
 
-def _class_stats(f: torch.Tensor, y: torch.Tensor, c: int, k: int, threshold: float
+def _class_stats(f: torch.Tensor, y: torch.Tensor, c: int, k: int, threshold: float, allow_empty: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Kept mask (N,), means (C, F) and covariances (C, F, F) after the per-class LOF outlier removal."""
     kept = torch.zeros(f.shape[0], dtype=torch.bool)
@@ -90,6 +90,8 @@ def _class_stats(f: torch.Tensor, y: torch.Tensor, c: int, k: int, threshold: fl
     means, covs = torch.zeros(c, dim, dtype=torch.float64), torch.zeros(c, dim, dim, dtype=torch.float64)
     for cls in range(c):
         idx = torch.nonzero(y == cls).flatten()
+        if idx.numel() == 0 and allow_empty:
+            continue
         if idx.numel() == 0:
             raise InvalidParameterError(f"rcal: class {cls} has no training example; it cannot be calibrated.")
         lof = local_outlier_factor(f[idx], k)
@@ -102,6 +104,66 @@ def _class_stats(f: torch.Tensor, y: torch.Tensor, c: int, k: int, threshold: fl
         r = fc - means[cls]
         covs[cls] = r.T @ r / max(1, fc.shape[0] - 1)
     return kept, means, covs
+
+
+@dataclass
+class Calibration:
+    """RCAL's statistics of one feature set: ``kept`` (N,) LOF inliers, calibrated ``means`` (C, F) and
+    ``covs`` (C, F, F) in float64, the ``tail`` classes, the kept ``counts`` per class and which classes are
+    ``present`` at all."""
+
+    kept: torch.Tensor
+    means: torch.Tensor
+    covs: torch.Tensor
+    tail: list[int]
+    counts: torch.Tensor
+    present: torch.Tensor | None = None  # (C,) classes with at least one example
+
+    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features drawn from N(``means[c]``, ``covs[c]``) until every class has as many (kept + sampled) as
+        the largest: ``(x (M, F) float32, y (M,))``."""
+        c, dim = self.means.shape
+        n_max = int(self.counts.max())
+        eye = torch.eye(dim, dtype=torch.float64)
+        xs, ys = [], []
+        for k in range(c):
+            m = n_max - int(self.counts[k])
+            if m <= 0 or (self.present is not None and not bool(self.present[k])):  # nothing for an absent class
+                continue
+            cov = self.covs[k] + 1e-6 * eye
+            chol = torch.linalg.cholesky(0.5 * (cov + cov.T))
+            xs.append(self.means[k] + torch.randn(m, dim, generator=generator, dtype=torch.float64) @ chol.T)
+            ys.append(torch.full((m,), k, dtype=torch.long))
+        if not xs:
+            return torch.empty(0, dim), torch.empty(0, dtype=torch.long)
+        return torch.cat(xs).float(), torch.cat(ys)
+
+
+def calibrate(f: torch.Tensor, y: torch.Tensor, num_classes: int, *, lof_k: int = 10, lof_threshold: float = 1.5,
+              tail_fraction: float = 0.5, n_borrow: int = 2, alpha: float = 0.1,
+              allow_empty: bool = False) -> Calibration:
+    """Steps 2 and 3 of RCAL on features ``f`` (N, F) with (noisy) labels ``y``: per-class LOF outlier removal,
+    class means/covariances of the inliers, and the tail calibration of the module docstring.
+    Shared by :func:`rcal` and the ``rcal`` training objective. A class without examples is an error, or
+    with ``allow_empty=True`` is left out (no statistics, nothing sampled: there is nothing to calibrate)."""
+    f = f.double()
+    kept, means, covs = _class_stats(f, y, num_classes, lof_k, lof_threshold, allow_empty)
+    counts = torch.bincount(y[kept], minlength=num_classes)
+    present = torch.bincount(y, minlength=num_classes) > 0
+    n_max = int(counts.max())
+    head_classes = [k for k in range(num_classes) if int(counts[k]) >= tail_fraction * n_max]
+    tail = [k for k in range(num_classes) if k not in head_classes and bool(present[k])]
+    cal_means, cal_covs = means.clone(), covs.clone()
+    eye = torch.eye(f.shape[1], dtype=torch.float64)
+    for t in tail:
+        others = [h for h in head_classes if h != t]
+        if n_borrow and others:
+            dist = (means[others] - means[t]).norm(dim=1)
+            near = [others[i] for i in dist.argsort()[:n_borrow].tolist()]
+            cal_means[t] = (means[t] + means[near].sum(0)) / (len(near) + 1)
+            cal_covs[t] = covs[near].mean(0)
+        cal_covs[t] = cal_covs[t] + alpha * eye
+    return Calibration(kept, cal_means, cal_covs, tail, counts, present)
 
 
 def rcal(data: ClassificationData, encoder: nn.Module, *, pretrain_epochs: int = 20,
@@ -146,33 +208,11 @@ def rcal(data: ClassificationData, encoder: nn.Module, *, pretrain_epochs: int =
     c = data.num_classes
     f0 = encode(encoder, data.x_train).double()
     y = data.y_train
-    kept, means, covs = _class_stats(f0, y, c, lof_k, lof_threshold)
-    counts = torch.bincount(y[kept], minlength=c)
-    n_max = int(counts.max())
-    head_classes = [k for k in range(c) if int(counts[k]) >= tail_fraction * n_max]
-    tail = [k for k in range(c) if k not in head_classes]
-    cal_means, cal_covs = means.clone(), covs.clone()
-    eye = torch.eye(f0.shape[1], dtype=torch.float64)
-    for t in tail:
-        others = [h for h in head_classes if h != t]
-        if n_borrow and others:
-            dist = (means[others] - means[t]).norm(dim=1)
-            near = [others[i] for i in dist.argsort()[:n_borrow].tolist()]
-            cal_means[t] = (means[t] + means[near].sum(0)) / (len(near) + 1)
-            cal_covs[t] = covs[near].mean(0)
-        cal_covs[t] = cal_covs[t] + alpha * eye
     g = torch.Generator().manual_seed(seed)
-    sampled_x, sampled_y = [], []
-    for k in range(c):
-        m = n_max - int(counts[k])
-        if m <= 0:
-            continue
-        cov = cal_covs[k] + 1e-6 * eye
-        chol = torch.linalg.cholesky(0.5 * (cov + cov.T))
-        sampled_x.append(cal_means[k] + torch.randn(m, f0.shape[1], generator=g, dtype=torch.float64) @ chol.T)
-        sampled_y.append(torch.full((m,), k, dtype=torch.long))
-    s_x = torch.cat(sampled_x).float() if sampled_x else torch.empty(0, f0.shape[1])
-    s_y = torch.cat(sampled_y) if sampled_y else torch.empty(0, dtype=torch.long)
+    cal = calibrate(f0, y, c, lof_k=lof_k, lof_threshold=lof_threshold, tail_fraction=tail_fraction,
+                    n_borrow=n_borrow, alpha=alpha)
+    kept, cal_means, cal_covs, tail = cal.kept, cal.means, cal.covs, cal.tail
+    s_x, s_y = cal.sample(g)
 
     torch.manual_seed(seed)
     head = nn.Linear(f0.shape[1], c)

@@ -52,6 +52,8 @@ _BAD_VALUES: dict[str, tuple[Any, ...]] = {
     "scheme": ("per_row", None),
     "wdr_weight": (-0.1, float("nan")),
     "kurtosis_target": (0.5,),
+    "pretrain_epochs": (-1, 1.5, "2"),
+    "pretrain_loss": ("bogus", 3),
 }
 
 

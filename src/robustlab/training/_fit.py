@@ -262,6 +262,9 @@ def fit(
     rank_seed = 0 if ctx is None else 1_000_003 * ctx.rank  # each rank its own random starts/augmentations
     obj_gen = torch.Generator(device=dev).manual_seed(int(seed) + 1 + rank_seed)
     aug_gen = torch.Generator(device=dev).manual_seed(int(seed) + 2 + rank_seed) if aug is not None else None
+    if callable(getattr(obj, "prepare", None)):  # two-stage objectives (pretrain, rcal): a first stage on the train split
+        obj.prepare(model=model, x=getattr(src, "x", None), y=src.labels, num_classes=num_classes, seed=int(seed),
+                    device=dev)
     obj.setup(model=model, epochs=epochs, steps_per_epoch=steps_per_epoch, num_classes=num_classes,
               num_train=n, generator=obj_gen)
     opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)

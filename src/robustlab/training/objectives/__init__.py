@@ -20,6 +20,7 @@ from . import (  # noqa: E402,F401
     _lipschitz,  # noqa: E402,F401  (lipschitz_margin)
     _quant,  # noqa: E402,F401  (elastic_quant)
     _selftrain,  # noqa: E402,F401  (robust_self_training)
+    _twostage,  # noqa: E402,F401  (pretrain, rcal: two-stage objectives with a prepare hook)
 )
 from ._selftrain import gaussian_mixture_diagnostic  # noqa: E402
 
