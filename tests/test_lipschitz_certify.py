@@ -83,10 +83,17 @@ def test_unsupported_layer_is_refused_naming_it():
 
     class Custom(nn.Module):
         def forward(self, x):
-            return x
+            return x * x  # a product of two input-dependent tensors: no Lipschitz rule
 
-    with pytest.raises(TypeError, match="Custom"):
+    with pytest.raises(TypeError, match=r"'mul' at graph node 'mul'.*constant.*Supported"):
         lipschitz(Custom(), torch.rand(2, 3), torch.tensor([0, 1]))
+
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x  # data-dependent control flow: torch.fx cannot trace it
+
+    with pytest.raises(TypeError, match=r"could not trace Branchy with torch.fx.*Supported"):
+        lipschitz_bound(Branchy(), (3,))
 
 
 def test_by_construction_certificate_radius_formula():
@@ -171,10 +178,16 @@ def test_orthogonality_diagnostic():
     assert set(spectra[0].as_dict()) == {"name", "kind", "sigma_max", "sigma_min", "deviation"}
 
 
-def test_a_sequential_with_its_own_forward_is_refused():
+def test_a_sequential_with_its_own_forward_is_bounded_through_its_graph():
+    """A Sequential overriding forward is no longer a chain: the graph gives 1 + 10·σ(W), not σ(W)."""
+
     class Skip(nn.Sequential):
         def forward(self, x):
             return x + super().forward(x) * 10
 
-    with pytest.raises(TypeError, match="overrides forward"):
-        lipschitz_bound(nn.Sequential(nn.Flatten(), Skip(nn.Linear(4, 4))), (4,))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), Skip(nn.Linear(4, 4))).eval()
+    b = lipschitz_bound(model, (4,))
+    sigma = float(torch.linalg.matrix_norm(model[1][0].weight.double(), ord=2))
+    assert b.value == pytest.approx(1 + 10 * sigma, rel=1e-9)
+    assert sampled_lipschitz_ratio(model, torch.rand(16, 4)) <= b.value

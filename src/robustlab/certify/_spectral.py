@@ -154,7 +154,9 @@ class LayerSpectrum:
 
     ``deviation`` is ``‖G − I‖_F`` with ``G`` the Gram matrix of the smaller side (``WᵀW`` when out ≥ in,
     else ``WWᵀ``); for a convolution, the largest such deviation over the frequencies. 0 for an
-    orthogonal layer. ``sigma_max``/``sigma_min``: measured (per-frequency for a convolution).
+    orthogonal layer. ``sigma_max``/``sigma_min``: measured (per-frequency for a convolution). A layer with
+    ``operator_matrix(h, w)`` (SOCConv2d, zero-padded) is measured by its dense matrix on inputs of at most
+    8 × 8 (the construction is orthogonal at every size).
     """
 
     name: str
@@ -166,6 +168,9 @@ class LayerSpectrum:
     def as_dict(self) -> dict[str, float | str]:
         return {"name": self.name, "kind": self.kind, "sigma_max": self.sigma_max, "sigma_min": self.sigma_min,
                 "deviation": self.deviation}
+
+
+_DENSE_HW = 8  # a layer measured by its dense matrix is measured on at most 8 x 8 inputs
 
 
 def _gram_deviation(m: torch.Tensor) -> torch.Tensor:
@@ -193,6 +198,9 @@ def orthogonality(model: nn.Module, input_shape: Sequence[int]) -> list[LayerSpe
             mats = [_matrix(layer)]
         elif isinstance(layer, nn.Conv2d):
             mats = conv_frequency_matrices(layer, shapes[name][-2:])
+        elif callable(getattr(layer, "operator_matrix", None)):  # e.g. SOCConv2d: its dense matrix, small sizes
+            hw = [min(int(s), _DENSE_HW) for s in shapes[name][-2:]]
+            mats = [layer.operator_matrix(*hw)]
         else:
             continue
         sv = torch.cat([torch.linalg.svdvals(m).flatten() for m in mats])

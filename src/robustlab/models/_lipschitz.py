@@ -1,5 +1,8 @@
 """Lipschitz-by-construction layers and models: Cayley orthogonal convolution and linear layers, MaxMin/GroupSort.
 
+The skew orthogonal convolution (SOC) and the Björck linear layer live in :mod:`._orthogonal`; ``lipschitz_mlp``
+and ``lipschitz_cnn`` select them with ``linear=``/``conv=``.
+
 Every layer here is 1-Lipschitz in L2 (the orthogonal ones are isometries when they do not shrink the
 number of channels), so a stack of them has Lipschitz constant 1 *by construction*:
 ``model.lipschitz_constant()`` returns it and :func:`robustlab.certify.lipschitz` certifies the L2 radius
@@ -24,9 +27,10 @@ from .._validation import InvalidParameterError, check_int
 from ._base import register_model
 from ._cnn import image_shape
 from ._mlp import _numel
+from ._orthogonal import BjorckLinear, SOCConv2d
 
-__all__ = ["CayleyConv2d", "CayleyLinear", "GroupSort", "LipschitzSequential", "MaxMin", "cayley",
-           "lipschitz_cnn", "lipschitz_mlp"]
+__all__ = ["CONVS", "LINEARS", "BjorckLinear", "CayleyConv2d", "CayleyLinear", "GroupSort", "LipschitzSequential",
+           "MaxMin", "SOCConv2d", "cayley", "lipschitz_cnn", "lipschitz_mlp"]
 
 
 def cayley(w: torch.Tensor) -> torch.Tensor:
@@ -184,6 +188,18 @@ class LipschitzSequential(nn.Sequential):
 _ONE_LIPSCHITZ: dict[type, float] = {nn.Flatten: 1.0, nn.PixelUnshuffle: 1.0, nn.Identity: 1.0}
 
 
+# the orthogonal layer choices of lipschitz_mlp / lipschitz_cnn
+LINEARS: dict[str, type[nn.Linear]] = {"cayley": CayleyLinear, "bjorck": BjorckLinear}
+CONVS: dict[str, type[nn.Module]] = {"cayley": CayleyConv2d, "soc": SOCConv2d}
+
+
+def _choice(value: str, name: str, options: dict[str, type], owner: str) -> type:
+    if not isinstance(value, str) or value not in options:
+        raise InvalidParameterError(f"The '{name}' parameter of {owner} must be one of {sorted(options)}. "
+                                    f"Got {value!r} instead.")
+    return options[value]
+
+
 def _even(value: int, name: str, owner: str) -> int:
     check_int(value, name, 2, None, owner=owner)
     if value % 2:
@@ -195,20 +211,23 @@ def _even(value: int, name: str, owner: str) -> int:
 @register_model("lipschitz_mlp", tags={"lipschitz", "tabular", "image"},
                 reference="Trockman & Kolter, ICLR 2021 (arXiv:2104.07167); Anil et al., ICML 2019 (GroupSort)",
                 example_kwargs={"input_shape": (1, 8, 8), "num_classes": 10, "hidden": (32, 32)})
-def lipschitz_mlp(*, input_shape: Sequence[int], num_classes: int, hidden: int | Sequence[int] = (256, 256)) -> nn.Module:
-    """1-Lipschitz MLP: Flatten, ``len(hidden)`` [CayleyLinear - MaxMin] layers, then a CayleyLinear head.
+def lipschitz_mlp(*, input_shape: Sequence[int], num_classes: int, hidden: int | Sequence[int] = (256, 256),
+                  linear: str = "cayley") -> nn.Module:
+    """1-Lipschitz MLP: Flatten, ``len(hidden)`` [orthogonal linear - MaxMin] layers, then an orthogonal linear head.
 
+    ``linear``: "cayley" (:class:`CayleyLinear`) or "bjorck" (:class:`BjorckLinear`).
     ``model.lipschitz_constant() == 1``: certified L2 radius ``margin/√2`` (see :func:`robustlab.certify.lipschitz`).
     Hidden widths must be even (MaxMin).
     """
+    lin = _choice(linear, "linear", LINEARS, "lipschitz_mlp")
     layers: list[nn.Module] = [nn.Flatten()]
     d = _numel(input_shape)
     widths: Sequence[int] = (hidden,) if isinstance(hidden, int) else hidden
     for i, h in enumerate(widths):
         h = _even(h, f"hidden[{i}]", "lipschitz_mlp")
-        layers += [CayleyLinear(d, h), MaxMin()]
+        layers += [lin(d, h), MaxMin()]
         d = h
-    layers.append(CayleyLinear(d, num_classes))
+    layers.append(lin(d, num_classes))
     return LipschitzSequential(*layers)
 
 
@@ -217,14 +236,19 @@ def lipschitz_mlp(*, input_shape: Sequence[int], num_classes: int, hidden: int |
                 example_kwargs={"input_shape": (1, 8, 8), "num_classes": 10, "channels": (8, 16), "hidden": (32,)})
 def lipschitz_cnn(
     *, input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (16, 32),
-    hidden: Sequence[int] = (256,), kernel_size: int = 3,
+    hidden: Sequence[int] = (256,), kernel_size: int = 3, conv: str = "cayley", linear: str = "cayley",
 ) -> nn.Module:
-    """1-Lipschitz CNN: per stage [CayleyConv2d(k) - MaxMin - PixelUnshuffle(2)], then a Cayley MLP head.
+    """1-Lipschitz CNN: per stage [orthogonal conv(k) - MaxMin - PixelUnshuffle(2)], then an orthogonal MLP head.
 
-    PixelUnshuffle halves H and W (a permutation: orthogonal), so H and W must be divisible by
-    ``2 ** len(channels)``. ``model.lipschitz_constant() == 1``. Channel and hidden widths must be even.
+    ``conv``: "cayley" (:class:`CayleyConv2d`, circular padding, exactly orthogonal) or "soc"
+    (:class:`SOCConv2d`, zero padding, odd ``kernel_size``; L = 1 + 1.7e-10 from the Taylor truncation).
+    ``linear``: "cayley" or "bjorck". PixelUnshuffle halves H and W (a permutation: orthogonal), so H and W must
+    be divisible by ``2 ** len(channels)``. ``model.lipschitz_constant()`` is the product of the layers' constants
+    (1 with Cayley layers). Channel and hidden widths must be even.
     """
     owner = "lipschitz_cnn"
+    conv_cls = _choice(conv, "conv", CONVS, owner)
+    lin = _choice(linear, "linear", LINEARS, owner)
     stages = len(channels)
     c, h, w = image_shape(input_shape, owner, min_size=2 ** max(stages, 1))
     if h % 2 ** stages or w % 2 ** stages:
@@ -235,13 +259,15 @@ def lipschitz_cnn(
     cin = c
     for i, ch in enumerate(channels):
         ch = _even(ch, f"channels[{i}]", owner)
-        layers += [CayleyConv2d(cin, ch, kernel_size, init_size=(h, w)), MaxMin(), nn.PixelUnshuffle(2)]
+        layer = CayleyConv2d(cin, ch, kernel_size, init_size=(h, w)) if conv_cls is CayleyConv2d else \
+            SOCConv2d(cin, ch, kernel_size)
+        layers += [layer, MaxMin(), nn.PixelUnshuffle(2)]
         cin, h, w = 4 * ch, h // 2, w // 2
     layers.append(nn.Flatten())
     d = cin * h * w
     for i, units in enumerate(hidden):
         units = _even(units, f"hidden[{i}]", owner)
-        layers += [CayleyLinear(d, units), MaxMin()]
+        layers += [lin(d, units), MaxMin()]
         d = units
-    layers.append(CayleyLinear(d, num_classes))
+    layers.append(lin(d, num_classes))
     return LipschitzSequential(*layers)

@@ -1,0 +1,159 @@
+"""Skew orthogonal convolution (SOC) and Björck-orthonormalised linear layers.
+
+``SOCConv2d``: Singla & Feizi, "Skew Orthogonal Convolutions", ICML 2021 (arXiv:2105.11417). A zero-padded
+"same" convolution whose kernel satisfies ``L[i, j, a, b] = −L[j, i, k−1−a, k−1−b]`` is a skew-symmetric
+operator (its adjoint is the convolution with the transposed, flipped kernel), so ``exp(L)`` is orthogonal;
+the layer evaluates the Taylor series of ``exp(L)x`` to ``terms`` terms.
+
+``BjorckLinear``: Björck & Bowie, "An iterative algorithm for computing the best estimate of an orthogonal
+matrix", SIAM J. Numer. Anal. 1971, as used by Anil, Lucas & Grosse (ICML 2019) and deel-torchlip:
+``W ← W(3/2·I − 1/2·WᵀW)`` drives every singular value of a matrix scaled to ``σ_max ≤ 1`` to 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .._validation import InvalidParameterError, check_in_range, check_int
+
+__all__ = ["BjorckLinear", "SOCConv2d", "bjorck", "taylor_tail"]
+
+
+def taylor_tail(norm: float, terms: int) -> float:
+    """``Σ_{k>terms} normᵏ/k!``: the largest norm of what the ``terms``-term Taylor series of ``exp`` leaves out."""
+    partial = sum(norm ** k / math.factorial(k) for k in range(terms + 1))
+    return max(0.0, math.exp(norm) - partial)
+
+
+class SOCConv2d(nn.Module):
+    """Skew orthogonal convolution (Singla & Feizi 2021): ``y = Σ_{k≤K} Lᵏx/k! + b`` with ``L`` skew-symmetric.
+
+    ``L = M − M̃`` with ``M̃`` the transposed, spatially flipped kernel, rescaled so that the sound bound
+    ``Σ_taps ‖L[:, :, a, b]‖₂`` on its operator norm equals ``max_norm`` (each tap is a channel mixing times a
+    zero-padded shift). Then ``‖exp(L)‖ = 1`` and the truncated series is within ``taylor_tail(max_norm, terms)``
+    of it: :meth:`lipschitz_constant` returns ``1 + tail`` (1.7e-10 for the defaults ``max_norm=1``, ``terms=12``).
+    Zero padding, stride 1, odd kernel. ``in_channels < out_channels``: the input is zero-padded to
+    ``out_channels`` channels (an isometry); ``in > out``: the first ``out_channels`` outputs are kept (1-Lipschitz).
+    Computation in float32 whatever the input dtype. Cost: ``terms`` ``max(in, out)``-channel convolutions.
+    Shape: ``(N, in, H, W)`` -> ``(N, out, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True, *,
+                 terms: int = 12, max_norm: float = 1.0) -> None:
+        super().__init__()
+        owner = "SOCConv2d"
+        self.in_channels = check_int(in_channels, "in_channels", 1, None, owner=owner)
+        self.out_channels = check_int(out_channels, "out_channels", 1, None, owner=owner)
+        k = check_int(kernel_size, "kernel_size", 1, None, owner=owner)
+        if k % 2 == 0:
+            raise InvalidParameterError(f"The 'kernel_size' parameter of {owner} must be odd (a 'same' zero-padded "
+                                        f"convolution whose adjoint is the flipped kernel). Got {k} instead.")
+        self.kernel_size = (k, k)
+        self.terms = check_int(terms, "terms", 1, None, owner=owner)
+        self.max_norm = float(check_in_range(max_norm, "max_norm", 0.0, None, closed="neither", owner=owner))
+        c = max(self.in_channels, self.out_channels)
+        self.weight = nn.Parameter(torch.empty(c, c, k, k))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
+
+    def skew_kernel(self) -> torch.Tensor:
+        """The scaled skew-symmetric kernel ``L`` (float32), operator norm ≤ ``max_norm``."""
+        with torch.autocast(self.weight.device.type, enabled=False):
+            w = self.weight.float()
+            skew = w - w.transpose(0, 1).flip(2, 3)
+            bound = torch.linalg.matrix_norm(skew.permute(2, 3, 0, 1), ord=2).sum()
+            return skew * (self.max_norm / bound.clamp_min(1e-12))
+
+    def _exp(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        pad = (self.kernel_size[0] - 1) // 2
+        term, out = x, x
+        for i in range(1, self.terms + 1):
+            term = nn.functional.conv2d(term, kernel, padding=pad) / i
+            out = out + term
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise InvalidParameterError(f"SOCConv2d expects inputs of shape (N, {self.in_channels}, H, W). "
+                                        f"Got {tuple(x.shape)} instead.")
+        kernel = self.skew_kernel()
+        with torch.autocast(x.device.type, enabled=False):
+            z = x.float()
+            if self.out_channels > self.in_channels:
+                z = nn.functional.pad(z, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
+            y = self._exp(z, kernel)[:, :self.out_channels]
+            if self.bias is not None:
+                y = y + self.bias.float()[:, None, None]
+        return y.to(x.dtype)
+
+    def operator_matrix(self, h: int, w: int) -> torch.Tensor:
+        """The dense ``(out·h·w, in·h·w)`` matrix of the bias-free layer on ``h × w`` inputs (float64; small sizes)."""
+        n = self.in_channels * h * w
+        if n > 16384:
+            raise InvalidParameterError(f"SOCConv2d.operator_matrix: {self.in_channels}x{h}x{w} = {n} inputs is too "
+                                        "large for a dense matrix (at most 16384).")
+        with torch.no_grad():
+            eye = torch.eye(n, dtype=torch.float64).view(n, self.in_channels, h, w)
+            kernel = self.skew_kernel().double()
+            if self.out_channels > self.in_channels:
+                eye = nn.functional.pad(eye, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
+            return self._exp(eye, kernel)[:, :self.out_channels].reshape(n, -1).T
+
+    def lipschitz_constant(self) -> float:
+        """``1 + taylor_tail(max_norm, terms)``: ``exp(L)`` is orthogonal, the truncation adds at most the tail."""
+        return 1.0 + taylor_tail(self.max_norm, self.terms)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, terms={self.terms}, "
+                f"max_norm={self.max_norm}, bias={self.bias is not None}")
+
+
+def bjorck(w: torch.Tensor, n_iter: int = 15) -> torch.Tensor:
+    """Björck–Bowie orthonormalisation of ``(out, in)`` matrices: ``n_iter`` steps of ``W ← W(3/2·I − 1/2·WᵀW)``.
+
+    Starts from ``W / ‖(WᵀW)²‖_F^{1/4}`` (an upper bound on σ_max, so every σ ≤ 1); the step maps [0, 1] into
+    [0, 1] and each σ to 1 (quadratically once near), so the result is 1-Lipschitz at every step. The Gram matrix
+    is taken on the smaller side. Shape: ``(..., out, in)`` -> same.
+    """
+    if w.shape[-2] < w.shape[-1]:
+        return bjorck(w.transpose(-2, -1), n_iter).transpose(-2, -1)
+    gram = w.mT @ w
+    scale = torch.linalg.matrix_norm(gram @ gram).clamp_min(1e-30) ** 0.25
+    w = w / scale[..., None, None]
+    for _ in range(n_iter):
+        w = 1.5 * w - 0.5 * w @ (w.mT @ w)
+    return w
+
+
+class BjorckLinear(nn.Linear):
+    """Linear layer with the weight orthonormalised by ``n_iter`` Björck–Bowie steps (:func:`bjorck`).
+
+    Orthogonal initialisation; ``σ(Q) ≤ 1`` at every step, all σ → 1 (``QᵀQ = I`` when out ≥ in, ``QQᵀ = I``
+    otherwise, up to the iteration's convergence). Cost: ``2·n_iter`` products with the ``min(in, out)``-square
+    Gram matrix per forward (more than :class:`~robustlab.models._lipschitz.CayleyLinear` for wide layers).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_iter: int = 15) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.n_iter = check_int(n_iter, "n_iter", 1, None, owner="BjorckLinear")
+        with torch.no_grad():
+            nn.init.orthogonal_(self.weight)
+
+    def orthogonal_weight(self) -> torch.Tensor:
+        """The ``(out, in)`` orthonormalised matrix used by ``forward`` (float32, also under autocast)."""
+        with torch.autocast(self.weight.device.type, enabled=False):
+            return bjorck(self.weight.float(), self.n_iter)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.orthogonal_weight().to(x.dtype)
+        return nn.functional.linear(x, q, None if self.bias is None else self.bias.to(x.dtype))
+
+    def lipschitz_constant(self) -> float:
+        """1 (every singular value stays in [0, 1])."""
+        return 1.0
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", n_iter={self.n_iter}"
