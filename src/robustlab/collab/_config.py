@@ -115,8 +115,8 @@ class CollabConfig:
             optimizer: str = "sgd", checkpoint_dir: Any = None, resume: bool = False, **train: Any) -> Any:
         """``fit``'s call shape for :func:`robustlab.pipeline.run`: trains with :func:`robustlab.collab.fit`.
 
-        A collaborative run keeps no per-epoch state: ``resume`` (the bench's default) retrains it from the
-        start, which gives the same numbers (the run is deterministic given its seed).
+        ``checkpoint_dir``/``resume`` (the bench's default): the run's epoch state is kept in ``checkpoint_dir``
+        and an interrupted run continues from it, bit-identical to an uninterrupted one on the CPU.
         """
         import torch
 
@@ -127,6 +127,7 @@ class CollabConfig:
                                         "robustlab.collab.distributed with torchrun for one GPU per worker).")
         launch = sorted(k for k in train if k not in COLLAB_TRAIN_OPTIONS)
         if launch:
-            raise InvalidParameterError(f"Option(s) {launch} (resume, distributed launch) are not supported by a "
+            raise InvalidParameterError(f"Option(s) {launch} (distributed launch, precision, ...) are not supported by a "
                                         "collaborative run.")
-        return fit(model, data, setup=self.setup(), loss=loss, loss_kw=loss_kw, seed=seed, progress=progress, **train)
+        return fit(model, data, setup=self.setup(), loss=loss, loss_kw=loss_kw, seed=seed, progress=progress,
+                   checkpoint_dir=checkpoint_dir, resume=resume, **train)

@@ -18,6 +18,7 @@ run the honest algorithm on flipped labels.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from torch import nn
 from .._validation import InvalidParameterError, check_in_range, check_int, check_option
 from . import aggregators as _agg
 from . import byzantine as _byz
+from ._resume import Resumable, check_options
 from ._split import heterogeneity_label, parse_heterogeneity, split
 
 __all__ = ["EXCHANGES", "CollabSetup", "fit"]
@@ -247,7 +249,8 @@ def _setup(setup: CollabSetup | None, kw: dict[str, Any]) -> CollabSetup:
 def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs: int = 10, batch_size: int = 32,
         lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "constant",
         eval_every: int = 1, loss: Any = "ce", loss_kw: dict[str, Any] | None = None, seed: int = 0,
-        batched: bool = True, progress: bool | None = False, **collab: Any) -> Any:
+        batched: bool = True, progress: bool | None = False, checkpoint_dir: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 1, resume: bool = False, **collab: Any) -> Any:
     """Train ``model`` collaboratively in one process; returns ``FitResult(model, history)``.
 
     ``collab`` keywords (or ``setup=CollabSetup(...)``): ``workers``, ``f``, ``aggregator`` (+ ``aggregator_kw``),
@@ -258,6 +261,9 @@ def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs
     (honest mean), ``test_acc`` (worker 0), ``honest_acc_min`` and ``honest_spread`` (max ‖θ_i − θ_0‖).
     When the honest vectors stop being finite (a non-robust rule under attack), training stops there and
     ``history["diverged_step"]`` holds the round; the accuracies are those of the diverged parameters.
+    ``checkpoint_dir``: every ``checkpoint_every`` epochs (and after the last) the run's state (workers'
+    parameters and momenta, generators, history) is written atomically to ``<dir>/last.pt``; ``resume=True``
+    continues from it (none there: from the start), bit-identical to an uninterrupted run on the CPU.
 
     Example::
 
@@ -268,6 +274,7 @@ def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs
 
     s = _setup(setup, collab)
     _check_common(model, data, epochs, batch_size, lr, momentum, weight_decay, seed, schedule, eval_every)
+    check_options(checkpoint_dir, checkpoint_every, resume)
     plan = _plan(s, data, batch_size, seed)
     flat = _Flat(model)
     loss_fn = resolve_loss(loss, loss_kw)
@@ -284,9 +291,16 @@ def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs
     model.eval()  # dropout off: every worker's step is a deterministic function of its batch
     from .._progress import progress_bar
 
-    diverged, ep_loss = False, list[float]()
-    with progress_bar(total=epochs, desc="collab", enabled=progress) as bar:
-        for ep in range(epochs):
+    state = Resumable(checkpoint_dir, checkpoint_every, setup=s.to_dict(), epochs=epochs, batch_size=batch_size,
+                      lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule, eval_every=eval_every,
+                      loss=loss, loss_kw=loss_kw, seed=seed, batched=batched, n_train=int(data.y_train.shape[0]),
+                      params=[[n, k] for n, k in zip(flat.names, flat.sizes)])
+    diverged, ep_loss, start = False, list[float](), 0
+    saved = state.load() if resume else None
+    if saved is not None:
+        start, diverged = Resumable.restore(saved, theta=theta, mom=mom, gens=gens, byz_gen=byz_gen, history=history)
+    with progress_bar(total=epochs, desc="collab", enabled=progress, initial=start) as bar:
+        for ep in range(start, epochs):
             if not diverged:
                 lrs = [_lr_at(ep * plan.steps_per_epoch + k, epochs * plan.steps_per_epoch, lr, schedule)
                        for k in range(plan.steps_per_epoch)]
@@ -295,14 +309,16 @@ def fit(model: nn.Module, data: Any, *, setup: CollabSetup | None = None, epochs
                 if diverged:
                     history["diverged_step"] = [ep * plan.steps_per_epoch + len(ep_loss)]
             bar.update(1)
-            if not _evaluate_now(ep, epochs, eval_every):
-                continue
-            accs = [_accuracy(model, flat, theta[i], data) for i in range(h)]
-            history["epoch"].append(ep + 1)
-            history["train_loss"].append(sum(ep_loss) / max(len(ep_loss), 1) if not diverged else float("nan"))
-            history["test_acc"].append(accs[0])
-            history["honest_acc_min"].append(min(accs))
-            history["honest_spread"].append(float((theta[:h] - theta[0]).norm(dim=1).max()))
+            if _evaluate_now(ep, epochs, eval_every):
+                accs = [_accuracy(model, flat, theta[i], data) for i in range(h)]
+                history["epoch"].append(ep + 1)
+                history["train_loss"].append(sum(ep_loss) / max(len(ep_loss), 1) if not diverged else float("nan"))
+                history["test_acc"].append(accs[0])
+                history["honest_acc_min"].append(min(accs))
+                history["honest_spread"].append(float((theta[:h] - theta[0]).norm(dim=1).max()))
+            if state.due(ep + 1, epochs):
+                state.save(epoch=ep + 1, theta=theta, mom=mom, gens=gens, byz_gen=byz_gen, history=history,
+                           diverged=diverged)
     with torch.no_grad():
         for p, v in zip(model.parameters(), flat.unflat(theta[0]).values()):
             p.copy_(v)
