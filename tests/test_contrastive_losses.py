@@ -107,7 +107,8 @@ def test_isogclr_temperature_step_is_the_dro_gradient():
     """One training call moves tau_a by -eta * dF_a/dtau with F_a(tau) = tau log g_a(tau) + tau rho (gamma = 1)."""
     z1, z2 = _views()
     n, rho, eta, t0 = 5, 0.3, 0.05, 0.5
-    loss = losses.contrastive("isogclr", num_samples=n, rho=rho, tau_init=t0, eta=eta, gamma=1.0, tau_min=0.01)
+    loss = losses.contrastive("isogclr", num_samples=n, rho=rho, tau_init=t0, eta=eta, gamma=1.0, tau_min=0.01,
+                              beta=1.0)  # beta = 1: the plain step (tests/test_repr_isogclr.py: the momentum)
     loss(z1, z2, index=torch.arange(n))
 
     def F(t):

@@ -233,21 +233,27 @@ class ISogCLRLoss(_GlobalContrastive):
     :math:`\tau_a \in [\tau_{min}, \tau_{max}]` (the dual of a KL-constrained DRO over the negatives: a
     larger :math:`\rho` = a smaller KL ball = a larger temperature). :math:`u_a` is SogCLR's moving
     average of :math:`g_a`; the gradient in :math:`w` is :math:`\tau_a \nabla g_a / u_a` (SogCLR's estimator
-    at :math:`\tau_a`; the temperatures get no gradient). In training mode each call takes one projected step on
-    the temperatures (kept in the buffer ``tau``, per sample and view):
-
-    .. math:: \tau_a \leftarrow \Pi_{[\tau_{min}, \tau_{max}]}\Big(\tau_a - \eta\big(\log u_a + \rho - \frac{1}{\tau_a u_a |S_a^-|}\sum_k e^{h_a(k)/\tau_a} h_a(k)\big)\Big)
+    at :math:`\tau_a`; the temperatures get no autograd gradient). In training mode each call updates the
+    temperatures of the batch's anchors (buffers ``tau`` and ``tau_grad``, per sample and view) by Algorithm 1
+    of the paper (steps 7-9): the stochastic gradient
+    :math:`G_a = \log u_a + \rho - \frac{1}{\tau_a u_a |S_a^-|}\sum_k e^{h_a(k)/\tau_a} h_a(k)`, its moving
+    average (momentum) :math:`m_a \leftarrow (1-\beta)\,m_a + \beta\,G_a` (``tau_grad``, from 0), and the
+    projected step :math:`\tau_a \leftarrow \Pi_{[\tau_{min}, \tau_{max}]}(\tau_a - \eta\, m_a)`.
+    ``beta=1`` is the plain projected gradient step. As the authors' code (LibAUC ``GCLoss_v1``), the
+    :math:`1/n` of the paper's :math:`G` is absorbed into :math:`\eta`; it keeps one temperature per sample
+    (the two views' gradients averaged), this one per sample *and view*.
 
     The value is :math:`F_a` at the current :math:`\tau_a`. Args: ``num_samples``, ``rho`` (default 0.3),
-    ``tau_init`` (0.7), ``tau_min`` (0.05), ``tau_max`` (1.0), ``eta`` (temperature step, 0.01) and
-    ``gamma`` (0.9). The paper steps :math:`\tau` with Adam-style momentum; this is the plain step.
+    ``tau_init`` (0.7), ``tau_min`` (0.05), ``tau_max`` (1.0), ``eta`` (temperature step, 0.01), ``beta``
+    (momentum weight of the new gradient, 0.9 as the paper and LibAUC) and ``gamma`` (0.9).
     """
 
     _owner = "isogclr"
     tau: torch.Tensor
 
     def __init__(self, *, num_samples: int, rho: float = 0.3, tau_init: float = 0.7, tau_min: float = 0.05,
-                 tau_max: float = 1.0, eta: float = 0.01, gamma: float = 0.9, reduction: str = "mean") -> None:
+                 tau_max: float = 1.0, eta: float = 0.01, beta: float = 0.9, gamma: float = 0.9,
+                 reduction: str = "mean") -> None:
         super().__init__(reduction)
         o = self._owner
         self.rho = float(check_in_range(rho, "rho", 0.0, None, owner=o))
@@ -255,8 +261,10 @@ class ISogCLRLoss(_GlobalContrastive):
         self.tau_max = float(check_in_range(tau_max, "tau_max", self.tau_min, None, owner=o))
         self.tau_init = float(check_in_range(tau_init, "tau_init", self.tau_min, self.tau_max, owner=o))
         self.eta = float(check_in_range(eta, "eta", 0.0, None, owner=o))
+        self.beta = float(check_in_range(beta, "beta", 0.0, 1.0, closed="right", owner=o))
         self._init_state(num_samples, gamma)
         self.register_buffer("tau", torch.full((self.num_samples, 2), self.tau_init))
+        self.register_buffer("tau_grad", torch.zeros(self.num_samples, 2))
 
     def per_sample(self, z1: torch.Tensor, z2: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         _check_views(z1, z2, self._owner)
@@ -278,11 +286,13 @@ class ISogCLRLoss(_GlobalContrastive):
             with torch.no_grad():
                 w = torch.exp(h - log_u[:, None]) / (2 * n - 2)  # e^{h/tau} / (u |S^-|); 0 off the negatives
                 grad = log_u + self.rho - (w * diff.detach().masked_fill(~neg, 0.0)).sum(1) / tau
-                new_tau = (tau - self.eta * grad).clamp(self.tau_min, self.tau_max)
+                m = (1.0 - self.beta) * self.tau_grad[rows, cols].to(grad) + self.beta * grad
+                self.tau_grad[rows, cols] = m.to(self.tau_grad)
+                new_tau = (tau - self.eta * m).clamp(self.tau_min, self.tau_max)
                 self.tau[rows, cols] = new_tau.to(self.tau)
         return _per_sample(anchor, n).to(dtype)
 
     def hparams(self) -> dict[str, Any]:
         return {"num_samples": self.num_samples, "rho": self.rho, "tau_init": self.tau_init, "tau_min": self.tau_min,
-                "tau_max": self.tau_max, "eta": self.eta, "gamma": self.gamma}
+                "tau_max": self.tau_max, "eta": self.eta, "beta": self.beta, "gamma": self.gamma}
 
