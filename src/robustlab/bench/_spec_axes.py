@@ -220,7 +220,14 @@ def _data_axis(raw: Any, ctx: _Ctx, where: str) -> _AxisValue:
         if fetch:
             raise ctx.err(where, f"data '{name}' is read from its path; {sorted(fetch)} do not apply.")
         factory = data_mod._PATH_LOADERS[prefix]
-        options = _check_kwargs(factory, kw, ctx, where, skip=("path",), what=f"the {prefix}: loader")
+        what = f"the {prefix}: loader"
+        if prefix == "csv" and "target" in kw:  # a numeric target column: the regression CSV loader (data.load's rule)
+            factory, what = data_mod.load_regression_csv, "the csv: regression loader (target=COLUMN)"
+            if generic:
+                raise ctx.err(where, f"{sorted(generic)} apply to classification sets; a regression CSV takes none.")
+            if not isinstance(kw["target"], str) or not kw["target"]:
+                raise ctx.err(f"{where}.target", f"must be a column name string. Got {kw['target']!r} instead.")
+        options = _check_kwargs(factory, kw, ctx, where, skip=("path",), what=what)
         name = f"{prefix}:{_absolute(rest, ctx)}"
     else:
         reg = _registry("robustlab.data", "DATASETS", "data", ctx, where)
