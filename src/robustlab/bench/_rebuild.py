@@ -151,13 +151,16 @@ def _labels_from(config: dict[str, Any]) -> dict[str, Any]:
         v = config.get(key)
         return v.get("name") if isinstance(v, dict) else v
 
-    from ..pipeline import AXES
+    from ..pipeline import AXES, COLLAB_AXES
 
     nc = config.get("noise")
     noise: dict[str, Any] = nc if isinstance(nc, dict) else {}
     kind, rate = noise.get("kind", "none"), noise.get("rate", 0.0)
     labels = {a: name(a) for a in AXES}
     labels.update(noise="none" if kind == "none" else f"{kind}:{rate}", noise_kind=kind, noise_rate=rate)
+    cc = config.get("collab")
+    if isinstance(cc, dict):  # a collaborative run: its collab section's names, as CollabConfig.labels() gives them
+        labels.update({a: (cc[a].get("name") if isinstance(cc.get(a), dict) else cc.get(a)) for a in COLLAB_AXES})
     return labels
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from .._runconfig import COLLAB_AXES
 from ._spec_axes import _Ctx
 
-__all__ = ["collab_points"]
+__all__ = ["collab_points", "collab_rule_values"]
 
 _KEYS = (*COLLAB_AXES, "exchange")
 
@@ -71,4 +71,34 @@ def collab_points(raw: Any, ctx: _Ctx) -> list[tuple[dict[str, Any], dict[str, A
             if isinstance(point.get(k), dict) and "label" in point[k] and not (k == "byzantine" and cc.f == 0):
                 labels[k] = str(point[k]["label"])
         out.append((labels, cc.to_dict()))
+    return out
+
+
+def collab_rule_values(axis: str, vals: list[Any], points: list[Any] | None, ctx: _Ctx, where: str) -> list[Any]:
+    """An ``include``/``exclude`` rule's values for collaborative ``axis``, checked against the grid's labels.
+
+    ``points``: :func:`collab_points` of the spec (``None`` where collaborative axes are not accepted, e.g. an
+    evaluation's ``when``). A heterogeneity is matched by its label (``dirichlet:1.0`` is ``dirichlet:1``).
+    """
+    if points is None:
+        raise ctx.err(where, f"'{axis}' is a collab axis; only include/exclude rules take collab axes.")
+    labels: list[Any] = []
+    for p in points:
+        if p is not None and p[0][axis] not in labels:
+            labels.append(p[0][axis])
+    if not labels:
+        raise ctx.err(where, f"'{axis}' is a collab axis but the spec has no (valid) 'collab' block.")
+    out = []
+    for v in vals:
+        if axis == "heterogeneity" and isinstance(v, str):
+            from ..collab._split import heterogeneity_label, parse_heterogeneity
+
+            try:
+                v = heterogeneity_label(parse_heterogeneity(v))
+            except ValueError:
+                pass  # reported below as a value not in the grid
+        if isinstance(v, bool) or v not in labels:
+            raise ctx.err(where, f"{axis} {v!r} is not in the spec's collab {axis} axis. "
+                                 f"Values: {', '.join(str(x) for x in labels)}.")
+        out.append(v)
     return out

@@ -4,7 +4,8 @@ A spec names the grid axes (``data``, ``noise``, ``models``, ``losses``, ``objec
 :data:`SPEC_AXES`, the one axis table), the shared ``train`` settings and the ``evaluations``.
 Each grid point's config is a :class:`robustlab.pipeline.Config` dict; the pipeline runs it. The grid
 is the product of the axes, minus the points matched by an ``exclude`` rule, plus those matched by an
-``include`` rule (GitHub-Actions style). A run's id is the SHA-256 of its normalized config (canonical JSON), so the same experiment
+``include`` rule (GitHub-Actions style); rules may also name the ``collab`` block's axes
+(:data:`robustlab.pipeline.COLLAB_AXES`, e.g. ``exclude: [{aggregator: mean, f: 3}]``). A run's id is the SHA-256 of its normalized config (canonical JSON), so the same experiment
 gets the same id in every spec, and execution options (workers, executor, paths) never change it.
 
 Data are named as everywhere else: a registry name with options (``{name: mnist, root: DIR,
@@ -39,7 +40,7 @@ from ._spec_axes import (
     _train,
     canonical_json,
 )
-from ._spec_collab import collab_points
+from ._spec_collab import collab_points, collab_rule_values
 from ._yaml import YAMLSpecError, load_yaml
 
 if TYPE_CHECKING:
@@ -129,13 +130,17 @@ class BenchSpec:
 
 
 def _rule(raw: Any, spec: BenchSpec | None, axes: dict[str, list[_AxisValue]], seeds: list[int], ctx: _Ctx,
-          where: str) -> dict[str, list[Any]]:
+          where: str, collab: list[Any] | None = None) -> dict[str, list[Any]]:
     ctx.expect(raw, dict, where, "a mapping of axis -> value(s)")
     out: dict[str, list[Any]] = {}
     for key, val in raw.items():
-        if key not in AXES:
-            raise ctx.err(where, f"unknown axis '{key}'.{_suggest(key, list(AXES))} Axes: {', '.join(AXES)}.")
+        if key not in AXES and key not in COLLAB_AXES:
+            every = (*AXES, *COLLAB_AXES)
+            raise ctx.err(where, f"unknown axis '{key}'.{_suggest(key, list(every))} Axes: {', '.join(every)}.")
         vals = val if isinstance(val, list) else [val]
+        if key in COLLAB_AXES:  # include/exclude rules: collab axes match the run's collab labels
+            out[key] = collab_rule_values(key, vals, collab, ctx, where)
+            continue
         if key == "seed":
             labels: list[Any] = seeds
         else:
@@ -162,8 +167,11 @@ def _disjoint(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> bool:
 
 def _matches(rule: dict[str, list[Any]], point: dict[str, _AxisValue | int]) -> bool:
     for key, vals in rule.items():
-        p = point[key]
-        if key == "seed":
+        p = point.get(key)  # a collab axis is absent from a plain run's point: no match
+        if key in COLLAB_AXES:
+            if p is None or p not in vals:
+                return False
+        elif key == "seed":
             if p not in vals:
                 return False
         elif key == "noise":
@@ -308,13 +316,13 @@ def load_spec(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec) -> Benc
     train = ctx.collect(lambda: _train(ctx.expect(raw.get("train", {}) or {}, dict, "train", "a mapping"), ctx, "train"),
                         default={})
     evals = ctx.collect(_evaluations, raw, axes, seeds, ctx, default=[])
+    collab = ctx.collect(collab_points, raw.get("collab"), ctx, default=[None])
     rules = {}
     for kind in ("exclude", "include"):
         entries = ctx.collect(ctx.expect, raw.get(kind, []) or [], list, kind, "a list of rules", default=[])
-        rules[kind] = [r for r in (ctx.collect(_rule, r, None, axes, seeds, ctx, f"{kind}[{i}]")
+        rules[kind] = [r for r in (ctx.collect(_rule, r, None, axes, seeds, ctx, f"{kind}[{i}]", collab)
                                    for i, r in enumerate(entries)) if r is not None]
     run = ctx.collect(_run_section, raw, ctx, default={})
-    collab = ctx.collect(collab_points, raw.get("collab"), ctx, default=[None])
     source = ctx.collect(_jsonable, raw, ctx, "spec", default={})
     ctx.raise_problems()
     axes["seed"] = [_AxisValue(str(s), s) for s in seeds]
@@ -336,6 +344,7 @@ def expand(spec: str | os.PathLike[str] | dict[str, Any] | BenchSpec) -> list[Ru
     for *combo, cp, seed in itertools.product(*(s.axes[a] for a in names[:-1]), s.collab, s.axes["seed"]):
         point: dict[str, Any] = dict(zip(names, [*combo, seed]))
         point["seed"] = point["seed"].config
+        point.update(cp[0] if cp is not None else {})  # the collab labels, for include/exclude rules
         if any(_matches(r, point) for r in s.exclude) and not any(_matches(r, point) for r in s.include):
             continue
         train = {**s.train, **point["data"].train, **point["objective"].train}

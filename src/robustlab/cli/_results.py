@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ..pipeline import AXES as _AXES  # the one axis table
+from ..pipeline import COLLAB_AXES as _COLLAB_AXES
+
+
+def _axes_of(runs: list[dict[str, Any]]) -> list[str]:
+    """The run axes, then the collab axes that some of ``runs`` have (collaborative runs)."""
+    return [*_AXES, *(a for a in _COLLAB_AXES if any(a in r["labels"] for r in runs))]
 
 
 def add_parser(sub: Any) -> None:
@@ -84,11 +90,14 @@ def list_cmd(args: argparse.Namespace) -> int:
     with _store(args.dir) as st:
         runs = st.runs(spec=args.spec, status=args.status)
         final = st.final_metrics()
-    print(f"{'run':<12}  " + "  ".join(f"{a:<14}" for a in _AXES) + f"  {'status':<9}  {'time_s':>7}  {'clean':>6}")
+    axes = _axes_of(runs)
+    width = {a: 14 if a in _AXES else max([len(a), *(len(plain(r["labels"].get(a, ""))) for r in runs)])
+             for a in axes}
+    print(f"{'run':<12}  " + "  ".join(f"{a:<{width[a]}}" for a in axes) + f"  {'status':<9}  {'time_s':>7}  {'clean':>6}")
     for r in runs:
         clean = final.get(r["id"], {}).get("acc/clean")
         dur = r.get("duration_s")
-        print(f"{r['id'][:12]}  " + "  ".join(f"{plain(r['labels'].get(a)):<14}" for a in _AXES)
+        print(f"{r['id'][:12]}  " + "  ".join(f"{plain(r['labels'].get(a, '')):<{width[a]}}" for a in axes)
               + f"  {r['status']:<9}  {'' if dur is None else f'{dur:7.2f}':>7}  {'' if clean is None else f'{clean:.3f}':>6}")
     return 0
 
@@ -98,7 +107,7 @@ def show_cmd(args: argparse.Namespace) -> int:
         r = st.run(args.run_id)
     print(f"run {r['id']}\nspec {plain(r['spec'])}  status {r['status']}  attempts {r['attempts']}  "
           f"duration {r.get('duration_s')} s")
-    print("labels: " + " ".join(f"{a}={plain(r['labels'].get(a))}" for a in _AXES))
+    print("labels: " + " ".join(f"{a}={plain(r['labels'].get(a))}" for a in _axes_of([r])))
     print("config: " + json.dumps(r["config"], sort_keys=True))
     print(f"versions: robustlab {r.get('robustlab_version')}, torch {r.get('torch_version')}, git {r.get('git_commit')}")
     if r.get("error"):
@@ -115,18 +124,19 @@ def show_cmd(args: argparse.Namespace) -> int:
 
 def _rows(st: Any, long: bool) -> list[dict[str, Any]]:
     runs = st.runs()
+    axes = _axes_of(runs)
     if long:
         labels = {r["id"]: r for r in runs}
         out = []
         for m in st.metrics():
             r = labels[m["run_id"]]
-            out.append({"run_id": m["run_id"], **{a: r["labels"].get(a) for a in _AXES}, "metric": m["name"],
+            out.append({"run_id": m["run_id"], **{a: r["labels"].get(a) for a in axes}, "metric": m["name"],
                         "step": m["step"], "value": m["value"]})
         return out
     final = st.final_metrics()
     rows = []
     for r in runs:
-        row = {"run_id": r["id"], "spec": r["spec"], **{a: r["labels"].get(a) for a in _AXES},
+        row = {"run_id": r["id"], "spec": r["spec"], **{a: r["labels"].get(a) for a in axes},
                "noise_kind": r["labels"].get("noise_kind"), "noise_rate": r["labels"].get("noise_rate"),
                "status": r["status"], "duration_s": r.get("duration_s"), "train_s": r.get("train_s"),
                "robustlab_version": r.get("robustlab_version"), "torch_version": r.get("torch_version"),

@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if backend == "nccl" else "cpu"
         d = load(args.data)
+        if d.num_classes is None:
+            raise InvalidParameterError(f"The 'data' option of collab.distributed must name a classification data "
+                                        f"set. Got {args.data!r} (no classes).")
         torch.manual_seed(args.seed)
         model = models.create(args.model, input_shape=d.input_shape, num_classes=d.num_classes)
         res = fit_distributed(model, d, workers=dist.get_world_size(), f=args.f, aggregator=args.aggregator,
