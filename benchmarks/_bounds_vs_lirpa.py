@@ -69,8 +69,13 @@ class _Peer:
             self.proc.kill()
 
 
-def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, save_peer: bool) -> None:
-    """Print one line per case: time (ours, peer), time ratio, width ratio, largest bound difference."""
+def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, save_peer: bool,
+        cases: str | None = None) -> None:
+    """Print one line per case: time (ours, peer), time ratio, width ratio, largest bound difference.
+
+    ``cases``: comma-separated ``model/norm/method`` names (e.g. ``cnn/linf/CROWN,rescnn/linf/CROWN``); all by default.
+    """
+    wanted = None if not cases else {c.strip() for c in cases.split(",") if c.strip()}
     python = lirpa_python or "/tmp/lirpa/bin/python"
     live = os.path.exists(python)
     stored = json.loads(STORED.read_text()) if STORED.exists() else {}
@@ -93,6 +98,8 @@ def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, sav
         peer = _Peer(python, tmp, threads) if live else None
         try:
             for model, norm, eps, method, batch, qbatch in CASES:
+                if wanted is not None and f"{model}/{norm}/{method}" not in wanted:
+                    continue
                 b = qbatch if quick else batch
                 x = x_all[:b]
                 key = _key(model, norm, eps, method, b)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import Normalize
+from . import _patches
+from ._patches import Patches
 from ._relax import apply_relaxation, relu_relaxation
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
@@ -54,10 +56,17 @@ def _crown_backward(
     linearisation used by :func:`tightness`).
     """
     n, s = lam.shape[:2]
-    bias = lam.new_zeros(n, s)
+    bias = x.new_zeros(n, s)
     for i in reversed(range(len(layers))):
         m = layers[i]
         in_shape = records[i][0].shape[1:]
+        if isinstance(lam, Patches):
+            got = _patches_step(m, lam, records[i], in_shape)
+            if got is not None:
+                lam, b = got
+                bias = bias + b
+                continue
+            lam = lam.to_dense()
         if isinstance(m, nn.Linear):
             if m.bias is not None:
                 bias = bias + lam @ m.bias
@@ -88,7 +97,18 @@ def _crown_backward(
                 f"CROWN bounds do not support the layer {type(m).__name__}. CROWN supports: {_CROWN_NAMES} "
                 "(use method='ibp' for other layers, e.g. residual blocks)."
             )
+    if isinstance(lam, Patches):
+        return _patches.concretize(lam, bias, x, eps, norm, clip)
     return concretize(lam, bias, x, eps, norm, clip)
+
+
+def _patches_step(m: nn.Module, lam: Patches, record: Bounds, in_shape: torch.Size) -> tuple[Patches, torch.Tensor] | None:
+    """One layer of :func:`_crown_backward` in patches form; None when the layer needs the dense form."""
+    if len(in_shape) != 3:
+        return None
+    if isinstance(m, nn.ReLU):
+        return _patches.relax_back(lam, relu_relaxation(*record))
+    return _patches.module_back(m, lam, tuple(in_shape[1:]))  # type: ignore[arg-type]
 
 
 def concretize(lam: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
@@ -109,18 +129,15 @@ def concretize(lam: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, eps: floa
 def _conv2d_backward(m: Any, lam: torch.Tensor, in_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
     """``lam @ A`` for a Conv2d as one transposed convolution (no forward pass), and ``lam @ bias``."""
     n, s = lam.shape[:2]
-    oh, ow = lam.shape[-2:]
     h, w = in_shape[-2:]
-    kh, kw = m.kernel_size
-    pads = [h - ((oh - 1) * m.stride[0] - 2 * m.padding[0] + m.dilation[0] * (kh - 1) + 1),
-            w - ((ow - 1) * m.stride[1] - 2 * m.padding[1] + m.dilation[1] * (kw - 1) + 1)]
     flat = lam.reshape(n * s, *lam.shape[2:])
     same = [m.dilation[i] * (m.kernel_size[i] - 1) - m.padding[i] for i in (0, 1)]
-    if tuple(m.stride) == (1, 1) and m.groups == 1 and min(same) >= 0:
+    few_inputs = lam.device.type == "cpu" and m.weight[0].numel() <= m.weight.shape[0]  # col2im is faster then
+    if tuple(m.stride) == (1, 1) and m.groups == 1 and min(same) >= 0 and not few_inputs:
         # stride 1: the transpose is a convolution with the flipped kernel (about 2x faster on CPU)
         g = F.conv2d(flat, m.weight.transpose(0, 1).flip(-1, -2), None, 1, tuple(same), m.dilation)
     else:
-        g = F.conv_transpose2d(flat, m.weight, None, m.stride, m.padding, tuple(pads), m.groups, m.dilation)
+        g = _patches.conv_transpose(flat, m.weight, m.stride, m.padding, m.dilation, m.groups, (h, w))
     b = lam.sum((-2, -1)) @ m.bias if m.bias is not None else lam.new_zeros(n, s)
     return g.view(n, s, *in_shape), b
 
@@ -233,12 +250,20 @@ def _crown_bounds_at(
     step = _row_chunks(max(1, idx.numel()), n, _row_bytes(records[:len(layers)], x), max_memory)
     los, ups = [], []
     for i in range(0, idx.numel(), step):
-        rows = F.one_hot(idx[i:i + step].to(x.device), k).to(x.dtype)
-        spec = rows.expand(n, rows.shape[0], k).reshape(n, rows.shape[0], *out_shape)
+        spec = identity_spec(idx[i:i + step], out_shape, n, x)
         los.append(_crown_backward(layers, records, spec, x, eps, norm, clip))
-        ups.append(-_crown_backward(layers, records, -spec, x, eps, norm, clip))
+        ups.append(-_crown_backward(layers, records, -spec, x, eps, norm, clip))  # type: ignore[operator]
     lo, up = scatter_rows(n, k, idx, los, ups, x)
     return lo.view(n, *out_shape), up.view(n, *out_shape)
+
+
+def identity_spec(idx: torch.Tensor, shape: torch.Size, n: int, x: torch.Tensor) -> torch.Tensor | Patches:
+    """The rows ``e_k`` (k in ``idx``) of a node of per-sample ``shape``: 1×1 patches over a feature map, else dense."""
+    if _patches.usable(shape):
+        return _patches.identity(idx, shape, n, x)
+    k = math.prod(shape)
+    rows = F.one_hot(idx.to(x.device), k).to(x.dtype)
+    return rows.expand(n, rows.shape[0], k).reshape(n, rows.shape[0], *shape)
 
 
 def crown_bytes_per_sample(layers: list[nn.Module], records: list[Bounds], x: torch.Tensor, method: str,

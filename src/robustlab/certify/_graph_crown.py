@@ -13,11 +13,10 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from ..models import Normalize
-from . import _relax
+from . import _patches, _relax
 from ._crown import (
     _affine_vjp,
     _conv2d_backward,
@@ -25,6 +24,7 @@ from ._crown import (
     _row_chunks,
     concretize,
     identity_rows,
+    identity_spec,
     scatter_rows,
 )
 from ._graph import (
@@ -40,6 +40,7 @@ from ._graph import (
     output_node,
     trace,
 )
+from ._patches import Patches
 
 _CROWN_OPS = ("Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, MaxPool2d, BatchNorm (eval), AvgPool2d, "
               "AdaptiveAvgPool2d, Flatten, Identity, Dropout (eval), Normalize, and the functions add, sub, mul/div "
@@ -50,6 +51,33 @@ _CROWN_OPS = ("Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, MaxPool2d, BatchN
 def _unsupported(t: Trace, node: fx.Node) -> TypeError:
     return TypeError(f"CROWN bounds do not support {describe(node, t.gm)}. CROWN supports: {_CROWN_OPS}; "
                      "use method='ibp' (IBP has a rule for every op of this model).")
+
+
+def _elementwise_relaxation(t: Trace, node: fx.Node) -> _relax.Relaxation | None:
+    """The linear relaxation of an element-wise nonlinear node (ReLU, LeakyReLU with slope in [0, 1], Tanh,
+    Sigmoid; modules or functions of one bounded input) on its input bounds; None for any other node."""
+    first = node.args[0] if node.args else None
+    if first not in t.boxes:
+        return None
+    box = t.boxes[first]  # type: ignore[index]
+    if node.op == "call_module":
+        m = t.gm.get_submodule(str(node.target))
+        kind = next((k for c, k in ((nn.ReLU, "relu"), (nn.LeakyReLU, "leaky_relu"), (nn.Tanh, "tanh"),
+                                    (nn.Sigmoid, "sigmoid")) if isinstance(m, c)), None)
+        slope = getattr(m, "negative_slope", 0.0)
+    else:
+        kind = op_name(node)
+        if kind not in ("relu", "leaky_relu", "tanh", "sigmoid") or len([a for a in node.all_input_nodes if a in t.boxes]) != 1:
+            return None
+        slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+    if kind in ("relu", "leaky_relu"):
+        slope = 0.0 if kind == "relu" else slope
+        if not isinstance(slope, (int, float)) or not 0 <= slope <= 1:
+            return None
+        return _relax.relu_relaxation(box.lower, box.upper, float(slope))
+    if kind in ("tanh", "sigmoid"):
+        return (_relax.tanh_relaxation if kind == "tanh" else _relax.sigmoid_relaxation)(box.lower, box.upper)
+    return None
 
 
 def _module_back(t: Trace, node: fx.Node, m: nn.Module, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,14 +100,9 @@ def _module_back(t: Trace, node: fx.Node, m: nn.Module, lam: torch.Tensor) -> tu
         return lam, -(lam * m.mean).flatten(2).sum(-1)
     if isinstance(m, (nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
         return _affine_vjp(m, lam, in_shape)
-    if isinstance(m, nn.ReLU):
-        return _relax.apply_relaxation(lam, _relax.relu_relaxation(box.lower, box.upper))
-    if isinstance(m, nn.LeakyReLU) and 0 <= m.negative_slope <= 1:
-        return _relax.apply_relaxation(lam, _relax.relu_relaxation(box.lower, box.upper, m.negative_slope))
-    if isinstance(m, nn.Tanh):
-        return _relax.apply_relaxation(lam, _relax.tanh_relaxation(box.lower, box.upper))
-    if isinstance(m, nn.Sigmoid):
-        return _relax.apply_relaxation(lam, _relax.sigmoid_relaxation(box.lower, box.upper))
+    relax = _elementwise_relaxation(t, node)
+    if relax is not None:
+        return _relax.apply_relaxation(lam, relax)
     if isinstance(m, nn.MaxPool2d):
         p = _relax.maxpool_params(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
         return _relax.maxpool_backward(lam, box.lower, box.upper, p)
@@ -98,23 +121,44 @@ def _fn_back(t: Trace, node: fx.Node, lam: torch.Tensor) -> list[tuple[fx.Node, 
         if name == "max_pool2d":
             p = _relax.maxpool_params(*node.args[1:], **node.kwargs)  # type: ignore[arg-type]
             return ([(first, None)], *_relax.maxpool_backward(lam, box.lower, box.upper, p))
-        if name == "leaky_relu":
-            slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
-            if not 0 <= slope <= 1:  # type: ignore[operator]
-                raise _unsupported(t, node)
-            relax = _relax.relu_relaxation(box.lower, box.upper, float(slope))  # type: ignore[arg-type]
-        else:
-            relax = {"relu": _relax.relu_relaxation, "tanh": _relax.tanh_relaxation,
-                     "sigmoid": _relax.sigmoid_relaxation}[name](box.lower, box.upper)
+        relax = _elementwise_relaxation(t, node)
+        if relax is None:
+            raise _unsupported(t, node)
         return ([(first, None)], *_relax.apply_relaxation(lam, relax))
     if name == "reshape" and first in t.boxes and len(ins) == 1:
         return [(first, lam.reshape(n, s, *t.boxes[first].shape[1:]))], lam.new_zeros(n, s)  # type: ignore[index]
-    if (name == "add" and len(node.args) == 2 and not node.kwargs and len(ins) == 2
-            and all(t.boxes[a].shape == t.boxes[node].shape for a in ins)):
+    if _is_plain_add(t, node):
         return [(a, lam) for a in ins], lam.new_zeros(n, s)
     if name in _AFFINE_FNS:
         return _vjp(t, node, lam, ins)
     raise _unsupported(t, node)
+
+
+def _is_plain_add(t: Trace, node: fx.Node) -> bool:
+    """``a + b`` of two bounded tensors of the output's shape (a residual add: Λ goes to both unchanged)."""
+    ins = [a for a in node.all_input_nodes if a in t.boxes]
+    return (op_name(node) == "add" and len(node.args) == 2 and not node.kwargs and len(ins) == 2
+            and all(t.boxes[a].shape == t.boxes[node].shape for a in ins))
+
+
+def _patches_back(t: Trace, node: fx.Node, p: Patches) -> tuple[list[tuple[fx.Node, Patches]], torch.Tensor] | None:
+    """One node of :func:`backward` in patches form; None when the node needs the dense form."""
+    first = node.args[0] if node.args else None
+    if node.op not in ("call_module", "call_function", "call_method") or first not in t.boxes:
+        return None
+    if _is_plain_add(t, node):
+        return [(a, p) for a in node.all_input_nodes if a in t.boxes], p.data.new_zeros(p.data.shape[:2])
+    box = t.boxes[first]  # type: ignore[index]
+    if box.lower.dim() != 4 or len([a for a in node.all_input_nodes if a in t.boxes]) != 1:
+        return None
+    relax = _elementwise_relaxation(t, node)
+    if relax is not None:
+        got = _patches.relax_back(p, relax)
+    elif node.op == "call_module":
+        got = _patches.module_back(t.gm.get_submodule(str(node.target)), p, tuple(box.shape[-2:]))  # type: ignore[assignment]
+    else:
+        return None
+    return None if got is None else ([(first, got[0])], got[1])  # type: ignore[list-item]
 
 
 def _vjp(t: Trace, node: fx.Node, lam: torch.Tensor, ins: list[fx.Node]) -> tuple[list[tuple[fx.Node, torch.Tensor]], torch.Tensor]:
@@ -139,16 +183,31 @@ def _vjp(t: Trace, node: fx.Node, lam: torch.Tensor, ins: list[fx.Node]) -> tupl
     return parts, (b if keep else b.detach())
 
 
-def backward(t: Trace, start: fx.Node, lam: torch.Tensor, x: torch.Tensor, eps: float, norm: str,
+def backward(t: Trace, start: fx.Node, lam: torch.Tensor | Patches, x: torch.Tensor, eps: float, norm: str,
              clip: tuple[float, float] | None) -> torch.Tensor:
-    """Lower bound (N, S) of ``lam · node(x')`` over the input set, ``lam`` (N, S, *shape of ``start``)."""
+    """Lower bound (N, S) of ``lam · node(x')`` over the input set, ``lam`` (N, S, *shape of ``start``).
+
+    ``lam`` may be :class:`._patches.Patches` (rows over a feature map): they stay patches through
+    convolutions, element-wise relaxations, per-channel affine maps and residual adds, and become dense
+    at any other node.
+    """
     n, s = lam.shape[:2]
-    bias = lam.new_zeros(n, s)
-    acc: dict[fx.Node, torch.Tensor] = {start: lam}
+    bias = x.new_zeros(n, s)
+    acc: dict[fx.Node, Any] = {start: lam}
     for node in reversed(t.nodes[: t.nodes.index(start) + 1]):
         lam_n = acc.pop(node, None)
         if lam_n is None:
             continue
+        if isinstance(lam_n, Patches):
+            if node.op == "placeholder":
+                return _patches.concretize(lam_n, bias, x, eps, norm, clip)
+            got_p = _patches_back(t, node, lam_n)
+            if got_p is not None:
+                bias = bias + got_p[1]
+                for a, la in got_p[0]:
+                    acc[a] = _patches.add(acc[a], la) if a in acc else la
+                continue
+            lam_n = lam_n.to_dense()
         if node.op == "placeholder":
             return concretize(lam_n, bias, x, eps, norm, clip)
         if node.op == "call_module":
@@ -164,7 +223,7 @@ def backward(t: Trace, start: fx.Node, lam: torch.Tensor, x: torch.Tensor, eps: 
                 parts, b = res
         bias = bias + b
         for a, la in parts:
-            acc[a] = acc[a] + la if a in acc else la
+            acc[a] = _patches.add(acc[a], la) if a in acc else la
     return bias  # the specification does not depend on the input
 
 
@@ -195,8 +254,7 @@ def bounds_at(t: Trace, node: fx.Node, x: torch.Tensor, eps: float, norm: str, c
     step = _row_chunks(max(1, idx.numel()), n, _row_bytes(_records(t, node), x), max_memory)
     los, ups = [], []
     for i in range(0, idx.numel(), step):
-        rows = F.one_hot(idx[i:i + step].to(x.device), k).to(x.dtype)
-        spec = rows.expand(n, rows.shape[0], k).reshape(n, rows.shape[0], *shape)
+        spec = identity_spec(idx[i:i + step], shape, n, x)
         los.append(backward(t, node, spec, x, eps, norm, clip))
         ups.append(-backward(t, node, -spec, x, eps, norm, clip))
     lo, up = scatter_rows(n, k, idx, los, ups, x)
