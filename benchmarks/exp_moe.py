@@ -2,10 +2,12 @@
 joint PGD-AT (``pgd_at``) and with alternating router/expert PGD-AT (``advmoe``).
 
 For each of the four runs: clean accuracy, robust accuracy under PGD-20 and Square (L∞, fixed --eps; a
-point counts as robust only if both attacks fail on it; ``--suite`` adds AutoAttack's standard suite), training time, multiply-accumulates per forward
+point counts as robust only if both attacks fail on it; ``--suite`` adds the bench's standard suite,
+``evaluate.robust_accuracy(..., "standard")``, and the worst case over all of them), training time, multiply-accumulates per forward
 (MoE layers count the router and the k active experts of E, not the E experts the implementation computes),
 and router robustness: the fraction of (test point, MoE layer) routing decisions (the top-k expert set) that
-change between the clean input and its PGD-20 example (``models.routing``).
+change between the clean input and its PGD-20 example (``models.routing``); ``--figure`` plots that share
+against the attack's eps for the MoE runs (router robustness).
 
 ``advmoe`` makes one router *or* one expert update per batch, so by default it trains for twice the epochs
 (``--advmoe-epochs``): as many router and expert updates, and PGD generations, as the paper's iterations of
@@ -13,7 +15,7 @@ one router step and one expert step, and as many expert updates as ``pgd_at``. `
 is ``pgd_at`` (no routers), so it is not run.
 
     .venv/bin/python benchmarks/exp_moe.py [--quick] [--data digits | --data mnist --root PATH]
-        [--epochs 15] [--eps 0.1] [--experts 4] [--top-k 2] [--moe-channels 6,16] [--seeds 1] [--suite] [--json out.json]
+        [--epochs 15] [--eps 0.1] [--experts 4] [--top-k 2] [--moe-channels 6,16] [--seeds 1] [--suite] [--figure routing.svg] [--json out.json]
 """
 
 from __future__ import annotations
@@ -84,15 +86,41 @@ def robustness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, q
     out = {"clean": float(clean.float().mean()), "pgd20": float(ok_pgd.float().mean()),
             "square": float(ok_sq.float().mean()), "robust": float((clean & ok_pgd & ok_sq).float().mean()),
             "routing_changed": float(torch.cat(changed).mean()) if changed else float("nan")}
-    if suite:  # AutoAttack's standard suite, each attack on the points still robust (worst case over attacks)
-        robust = clean.clone()
-        for attack in evaluate.standard_ensemble(eps, num_classes=int(y.max()) + 1):
-            idx = robust.nonzero().flatten()
-            if len(idx):
-                with torch.no_grad():
-                    robust[idx] = model(attack(model, x[idx], y[idx])).argmax(1) == y[idx]
-        out["standard"] = float(robust.float().mean())
+    if suite:  # the bench's standard suite: APGD-CE -> APGD-T -> FAB-T -> Square-5000 on the points still robust
+        ra = evaluate.robust_accuracy(model, (x, y), "standard", eps=eps, seed=seed, progress=False)
+        out["standard"] = ra.robust_accuracy
+        out["worst"] = float((ra.robust & clean & ok_pgd & ok_sq).float().mean())  # suite, PGD-20 and Square
     return out
+
+
+def routing_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: list[float],
+                  seed: int) -> list[float]:
+    """Router robustness: the share of (test point, MoE layer) top-k decisions PGD-20 changes, per eps."""
+    model.eval()
+    with torch.no_grad():
+        model(x)
+        clean = [r.sort(1).values for r in models.routing(model)]
+    out = []
+    for eps in eps_list:
+        x_adv = attacks.get("pgd", eps=eps, steps=20, generator=torch.Generator().manual_seed(seed))(model, x, y)
+        with torch.no_grad():
+            model(x_adv)
+            adv = [r.sort(1).values for r in models.routing(model)]
+        out.append(float(torch.cat([(a != b).any(1).float() for a, b in zip(clean, adv)]).mean()))
+    return out
+
+
+def routing_figure(curves: dict[str, list[list[float]]], eps_list: list[float], title: str) -> str:
+    """SVG line chart of :func:`routing_curve` (mean over seeds, ± the seeds' half-range)."""
+    from robustlab.bench._svg import line_chart
+
+    series = []
+    for name, per_seed in curves.items():
+        cols = list(zip(*per_seed))
+        series.append({"label": name, "x": eps_list, "y": [100 * sum(c) / len(c) for c in cols],
+                       "err": [50 * (max(c) - min(c)) for c in cols]})
+    return line_chart(series, title=title, xlabel="L∞ eps of the PGD-20 attack", ylabel="routing decisions changed %",
+                      unit_y=False)
 
 
 def main() -> None:
@@ -117,6 +145,8 @@ def main() -> None:
     p.add_argument("--suite", action="store_true", help="also AutoAttack's standard suite (slow on CPU)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
+    p.add_argument("--figure", default=None, help="write the router-robustness figure (SVG) here")
+    p.add_argument("--routing-eps", default="0.025,0.05,0.1,0.15,0.2", help="eps values of the figure")
     a = p.parse_args()
     if a.quick:
         a.epochs, a.n_test, a.queries = min(a.epochs, 5), min(a.n_test, 300), min(a.queries, 200)
@@ -125,6 +155,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     t0 = time.time()
     rows: dict[str, list[dict[str, float]]] = {f"{m} / {o}": [] for m, o in RUNS}
+    eps_list = [float(e) for e in a.routing_eps.split(",")]
+    curves: dict[str, list[list[float]]] = {f"{m} / {o}": [] for m, o in RUNS if m != "lenet"}
     for seed in range(a.seeds):
         d = (data.load("mnist", root=a.root, use_test_split_as_train=0.8, seed=seed) if a.data == "mnist"
              else data.load("digits"))
@@ -140,6 +172,8 @@ def main() -> None:
             res = {"train_s": time.time() - start, "macs": float(forward_macs(m, tuple(d.input_shape))),
                    **robustness(m, x, y, a.eps, a.queries, seed, a.suite)}
             rows[f"{model_name} / {objective}"].append(res)
+            if a.figure and model_name != "lenet":
+                curves[f"{model_name} / {objective}"].append(routing_curve(m, x, y, eps_list, seed))
             print(f"[{time.time() - t0:5.0f}s] seed {seed} {model_name} / {objective}: "
                   + ", ".join(f"{k} {v:.4g}" for k, v in res.items()), flush=True)
 
@@ -149,19 +183,27 @@ def main() -> None:
     print(f"\n{a.data}, {a.epochs} epochs (advmoe {a.advmoe_epochs}), {a.seeds} seed(s), {len(x)} test points, L∞ eps={a.eps:g} "
           f"(train PGD-{a.train_steps}; eval PGD-20 + Square-{a.queries}), MoE {a.experts} experts top-{a.top_k}, "
           f"expert channels {a.moe_channels}")
-    std = " standard suite % |" if a.suite else ""
+    std = " standard suite % | worst case % |" if a.suite else ""
     print(f"| model / training | clean % | PGD-20 % | Square % | robust % |{std} routing changed % | train s | "
           "kMACs/forward |")
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if a.suite else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if a.suite else ""))
     for name in rows:
         rc = mean(name, "routing_changed")
         print(f"| {name} | {100 * mean(name, 'clean'):.1f} | {100 * mean(name, 'pgd20'):.1f} | "
               f"{100 * mean(name, 'square'):.1f} | {100 * mean(name, 'robust'):.1f} | "
-              + (f"{100 * mean(name, 'standard'):.1f} | " if a.suite else "") +
+              + (f"{100 * mean(name, 'standard'):.1f} | {100 * mean(name, 'worst'):.1f} | " if a.suite else "") +
               f"{'-' if rc != rc else f'{100 * rc:.1f}'} | {mean(name, 'train_s'):.0f} | {mean(name, 'macs') / 1e3:.1f} |")
+    if a.figure:
+        print(f"\nrouting decisions changed % by PGD-20 at eps {eps_list} (mean over seeds):")
+        for name, per_seed in curves.items():
+            print(f"  {name}: " + ", ".join(f"{100 * sum(c) / len(c):.1f}" for c in zip(*per_seed)))
+        title = f"Router robustness, {a.data}, MoE {a.experts} experts top-{a.top_k}, channels {a.moe_channels}"
+        with open(a.figure, "w", encoding="utf-8") as f:
+            f.write(routing_figure(curves, eps_list, title))
     if a.json:
         with open(a.json, "w", encoding="utf-8") as f:
-            json.dump({"args": vars(a), "results": rows, "seconds": time.time() - t0}, f, indent=2)
+            json.dump({"args": vars(a), "results": rows, "routing_curves": curves, "routing_eps": eps_list,
+                       "seconds": time.time() - t0}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,17 @@ def test_robustness_reports_accuracies_and_routing_changes():
     assert res["robust"] <= min(res["clean"], res["pgd20"], res["square"])
     dense = exp.robustness(models.create("lenet", input_shape=(1, 8, 8), num_classes=3), x, y, 0.3, 5, 0)
     assert dense["routing_changed"] != dense["routing_changed"]  # NaN: no MoE layer
+
+
+def test_standard_suite_and_router_robustness_curve():
+    exp = _exp()
+    torch.manual_seed(0)
+    m = models.create("moe_lenet", input_shape=(1, 8, 8), num_classes=3, channels=(2, 3), hidden=(8,))
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 3
+    res = exp.robustness(m, x, y, eps=0.3, queries=5, seed=0, suite=True)
+    assert {"standard", "worst"} <= set(res)
+    assert res["worst"] <= min(res["standard"], res["robust"]) and res["standard"] <= res["clean"]
+    curve = exp.routing_curve(m, x, y, [0.0, 0.3], seed=0)
+    assert curve[0] == 0.0 and 0.0 <= curve[1] <= 1.0  # eps = 0 cannot move the routing
+    svg = exp.routing_figure({"moe / pgd_at": [curve, curve]}, [0.0, 0.3], "t")
+    assert svg.startswith("<svg") and "moe / pgd_at" in svg
