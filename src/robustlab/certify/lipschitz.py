@@ -2,8 +2,9 @@
 
 If ``‖f(x) − f(x')‖₂ ≤ L‖x − x'‖₂`` then every logit difference ``f_y − f_j`` is ``√2·L``-Lipschitz, so the
 prediction ``y`` cannot change within radius ``(f_y(x) − max_{j≠y} f_j(x)) / (√2·L)`` (Tsuzuku, Sato & Sugiyama,
-NeurIPS 2018). L is exact by construction for the orthogonal models ``lipschitz_mlp``/``lipschitz_cnn``, and a
-product of per-layer spectral norms otherwise (:func:`lipschitz_bound`).
+NeurIPS 2018). L is exact by construction for the orthogonal models ``lipschitz_mlp``/``lipschitz_cnn``, and
+otherwise a bound propagated through the model's ``torch.fx`` graph from per-layer spectral norms and op rules
+(products along chains, sums over the branches of an add; :func:`lipschitz_bound`).
 
 Soundness: ``method="svd"`` (default) uses exact singular values of Linear weights and an FFT upper bound for
 convolutions (float64), so the bound is an upper bound up to float rounding; ``method="power"`` uses ``n_iter``
