@@ -26,11 +26,27 @@ def test_pipeline_regression_run_is_seeded_and_reports_metrics():
     ({"loss": "ce"}, "must be a regression loss"),
     ({"loss": "mse", "objective": "pgd_at"}, "objective 'standard' only"),
     ({"loss": "mse", "evaluations": [{"name": "clean"}, {"name": "attacks"}]}, r"evaluations \[.attacks.\] are classification"),
-    ({"loss": "mse", "train": {"epochs": 1, "select": "clean"}}, r"train option\(s\) \['select'\]"),
+    ({"loss": "mse", "train": {"epochs": 1, "augment": "flip"}}, r"cannot augment.*images and class labels"),
+    ({"loss": "mse", "train": {"epochs": 1, "select": "pgd"}}, r"selects on the held-out MSE.*'pgd'"),
 ])
 def test_pipeline_regression_refuses_classification_parts(change, match):
     with pytest.raises(InvalidParameterError, match=match):
         pipeline.run({**TINY, **change})
+
+
+def test_pipeline_regression_select_ema_and_resume(tmp_path):
+    cfg = {**TINY, "loss": "mse", "train": {**TINY["train"], "epochs": 3, "select": "clean", "val_fraction": 0.2,
+                                             "ema": 0.9}}
+    ref = pipeline.run(cfg, checkpoint=False)
+    assert ref.history["selected_epoch"][0] in (1.0, 2.0, 3.0) and len(ref.history["val_mse"]) == 3
+    res = pipeline.run(cfg, out=tmp_path / "run", resume=True)  # keeps <out>/train_state; a rerun resumes from it
+    assert (tmp_path / "run" / "train_state" / "last.pt").is_file()
+    again = pipeline.run(cfg, out=tmp_path / "run", resume=True)
+    test = {m[0]: m[1] for m in ref.metrics if m[0].startswith("test/")}
+    assert test == {m[0]: m[1] for m in res.metrics if m[0].startswith("test/")}
+    assert test == {m[0]: m[1] for m in again.metrics if m[0].startswith("test/")}
+    with pytest.raises(InvalidParameterError, match="distributed=True.*not implemented for regression"):
+        pipeline.run(cfg, checkpoint=False, fit_kw={"distributed": True})
 
 
 def test_target_noise_in_config_is_validated():

@@ -22,7 +22,7 @@ __all__ = ["REGRESSION_TRAIN_OPTIONS", "check_regression_config", "config_task",
 
 #: the train options a regression run uses (the rest of TRAIN_OPTIONS are classification-only)
 REGRESSION_TRAIN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                            "eval_every", "precision")
+                            "eval_every", "precision", "select", "select_every", "val_fraction", "patience", "ema")
 
 
 def task_of(data: Any) -> str:
@@ -49,7 +49,14 @@ def check_regression_config(cfg: Any, data: Any) -> None:
         raise InvalidParameterError(
             f"A regression run ('{name}') reports test/mse, test/mae and test/r2 itself (its 'clean' evaluation); "
             f"the evaluations {other} are classification evaluations. Drop them.")
-    extra = sorted(k for k in cfg.train if k not in REGRESSION_TRAIN_OPTIONS)
+    if cfg.train.get("augment") not in (None, "none"):
+        raise InvalidParameterError(
+            f"A regression run ('{name}') cannot augment its inputs: augmentations act on images and class labels. "
+            f"Got train option augment={cfg.train['augment']!r}; drop it.")
+    if cfg.train.get("select") not in (None, "clean"):
+        raise InvalidParameterError(f"A regression run ('{name}') selects on the held-out MSE: train option select "
+                                    f"'clean' (or none). Got select={cfg.train['select']!r}.")
+    extra = sorted(k for k in cfg.train if k not in REGRESSION_TRAIN_OPTIONS and k != "augment")
     if extra:
         raise InvalidParameterError(f"A regression run ('{name}') does not take the train option(s) {extra}; it "
                                     f"takes {list(REGRESSION_TRAIN_OPTIONS)}.")
@@ -76,14 +83,21 @@ def resolve_regression(cfg: Any, data: Any) -> dict[str, Any]:
 
 
 def run_regression(cfg: Any, d: Any, *, out_dir: Path | None, checkpoint: bool, device: torch.device,
-                   progress: bool | None, checkpoint_extra: Any, timings: dict[str, float]) -> Any:
-    """Train and evaluate one regression run (called by ``pipeline.run``); returns a ``RunResult``."""
+                   progress: bool | None, checkpoint_extra: Any, timings: dict[str, float],
+                   resume: bool = False, fit_kw: Any = None) -> Any:
+    """Train and evaluate one regression run (called by ``pipeline.run``); returns a ``RunResult``.
+
+    ``resume`` (with ``out_dir``): the resumable state in ``<out>/train_state``, as a classification run.
+    ``fit_kw`` (launch options): ``distributed`` is not implemented for regression and is refused."""
     from . import noise
     from ._progress import progress_enabled
-    from .pipeline import RunResult, build_model, record
+    from .pipeline import RunResult, build_model, history_metrics, record
     from .training import fit_regression, is_main_process, regression_metrics
 
     check_regression_config(cfg, d)
+    if dict(fit_kw or {}).get("distributed"):
+        raise InvalidParameterError(f"A regression run ('{d.name}') trains in one process: distributed=True "
+                                    "(torchrun, --distributed) is not implemented for regression. Launch it plainly.")
     metrics: list[tuple[str, float, int]] = []
     noisy, train_data, t = None, d, time.perf_counter()
     if cfg.noise.kind != "none":
@@ -97,12 +111,12 @@ def run_regression(cfg: Any, d: Any, *, out_dir: Path | None, checkpoint: bool, 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, d)  # regression_model: one output
     res = fit_regression(model, train_data, loss=cfg.loss.name, loss_kw=dict(cfg.loss.kwargs) or None, seed=cfg.seed,
-                         progress=progress_enabled(progress), device=device, **cfg.train)
+                         progress=progress_enabled(progress), device=device, **cfg.train,
+                         **({"checkpoint_dir": out_dir / "train_state", "resume": True} if resume and out_dir else {}))
     model = res.model.eval()
     timings["train_s"] = time.perf_counter() - t
     hist = res.history
-    for i, ep in enumerate(hist.get("epoch", [])):
-        metrics.extend((f"train/{k}", float(hist[k][i]), int(ep)) for k in hist if k != "epoch")
+    metrics.extend(history_metrics(hist))
     t = time.perf_counter()
     metrics.extend((f"test/{k}", v, -1) for k, v in regression_metrics(model, d.x_test, d.y_test).items())
     timings["eval_s"] = time.perf_counter() - t

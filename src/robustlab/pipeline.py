@@ -63,7 +63,7 @@ __all__ = [
     "AXES", "COLLAB_AXES", "FETCH_OPTIONS", "SCHEMA_VERSION", "TRAIN_OPTIONS", "Component", "Config", "DataConfig",
     "NoiseConfig",
     "RunResult", "accepted_kwargs", "asymmetric_map_for", "build_model", "check_kwargs", "check_train_options",
-    "check_writable", "data_ref", "load_data", "noise_options", "record", "resolve", "resolved_kwargs", "run",
+    "check_writable", "data_ref", "history_metrics", "load_data", "noise_options", "record", "resolve", "resolved_kwargs", "run",
     "train_defaults",
 ]
 
@@ -253,6 +253,21 @@ def record(config: Config) -> dict[str, Any]:
     }
 
 
+def history_metrics(hist: Mapping[str, list[float]]) -> list[tuple[str, float, int]]:
+    """``train/<key>`` metric rows of a fit history: per ``epoch``; ``val_*`` per ``val_epoch``; ``selected_epoch``
+    and ``stopped_epoch`` once (step -1). Used by classification and regression runs."""
+    once = ("selected_epoch", "stopped_epoch")  # fit(select=...): one value each; val_* have their own epochs
+    rows: list[tuple[str, float, int]] = []
+    for axis, keys in (("epoch", [k for k in hist if k not in once and not k.startswith("val_")]),
+                       ("val_epoch", [k for k in hist if k.startswith("val_")])):
+        for i, ep in enumerate(hist.get(axis, [])):
+            for k in keys:
+                if k != axis and i < len(hist[k]):
+                    rows.append((f"train/{k}", float(hist[k][i]), int(ep)))
+    rows.extend((f"train/{k}", float(hist[k][0]), -1) for k in once if hist.get(k))
+    return rows
+
+
 def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | None = None, checkpoint: bool = True,
         device: str | torch.device | None = None, progress: bool | None = None,
         fetch: Mapping[str, Any] | None = None, checkpoint_extra: Mapping[str, Any] | None = None,
@@ -283,7 +298,7 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
     if task_of(d) == "regression":  # a RegressionData: target noise, regression loss, fit_regression
         timings["load_s"] = time.perf_counter() - t
         return run_regression(cfg, d, out_dir=out_dir, checkpoint=checkpoint, device=dev, progress=progress,
-                              checkpoint_extra=checkpoint_extra, timings=timings)
+                              checkpoint_extra=checkpoint_extra, timings=timings, resume=resume, fit_kw=fit_kw)
     nopts = noise_options(cfg.noise, d)
     noisy, train_data, is_noisy = None, d, None
     if cfg.noise.kind != "none":
@@ -308,14 +323,7 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
     model = res.model.eval()
     timings["train_s"] = time.perf_counter() - t
     hist = res.history
-    once = ("selected_epoch", "stopped_epoch")  # fit(select=...): one value each; val_* have their own epochs
-    for axis, keys in (("epoch", [k for k in hist if k not in once and not k.startswith("val_")]),
-                       ("val_epoch", [k for k in hist if k.startswith("val_")])):
-        for i, ep in enumerate(hist.get(axis, [])):
-            for k in keys:
-                if k != axis and i < len(hist[k]):
-                    metrics.append((f"train/{k}", float(hist[k][i]), int(ep)))
-    metrics.extend((f"train/{k}", float(hist[k][0]), -1) for k in once if hist.get(k))
+    metrics.extend(history_metrics(hist))
     if hist.get("test_acc"):
         metrics.append(("acc/final_epoch_test", float(hist["test_acc"][-1]), -1))
 

@@ -2,7 +2,10 @@
 
 ``fit`` is classification-specific in many places (accuracy, output width = number of classes, label checks,
 collapse monitor, PGD selection), so regression has its own loop that shares ``fit``'s optimizer, learning-rate
-schedule, precision and non-finite-loss code (``_fit_setup``) instead of bending ``fit``.
+schedule, precision and non-finite-loss code (``_fit_setup``), its resumable state (``_resume``: fingerprint,
+capture/restore, ``last.pt``), its best-epoch bookkeeping (``_resume.Selection``) and its weight EMA
+(``_select.WeightEMA``) instead of bending ``fit``. Selection is by the lowest MSE on a seeded held-out split.
+Augmentations are image/label transforms and are not offered; distributed training is not implemented here.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -18,16 +22,22 @@ from torch import nn
 
 from .. import metrics as M
 from .._validation import InvalidParameterError, check_in_range, check_int, check_option
-from ._checkpoint import save_checkpoint
+from . import _resume
+from ._checkpoint import save_checkpoint, save_train_state
 from ._fit_setup import (
     _AMP_DTYPES,
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
+    _check_new_options,
     _lr_factor,
     _make_optimizer,
     _raise_non_finite,
 )
+from ._select import WeightEMA
+
+#: ``select`` values of ``fit_regression``: both mean the lowest held-out MSE (``clean`` is the pipeline's spelling)
+REGRESSION_SELECT = ("clean", "mse")
 
 __all__ = ["fit_regression", "predict_regression", "regression_metrics", "regression_model", "resolve_regression_loss"]
 
@@ -79,6 +89,30 @@ def regression_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> di
     return {"mse": M.mean_squared_error(p, y), "mae": M.mean_absolute_error(p, y), "r2": M.r2_score(p, y)}
 
 
+class _MSESelection(_resume.Selection):
+    """``fit``'s best-epoch bookkeeping on the held-out MSE (lower is better; stored negated), history ``val_mse``."""
+
+    def update_mse(self, epoch: int, mse: float, model: nn.Module, history: dict[str, list[float]],
+                   patience: int | None) -> bool:
+        scratch: dict[str, list[float]] = {}
+        better = self.update(epoch, -mse, model, scratch, "clean", patience)
+        history.setdefault("val_epoch", []).append(float(epoch))
+        history.setdefault("val_mse", []).append(float(mse))
+        if "stopped_epoch" in scratch:
+            history["stopped_epoch"] = scratch["stopped_epoch"]
+        return better
+
+
+def _holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train_idx, val_idx)``, both sorted: a seeded ``round(fraction * n)`` of the samples held out (>= 1 each)."""
+    k = min(int(round(fraction * n)), n - 1)
+    if k < 1:
+        raise InvalidParameterError(f"The 'val_fraction' parameter of fit_regression holds out no sample: "
+                                    f"val_fraction={fraction:g} of {n} training samples rounds to 0. Use a larger one.")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 3))
+    return torch.sort(perm[k:]).values, torch.sort(perm[:k]).values
+
+
 def _check_one_output(model: nn.Module, x1: torch.Tensor, owner: str) -> None:
     was = model.training
     model.eval()
@@ -111,6 +145,15 @@ def fit_regression(
     device: str | torch.device | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    select: str | None = None,
+    select_every: int = 1,
+    val_fraction: float | None = None,
+    patience: int | None = None,
+    ema: float | None = None,
+    augment: Any = None,
 ) -> Any:
     """Train a one-output ``model`` on ``data.x_train, data.y_train`` (a ``RegressionData``); return ``(model, history)``.
 
@@ -119,6 +162,14 @@ def fit_regression(
     ``loss_kw``, or a callable ``loss(pred (N,), target (N,))``. History per evaluated epoch: ``loss``,
     ``test_mse``, ``test_mae``, ``test_r2``, ``lr``, ``time_s``. ``precision`` ``bf16``/``fp16`` runs the
     forward pass under autocast (fp16 with a gradient scaler). Returns a ``FitResult``.
+
+    As in ``fit``: ``checkpoint_dir`` keeps the resumable state (``last.pt`` every ``checkpoint_every`` epochs;
+    ``resume=True`` continues from it bit-identically and refuses one written with other settings);
+    ``select="clean"`` (or ``"mse"``) keeps the weights with the lowest MSE on a seeded held-out
+    ``val_fraction`` of the train split (default 0.1, not trained on), measured every ``select_every`` epochs,
+    with early stopping after ``patience`` evaluations without improvement (history ``val_epoch``, ``val_mse``,
+    ``selected_epoch``; ``<checkpoint_dir>/best.pt``); ``ema``: decay of a weight average that is evaluated,
+    selected and returned. ``augment`` is refused (image/label transforms).
 
     Example::
 
@@ -142,6 +193,16 @@ def fit_regression(
     check_in_range(lr, "lr", 0.0, None, closed="neither", owner=owner)
     check_in_range(momentum, "momentum", 0.0, 1.0, closed="left", owner=owner)
     check_in_range(weight_decay, "weight_decay", 0.0, None, owner=owner)
+    if augment not in (None, "none"):
+        raise InvalidParameterError(
+            f"The 'augment' parameter of {owner} is not supported: augmentations (flips, crops, mixup, ...) act on "
+            f"images and class labels, not on regression inputs/targets. Got augment={augment!r}; use None.")
+    if select is not None:
+        check_option(select, "select", (None, *REGRESSION_SELECT), owner=owner)
+    elif patience is not None:
+        raise InvalidParameterError(f"The 'patience' parameter of {owner} needs select='clean' (held-out MSE).")
+    val_fraction = _check_new_options(owner, precision, checkpoint_dir, checkpoint_every, resume, val_fraction,
+                                      None if select is None else "clean", select_every, patience, ema)
     loss_fn = resolve_regression_loss(loss, loss_kw)
     dev = torch.device(device) if device is not None else next((p.device for p in model.parameters()),
                                                                torch.device("cpu"))
@@ -149,25 +210,47 @@ def fit_regression(
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(dev)
     x, y = data.x_train.to(dev), data.y_train.to(dev)
-    n = int(y.shape[0])
-    if n == 0:
+    if int(y.shape[0]) == 0:
         raise InvalidParameterError(f"{owner}: the data set '{data.name}' has no training samples.")
+    x_val = y_val = None
+    if val_fraction > 0:  # held out (not trained on) as in fit, also when only given without select
+        train_idx, val_idx = _holdout(int(y.shape[0]), val_fraction, seed)
+        x_val, y_val = x[val_idx.to(dev)], y[val_idx.to(dev)]
+        x, y = x[train_idx.to(dev)], y[train_idx.to(dev)]
+    n = int(y.shape[0])
     _check_one_output(model, x[:1], owner)
     torch.manual_seed(int(seed))  # dropout etc. inside the model
     gen = torch.Generator().manual_seed(int(seed))
     opt = _make_optimizer(model, optimizer, lr, momentum, weight_decay)
     amp = _AMP_DTYPES[precision]
     scaler = torch.amp.GradScaler(dev.type) if precision == "fp16" else None
+    ema_w = WeightEMA(model, ema) if ema is not None else None
     steps = max(1, math.ceil(n / batch_size))
     total, step = epochs * steps, 0
     history: dict[str, list[float]] = {}
+    sel, gens, no_objective = _MSESelection(), {"fit": gen}, types.SimpleNamespace()
+    fingerprint = _resume.fingerprint(
+        task="regression", epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, schedule=schedule, seed=seed, n_train=n, loss=loss, loss_kw=loss_kw,
+        precision=precision, val_fraction=val_fraction, select=None if select is None else "mse",
+        select_every=select_every, patience=patience, ema=ema)
+    start_epoch = 0
+    if resume:
+        assert checkpoint_dir is not None  # checked with the options
+        state = _resume.load(checkpoint_dir, fingerprint)
+        if state is not None:
+            start_epoch, step, _ = _resume.restore(
+                state, model=model, opt=opt, scaler=scaler, loss_fn=loss_fn, obj=no_objective, gens=gens,
+                ema=ema_w, history=history, selection=sel, device=dev)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, desc=owner, unit="epoch", leave=False, disable=None)
+        bar = tqdm(total=epochs, initial=start_epoch, desc=owner, unit="epoch", leave=False, disable=None)
     model.train()
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
+        if sel.stopped:
+            break
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=gen).to(dev)
         seen: list[torch.Tensor] = []
@@ -190,6 +273,8 @@ def fit_regression(
                 scaler.scale(value).backward()
                 scaler.step(opt)
                 scaler.update()
+            if ema_w is not None:
+                ema_w.update()
             seen.append(value.detach().float())
             sizes.append(int(idx.shape[0]))
             step += 1
@@ -197,9 +282,10 @@ def fit_regression(
         loss_sum = (torch.stack(seen) * w).sum()
         if not bool(torch.isfinite(loss_sum)):
             _raise_non_finite(seen, epoch, steps, lr, owner)
+        eval_model = model if ema_w is None else ema_w.model
         if eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
             row = {"epoch": float(epoch + 1), "loss": float(loss_sum) / n}
-            row.update({f"test_{k}": v for k, v in regression_metrics(model, data.x_test, data.y_test).items()})
+            row.update({f"test_{k}": v for k, v in regression_metrics(eval_model, data.x_test, data.y_test).items()})
             row["lr"] = lr * _lr_factor(schedule, step, total)
             row["time_s"] = time.perf_counter() - t0
             for k, v in row.items():
@@ -208,10 +294,26 @@ def fit_regression(
                 callback(epoch + 1, row)
             if bar is not None:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", test_r2=f"{row['test_r2']:.3f}")
+        if select is not None and ((epoch + 1) % select_every == 0 or epoch + 1 == epochs):
+            assert x_val is not None and y_val is not None
+            val_mse = M.mean_squared_error(predict_regression(eval_model, x_val), y_val)
+            if sel.update_mse(epoch + 1, val_mse, eval_model, history, patience) and checkpoint_dir is not None:
+                save_checkpoint(eval_model, os.path.join(checkpoint_dir, "best.pt"),
+                                extra={"epoch": epoch + 1, "val_mse": val_mse})
+        if checkpoint_dir is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs or sel.stopped):
+            save_train_state(checkpoint_dir, _resume.capture(
+                fingerprint=fingerprint, epoch=epoch + 1, step=step, model=model, opt=opt, scaler=scaler,
+                loss_fn=loss_fn, obj=no_objective, gens=gens, ema=ema_w, history=history, selection=sel,
+                kept_fraction=1.0))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    if sel.best is not None:
+        model.load_state_dict(sel.best)
+        history["selected_epoch"] = [float(sel.best_epoch)]
+    elif ema_w is not None:
+        model.load_state_dict(ema_w.model.state_dict())
     model.eval()
     if checkpoint is not None:
         save_checkpoint(model, checkpoint, extra={"history": history})
