@@ -111,3 +111,22 @@ def test_a_class_without_examples_is_left_out_by_the_objective_and_an_error_in_d
     assert cal.tail == [1]
     xs, ys = cal.sample(torch.Generator().manual_seed(0))
     assert 2 not in ys.tolist() and (ys == 1).sum() == int(cal.counts[0] - cal.counts[1])
+
+
+def test_robust_self_training_runs_from_a_config_teacher_and_shifted_pool_built_in_fit():
+    cfg = {"data": {"name": "digits", "n_train": 200, "n_test": 100}, "model": {"name": "mlp", "kwargs": {"hidden": [32]}},
+           "objective": {"name": "robust_self_training",
+                         "kwargs": {"unlabeled": {"kind": "feature_noise", "severity": 2, "n": 150},
+                                    "teacher_kw": {"epochs": 3}, "steps": 1}},
+           "train": {"epochs": 2, "batch_size": 64, "lr": 0.05}, "evaluations": [{"name": "clean"}]}
+    res = pipeline.run(cfg, checkpoint=False, progress=False)
+    assert any(n == "train/train_unlabeled_loss" for n, _, _ in res.metrics)
+    assert res.resolved["objective"]["teacher_kw"] == {"epochs": 3}
+    with pytest.raises(InvalidParameterError, match="has no teacher or no unlabeled pool yet"):
+        obj = training.OBJECTIVES.get("robust_self_training", unlabeled={"kind": "feature_noise"})
+        obj.setup(model=nn.Linear(2, 2), epochs=1, steps_per_epoch=1, num_classes=2, num_train=4,
+                  generator=torch.Generator())
+    with pytest.raises(ValueError, match="rotate"):
+        training.OBJECTIVES.get("robust_self_training", unlabeled={"kind": "rotat"})
+    with pytest.raises(InvalidParameterError, match="teacher_kw"):
+        training.OBJECTIVES.get("robust_self_training", unlabeled={"kind": "none"}, teacher_kw={"loss": "gce"})

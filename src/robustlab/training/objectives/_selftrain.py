@@ -54,6 +54,35 @@ def _unlabeled_inputs(unlabeled: Any) -> torch.Tensor:
     return unlabeled.float()
 
 
+_TEACHER_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule")
+
+
+def _check_teacher_kw(kw: Any, owner: str) -> dict[str, Any]:
+    if kw is None:
+        return {}
+    if not isinstance(kw, dict) or set(kw) - set(_TEACHER_KEYS):
+        raise InvalidParameterError(f"The 'teacher_kw' parameter of {owner} takes fit options {list(_TEACHER_KEYS)}. "
+                                    f"Got {kw!r}.")
+    return dict(kw)
+
+
+def _check_shift_spec(spec: dict[str, Any], owner: str) -> dict[str, Any]:
+    bad = sorted(set(spec) - {"kind", "severity", "n"})
+    if bad or not isinstance(spec.get("kind"), str):
+        raise InvalidParameterError(f"The 'unlabeled' parameter of {owner}, given as a shift of the training inputs, "
+                                    f"takes {{'kind': str, 'severity': number, 'n': int}}. Got {spec!r}.")
+    check_in_range(spec.get("severity", 1), "severity", 0.0, None, owner=f"{owner} unlabeled")
+    if spec.get("n") is not None:
+        check_int(spec["n"], "n", 1, None, owner=f"{owner} unlabeled")
+    from ...data._unlabeled import FLAT_KINDS
+
+    if spec["kind"] not in FLAT_KINDS:
+        from ... import shift
+
+        shift.CORRUPTIONS.spec(spec["kind"])  # unknown kind: "Did you mean" + the list
+    return dict(spec)
+
+
 def wrm_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, gamma: float, steps: int,
                 step_size: float) -> torch.Tensor:
     r""":math:`\arg\max_z \mathrm{CE}(f(z), y) - \gamma\|z - x\|^2` by ``steps`` gradient-ascent steps from ``x``
@@ -75,8 +104,14 @@ def wrm_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, gamma: fl
 class RobustSelfTraining(Objective):
     r"""Labelled loss + ``lam`` x Wasserstein-robust pseudo-label loss on an (out-of-domain) unlabeled pool.
 
-    ``teacher``: module or checkpoint path (required; frozen) giving the pseudo-labels of ``unlabeled``
+    ``teacher``: module or checkpoint path (frozen) giving the pseudo-labels of ``unlabeled``
     (a float tensor, a :class:`robustlab.data.Unlabeled` or an ``.npz`` with ``x``) once, at setup.
+    From a bench spec or ``robustlab train`` (JSON-able arguments), inside ``fit``'s ``prepare`` hook:
+    ``teacher=None`` trains the teacher first -- a copy of the run's freshly initialised model, fitted
+    with cross-entropy on the labelled split (``teacher_kw``: ``fit`` options, default ``{"epochs": 10}``) --
+    and ``unlabeled={"kind": K, "severity": S, "n": N}`` is a shifted copy of ``N`` training inputs (all
+    when ``N`` is absent; labels dropped) under a shift of :func:`robustlab.data.unlabeled_shifted`
+    (``feature_noise``/``none`` for any input, the image corruptions of :mod:`robustlab.shift`).
     Each step draws ``unlabeled_batch`` pool samples (default: the labelled batch size) from the run's
     generator. ``gamma`` > 0: dual penalty of the Wasserstein ball (small = a large ball, more robust;
     ``None`` = plain self-training); ``steps``/``step_size``: the inner ascent. The chosen ``loss`` applies
@@ -86,14 +121,16 @@ class RobustSelfTraining(Objective):
     """
 
     def __init__(self, *, teacher: Any = None, unlabeled: Any = None, lam: float = 1.0, gamma: float | None = 1.0,
-                 steps: int = 3, step_size: float = 0.1, unlabeled_batch: int | None = None) -> None:
+                 steps: int = 3, step_size: float = 0.1, unlabeled_batch: int | None = None,
+                 teacher_kw: dict[str, Any] | None = None) -> None:
         owner = "robust_self_training"
-        if teacher is None:
-            raise TypeError(f"{owner} needs a 'teacher' (an nn.Module or a checkpoint path) to pseudo-label the pool.")
-        self.teacher = _load_teacher(teacher, "teacher", owner)
+        self.teacher = None if teacher is None else _load_teacher(teacher, "teacher", owner)
+        self.teacher_kw = _check_teacher_kw(teacher_kw, owner)
         if unlabeled is None:
-            raise TypeError(f"{owner} needs 'unlabeled' inputs (a tensor, a data.Unlabeled or an .npz path).")
-        self._x_unl = _unlabeled_inputs(unlabeled)
+            raise TypeError(f"{owner} needs 'unlabeled' inputs (a tensor, a data.Unlabeled, an .npz path or a "
+                            "shift {'kind': ..., 'severity': ...} of the training inputs).")
+        self._shift_spec = _check_shift_spec(unlabeled, owner) if isinstance(unlabeled, dict) else None
+        self._x_unl = torch.empty(0) if self._shift_spec is not None else _unlabeled_inputs(unlabeled)
         self.lam = float(check_in_range(lam, "lam", 0.0, None, owner=owner))
         self.gamma = None if gamma is None else float(check_in_range(gamma, "gamma", 0.0, None, closed="neither",
                                                                      owner=owner))
@@ -107,8 +144,45 @@ class RobustSelfTraining(Objective):
     def __repr__(self) -> str:
         return _short_repr(self)
 
+    def prepare(self, *, model: nn.Module, x: Any, y: Any, num_classes: int, seed: int = 0, device: Any = None) -> None:
+        """``fit``'s first stage: build the shifted pool (``unlabeled`` given as a shift) and train the teacher
+        (``teacher=None``) on the labelled split ``(x, y)``; nothing to do otherwise."""
+        import copy
+
+        if self._shift_spec is None and self.teacher is not None:
+            return
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise InvalidParameterError("robust_self_training: a teacher trained in fit or a shifted pool of the "
+                                        "training inputs needs in-memory data (a ClassificationData).")
+        if self._shift_spec is not None:
+            from ...data._unlabeled import _shift
+
+            g = torch.Generator().manual_seed(int(seed) + 11)
+            n = self._shift_spec.get("n") or int(x.shape[0])
+            idx = torch.randperm(int(x.shape[0]), generator=g)[: min(int(n), int(x.shape[0]))].sort().values
+            self._x_unl = _unlabeled_inputs(_shift(x[idx].detach().cpu().float(), self._shift_spec["kind"],
+                                                   self._shift_spec.get("severity", 1), g))
+            self.num_unlabeled = int(self._x_unl.shape[0])
+        if self.teacher is None:
+            from ...data import ClassificationData
+            from .._fit import fit
+
+            t = copy.deepcopy(model)
+            xc, yc = x.detach().cpu(), y.detach().cpu()
+            d = ClassificationData(x_train=xc, y_train=yc, x_test=xc[:1], y_test=yc[:1], num_classes=int(num_classes),
+                                   input_shape=tuple(xc.shape[1:]), class_names=[str(k) for k in range(num_classes)],
+                                   name="robust_self_training-teacher")
+            kw = {"epochs": 10, **self.teacher_kw}
+            res = fit(t, d, loss="ce", seed=int(seed), progress=False, eval_every=0, device=device, **kw)
+            self.teacher = _load_teacher(res.model, "teacher", "robust_self_training")
+
     def setup(self, *, model: nn.Module, **kw: Any) -> None:
         super().setup(model=model, **kw)
+        if self.teacher is None or self._x_unl.numel() == 0:
+            raise InvalidParameterError(
+                "robust_self_training has no teacher or no unlabeled pool yet: pass a teacher module/checkpoint and "
+                "unlabeled inputs, or run it through fit (its prepare step trains the teacher and builds a pool "
+                "given as a shift).")
         dev = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.teacher.to(dev)
         with torch.no_grad():
