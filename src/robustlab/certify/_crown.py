@@ -129,15 +129,8 @@ def concretize(lam: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, eps: floa
 def _conv2d_backward(m: Any, lam: torch.Tensor, in_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
     """``lam @ A`` for a Conv2d as one transposed convolution (no forward pass), and ``lam @ bias``."""
     n, s = lam.shape[:2]
-    h, w = in_shape[-2:]
     flat = lam.reshape(n * s, *lam.shape[2:])
-    same = [m.dilation[i] * (m.kernel_size[i] - 1) - m.padding[i] for i in (0, 1)]
-    few_inputs = lam.device.type == "cpu" and m.weight[0].numel() <= m.weight.shape[0]  # col2im is faster then
-    if tuple(m.stride) == (1, 1) and m.groups == 1 and min(same) >= 0 and not few_inputs:
-        # stride 1: the transpose is a convolution with the flipped kernel (about 2x faster on CPU)
-        g = F.conv2d(flat, m.weight.transpose(0, 1).flip(-1, -2), None, 1, tuple(same), m.dilation)
-    else:
-        g = _patches.conv_transpose(flat, m.weight, m.stride, m.padding, m.dilation, m.groups, (h, w))
+    g = _patches.conv_transpose(flat, m.weight, m.stride, m.padding, m.dilation, m.groups, tuple(in_shape[-2:]))
     b = lam.sum((-2, -1)) @ m.bias if m.bias is not None else lam.new_zeros(n, s)
     return g.view(n, s, *in_shape), b
 

@@ -82,8 +82,10 @@ def tanh_relaxation(lo: torch.Tensor, up: torch.Tensor) -> Relaxation:
 def apply_relaxation(lam: torch.Tensor, relax: Relaxation) -> tuple[torch.Tensor, torch.Tensor]:
     """Back-substitute ``lam`` (N, S, *shape) through an element-wise relaxation: ``(lam_in, bias (N, S))``.
 
-    Where the two lines coincide (stable ReLUs) the coefficient is only scaled; the sign split
-    ``Λ⁺ s_lo + Λ⁻ s_up`` and the offsets are computed on the other neurons (their union over the batch).
+    ``lam_in = Λ⁺ s_lo + Λ⁻ s_up = Λ s_lo + Λ⁻ (s_up − s_lo)`` (one fused multiply-add), ``bias = Λ⁺ t_lo + Λ⁻ t_up``
+    (batched matrix-vector products; the ``t_lo`` term is skipped when it is 0, as for ReLU). Where the two
+    lines coincide (stable ReLUs) the coefficient is only scaled; the sign split is computed on the other
+    neurons only (their union over the batch) when they are fewer than half.
     """
     n, s = lam.shape[:2]
     shape = lam.shape[2:]
@@ -91,19 +93,24 @@ def apply_relaxation(lam: torch.Tensor, relax: Relaxation) -> tuple[torch.Tensor
     split = ((s_lo != s_up) | (t_lo != 0) | (t_up != 0)).any(0).nonzero().squeeze(1)
     lam_f = lam.reshape(n, s, -1)
     if split.numel() * 2 > lam_f.shape[-1]:  # mostly split: the dense form is cheaper
-        pos, neg = lam_f.clamp(min=0), lam_f.clamp(max=0)
-        bias = (pos * t_lo.unsqueeze(1) + neg * t_up.unsqueeze(1)).sum(-1)
-        return (pos * s_lo.unsqueeze(1) + neg * s_up.unsqueeze(1)).view(n, s, *shape), bias
+        return _split(lam_f, s_lo, t_lo, s_up, t_up, (n, s, *shape))
     out = lam_f * s_up.unsqueeze(1)
     if split.numel() == 0:
         return out.view(n, s, *shape), lam.new_zeros(n, s)
     sub = lam_f.index_select(2, split)
-    pick = [r.index_select(1, split).unsqueeze(1) for r in (s_lo, t_lo, s_up, t_up)]
-    pos = sub >= 0
-    coef = torch.where(pos, sub * pick[0], sub * pick[2])
-    bias = torch.where(pos, sub * pick[1], sub * pick[3]).sum(-1)
-    out = out.index_copy(2, split, coef)
-    return out.view(n, s, *shape), bias
+    coef, bias = _split(sub, *(r.index_select(1, split) for r in (s_lo, t_lo, s_up, t_up)), sub.shape)
+    return out.index_copy(2, split, coef).view(n, s, *shape), bias
+
+
+def _split(lam: torch.Tensor, s_lo: torch.Tensor, t_lo: torch.Tensor, s_up: torch.Tensor, t_up: torch.Tensor,
+           shape: tuple[int, ...] | torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Λ⁺ s_lo + Λ⁻ s_up, Λ⁺ t_lo + Λ⁻ t_up)`` for ``lam`` (N, S, K) and line parameters (N, K)."""
+    neg = lam.clamp(max=0)
+    out = torch.addcmul(lam * s_lo.unsqueeze(1), neg, (s_up - s_lo).unsqueeze(1))
+    bias = torch.bmm(neg, t_up.unsqueeze(-1)).squeeze(-1)
+    if bool(t_lo.any()):
+        bias = bias + torch.bmm(lam - neg, t_lo.unsqueeze(-1)).squeeze(-1)
+    return out.view(shape), bias
 
 
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
