@@ -43,3 +43,6 @@ __all__ = [
     "tightness",
     "verified",
 ]
+from ._regression_bounds import certified_deviation, certified_worst_mse, regression_output_bounds  # noqa: E402  (regression)
+
+__all__ += ["certified_deviation", "certified_worst_mse", "regression_output_bounds"]

@@ -18,3 +18,6 @@ __all__ = [
     "clopper_pearson", "fast_ensemble", "fit_power_law", "minimal_epsilon", "resolve_attacks", "robust_accuracy",
     "robustness_curve", "sanity_checks", "standard_ensemble", "suite_names",
 ]
+from ._regression import REGRESSION_ATTACK_NORMS, regression_pgd, regression_robustness  # noqa: E402  (regression)
+
+__all__ += ["REGRESSION_ATTACK_NORMS", "regression_pgd", "regression_robustness"]
