@@ -65,3 +65,21 @@ def test_seeded_and_validated():
         regression_pgd(nn.Linear(4, 3), x, y, eps=0.1)
     with pytest.raises(InvalidParameterError, match="one output per sample"):
         regression_output_bounds(nn.Linear(4, 3), x, eps=0.1)
+
+
+def test_pipeline_regression_run_with_regression_robust_evaluation():
+    from robustlab import pipeline
+
+    cfg = {"data": {"name": "friedman", "options": {"n_samples": 200}}, "model": {"name": "mlp", "kwargs": {"hidden": [16]}},
+           "loss": "mse", "train": {"epochs": 2, "optimizer": "adam", "lr": 0.01, "batch_size": 32},
+           "evaluations": [{"name": "clean"}, {"name": "regression_robust", "eps": [0.02, 0.1], "steps": 5, "n_test": 40}]}
+    res = pipeline.run(cfg, checkpoint=False)
+    m = {k: v for k, v, _ in res.metrics}
+    assert m["test/mse"] >= 0 and m["reg_adv_mse/eps=0.02"] <= m["reg_adv_mse/eps=0.1"]
+    for e in ("0.02", "0.1"):
+        assert m[f"reg_adv_mse/eps={e}"] <= m[f"reg_cert_mse/eps={e}"] and m[f"reg_cert_dev/eps={e}"] > 0
+    bad = {**cfg, "data": "digits", "loss": "ce", "model": "linear", "train": {"epochs": 1}}
+    with pytest.raises(InvalidParameterError, match=r"\['regression_robust'\] apply to regression runs"):
+        pipeline.run(bad, checkpoint=False)
+    with pytest.raises(InvalidParameterError, match=r"classification evaluations.*regression_robust"):
+        pipeline.run({**cfg, "evaluations": [{"name": "attacks"}]}, checkpoint=False)

@@ -4,8 +4,9 @@ The task is inferred from the data set, declared once in :func:`task_of` (a ``Re
 run). What differs from a classification run: target noise (``robustlab.noise.TARGET_NOISES``) instead of
 label noise, a loss of ``REGRESSION_LOSSES``, a one-output model (``training.regression_model``),
 ``training.fit_regression`` with the train options it supports, and the metrics ``test/mse``, ``test/mae``,
-``test/r2`` (plus ``train/*`` per epoch; a ``clean`` evaluation means these). Objectives other than ``standard``, classification evaluations and
-collaborative training are refused with an error naming them.
+``test/r2`` (plus ``train/*`` per epoch; a ``clean`` evaluation means these), and the regression evaluations
+(``Evaluation.task == "regression"``: ``regression_robust``). Objectives other than ``standard``, classification
+evaluations and collaborative training are refused with an error naming them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 
 from ._validation import InvalidParameterError
 
-__all__ = ["REGRESSION_TRAIN_OPTIONS", "check_regression_config", "config_task", "resolve_regression", "run_regression", "task_of"]
+__all__ = ["REGRESSION_TRAIN_OPTIONS", "check_classification_evaluations", "check_regression_config", "config_task",
+           "evaluation_task", "regression_evaluations", "resolve_regression", "run_regression", "task_of"]
 
 #: the train options a regression run uses (the rest of TRAIN_OPTIONS are classification-only)
 REGRESSION_TRAIN_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
@@ -44,11 +46,13 @@ def check_regression_config(cfg: Any, data: Any) -> None:
                                     f"Got {cfg.objective.name!r}.")
     if cfg.collab is not None:
         raise InvalidParameterError(f"A regression run ('{name}') cannot be collaborative (collab section given).")
-    other = [e["name"] for e in cfg.evaluations if e["name"] != "clean"]  # clean = test/mse, test/mae, test/r2
+    other = [e["name"] for e in cfg.evaluations  # clean = test/mse, test/mae, test/r2
+             if e["name"] != "clean" and evaluation_task(e["name"]) != "regression"]
     if other:
         raise InvalidParameterError(
             f"A regression run ('{name}') reports test/mse, test/mae and test/r2 itself (its 'clean' evaluation); "
-            f"the evaluations {other} are classification evaluations. Drop them.")
+            f"the evaluations {other} are classification evaluations. Drop them (regression evaluations: "
+            f"{regression_evaluations()}).")
     if cfg.train.get("augment") not in (None, "none"):
         raise InvalidParameterError(
             f"A regression run ('{name}') cannot augment its inputs: augmentations act on images and class labels. "
@@ -60,6 +64,29 @@ def check_regression_config(cfg: Any, data: Any) -> None:
     if extra:
         raise InvalidParameterError(f"A regression run ('{name}') does not take the train option(s) {extra}; it "
                                     f"takes {list(REGRESSION_TRAIN_OPTIONS)}.")
+
+
+def evaluation_task(name: str) -> str:
+    """The task an evaluation applies to (``Evaluation.task``: ``classification`` or ``regression``)."""
+    from .bench.evaluations import EVALUATIONS
+
+    return getattr(EVALUATIONS.spec(name).factory, "task", "classification") if name in EVALUATIONS else "classification"
+
+
+def regression_evaluations() -> list[str]:
+    """Names of the registered evaluations of regression runs (``task = "regression"``)."""
+    from .bench.evaluations import EVALUATIONS
+
+    return [n for n in EVALUATIONS.available() if evaluation_task(n) == "regression"]
+
+
+def check_classification_evaluations(cfg: Any, data: Any) -> None:
+    """Refuse regression evaluations on a classification run, before it trains."""
+    bad = [e["name"] for e in cfg.evaluations if evaluation_task(e["name"]) == "regression"]
+    if bad:
+        raise InvalidParameterError(f"The evaluations {bad} apply to regression runs (a RegressionData: friedman, "
+                                    f"csv:PATH with target=...); data set '{getattr(data, 'name', cfg.data.name)}' "
+                                    "is a classification set. Drop them.")
 
 
 def resolve_regression(cfg: Any, data: Any) -> dict[str, Any]:
@@ -119,6 +146,12 @@ def run_regression(cfg: Any, d: Any, *, out_dir: Path | None, checkpoint: bool, 
     metrics.extend(history_metrics(hist))
     t = time.perf_counter()
     metrics.extend((f"test/{k}", v, -1) for k, v in regression_metrics(model, d.x_test, d.y_test).items())
+    from .bench.evaluations import EvalContext, run_evaluation
+
+    ctx = EvalContext(model=model, data=d, train_labels=train_data.y_train, is_noisy=None, seed=cfg.seed, device=device)
+    for spec in cfg.evaluations:
+        if spec["name"] != "clean":  # clean = the test/* metrics above
+            metrics.extend(run_evaluation(spec, ctx).metrics)
     timings["eval_s"] = time.perf_counter() - t
     result = RunResult(config=cfg, model=model, data=d, train_data=train_data, noisy=noisy, history=hist,
                        metrics=metrics, curves={}, resolved=resolve_regression(cfg, d), timings=timings)

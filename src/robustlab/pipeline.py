@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from ._regression_run import run_regression, task_of
+from ._regression_run import check_classification_evaluations, run_regression, task_of
 from ._runconfig import (  # noqa: F401  (re-exported: the config half of the pipeline)
     AXES,
     COLLAB_AXES,
@@ -299,6 +299,7 @@ def run(config: Config | Mapping[str, Any], *, out: str | os.PathLike[str] | Non
         timings["load_s"] = time.perf_counter() - t
         return run_regression(cfg, d, out_dir=out_dir, checkpoint=checkpoint, device=dev, progress=progress,
                               checkpoint_extra=checkpoint_extra, timings=timings, resume=resume, fit_kw=fit_kw)
+    check_classification_evaluations(cfg, d)  # regression evaluations refused before training
     nopts = noise_options(cfg.noise, d)
     noisy, train_data, is_noisy = None, d, None
     if cfg.noise.kind != "none":

@@ -66,6 +66,7 @@ class Evaluation:
     constraints: dict[str, Any] = {}  # name -> robustlab._constraints.Constraint, the same keys as defaults
     metrics: tuple[Metric, ...] = ()  # every metric run() writes, declared once
     note: str = ""  # a caveat the report prints when this evaluation's metrics are present
+    task: str = "classification"  # the runs it applies to: "classification" or "regression" (a RegressionData)
 
     def validate(self, params: dict[str, Any]) -> str | None:
         """Return an error message for a bad combination of (individually valid) parameters, or None."""

@@ -449,5 +449,6 @@ def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
 from . import (  # noqa: E402
     _eval_lipschitz,  # noqa: F401  (registers "certify_lipschitz")
     _eval_quant,  # noqa: F401  (registers "quantization")
+    _eval_regression,  # noqa: F401  (registers "regression_robust")
     _eval_repr,  # noqa: F401  (registers "longtail")
 )

@@ -55,6 +55,33 @@ def tiny_run() -> TinyRun:
     return TinyRun()
 
 
+class TinyRegressionRun:
+    """The run regression evaluations (``Evaluation.task == "regression"``) are checked on: Friedman #1
+    (300 samples), a linear one-output model (its IBP bounds are exact), ten epochs."""
+
+    def __init__(self) -> None:
+        from .. import data
+        from ..bench.evaluations import EvalContext
+        from ..training import fit_regression, regression_model
+
+        d = data.load("friedman", n_samples=300, seed=0)
+        torch.manual_seed(0)
+        model = regression_model("linear", input_shape=d.input_shape)
+        res = fit_regression(model, d, loss="mse", epochs=10, lr=0.05, seed=0, eval_every=0)
+        self.data = d
+        self.model = res.model.eval()
+        self.ctx = EvalContext(model=self.model, data=d, train_labels=d.y_train, is_noisy=None, seed=0)
+
+    def subset(self, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.data.x_test, self.data.y_test
+        return (x, y) if n is None else (x[:n], y[:n])
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_regression_run() -> TinyRegressionRun:
+    return TinyRegressionRun()
+
+
 class _SpecCtx:
     """The error factory ``normalize_evaluation`` expects (the spec loader's is private)."""
 
@@ -71,7 +98,8 @@ def _run(name: str) -> tuple[dict[str, Any], tuple[tuple[str, float, int], ...]]
 
     spec = EVALUATIONS.spec(name)
     params = normalize_evaluation(name, dict(spec.example_kwargs), _SpecCtx(), f"evaluation {name}")
-    out = run_evaluation(params, tiny_run().ctx)
+    run = tiny_regression_run() if getattr(spec.factory, "task", "classification") == "regression" else tiny_run()
+    out = run_evaluation(params, run.ctx)
     return params, tuple(out.metrics)
 
 
@@ -372,7 +400,28 @@ REFERENCES: dict[str, Callable[[dict[str, float], dict[str, Any], TinyRun], None
     "quantization": _ref_quantization,
     "certify_lipschitz": _ref_certify_lipschitz,
     "longtail": _ref_longtail,
+    "regression_robust": lambda w, p, run: _ref_regression_robust(w, p, tiny_regression_run()),
 }
+
+
+def _ref_regression_robust(w: dict[str, float], p: dict[str, Any], run: TinyRegressionRun) -> None:
+    # a linear model: the output range over the clipped box is exact in closed form; PGD lies inside it
+    lin = run.model[-1] if isinstance(run.model, torch.nn.Sequential) else run.model
+    x, y = run.subset(p["n_test"])
+    xf, yd = x.flatten(1).double(), y.double()
+    wt, b = lin.weight.detach().double()[0], lin.bias.detach().double()[0]
+    f = xf @ wt + b
+    for e in p["eps"]:
+        assert p["norm"] == "linf", "the reference covers linf"
+        lo, hi = (xf - e).clamp(0, 1), (xf + e).clamp(0, 1)
+        up = torch.maximum(wt * lo, wt * hi).sum(1) + b
+        low = torch.minimum(wt * lo, wt * hi).sum(1) + b
+        cert = float(torch.maximum((up - yd) ** 2, (low - yd) ** 2).mean())
+        _close(w[f"reg_cert_mse/eps={e:g}"], cert, f"reg_cert_mse/eps={e:g}", tol=1e-4 * max(1.0, cert))
+        dev = float(torch.maximum(up - f, f - low).mean())
+        _close(w[f"reg_cert_dev/eps={e:g}"], dev, f"reg_cert_dev/eps={e:g}", tol=1e-4 * max(1.0, dev))
+        clean = float(((f - yd) ** 2).mean())
+        assert clean - 1e-4 <= w[f"reg_adv_mse/eps={e:g}"] <= cert + 1e-4 * max(1.0, cert)
 
 
 @check()
