@@ -139,3 +139,14 @@ def test_model_battery_on_orthogonal_variants(spec, check):
 def test_variant_bound_is_the_declared_product():
     m = create("lipschitz_cnn", input_shape=(1, 8, 8), num_classes=10, channels=(4, 8), hidden=(16,), conv="soc")
     assert lipschitz_bound(m, (1, 8, 8)).value == m.lipschitz_constant() == pytest.approx(1 + 2 * taylor_tail(1.0, 12))
+
+
+def test_orthogonal_layers_start_with_zero_bias():
+    """deel-torchlip's initialisation: torch's default U(±1/√fan_in) biases cost margin (see bench_lipschitz)."""
+    from robustlab.models._lipschitz import CayleyConv2d, CayleyLinear
+
+    torch.manual_seed(0)
+    for layer in (CayleyLinear(5, 3), CayleyConv2d(1, 4, 3, init_size=(8, 8)), BjorckLinear(5, 3), SOCConv2d(1, 4)):
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias)), type(layer).__name__
+    m = create("lipschitz_cnn", input_shape=(1, 8, 8), num_classes=10, channels=(4, 8), hidden=(16,))
+    assert all(float(p.abs().max()) == 0 for n, p in m.named_parameters() if n.endswith("bias"))

@@ -131,7 +131,7 @@ def bjorck(w: torch.Tensor, n_iter: int = 15) -> torch.Tensor:
 class BjorckLinear(nn.Linear):
     """Linear layer with the weight orthonormalised by ``n_iter`` Björck–Bowie steps (:func:`bjorck`).
 
-    Orthogonal initialisation; ``σ(Q) ≤ 1`` at every step, all σ → 1 (``QᵀQ = I`` when out ≥ in, ``QQᵀ = I``
+    Orthogonal initialisation, zero bias; ``σ(Q) ≤ 1`` at every step, all σ → 1 (``QᵀQ = I`` when out ≥ in, ``QQᵀ = I``
     otherwise, up to the iteration's convergence). Cost: ``2·n_iter`` products with the ``min(in, out)``-square
     Gram matrix per forward (more than :class:`~robustlab.models._lipschitz.CayleyLinear` for wide layers).
     """
@@ -141,6 +141,8 @@ class BjorckLinear(nn.Linear):
         self.n_iter = check_int(n_iter, "n_iter", 1, None, owner="BjorckLinear")
         with torch.no_grad():
             nn.init.orthogonal_(self.weight)
+            if self.bias is not None:
+                self.bias.zero_()
 
     def orthogonal_weight(self) -> torch.Tensor:
         """The ``(out, in)`` orthonormalised matrix used by ``forward`` (float32, also under autocast)."""
