@@ -120,3 +120,25 @@ def test_rebuild_from_the_run_files_alone_gives_the_collab_labels(done, tmp_path
         after = {r["id"]: r["labels"] for r in st.runs()}
     assert after == before
     assert sum("f" in labels for labels in after.values()) == 2
+
+
+def test_collab_report_counts_completed_runs_per_seed(done, tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "collab_report.py"
+    spec = importlib.util.spec_from_file_location("collab_report", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from robustlab.bench import report
+
+    rd = report.load_report_data(done)
+    assert mod.coverage(rd) == (["sweep tinycollab: 2 of 2 runs completed (seed 0: 2 of 2)"], 1)
+    bigger = {**COLLAB, "seeds": [0, 1]}  # against a grid with a second seed: half of it is done
+    lines, most = mod.coverage(rd, bigger)
+    assert lines == [f"sweep {bigger}: 2 of 4 runs completed (seed 0: 2 of 2, seed 1: 0 of 2)"] and most == 2
+    monkeypatch.setattr(sys, "argv", ["collab_report.py", str(done), "--figures", str(tmp_path / "fig")])
+    assert mod.main() == 0
+    out = capsys.readouterr().out
+    assert "| trimmed_mean | " in out and "sign_flip, iid split" in out
+    assert list((tmp_path / "fig").glob("*.svg"))
