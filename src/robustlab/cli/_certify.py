@@ -56,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from ..certify import SmoothedClassifier, certified_accuracy, certified_accuracy_curve
 
     model, data, ref, label = load_inputs(args)
+    if getattr(data, "task", None) == "regression":  # certified output intervals (cli._evaluate_regression)
+        from ._evaluate_regression import evaluate_regression
+
+        if args.method not in ("ibp", "crown_ibp", "crown"):
+            raise ValueError(f"--method {args.method} certifies classifiers; a regression model takes ibp, crown_ibp "
+                             "or crown (certified output intervals).")
+        return evaluate_regression(args, model, data, ref, label, method=args.method, attack=False)
     data = in_memory(data)  # an imagefolder: set's test split as tensors
     x, y = data.x_test, data.y_test
     t0 = time.perf_counter()

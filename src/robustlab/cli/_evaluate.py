@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     attacks, suite_kw = resolve_suite(args)
     curve_grid = _floats(args.curve, "--curve") if args.curve else None
     model, ds, ref, label = load_inputs(args)
+    if getattr(ds, "task", None) == "regression":  # PGD on the squared error + IBP bound (cli._evaluate_regression)
+        from ._evaluate_regression import evaluate_regression
+
+        return evaluate_regression(args, model, ds, ref, label)
     members = evaluate.resolve_attacks(attacks, eps=args.eps, norm=args.norm, num_classes=ds.num_classes,
                                        suite_kw=suite_kw)
     res = call(evaluate.robust_accuracy, model, ds, attacks, eps=args.eps, norm=args.norm,

@@ -127,8 +127,8 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
 
         torch.manual_seed(args.seed if hasattr(args, "seed") else 0)
         model = resolve(ref_text, input_shape=data.input_shape, num_classes=data.num_classes, **model_kw)
-    check_compatible(model, data.input_shape, data.num_classes, data=f"data set '{data.name}'",
-                     model_name=f"model '{label}'")
+    outputs = 1 if getattr(data, "task", None) == "regression" else data.num_classes  # a regression model: one
+    check_compatible(model, data.input_shape, outputs, data=f"data set '{data.name}'", model_name=f"model '{label}'")
     n_test = getattr(args, "n_test", None)
     if n_test is not None:
         data = data.subset(n_test=n_test)

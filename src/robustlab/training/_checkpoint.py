@@ -132,8 +132,13 @@ def _load(target: Path, model: nn.Module | None, map_location: str | torch.devic
 
         cfg = json.loads(payload["config_json"])
         norm = cfg.get("normalize")
-        model = create(cfg["name"], input_shape=cfg["input_shape"], num_classes=cfg["num_classes"],
-                       normalize=tuple(norm) if norm else None, **_tuplify(cfg.get("kwargs", {})))
+        if cfg.get("task") == "regression":  # one output (models.create insists on >= 2 classes)
+            from ._fit_regression import regression_model
+
+            model = regression_model(cfg["name"], input_shape=cfg["input_shape"], **_tuplify(cfg.get("kwargs", {})))
+        else:
+            model = create(cfg["name"], input_shape=cfg["input_shape"], num_classes=cfg["num_classes"],
+                           normalize=tuple(norm) if norm else None, **_tuplify(cfg.get("kwargs", {})))
     model.load_state_dict(payload["state_dict"])
     model.robustlab_extra = json.loads(payload["extra_json"])  # type: ignore[assignment]
     return model
