@@ -8,7 +8,7 @@ out of scope: here the learner is a small MLP on Friedman #1 (``data.load("fried
 ``outliers``: replaced by mean +- 10 std), and the score is the test MSE / R^2 on **clean** test targets.
 
     .venv/bin/python benchmarks/exp_corrupted_targets.py [--quick] [--kind adversarial|outliers]
-        [--rates 0 0.1 0.2 0.3] [--seeds 0 1] [--epochs 40] [--json out.json]
+        [--rates 0 0.1 0.2 0.3] [--seeds 0 1 2] [--epochs 40] [--json out.json]
 """
 
 from __future__ import annotations
@@ -50,11 +50,19 @@ def table(rows: list[dict], rates: list[float]) -> str:
         cells = []
         for r in rates:
             v = [x for x in rows if x["loss"] == name and x["rate"] == r]
-            mse = sum(x["mse"] for x in v) / len(v)
-            r2 = sum(x["r2"] for x in v) / len(v)
-            cells.append(f"{mse:.2f} (R² {r2:.3f})")
+            mse, mse_sd = mean_std([x["mse"] for x in v])
+            r2, r2_sd = mean_std([x["r2"] for x in v])
+            cells.append(f"{mse:.2f} ± {mse_sd:.2f} (R² {r2:.3f} ± {r2_sd:.3f})" if len(v) > 1
+                         else f"{mse:.2f} (R² {r2:.3f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    m = sum(values) / len(values)
+    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return m, sd
 
 
 def main() -> None:
@@ -62,7 +70,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="1 seed, 600 samples, 20 epochs, rates 0 / 0.2")
     p.add_argument("--kind", default="adversarial", choices=noise.TARGET_NOISES.available())
     p.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--n-samples", type=int, default=2000)
     p.add_argument("--json", default=None)
@@ -71,7 +79,7 @@ def main() -> None:
         a.seeds, a.n_samples, a.epochs, a.rates = [0], 600, 20, [0.0, 0.2]
     torch.set_num_threads(1)
     rows = run(a.kind, a.rates, a.seeds, a.epochs, a.n_samples)
-    print(f"\ntest MSE on clean targets (mean over seeds {a.seeds}), {a.kind} target corruption, "
+    print(f"\ntest MSE on clean targets (mean ± sample std over seeds {a.seeds}), {a.kind} target corruption, "
           f"friedman n={a.n_samples}, {a.epochs} epochs\n")
     print(table(rows, a.rates))
     if a.json:

@@ -6,7 +6,7 @@ objects. Here: ``data.synthetic_segmentation`` (32x32 rectangles and discs), tra
 with BCE, MSE on sigmoid probabilities, or ``dice``; the score is the foreground IoU on **clean** test masks.
 
     .venv/bin/python benchmarks/exp_dice_noise.py [--quick] [--kind boundary|dilate|remove]
-        [--amounts 0 0.3 0.6 0.9] [--epochs 15] [--seeds 0] [--json out.json]
+        [--amounts 0 0.3 0.6 0.9] [--epochs 15] [--seeds 0 1 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -57,6 +57,13 @@ def iou(model: nn.Module, d: data.SegmentationData) -> float:
     return float((pred & t).sum() / (pred | t).sum().clamp_min(1))
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    m = sum(values) / len(values)
+    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return m, sd
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="256 training images, 8 epochs, amounts 0 / 0.6 / 0.9")
@@ -64,7 +71,7 @@ def main() -> None:
     p.add_argument("--amounts", type=float, nargs="+", default=[0.0, 0.3, 0.6, 0.9])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--n-train", type=int, default=512)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--json", default=None)
     a = p.parse_args()
     if a.quick:
@@ -81,11 +88,11 @@ def main() -> None:
                 v = iou(train(dn, loss, a.epochs, seed), d)
                 rows.append({"seed": seed, "amount": amount, "loss": loss, "iou": v})
                 print(f"seed {seed} {a.kind} {amount:g} {loss:<5} clean test IoU {v:.4f}", flush=True)
-    print(f"\nforeground IoU on clean test masks, {a.kind} mask noise (mean over seeds {a.seeds})\n")
+    print(f"\nforeground IoU on clean test masks, {a.kind} mask noise (mean ± sample std over seeds {a.seeds})\n")
     print("| loss | " + " | ".join(f"{a.kind} {x:g}" for x in a.amounts) + " |\n|:---|" + "---:|" * len(a.amounts))
     for loss in ("bce", "mse", "dice"):
-        cells = [sum(r["iou"] for r in rows if r["loss"] == loss and r["amount"] == x) / len(a.seeds) for x in a.amounts]
-        print(f"| {loss} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        cells = [mean_std([r["iou"] for r in rows if r["loss"] == loss and r["amount"] == x]) for x in a.amounts]
+        print(f"| {loss} | " + " | ".join(f"{m:.4f} ± {sd:.4f}" for m, sd in cells) + " |")
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"args": vars(a), "rows": rows}, fh, indent=1)
