@@ -138,13 +138,14 @@ def trace(model: nn.Module, has_rule: Callable[[nn.Module], bool]) -> fx.GraphMo
     hit = _CACHE.get(model)
     if hit is not None and hit[0] == key:
         return hit[1]
+    root = nn.Sequential(model) if has_rule(model) else model  # a ruled layer bounded on its own: one leaf
     try:
-        graph = _Tracer(has_rule).trace(model)
+        graph = _Tracer(has_rule).trace(root)
     except Exception as e:  # fx raises many types (TraceError, TypeError on data-dependent control flow, ...)
         raise TypeError(
             f"Bounds for {type(model).__name__} need a model torch.fx can trace, but tracing failed: {e}. Register a rule "
             "for the untraceable module with robustlab.certify.ibp.register_ibp_rule.") from e
-    gm = fx.GraphModule(model, graph)
+    gm = fx.GraphModule(root, graph)
     _CACHE[model] = (key, gm)
     return gm
 

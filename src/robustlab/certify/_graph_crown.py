@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..models import Normalize
+from ..models import MoEConv2d, Normalize
 from . import _patches, _relax
 from ._crown import (
     _affine_vjp,
@@ -40,9 +40,10 @@ from ._graph import (
     output_node,
     trace,
 )
+from ._moe_crown import moe_back
 from ._patches import Patches
 
-_CROWN_OPS = ("Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, MaxPool2d, BatchNorm (eval), AvgPool2d, "
+_CROWN_OPS = ("Linear, Conv2d, ReLU, LeakyReLU, Tanh, Sigmoid, MaxPool2d, MoEConv2d, BatchNorm (eval), AvgPool2d, "
               "AdaptiveAvgPool2d, Flatten, Identity, Dropout (eval), Normalize, and the functions add, sub, mul/div "
               "by a constant, neg, cat, reshape/view/flatten, indexing, sum/mean, relu, tanh, sigmoid, leaky_relu, "
               "max_pool2d, avg_pool2d, linear")
@@ -106,6 +107,8 @@ def _module_back(t: Trace, node: fx.Node, m: nn.Module, lam: torch.Tensor) -> tu
     if isinstance(m, nn.MaxPool2d):
         p = _relax.maxpool_params(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, m.return_indices)
         return _relax.maxpool_backward(lam, box.lower, box.upper, p)
+    if isinstance(m, MoEConv2d):
+        return moe_back(m, lam, box.lower, box.upper)
     raise _unsupported(t, node)
 
 
@@ -228,8 +231,18 @@ def backward(t: Trace, start: fx.Node, lam: torch.Tensor | Patches, x: torch.Ten
 
 
 def _records(t: Trace, upto: fx.Node) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Bounds of the nodes up to ``upto`` (their shapes size the CROWN working set); an MoE layer's coefficients
+    are held once per expert, which an extra (1, experts × width) entry accounts for."""
     stop = t.nodes.index(upto) + 1
-    return [(t.boxes[a].lower, t.boxes[a].upper) for a in t.nodes[:stop] if a in t.boxes]
+    out = []
+    for a in t.nodes[:stop]:
+        if a in t.boxes:
+            out.append((t.boxes[a].lower, t.boxes[a].upper))
+            if a.op == "call_module" and isinstance(t.gm.get_submodule(str(a.target)), MoEConv2d):
+                experts = t.gm.get_submodule(str(a.target)).num_experts
+                wide = t.boxes[a].lower.new_empty((1, experts * t.boxes[a].lower[0].numel()))
+                out.append((wide, wide))
+    return out
 
 
 def backward_chunked(t: Trace, start: fx.Node, lam: torch.Tensor, x: torch.Tensor, eps: float, norm: str,

@@ -81,7 +81,7 @@ def moe_lenet(*, input_shape: Sequence[int], num_classes: int, channels: Sequenc
     Same stages as ``lenet`` ([MoEConv5x5(pad 2) - ReLU - AvgPool2] x 2, MLP head); He-normal initialisation.
     IBP bounds each MoE layer by the extreme convex combinations of its experts' bounds under router-derived
     gate intervals (sound for any routing; loose once the routing is undecided on the box); CROWN / CROWN-IBP
-    do not support MoE layers.
+    relax the gated sum linearly (``certify._moe_crown``: exact where the routing is decided).
     """
     c, h, w = image_shape(input_shape, "moe_lenet")
     layers: list[nn.Module] = []
