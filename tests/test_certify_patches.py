@@ -127,3 +127,19 @@ def test_windows_are_zero_outside_the_map():
     assert back.data.shape[-2:] == (3, 3) and conv.padding == (1, 1)
     assert back.data[0, 0].sum() == 4 and back.data[0, 1].sum() == 4  # corner windows: 2x2 inside the map
     assert back.to_dense()[0, 0, 0, :2, :2].sum() == 4
+
+
+@pytest.mark.parametrize("cin, cout, k, stride, padding, dilation, groups", [
+    (1, 8, 3, (2, 2), (1, 1), (2, 2), 1), (1, 16, 4, (2, 1), (1, 0), (1, 1), 1), (8, 8, 3, (1, 1), (1, 1), (1, 1), 1),
+    (8, 8, 3, (1, 1), (0, 2), (1, 2), 1), (4, 8, 3, (3, 2), (2, 1), (1, 1), 2)])
+def test_conv_transpose_matches_aten_on_every_path(cin, cout, k, stride, padding, dilation, groups):
+    torch.manual_seed(5)
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x = torch.rand(2, cin, 13, 12)
+    out = conv(x)
+    lam = torch.randn(3, *out.shape[1:])
+    pads = [x.shape[2 + i] - ((out.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (k - 1) + 1)
+            for i in (0, 1)]
+    want = torch.nn.functional.conv_transpose2d(lam, conv.weight, None, stride, padding, tuple(pads), groups, dilation)
+    got = _patches.conv_transpose(lam, conv.weight, stride, padding, dilation, groups, (13, 12))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
