@@ -1,7 +1,7 @@
 """Noisy long-tailed digits: CE vs GCE vs LDR-KL vs RCAL, overall and tail-class test accuracy.
 
     python benchmarks/repr_longtail.py [--quick] [--seeds 3] [--rho 0.1 0.01] [--epochs 20] [--lr 0.05]
-        [--methods ce gce ldr_kl rcal] [--name longtail] [--out docs/results/repr]
+        [--optimizer sgd] [--q 0.7] [--methods ce gce ldr_kl rcal] [--name longtail] [--out docs/results/repr]
 
 Digits (UCI optdigits, 8x8) with the train split long-tailed (imbalance ratio rho, exponential profile, class
 0 the head) and symmetric label noise at 20% and 40% applied after subsampling; the test split stays
@@ -32,6 +32,8 @@ def main() -> None:
     p.add_argument("--rho", type=float, nargs="+", default=[0.1], help="imbalance ratios (default 0.1)")
     p.add_argument("--epochs", type=int, default=20, help="epochs of the CE/GCE/LDR-KL runs (default 20)")
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate of the CE/GCE/LDR-KL runs (default 0.05)")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"), help="of the CE/GCE/LDR-KL runs (default sgd)")
+    p.add_argument("--q", type=float, default=0.7, help="GCE's q (default 0.7, the paper's)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--name", default="longtail", help="output file stem (default longtail)")
     args = p.parse_args()
@@ -63,7 +65,8 @@ def main() -> None:
                         r["tail"].append(rc.accuracy(d.x_test, d.y_test, tail))
                         continue
                     m = models.create("mlp", input_shape=d.input_shape, num_classes=10)
-                    m = training.fit(m, dn, loss=method, epochs=epochs, batch_size=64, lr=args.lr, seed=seed,
+                    m = training.fit(m, dn, loss=method, loss_kw={"q": args.q} if method == "gce" else None,
+                                     epochs=epochs, batch_size=64, lr=args.lr, optimizer=args.optimizer, seed=seed,
                                      progress=False).model.eval()
                     pred = training.predict_logits(m, d.x_test).argmax(1)
                     r["all"].append(float((pred == d.y_test).float().mean()))

@@ -4,15 +4,24 @@ r"""RCAL: representation calibration for noisy labels on long-tailed data (Zhang
 2. Robust per-class statistics of the features: in each (noisily labelled) class the local outlier factor
    (LOF, Breunig et al. 2000) marks the points that sit far from their class's dense core -- mostly
    mislabelled examples -- and the mean :math:`\mu_c` and covariance :math:`\Sigma_c` are estimated on the rest.
-3. Tail calibration (the distribution calibration RCAL borrows from Yang et al., ICLR 2021): a tail class
-   takes its ``n_borrow`` nearest head classes :math:`S_c` (by mean distance),
-   :math:`\hat\mu_c = (\mu_c + \sum_{i\in S_c}\mu_i)/(|S_c|+1)`,
+3. Tail calibration: a tail class takes its ``n_borrow`` (the paper's :math:`q`) head classes :math:`S_c` whose
+   means are nearest to its own (Euclidean), :math:`\hat\mu_c = (\mu_c + \sum_{i\in S_c}\mu_i)/(|S_c|+1)`,
    :math:`\hat\Sigma_c = \frac{1}{|S_c|}\sum_{i\in S_c}\Sigma_i + \alpha I`.
 4. Features are sampled from :math:`\mathcal N(\hat\mu_c, \hat\Sigma_c)` until every class has as many
    (kept real + sampled) features as the largest class, and a linear classifier is trained on real and
    sampled features. With ``finetune=True`` (default, as the paper) the encoder is trained too, under the individual
    calibration regulariser :math:`\beta\|f(x) - f_0(x)\|^2` that keeps each representation near its
    contrastive one (:math:`f_0`, frozen).
+
+Checked against the paper (its text as quoted in public reading notes; the equations themselves were not
+readable there): steps 1, 2 and 4 and the choice of the borrowed classes in step 3 ("for the tail class k, we
+select top q head classes with the closest Euclidean distance to the mean") are the paper's. The way the
+borrowed statistics are combined is the distribution-calibration rule of Yang et al. (ICLR 2021) that RCAL
+builds on -- the class's own mean averaged with the q head means, the head covariances averaged without the
+class's own, plus :math:`\alpha I` -- and may differ from the paper's equation (e.g. in whether the tail's own
+covariance enters the average). Departures: SimCLR-style pre-training (``training.pretrain``) instead of MoCo
+with a queue and momentum encoder; the paper's second part of the individual calibration, mixup during
+classifier training, is not implemented; "tail" = kept count below ``tail_fraction`` of the largest class.
 """
 
 from __future__ import annotations
