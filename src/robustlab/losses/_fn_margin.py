@@ -241,23 +241,23 @@ def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
     :math:`q_i = \mathrm{softmax}(\tilde f_i/\lambda_i)` (normalised logits ``f``, current ``lam``),
     clamped to :math:`[\lambda_0(1-1/\alpha), \lambda_0]`; no gradient."""
     with torch.no_grad():
-        return _aldr_lambda(f, lam.to(f.dtype), lam0, alpha)[0]
+        return _aldr_lambda(f, lam.to(f.dtype).unsqueeze(1), lam0, alpha)[0].squeeze(1)
 
 
 def _aldr_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The update, the shifted logits z = (f - max f)/lam (kept for the loss) and a free (N, C) buffer.
+    """The update (N, 1), the shifted logits z = (f - max f)/lam (kept for the loss) and a free (N, C) buffer.
 
     KL(q||u) = d/s - log s + log K with e = exp(z), s = sum e, d = sum e z (z <= 0, max 0): one exp pass and
-    no softmax normalisation pass; d is taken in e's buffer, z is left intact. Call without grad; ``lam`` in
-    f's dtype.
+    no softmax normalisation pass; d is taken in e's buffer, z is left intact. Call without grad; ``lam`` an
+    (N, 1) column in f's dtype (every per-row quantity is a column: no reshapes).
     """
     logk = math.log(f.shape[1])
     k = lam0 / (alpha * logk)
-    z = torch.sub(f, f.amax(1, keepdim=True)).div_(lam.unsqueeze(1))
+    z = torch.sub(f, f.amax(1, keepdim=True)).div_(lam)
     e = torch.exp(z)
-    s = e.sum(1)
-    d = e.mul_(z).sum(1)
+    s = e.sum(1, keepdim=True)
+    d = e.mul_(z).sum(1, keepdim=True)
     # new = lam0 - k KL; the KL in [0, log K] maps onto exactly [lam0 (1 - 1/alpha), lam0]: one clamp.
     new = torch.addcdiv(s.log().mul_(k).add_(lam0 - k * logk), d, s, value=-k)
     return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0), z, e
@@ -270,7 +270,8 @@ class _ALDRKL(torch.autograd.Function):
     target entry (shift (m + c)/lam >= max u puts every entry <= 0 and the largest >= -c/lam; re-shifted
     exactly where that could underflow), one exp pass and a row sum: log p*_y = (u - shift)_y - log s, value
     -lam (log p*_y + log K) - penalty, reduced here; gradient p* - e_y as :class:`_LDRKL`'s. Reuses the
-    update's two buffers: the gradient is the third and last N x C allocation. Returns (value, lam).
+    update's two buffers: the gradient is the third and last N x C allocation. ``lam_old`` (N, 1); returns
+    (value, lam (N, 1)).
     """
 
     @staticmethod
@@ -280,36 +281,36 @@ class _ALDRKL(torch.autograd.Function):
         lam, z, e = _aldr_lambda(f, lam_old, lam0, alpha)
         il = lam.reciprocal()
         t = target.unsqueeze(1)
-        us = z.mul_(torch.mul(lam_old, il).unsqueeze(1))
+        us = z.mul_(torch.mul(lam_old, il))
         uy = us.gather(1, t)
         if margin:
-            us.scatter_(1, t, uy.sub_(il.mul(margin).unsqueeze(1)))
+            us.scatter_(1, t, uy.sub_(il.mul_(margin)))
             # exp(-c/lam) underflows float32 near c/lam = 87: re-shift exactly long before (a hyper-parameter test)
             if margin / (lam0 * (1.0 - 1.0 / alpha)) > 30.0:
                 us.sub_(us.amax(1, keepdim=True))
                 uy = us.gather(1, t)
         torch.exp(us, out=e)
-        s = e.sum(1)
+        s = e.sum(1, keepdim=True)
         w = s.reciprocal()
-        ls_y = uy.squeeze(1).sub_(s.log_())
+        ls_y = uy.sub_(s.log_())
         # minus the penalty (alpha log K / (2 lam0)) (lam - lam0)^2
         v = torch.addcmul((lam - lam0).square_().mul_(-alpha * logk / (2.0 * lam0)), lam, ls_y + logk, value=-1.0)
-        ctx.save_for_backward(e, target, w, ls_y)
+        ctx.save_for_backward(e, t, w, ls_y)
         ctx.scale = None if reduction == "none" else 1.0 / max(f.shape[0], 1) if reduction == "mean" else 1.0
         ctx.mark_non_differentiable(lam)
         ctx.set_materialize_grads(False)  # no zero gradient built for lam
-        return (v if reduction == "none" else v.mean() if reduction == "mean" else v.sum()), lam
+        return (v.squeeze(1) if reduction == "none" else v.mean() if reduction == "mean" else v.sum()), lam
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, ...]:
         if grad is None:
             return None, None, None, None, None, None, None
-        e, target, w, ls_y = ctx.saved_tensors
-        if ctx.scale is not None:
-            grad = grad * ctx.scale  # the 0-dim gradient of the reduced value, the same for every row
-        g = e * (w * grad).unsqueeze(1)
-        g.scatter_(1, target.unsqueeze(1), torch.expm1(ls_y).mul_(grad).unsqueeze(1))
+        e, t, w, ls_y = ctx.saved_tensors
+        # a reduced value has a 0-dim gradient, the same for every row; per-sample values a (N,) one
+        grad = grad.unsqueeze(1) if ctx.scale is None else grad * ctx.scale
+        g = e * (w * grad)
+        g.scatter_(1, t, torch.expm1(ls_y).mul_(grad))
         return g, None, None, None, None, None, None
 
 
@@ -318,10 +319,12 @@ def _aldr(logits: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | None, 
     """ALDR-KL reduced by ``reduction`` and the updated temperatures (N,)."""
     f = normalize_logits(logits, normalize)
     if lam is None:
-        lam = torch.full((f.shape[0],), lam0, dtype=f.dtype, device=f.device)
-    elif lam.dtype != f.dtype or lam.device != f.device:
-        lam = lam.to(device=f.device, dtype=f.dtype)
-    return _ALDRKL.apply(f, target, lam, lam0, alpha, margin, reduction)
+        lam = torch.full((f.shape[0], 1), lam0, dtype=f.dtype, device=f.device)
+    else:
+        lam = (lam if lam.dtype == f.dtype and lam.device == f.device
+               else lam.to(device=f.device, dtype=f.dtype)).unsqueeze(1)
+    v, new = _ALDRKL.apply(f, target, lam, lam0, alpha, margin, reduction)
+    return v, new.squeeze(1)
 
 
 @loss_function(lam0=POSITIVE, alpha=Interval(Real, 1, None, closed="neither"), margin=MARGIN,
