@@ -3,7 +3,8 @@ consistency-denoised, and a Gaussian-augmented model (Cohen et al.), all certifi
 
 Small CPU scale: the MNIST test file (/work/shared/datasets/mnist-t10k) split 80/20 into train/test, one
 LeNet base classifier trained on clean images, a DnCNN denoiser (MSE pre-training, then FO stability loss /
-ZO-AE-DS with RGE in the autoencoder's latent space / the consistency loss), CERTIFY with n0 = 100 and
+ZO-AE-DS with RGE in the autoencoder's latent space / the consistency loss, each from the same pre-trained
+denoiser and for the same --epochs), CERTIFY with n0 = 100 and
 n = --n draws (the published protocol uses n = 100 000: fewer draws cap the certifiable radius at
 σΦ⁻¹(α^(1/n)), printed as "max radius").
 
@@ -84,8 +85,8 @@ def main() -> None:
     zo.fit_autoencoder(x, epochs=a.epochs, lr=2e-3, generator=g)
     zo_fit = zo.fit(x, method="zo", estimator="rge", q=a.q, mu=0.005, epochs=a.zo_epochs, lr=1e-3, generator=g)
     log(f"ZO-AE-DS trained: {zo_fit.queries} black-box queries, {zo_fit.history}")
-    cons = DenoisedSmoothing(base, models.create("dncnn", input_shape=shape, num_classes=10, width=16, depth=5), a.sigma)
-    cons_fit = cons.fit(x, method="consistency", levels=4, epochs=2 * a.epochs, lr=2e-3, generator=g)
+    cons = DenoisedSmoothing(base, copy.deepcopy(den), a.sigma)  # from the MSE-pre-trained denoiser, as FO and ZO
+    cons_fit = cons.fit(x, method="consistency", levels=4, epochs=a.epochs, lr=1e-3, generator=g)
     log(f"consistency denoiser trained {cons_fit.history}")
 
     xt, yt = d.x_test[:a.n_cert], d.y_test[:a.n_cert]

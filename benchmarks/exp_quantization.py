@@ -1,13 +1,14 @@
 """One model for every bit-width: ``elastic_quant`` (after EQ-Net) against post-training quantization of a
 standard model, at weight bit-widths 8/4/3/2, clean and PGD-robust accuracy.
 
-Both models have the same architecture, data, epochs and seed; the only difference is the objective
-(``standard`` vs ``elastic_quant`` with bits {8, 4, 3, 2}). Each is then quantized post-training with
-``shift.quantize`` (symmetric, per-channel weights, float activations) and evaluated with
+The models have the same architecture, data, epochs and seed; the only difference is the objective
+(``standard``; ``elastic_quant`` with bits {8, 4, 3, 2}; the same with EQ-Net's elastic granularity (per-channel
+and per-tensor scales drawn per step) and progressive guidance from the next wider width). Each is then
+quantized post-training with ``shift.quantize`` (symmetric, ``--scheme`` weights, float activations) and evaluated with
 ``shift.quantization_error`` (PGD-L∞ at --eps against the quantized model itself, straight-through rounding).
 
     .venv/bin/python benchmarks/exp_quantization.py [--data mnist --root ../shared/datasets/mnist-t10k | --data digits]
-        [--model lenet] [--epochs 5] [--json out.json]
+        [--model lenet] [--epochs 5] [--scheme per_channel|per_tensor] [--json out.json]
 """
 
 from __future__ import annotations
@@ -34,22 +35,30 @@ def main() -> None:
     p.add_argument("--eps", type=float, default=0.1, help="PGD-L∞ budget for the robust accuracy")
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--seeds", type=int, default=1, help="repeat with seeds 0..S-1 and report the mean")
+    p.add_argument("--scheme", default="per_channel", choices=list(shift.QUANT_SCHEMES), help="post-training quantization granularity of the evaluation")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.time()
-    out: dict[str, list[dict[str, object]]] = {"standard": [], "elastic_quant": []}
+    objectives = {
+        "standard": "standard",
+        "elastic_quant": ("elastic_quant", {"bits": list(BITS)}),
+        "elastic_quant + granularity + guidance": ("elastic_quant", {"bits": list(BITS), "guidance_weight": 1.0,
+                                                                      "scheme": ["per_channel", "per_tensor"]}),
+    }
+    out: dict[str, list[dict[str, object]]] = {name: [] for name in objectives}
     for seed in range(a.seeds):
         d = (data.load("mnist", root=a.root, use_test_split_as_train=0.8, seed=seed) if a.data == "mnist"
              else data.load("digits"))
         for name in out:
-            objective = training.objectives.get("elastic_quant", bits=list(BITS)) if name == "elastic_quant" else "standard"
+            spec = objectives[name]
+            objective = spec if isinstance(spec, str) else training.objectives.get(spec[0], **spec[1])
             torch.manual_seed(seed)
             m = models.create(a.model, input_shape=d.input_shape, num_classes=d.num_classes)
             training.fit(m, d, objective=objective, epochs=a.epochs, batch_size=64, lr=0.05, progress=False, seed=seed)
-            res = shift.quantization_error(m.eval(), d, bits=list(BITS), attack="pgd", eps=a.eps, n_test=a.n_test,
-                                           seed=seed)
+            res = shift.quantization_error(m.eval(), d, bits=list(BITS), scheme=a.scheme, attack="pgd", eps=a.eps,
+                                           n_test=a.n_test, seed=seed)
             out[name].append(res.to_dict())
             print(f"[{time.time() - t0:5.0f}s] seed {seed} {name}:\n{res.table()}", flush=True)
 
@@ -57,7 +66,8 @@ def main() -> None:
         vals = [r[key] if b is None else r[key][b] for r in out[name]]  # type: ignore[index]
         return 100 * sum(vals) / len(vals)  # type: ignore[arg-type]
 
-    print(f"\n{a.data}, {a.model}, {a.epochs} epochs, {a.seeds} seed(s), {a.n_test} test points, PGD eps={a.eps:g}; "
+    print(f"\n{a.data}, {a.model}, {a.epochs} epochs, {a.seeds} seed(s), {a.n_test} test points, {a.scheme} PTQ, "
+          f"PGD eps={a.eps:g}; "
           "clean / robust accuracy (%)")
     print("| training | float | " + " | ".join(f"{b}-bit" for b in BITS) + " |")
     print("|---|---|" + "---|" * len(BITS))

@@ -123,7 +123,8 @@ def test_consistency_denoiser_learns_to_denoise(digits_base):
     x = d.x_test[:200]
     noisy = x + sigma * torch.randn(x.shape, generator=g)
     before = float((noisy - x).square().mean())
-    fit = DenoisedSmoothing(base, den, sigma).fit(d.x_train, method="consistency", levels=4, epochs=4, lr=3e-3, generator=g)
+    fit = DenoisedSmoothing(base, den, sigma).fit(d.x_train, method="consistency", representation="pixel", levels=4,
+                                                         epochs=4, lr=3e-3, generator=g)
     with torch.no_grad():
         after = float((den.eval()(noisy) - x).square().mean())
     assert after < 0.5 * before and fit.history[-1] < fit.history[0]
@@ -186,3 +187,39 @@ def test_bad_construction_and_inputs_raise(digits_base):
         ds.fit(d.x_train[:8], d.y_train[:7], method="fo", loss="classification")
     with pytest.raises(InvalidParameterError, match="no autoencoder"):
         ds.fit_autoencoder(d.x_train[:8])
+
+
+@pytest.mark.parametrize("representation", ["logits", "pixel"])
+def test_consistency_keeps_a_pretrained_batchnorm_denoiser_working(digits_base, representation):
+    """The consistency loss mixes noise levels 0..σ in a batch: BatchNorm statistics must end up those of σ-noisy
+    inputs (the earlier form drove an MSE-pre-trained DnCNN to chance accuracy at the certification level)."""
+    base, d = digits_base
+    sigma = 0.5
+    torch.manual_seed(0)
+    den = models.create("dncnn", input_shape=(1, 8, 8), num_classes=10, width=16, depth=5)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in den.modules())
+    ds = DenoisedSmoothing(base, den, sigma)
+    ds.fit(d.x_train, method="mse", epochs=4, lr=3e-3, generator=torch.Generator().manual_seed(0))
+    pre = _noisy_acc(ds, d, sigma)
+    fit = ds.fit(d.x_train, method="consistency", representation=representation, levels=4, epochs=4, lr=1e-3,
+                 generator=torch.Generator().manual_seed(1))
+    after = _noisy_acc(ds, d, sigma)
+    assert after >= pre - 0.05 and after > 0.5, (pre, after, fit.history)
+
+
+def test_consistency_options(digits_base):
+    base, d = digits_base
+    den, _ = _parts()
+    with pytest.raises(InvalidParameterError, match="'representation'"):
+        DenoisedSmoothing(base, den, 0.25).fit(d.x_train[:16], method="consistency", representation="latent")
+    with pytest.raises(InvalidParameterError, match="'anchor_weight'"):
+        DenoisedSmoothing(base, den, 0.25).fit(d.x_train[:16], method="consistency", anchor_weight=-1.0)
+
+    def black_box(x):
+        with torch.no_grad():
+            return base(x)
+
+    with pytest.raises(InvalidParameterError, match="representation='pixel'"):
+        DenoisedSmoothing(black_box, den, 0.25).fit(d.x_train[:16], method="consistency", representation="logits")
+    fit = DenoisedSmoothing(black_box, den, 0.25).fit(d.x_train[:64], method="consistency", epochs=1)  # auto: pixel
+    assert fit.steps == 1

@@ -23,7 +23,7 @@ from typing import NoReturn
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = ("list", "train", "attack", "evaluate", "certify", "conformal", "shift", "bench", "results", "report")
+_COMMANDS = ("list", "train", "attack", "evaluate", "certify", "denoise", "conformal", "shift", "bench", "results", "report")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -5,6 +5,7 @@ Examples::
     robustlab certify --checkpoint runs/ibp --method ibp --eps 0.05 8/255
     robustlab certify --checkpoint runs/gauss --method smoothing --sigma 0.25 --radii 0 0.25 0.5 --n 10000
     robustlab certify --checkpoint runs/lip --method lipschitz --eps 36/255 0.5 1.0
+    robustlab certify --checkpoint runs/base --denoiser runs/den --method smoothing   # denoised smoothing
 
 Prints one line per ε (or radius) with the settings used, and writes ``--out`` JSON atomically when given.
 """
@@ -32,7 +33,10 @@ def add_parser(sub: Any) -> None:
                                "help": "radii of the bound methods (L-inf, or --norm l2/l1); 8/255 accepted (default 0.1)"})
     p.add_argument("--norm", default="linf", choices=["linf", "l2", "l1"],  # = certify.ibp.NORMS (tested)
                    help="threat model of the bound methods: L-inf box, L2 or L1 ball")
-    p.add_argument("--sigma", type=float, default=0.25, help="smoothing noise level σ (default 0.25)")
+    p.add_argument("--sigma", type=float, default=None, help="smoothing noise level σ (default 0.25, or the --denoiser's)")
+    p.add_argument("--denoiser", default=None, metavar="DIR",
+                   help="smoothing: a denoiser from 'robustlab denoise' placed in front of the model (denoised smoothing); "
+                        "--sigma defaults to the σ it was trained for")
     p.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5], help="L2 radii reported for smoothing")
     p.add_argument("--n0", type=int, default=100, help="selection draws (Cohen et al.: 100)")
     p.add_argument("--n", type=int, default=100_000, help="estimation draws (Cohen et al.: 100000)")
@@ -50,6 +54,25 @@ def _clean_accuracy(model: Any, x: Any, y: Any, batch_size: int) -> float:
     return float((predict_logits(model, x, batch_size=batch_size).argmax(1).cpu() == y).float().mean())
 
 
+def _with_denoiser(args: argparse.Namespace, model: Any) -> tuple[Any, dict[str, Any] | None]:
+    """``model``, or ``DenoisedSmoothing(model, denoiser)`` with ``--denoiser`` (and ``args.sigma`` filled in)."""
+    from .._validation import InvalidParameterError
+
+    if args.denoiser is None:
+        args.sigma = 0.25 if args.sigma is None else args.sigma
+        return model, None
+    if args.method != "smoothing":
+        raise InvalidParameterError(f"--denoiser applies to --method smoothing (denoised smoothing), not {args.method}.")
+    from ..defences import load_denoised
+
+    first = next(iter(model.parameters()), None)
+    ds = load_denoised(model, args.denoiser, sigma=args.sigma, map_location=str(first.device) if first is not None else "cpu")
+    args.sigma = ds.sigma
+    info = {"path": args.denoiser, "trained_sigma": ds.robustlab_denoiser["sigma"],
+            "trained_method": ds.robustlab_denoiser.get("method"), "autoencoder": ds.autoencoder is not None}
+    return ds, info
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -63,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--method {args.method} certifies classifiers; a regression model takes ibp, crown_ibp "
                              "or crown (certified output intervals).")
         return evaluate_regression(args, model, data, ref, label, method=args.method, attack=False)
+    model, denoiser = _with_denoiser(args, model)
     data = in_memory(data)  # an imagefolder: set's test split as tensors
     x, y = data.x_test, data.y_test
     t0 = time.perf_counter()
@@ -70,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                               "data_ref": ref.to_config(), "method": args.method, "num_points": int(x.shape[0]),
                               "seed": args.seed, "batch_size": args.batch_size}
     if args.method == "smoothing":
+        if denoiser is not None:
+            result["denoiser"] = denoiser
+            label = f"{label} + denoiser {args.denoiser}"
         smooth = SmoothedClassifier(model, sigma=args.sigma, num_classes=data.num_classes)
         classes, radii = call(smooth.certify, x, n0=args.n0, n=args.n, alpha=args.alpha, batch_size=args.batch_size,
                               generator=torch.Generator().manual_seed(args.seed), args=args)

@@ -8,6 +8,7 @@ Training-time defences (PGD-AT, TRADES, MART, DRO-AT, ARD/MTARD, ...) are object
 from __future__ import annotations
 
 from ._denoised import DENOISER_METHODS, DenoisedSmoothing, DenoiserFit
+from ._denoised_io import load_denoised, save_denoiser
 from ._rcal import Calibration, RCALResult, calibrate, local_outlier_factor, rcal
 from ._rift import RiFTResult, module_robust_criticality, robust_critical_fine_tuning
 from ._signatures import WeightSignature, extract_signature, patch, patches, unpatch
@@ -35,5 +36,6 @@ __all__ = [
     "unpatch",
 ]
 __all__ += ["DENOISER_METHODS", "DenoisedSmoothing", "DenoiserFit"]
+__all__ += ["load_denoised", "save_denoiser"]
 __all__ += ["RCALResult", "local_outlier_factor", "rcal"]
 __all__ += ["Calibration", "calibrate"]

@@ -14,16 +14,26 @@ classifier (:meth:`DenoisedSmoothing.smoothed` gives the :class:`~robustlab.cert
   RGE ``ĝ = (d/q) Σ_k [ℓ(z + μu_k) − ℓ(z)]/μ · u_k`` (q + 1 queries per example) or CGE
   ``ĝ_i = [ℓ(z + μe_i) − ℓ(z − μe_i)]/(2μ)`` (2d queries), and ``⟨z, stopgrad(ĝ)⟩`` is back-propagated
   into the denoiser (and the encoder); ``query_budget`` caps the queries;
-* ``"consistency"``: a one-step denoiser trained *in the spirit of* the robust representation consistency
-  model (Lei et al. 2025): noisy views of one trajectory ``x + t_k ε`` at levels ``t_k = kσ/K`` must map to
-  the same output, ``‖D(x + t_k ε) − stopgrad(D(x + t_{k−1} ε))‖²`` with the clean image as the target at
-  ``k = 1`` (the consistency models' boundary condition). It is a pixel-space consistency loss, not rRCM's
-  contrastive latent-space training.
+* ``"consistency"``: a one-step denoiser trained in the spirit of the robust representation consistency model
+  (rRCM, Lei et al. 2025: temporally adjacent points of a noise trajectory get consistent representations).
+  One trajectory ``x_k = x + t_k ε`` per image at levels ``t_k = kσ/K`` (``levels`` K, ``t_0 = 0``), a level
+  ``k`` drawn per example, and the loss
+  ``anchor_weight · ‖D(x_k) − x‖² + KL(p(x_{k−1}) ‖ p(x_k)) + KL(p(x_0) ‖ p(x_k))`` with
+  ``p(x_k) = softmax(F(D(x_k)))``, the teacher ``p(x_{k−1})`` under stop-gradient and ``p(x_0) = softmax(F(x))``
+  the clean image's representation (the consistency models' boundary condition, here applied at every level).
+  ``representation="pixel"`` (needed for a black box) uses ``‖D(x_k) − stopgrad(D(x_{k−1}))‖²`` instead of
+  the two KL terms (``D(x_0) = x``). The teacher pass runs BatchNorm on its running statistics (without
+  updating them) and, after training, the running statistics are re-estimated on σ-noisy inputs: the levels
+  mixed in a batch otherwise leave statistics of the mixture, and an MSE-pre-trained DnCNN fell to chance
+  accuracy at σ (MNIST, σ = 0.5). The clean-representation and pixel anchors keep the chain of self-targets
+  from collapsing to one prediction. The classifier plays the role of rRCM's encoder (frozen); rRCM's
+  contrastive training is not reproduced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +55,7 @@ __all__ = ["DENOISER_METHODS", "DenoisedSmoothing", "DenoiserFit", "cge"]
 
 DENOISER_METHODS = ("mse", "fo", "zo", "consistency")
 FO_LOSSES = ("stability", "classification")
+REPRESENTATIONS = ("auto", "logits", "pixel")
 ZO_ESTIMATORS = ("rge", "cge")
 
 
@@ -158,14 +169,16 @@ class DenoisedSmoothing(nn.Module):
         self, x: torch.Tensor, y: torch.Tensor | None = None, *, method: str = "fo", loss: str = "stability",
         epochs: int = 5, batch_size: int = 64, lr: float = 1e-3, estimator: str = "rge", q: int = 20, mu: float = 0.005,
         query_budget: int | None = None, train_encoder: bool = True, levels: int = 4,
-        generator: torch.Generator | None = None, progress: bool | None = None,
+        representation: str = "auto", anchor_weight: float = 1.0, generator: torch.Generator | None = None, progress: bool | None = None,
     ) -> DenoiserFit:
         """Train the denoiser on ``x`` (N, C, H, W) in [0, 1] with Gaussian noise of std ``sigma`` (Adam, ``lr``).
 
         ``method``: ``"mse"``, ``"fo"`` (``loss`` ``"stability"`` or ``"classification"``, the latter with labels
         ``y``), ``"zo"`` (``estimator`` ``"rge"`` with ``q`` directions or ``"cge"``, smoothing ``mu``, the encoder
         trained too when ``train_encoder``; stops before a step that would exceed ``query_budget`` black-box
-        queries) or ``"consistency"`` (``levels`` noise levels). See the module docstring for the formulas.
+        queries) or ``"consistency"`` (``levels`` noise levels; ``representation`` ``"logits"`` (the classifier's
+        softmax, needs an ``nn.Module`` base), ``"pixel"`` or ``"auto"`` (logits when the base is an ``nn.Module``);
+        ``anchor_weight`` on the clean-image term). See the module docstring for the formulas.
         ``generator`` drives the shuffling, the noise and the ZO directions (same seed, same numbers).
         """
         owner = "DenoisedSmoothing.fit"
@@ -178,6 +191,13 @@ class DenoisedSmoothing(nn.Module):
             check_int(query_budget, "query_budget", 1, None, owner=owner)
         check_bool(train_encoder, "train_encoder", owner=owner)
         check_int(levels, "levels", 1, None, owner=owner)
+        check_option(representation, "representation", REPRESENTATIONS, owner=owner)
+        anchor_weight = float(check_in_range(anchor_weight, "anchor_weight", 0.0, None, owner=owner))
+        if representation == "auto":
+            representation = "logits" if isinstance(self.base_model, nn.Module) else "pixel"
+        if method == "consistency" and representation == "logits" and not isinstance(self.base_model, nn.Module):
+            raise InvalidParameterError(f"representation='logits' of {owner} back-propagates through the classifier, "
+                                        "so 'base_model' must be an nn.Module; use representation='pixel' for a black box.")
         if method == "fo" and not isinstance(self.base_model, nn.Module):
             raise InvalidParameterError(f"method='fo' of {owner} back-propagates through the classifier, so 'base_model' "
                                         "must be an nn.Module; use method='zo' for a black box.")
@@ -187,7 +207,8 @@ class DenoisedSmoothing(nn.Module):
         if method == "fo" and loss == "classification" and y is None:
             raise InvalidParameterError(f"loss='classification' of {owner} needs the labels 'y'.")
         steps = {"mse": self._mse_step, "fo": self._fo_step, "consistency": self._consistency_step, "zo": self._zo_step}
-        self._opts = {"loss": loss, "estimator": estimator, "q": q, "mu": mu, "levels": levels}
+        self._opts = {"loss": loss, "estimator": estimator, "q": q, "mu": mu, "levels": levels,
+                      "representation": representation, "anchor_weight": anchor_weight}
         params = list(self.denoiser.parameters())
         if method == "zo" and train_encoder:
             params += list(self.autoencoder.encoder.parameters())
@@ -205,15 +226,25 @@ class DenoisedSmoothing(nn.Module):
         return F.cross_entropy(self.base_model(self.purify(xb + noise)), target)
 
     def _consistency_step(self, xb: torch.Tensor, yb: Any, noise: torch.Tensor, res: DenoiserFit) -> torch.Tensor:
-        k_levels = self._opts["levels"]
+        k_levels, opts = self._opts["levels"], self._opts
         eps = noise / self.sigma
         k = torch.randint(1, k_levels + 1, (xb.shape[0],), generator=self._gen, device=self._gen_dev).to(xb.device)
         shape = (-1, *([1] * (xb.dim() - 1)))
         t_hi = (k.to(xb.dtype) * self.sigma / k_levels).view(shape)
         t_lo = ((k - 1).to(xb.dtype) * self.sigma / k_levels).view(shape)
-        with torch.no_grad():
-            target = torch.where((k == 1).view(shape), xb, self.denoiser(xb + t_lo * eps))
-        return (self.denoiser(xb + t_hi * eps) - target).square().mean()
+        first = (k == 1).view(shape)
+        student = self.denoiser(xb + t_hi * eps)
+        value = opts["anchor_weight"] * (student - xb).square().mean() if opts["anchor_weight"] > 0 else student.new_zeros(())
+        with torch.no_grad(), _frozen_norm(self.denoiser):  # the teacher pass must not move BatchNorm statistics
+            teacher = torch.where(first, xb, self.denoiser(xb + t_lo * eps))
+            if opts["representation"] == "logits":
+                teacher = F.log_softmax(self.base_model(teacher), 1)
+                clean = F.log_softmax(self.base_model(xb), 1)
+        if opts["representation"] == "pixel":
+            return value + (student - teacher).square().mean()
+        log_p = F.log_softmax(self.base_model(student), 1)
+        kl = F.kl_div(log_p, teacher, log_target=True, reduction="batchmean")
+        return value + kl + F.kl_div(log_p, clean, log_target=True, reduction="batchmean")
 
     def _zo_step(self, xb: torch.Tensor, yb: Any, noise: torch.Tensor, res: DenoiserFit) -> torch.Tensor:
         from ..attacks._zoo import rge
@@ -298,8 +329,47 @@ class DenoisedSmoothing(nn.Module):
                     res.history.append(total / count)
                 if res.stopped_by_budget:
                     break
+            if method == "consistency":
+                self._recalibrate_norm(x, batch_size, dev)
         finally:
             for p, flag in zip(frozen, saved):
                 p.requires_grad_(flag)
             self.train(False)
         return res
+
+    @torch.no_grad()
+    def _recalibrate_norm(self, x: torch.Tensor, batch_size: int, dev: torch.device) -> None:
+        """Re-estimate the denoiser's BatchNorm running statistics on ``x + N(0, σ²)`` (the certification level).
+
+        Consistency training mixes noise levels 0..σ in every batch, so its running averages describe that mixture,
+        not the σ-noisy inputs the denoiser sees when certified; one pass at σ (cumulative average) fixes them.
+        """
+        norms = [m for m in self.denoiser.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if not norms:
+            return
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the pass
+        try:
+            self.denoiser.train(True)
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i:i + batch_size].to(dev)
+                noise = torch.randn(xb.shape, generator=self._gen, device=self._gen_dev).to(dev, xb.dtype)
+                self.denoiser(xb + self.sigma * noise)
+        finally:
+            for m, momentum in zip(norms, saved):
+                m.momentum = momentum
+
+
+@contextmanager
+def _frozen_norm(module: nn.Module) -> Iterator[None]:
+    """Run ``module``'s BatchNorm layers on their running statistics, without updating them, inside the block."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in norms:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.train(True)
