@@ -141,6 +141,19 @@ def test_unsupported_nodes_are_named():
     with pytest.raises(TypeError, match=r"layer 'lin' \(Bilinear with several input-dependent arguments\)"):
         lipschitz_bound(Twice(), (3,))
 
+    class AlwaysDropout(nn.Module):
+        def forward(self, x):
+            return F.dropout(x, 0.5)  # training=True by default: active even in eval mode
+
+    with pytest.raises(TypeError, match="training=True"):
+        lipschitz_bound(AlwaysDropout(), (3,))
+
+    class EvalDropout(nn.Module):
+        def forward(self, x):
+            return F.dropout(x, 0.5, training=self.training)
+
+    assert lipschitz_bound(EvalDropout(), (3,)).value == 1.0
+
     class Divide(nn.Module):
         def forward(self, x):
             return 1.0 / (x + 2)
