@@ -154,6 +154,13 @@ def test_unsupported_nodes_are_named():
 
     assert lipschitz_bound(EvalDropout(), (3,)).value == 1.0
 
+    class Reflect(nn.Module):
+        def forward(self, x):
+            return F.pad(x, (1, 1), mode="reflect")  # copies border entries
+
+    with pytest.raises(TypeError, match="copying mode"):
+        lipschitz_bound(Reflect(), (2, 4))
+
     class Divide(nn.Module):
         def forward(self, x):
             return 1.0 / (x + 2)

@@ -227,6 +227,8 @@ class _Propagate(fx.Interpreter):
             return self.walker.unsupported(n.name, f"{what}: advanced indexing may copy entries")
         if name == "dropout" and kwargs.get("training", args[2] if len(args) > 2 else True):
             return self.walker.unsupported(n.name, f"{what} with training=True (random, scaled by 1/(1-p))")
+        if name == "pad" and kwargs.get("mode", args[2] if len(args) > 2 else "constant") != "constant":
+            return self.walker.unsupported(n.name, f"{what} with a copying mode (reflect/replicate/circular)")
         if name in _KEEP:
             return self.single(n, deps, what)
         if name in _SCALE:
