@@ -28,7 +28,7 @@ from robustlab.certify import SmoothedClassifier
 from robustlab.certify.smoothing import certified_accuracy_curve
 from robustlab.defences import DenoisedSmoothing
 
-RADII = (0.0, 0.25, 0.5, 0.75)
+RADII_PER_SIGMA = (0.0, 0.5, 1.0, 1.5)  # radii reported, in units of σ (σ = 0.5: 0, 0.25, 0.5, 0.75)
 
 
 def main() -> None:
@@ -90,30 +90,34 @@ def main() -> None:
     log(f"consistency denoiser trained {cons_fit.history}")
 
     xt, yt = d.x_test[:a.n_cert], d.y_test[:a.n_cert]
-    rows = {}
+    radii_grid = tuple(f * a.sigma for f in RADII_PER_SIGMA)
+    rows, points = {}, {}
     for name, model in (("base alone", base), ("FO-denoised", fo), ("ZO-AE-DS (black box)", zo),
                         ("consistency-denoised", cons), ("Gaussian-augmented", gauss)):
         sc = SmoothedClassifier(model, sigma=a.sigma, num_classes=10)
         cls, rad = sc.certify(xt, n0=100, n=a.n, alpha=0.001, batch_size=1000,
                               generator=torch.Generator().manual_seed(a.seed), progress=False)
-        rows[name] = [float(v) for v in certified_accuracy_curve(cls, rad, yt, RADII)]
+        rows[name] = [float(v) for v in certified_accuracy_curve(cls, rad, yt, radii_grid)]
+        points[name] = {"class": cls.tolist(), "radius": rad.tolist()}
         log(f"certified {name}: {rows[name]}")
         if a.json:  # partial results after each model
-            _write(a, rows, zo_fit.queries, t0)
+            _write(a, radii_grid, rows, points, yt.tolist(), zo_fit.queries, t0)
     rmax = max_certifiable_radius(a.sigma, a.n, 0.001)
     print(f"\nMNIST, sigma={a.sigma}, {a.n_cert} test points, n0=100, n={a.n}, alpha=0.001, max radius {rmax:.3f}; "
           f"ZO queries for training: {zo_fit.queries}")
-    print("| model | " + " | ".join(f"r={r:g}" for r in RADII) + " |")
-    print("|---|" + "---|" * len(RADII))
+    print("| model | " + " | ".join(f"r={r:g}" for r in radii_grid) + " |")
+    print("|---|" + "---|" * len(radii_grid))
     for name, vals in rows.items():
         print(f"| {name} | " + " | ".join(f"{100 * v:.0f}%" for v in vals) + " |")
     if a.json:
-        _write(a, rows, zo_fit.queries, t0)
+        _write(a, radii_grid, rows, points, yt.tolist(), zo_fit.queries, t0)
 
 
-def _write(a: argparse.Namespace, rows: dict[str, list[float]], queries: int, t0: float) -> None:
+def _write(a: argparse.Namespace, radii: tuple[float, ...], rows: dict[str, list[float]],
+           points: dict[str, dict[str, list[float]]], labels: list[int], queries: int, t0: float) -> None:
     with open(a.json, "w", encoding="utf-8") as f:
-        json.dump({"args": vars(a), "radii": RADII, "certified_accuracy": rows, "zo_queries": queries,
+        json.dump({"args": vars(a), "radii": radii, "certified_accuracy": rows, "points": points,
+                   "labels": labels, "zo_queries": queries,
                    "max_radius": max_certifiable_radius(a.sigma, a.n, 0.001), "seconds": time.time() - t0}, f, indent=2)
 
 
