@@ -111,14 +111,12 @@ def routing_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list: 
 
 
 def routing_figure(curves: dict[str, list[list[float]]], eps_list: list[float], title: str) -> str:
-    """SVG line chart of :func:`routing_curve` (mean over seeds, ± the seeds' half-range)."""
+    """SVG line chart of :func:`routing_curve`, one line per run and seed (seeds differ a lot: one may route
+    every input alike)."""
     from robustlab.bench._svg import line_chart
 
-    series = []
-    for name, per_seed in curves.items():
-        cols = list(zip(*per_seed))
-        series.append({"label": name, "x": eps_list, "y": [100 * sum(c) / len(c) for c in cols],
-                       "err": [50 * (max(c) - min(c)) for c in cols]})
+    series = [{"label": f"{name}, seed {i}", "x": eps_list, "y": [100 * v for v in curve]}
+              for name, per_seed in curves.items() for i, curve in enumerate(per_seed)]
     return line_chart(series, title=title, xlabel="L∞ eps of the PGD-20 attack", ylabel="routing decisions changed %",
                       unit_y=False)
 

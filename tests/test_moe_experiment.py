@@ -51,4 +51,4 @@ def test_standard_suite_and_router_robustness_curve():
     curve = exp.routing_curve(m, x, y, [0.0, 0.3], seed=0)
     assert curve[0] == 0.0 and 0.0 <= curve[1] <= 1.0  # eps = 0 cannot move the routing
     svg = exp.routing_figure({"moe / pgd_at": [curve, curve]}, [0.0, 0.3], "t")
-    assert svg.startswith("<svg") and "moe / pgd_at" in svg
+    assert svg.startswith("<svg") and "moe / pgd_at, seed 0" in svg and "moe / pgd_at, seed 1" in svg
