@@ -4,7 +4,7 @@
 
 Prints how much of each collaborative sweep's grid has completed (runs per seed), then one Markdown table per
 (split, behaviour): final honest test accuracy per aggregator and f (mean over seeds, ± std when there are
-several, "(n=k)" where a cell has fewer seeds than the sweep), and writes the report's accuracy-vs-f plots as SVG
+several, "(n=k)" where a cell has fewer seeds than the fullest cell), and writes the report's accuracy-vs-f plots as SVG
 files. A partly-run sweep is reported as it stands; rerunning its ``bench run`` command finishes it.
 """
 
@@ -49,7 +49,7 @@ def main() -> int:
                                                 "name; default: the sweeps recorded in the folder)")
     args = p.parse_args()
     rd = report.load_report_data(args.results)
-    lines, most = coverage(rd, args.grid)
+    lines, _ = coverage(rd, args.grid)
     print("\n".join(lines))
     cells: dict[tuple[str, str], dict[str, dict[int, list[float]]]] = {}
     byz_all = sorted({str(g.labels["byzantine"]) for g in rd.groups if g.labels.get("f")} - {"none"})
@@ -63,6 +63,7 @@ def main() -> int:
         for b in byzs:
             cells.setdefault((str(g.labels["heterogeneity"]), b), {}).setdefault(
                 str(g.labels["aggregator"]), {}).setdefault(int(g.labels["f"]), []).extend(vals)
+    most = max((len(v) for rows in cells.values() for by_f in rows.values() for v in by_f.values()), default=1)
     for (het, byz), rows in sorted(cells.items()):
         fs = sorted({f for r in rows.values() for f in r})
         print(f"\n**{byz}, {het} split** (final honest test accuracy)\n")
