@@ -47,7 +47,7 @@ _CROWN_NAMES = "Sequential, Linear, ReLU, Flatten, Identity, Dropout (eval), Nor
 
 
 def _crown_backward(
-    layers: list[nn.Module], records: list[Bounds], lam: torch.Tensor, x: torch.Tensor, eps: float,
+    layers: list[nn.Module], records: list[Bounds], lam: torch.Tensor | Patches, x: torch.Tensor, eps: float,
     norm: str, clip: tuple[float, float] | None, *, relu_slopes: list[torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Lower bound of ``lam @ f(x')`` over the input set, ``lam`` of shape (N, S, *out_shape) -> (N, S).
@@ -130,7 +130,8 @@ def _conv2d_backward(m: Any, lam: torch.Tensor, in_shape: torch.Size) -> tuple[t
     """``lam @ A`` for a Conv2d as one transposed convolution (no forward pass), and ``lam @ bias``."""
     n, s = lam.shape[:2]
     flat = lam.reshape(n * s, *lam.shape[2:])
-    g = _patches.conv_transpose(flat, m.weight, m.stride, m.padding, m.dilation, m.groups, tuple(in_shape[-2:]))
+    g = _patches.conv_transpose(flat, m.weight, m.stride, m.padding, m.dilation, m.groups,
+                                (int(in_shape[-2]), int(in_shape[-1])))
     b = lam.sum((-2, -1)) @ m.bias if m.bias is not None else lam.new_zeros(n, s)
     return g.view(n, s, *in_shape), b
 

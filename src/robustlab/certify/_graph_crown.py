@@ -158,7 +158,8 @@ def _patches_back(t: Trace, node: fx.Node, p: Patches) -> tuple[list[tuple[fx.No
     if relax is not None:
         got = _patches.relax_back(p, relax)
     elif node.op == "call_module":
-        got = _patches.module_back(t.gm.get_submodule(str(node.target)), p, tuple(box.shape[-2:]))  # type: ignore[assignment]
+        got = _patches.module_back(t.gm.get_submodule(str(node.target)), p,  # type: ignore[assignment]
+                                   (int(box.shape[-2]), int(box.shape[-1])))
     else:
         return None
     return None if got is None else ([(first, got[0])], got[1])  # type: ignore[list-item]
@@ -217,9 +218,9 @@ def backward(t: Trace, start: fx.Node, lam: torch.Tensor | Patches, x: torch.Ten
             m = t.gm.get_submodule(str(node.target))
             got = _module_back(t, node, m, lam_n)
             parts: Any = [(node.args[0], got[0])]
-            b = got[1]
+            b: Any = got[1]
         else:
-            res = _fn_back(t, node, lam_n)
+            res: Any = _fn_back(t, node, lam_n)
             if len(res) == 3:  # a relaxation: ([(input, None)], lam_in, bias)
                 parts, b = [(res[0][0][0], res[1])], res[2]
             else:
@@ -238,9 +239,9 @@ def _records(t: Trace, upto: fx.Node) -> list[tuple[torch.Tensor, torch.Tensor]]
     for a in t.nodes[:stop]:
         if a in t.boxes:
             out.append((t.boxes[a].lower, t.boxes[a].upper))
-            if a.op == "call_module" and isinstance(t.gm.get_submodule(str(a.target)), MoEConv2d):
-                experts = t.gm.get_submodule(str(a.target)).num_experts
-                wide = t.boxes[a].lower.new_empty((1, experts * t.boxes[a].lower[0].numel()))
+            moe = t.gm.get_submodule(str(a.target)) if a.op == "call_module" else None
+            if isinstance(moe, MoEConv2d):
+                wide = t.boxes[a].lower.new_empty((1, moe.num_experts * t.boxes[a].lower[0].numel()))
                 out.append((wide, wide))
     return out
 
@@ -358,7 +359,7 @@ def graph_margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     out = output_node(t.gm)
     box = t.boxes[t.output]
     if t.output is not out:  # stopped before a final Linear
-        last = t.gm.get_submodule(str(out.target))
+        last: Any = t.gm.get_submodule(str(out.target))
         lb = _elided_margin(last, box.lower, box.upper, y, x)
         num_classes = last.weight.shape[0]
     else:

@@ -8,6 +8,8 @@ not perturbed), so its dual norm is taken over that receptive field only.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,9 +36,9 @@ def conv_dual(m: nn.Conv2d, in_shape: torch.Size, norm: str) -> torch.Tensor:
     """
     w = m.weight
     ones = torch.ones((1, *in_shape), dtype=w.dtype, device=w.device)
-    kw = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+    kw: dict[str, Any] = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
     if norm == "l2":
-        return F.conv2d(ones, w * w, None, **kw).clamp_min(0).sqrt()  # type: ignore[arg-type]
+        return F.conv2d(ones, w * w, None, **kw).clamp_min(0).sqrt()
     out = F.conv2d(ones, w, None, **kw)  # output shape only
     if m.groups != 1 or isinstance(m.padding, str):
         return w.abs().flatten(1).amax(1).view(1, -1, 1, 1).expand_as(out)

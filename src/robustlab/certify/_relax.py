@@ -98,7 +98,8 @@ def apply_relaxation(lam: torch.Tensor, relax: Relaxation) -> tuple[torch.Tensor
     if split.numel() == 0:
         return out.view(n, s, *shape), lam.new_zeros(n, s)
     sub = lam_f.index_select(2, split)
-    coef, bias = _split(sub, *(r.index_select(1, split) for r in (s_lo, t_lo, s_up, t_up)), sub.shape)
+    p_lo, q_lo, p_up, q_up = (r.index_select(1, split) for r in (s_lo, t_lo, s_up, t_up))
+    coef, bias = _split(sub, p_lo, q_lo, p_up, q_up, sub.shape)
     return out.index_copy(2, split, coef).view(n, s, *shape), bias
 
 

@@ -76,7 +76,7 @@ def _tightness(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: f
     radius = _radii(gm, values, x, eps, module_rule, fn_rule)
     fold = out.op == "call_module" and isinstance(gm.get_submodule(str(out.target)), nn.Linear)
     if fold:  # the specification folded into the last Linear, as margin_bounds does: |C W| r
-        w = gm.get_submodule(str(out.target)).weight
+        w: torch.Tensor = gm.get_submodule(str(out.target)).weight  # type: ignore[assignment]
         rows, r = spec @ w, radius[out.args[0]]  # type: ignore[index]
     else:
         rows, r = spec, radius[out]
@@ -120,8 +120,8 @@ def _slope(gm: fx.GraphModule, node: fx.Node, h: torch.Tensor) -> torch.Tensor |
         neg = float(getattr(m, "negative_slope", 0.0))
     else:
         kind = op_name(node) if op_name(node) in NONLINEAR else None
-        neg = float(node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)) \
-            if kind == "leaky_relu" else 0.0
+        slope: Any = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+        neg = float(slope) if kind == "leaky_relu" else 0.0
     if kind in ("relu", "leaky_relu"):
         return torch.where(h > 0, 1.0, 0.0 if kind == "relu" else neg).to(h.dtype)
     if kind == "tanh":
@@ -141,7 +141,8 @@ def _maxpool_radius(gm: fx.GraphModule, node: fx.Node, h: torch.Tensor, r: torch
         p = maxpool_params(*node.args[1:], **{k: v for k, v in node.kwargs.items() if k != "return_indices"})  # type: ignore[arg-type]
     else:
         return None
-    _, idx = F.max_pool2d(h, p["kernel_size"], p["stride"], p["padding"], p["dilation"], p["ceil_mode"], True)  # type: ignore[arg-type]
+    _, idx = F.max_pool2d(h, p["kernel_size"], p["stride"], p["padding"], p["dilation"],  # type: ignore[call-overload, misc]
+                          p["ceil_mode"], return_indices=True)
     return r.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
 
 
