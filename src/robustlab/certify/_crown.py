@@ -19,7 +19,7 @@ from torch import nn
 from ..models import Normalize
 from . import _patches
 from ._patches import Patches
-from ._relax import apply_relaxation, relu_relaxation
+from ._relax import Relaxation, apply_relaxation, relu_relaxation
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
 
@@ -48,12 +48,12 @@ _CROWN_NAMES = "Sequential, Linear, ReLU, Flatten, Identity, Dropout (eval), Nor
 
 def _crown_backward(
     layers: list[nn.Module], records: list[Bounds], lam: torch.Tensor | Patches, x: torch.Tensor, eps: float,
-    norm: str, clip: tuple[float, float] | None, *, relu_slopes: list[torch.Tensor | None] | None = None,
+    norm: str, clip: tuple[float, float] | None, *, relax_cache: dict[int, Any] | None = None,
 ) -> torch.Tensor:
     """Lower bound of ``lam @ f(x')`` over the input set, ``lam`` of shape (N, S, *out_shape) -> (N, S).
 
-    ``relu_slopes[i]`` (optional) replaces the relaxation of ReLU ``i`` by a fixed slope (the
-    linearisation used by :func:`tightness`).
+    ``relax_cache`` (optional, one dict per set of ``records``) keeps the ReLU relaxations between the
+    passes of one bound computation (lower/upper, row chunks).
     """
     n, s = lam.shape[:2]
     bias = x.new_zeros(n, s)
@@ -61,7 +61,8 @@ def _crown_backward(
         m = layers[i]
         in_shape = records[i][0].shape[1:]
         if isinstance(lam, Patches):
-            got = _patches_step(m, lam, records[i], in_shape)
+            got = _patches_step(m, lam, _relu_lines(records, i, relax_cache) if isinstance(m, nn.ReLU) else None,
+                                in_shape)
             if got is not None:
                 lam, b = got
                 bias = bias + b
@@ -72,11 +73,7 @@ def _crown_backward(
                 bias = bias + lam @ m.bias
             lam = lam @ m.weight
         elif isinstance(m, nn.ReLU):
-            lo, up = records[i]
-            if relu_slopes is not None and relu_slopes[i] is not None:
-                lam = lam * relu_slopes[i].unsqueeze(1)  # type: ignore[union-attr]
-                continue
-            lam, b = apply_relaxation(lam, relu_relaxation(lo, up))
+            lam, b = apply_relaxation(lam, _relu_lines(records, i, relax_cache))
             bias = bias + b
         elif isinstance(m, nn.Flatten):
             lam = lam.reshape(n, s, *in_shape)
@@ -102,12 +99,22 @@ def _crown_backward(
     return concretize(lam, bias, x, eps, norm, clip)
 
 
-def _patches_step(m: nn.Module, lam: Patches, record: Bounds, in_shape: torch.Size) -> tuple[Patches, torch.Tensor] | None:
+def _relu_lines(records: list[Bounds], i: int, cache: dict[int, Any] | None) -> Relaxation:
+    """The ReLU relaxation on ``records[i]``, computed once per ``cache``."""
+    if cache is None:
+        return relu_relaxation(*records[i])
+    hit = cache.get(i)
+    if hit is None or hit[0] is not records[i]:
+        hit = cache[i] = (records[i], relu_relaxation(*records[i]))
+    return hit[1]
+
+
+def _patches_step(m: nn.Module, lam: Patches, relax: Relaxation | None, in_shape: torch.Size) -> tuple[Patches, torch.Tensor] | None:
     """One layer of :func:`_crown_backward` in patches form; None when the layer needs the dense form."""
     if len(in_shape) != 3:
         return None
-    if isinstance(m, nn.ReLU):
-        return _patches.relax_back(lam, relu_relaxation(*record))
+    if relax is not None:
+        return _patches.relax_back(lam, relax)
     return _patches.module_back(m, lam, tuple(in_shape[1:]))  # type: ignore[arg-type]
 
 
@@ -180,7 +187,8 @@ def _crown_backward_chunked(
     step = _row_chunks(s, x.shape[0], _row_bytes(records, x), max_memory)
     if step >= s:
         return _crown_backward(layers, records, lam, x, eps, norm, clip)
-    return torch.cat([_crown_backward(layers, records, lam[:, i:i + step], x, eps, norm, clip)
+    cache: dict[int, Any] = {}
+    return torch.cat([_crown_backward(layers, records, lam[:, i:i + step], x, eps, norm, clip, relax_cache=cache)
                       for i in range(0, s, step)], 1)
 
 
@@ -243,10 +251,11 @@ def _crown_bounds_at(
     idx = identity_rows(need, k)
     step = _row_chunks(max(1, idx.numel()), n, _row_bytes(records[:len(layers)], x), max_memory)
     los, ups = [], []
+    cache: dict[int, Any] = {}
     for i in range(0, idx.numel(), step):
         spec = identity_spec(idx[i:i + step], out_shape, n, x)
-        los.append(_crown_backward(layers, records, spec, x, eps, norm, clip))
-        ups.append(-_crown_backward(layers, records, -spec, x, eps, norm, clip))  # type: ignore[operator]
+        los.append(_crown_backward(layers, records, spec, x, eps, norm, clip, relax_cache=cache))
+        ups.append(-_crown_backward(layers, records, -spec, x, eps, norm, clip, relax_cache=cache))  # type: ignore[operator]
     lo, up = scatter_rows(n, k, idx, los, ups, x)
     return lo.view(n, *out_shape), up.view(n, *out_shape)
 

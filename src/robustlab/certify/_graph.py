@@ -20,7 +20,7 @@ from __future__ import annotations
 import operator
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -192,6 +192,7 @@ class Trace:
     boxes: dict[fx.Node, Box]
     values: dict[fx.Node, Any]
     output: fx.Node
+    relax: dict[fx.Node, Any] = field(default_factory=dict)  # CROWN relaxations by node (see _graph_crown)
 
 
 def output_node(gm: fx.GraphModule) -> fx.Node:

@@ -56,11 +56,23 @@ def _unsupported(t: Trace, node: fx.Node) -> TypeError:
 
 def _elementwise_relaxation(t: Trace, node: fx.Node) -> _relax.Relaxation | None:
     """The linear relaxation of an element-wise nonlinear node (ReLU, LeakyReLU with slope in [0, 1], Tanh,
-    Sigmoid; modules or functions of one bounded input) on its input bounds; None for any other node."""
+    Sigmoid; modules or functions of one bounded input) on its input bounds; None for any other node.
+
+    Kept in ``t.relax`` while the input's bounds stay the same object (one computation per bound pass set)."""
     first = node.args[0] if node.args else None
     if first not in t.boxes:
         return None
     box = t.boxes[first]  # type: ignore[index]
+    hit = t.relax.get(node)
+    if hit is not None and hit[0] is box:
+        return hit[1]
+    relax = _relaxation_on(t, node, box)
+    t.relax[node] = (box, relax)
+    return relax
+
+
+def _relaxation_on(t: Trace, node: fx.Node, box: Any) -> _relax.Relaxation | None:
+    """:func:`_elementwise_relaxation` on the input bounds ``box`` (not cached)."""
     if node.op == "call_module":
         m = t.gm.get_submodule(str(node.target))
         kind = next((k for c, k in ((nn.ReLU, "relu"), (nn.LeakyReLU, "leaky_relu"), (nn.Tanh, "tanh"),
