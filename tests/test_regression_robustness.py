@@ -83,3 +83,18 @@ def test_pipeline_regression_run_with_regression_robust_evaluation():
         pipeline.run(bad, checkpoint=False)
     with pytest.raises(InvalidParameterError, match=r"classification evaluations.*regression_robust"):
         pipeline.run({**cfg, "evaluations": [{"name": "attacks"}]}, checkpoint=False)
+
+
+def test_every_metric_of_a_regression_run_is_declared():
+    from robustlab import pipeline
+    from robustlab._regression_run import regression_evaluations
+    from robustlab.bench.evaluations import EVALUATIONS, resolve_metric
+
+    names = regression_evaluations()
+    assert names == ["regression_robust"]
+    evals = [{"name": "clean"}] + [{"name": n, **EVALUATIONS.spec(n).example_kwargs} for n in names]
+    res = pipeline.run({"data": {"name": "friedman", "options": {"n_samples": 150}}, "model": "linear", "loss": "mse",
+                        "noise": "outliers:0.1", "train": {"epochs": 2, "lr": 0.01}, "evaluations": evals},
+                       checkpoint=False)
+    assert not sorted(n for n, _, _ in res.metrics if resolve_metric(n) is None)
+    assert {resolve_metric(n).evaluation for n, _, _ in res.metrics} == {*names, "pipeline", "regression"}
