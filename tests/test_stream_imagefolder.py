@@ -127,7 +127,7 @@ def test_adapter_refusals() -> None:
         robust_accuracy(model, DataLoader(ds, batch_size=2, shuffle=True), "pgd", eps=0.1)
     with pytest.raises(TypeError, match="torch Dataset or DataLoader"):
         robust_accuracy(model, [x, y, y], "pgd", eps=0.1)
-    with pytest.raises(TypeError, match=r"\(x, y\) pairs"):
+    with pytest.raises(TypeError, match=r"must yield \(x, y\) items; got a list of 3 items"):
         robust_accuracy(model, TensorDataset(x, y, y), "pgd", eps=0.1)
     with pytest.raises(ValueError, match=r"labels outside \[0, 2\)"):
         robust_accuracy(model, TensorDataset(x, y + 1), "pgd", eps=0.1, batch_size=2)
