@@ -85,7 +85,7 @@ def test_same_seed_same_numbers_through_the_pipeline():
 def test_the_shipped_repr_spec_runs_end_to_end_on_tiny_data(tmp_path):
     s = load_spec("repr")
     names = {rc.config["objective"]["name"] for rc in expand(s)}
-    assert names == {"standard", "pretrain", "rcal"}
+    assert names == {"standard", "pretrain", "rcal", "robust_self_training"}
     raw = {"name": "repr_tiny", "data": [{"name": "digits", "longtail": 0.1, "n_train": 200, "n_test": 100}],
            "noise": ["symmetric:0.4"], "models": [{"name": "mlp", "hidden": [32]}], "losses": ["ce"],
            "objectives": ["standard",

@@ -14,12 +14,19 @@ from ._base import DATASETS, ClassificationData, register_dataset
 from ._longtail import apply_load_options, longtail, longtail_counts, pop_load_options, tail_classes
 from ._ref import DataRef
 from ._stream import StreamingData, is_streaming, iter_batches
-from ._unlabeled import GaussianMixtureShift, Unlabeled, gaussian_mixture_shift, unlabeled_shifted
+from ._unlabeled import (
+    GaussianMixtureShift,
+    Unlabeled,
+    gaussian_mixture_shift,
+    shift_inputs,
+    unlabeled_shifted,
+)
 
 __all__ = ["ClassificationData", "DATASETS", "DataRef", "available", "load", "register_dataset"]
 __all__ += ["StreamingData", "is_streaming", "iter_batches"]
 __all__ += ["gaussian_mixture_shift", "longtail", "longtail_counts", "tail_classes", "unlabeled_shifted",
             "GaussianMixtureShift", "Unlabeled"]
+__all__ += ["shift_inputs"]
 
 # "prefix:<path>" loaders, filled by the file-format modules.
 _PATH_LOADERS: dict[str, Any] = {}

@@ -14,7 +14,7 @@ import torch
 from .._validation import InvalidParameterError, check_in_range, check_int
 from ._base import ClassificationData
 
-__all__ = ["GaussianMixtureShift", "Unlabeled", "gaussian_mixture_shift", "unlabeled_shifted"]
+__all__ = ["GaussianMixtureShift", "Unlabeled", "gaussian_mixture_shift", "shift_inputs", "unlabeled_shifted"]
 
 #: shift kinds that work on any input shape (the corruptions of ``robustlab.shift`` need images)
 FLAT_KINDS = ("none", "feature_noise")
@@ -53,6 +53,12 @@ def _shift(x: torch.Tensor, kind: str, severity: float, g: torch.Generator) -> t
             f"(N, C, H, W). Got sample shape {tuple(x.shape[1:])}; use kind in {FLAT_KINDS} for flat inputs.")
     sev = check_int(severity, "severity", 0, 5, owner="unlabeled_shifted")
     return shift.corrupt(x, kind, severity=sev, generator=g)
+
+
+def shift_inputs(x: torch.Tensor, kind: str, severity: float, generator: torch.Generator) -> torch.Tensor:
+    """The inputs ``x`` under the shift ``kind`` at ``severity`` (the shifts of :func:`unlabeled_shifted`), as a
+    new tensor; ``generator`` draws its random numbers."""
+    return _shift(x, kind, severity, generator)
 
 
 def unlabeled_shifted(d: ClassificationData, *, kind: str = "rotate", severity: float = 3, n: int | None = None,

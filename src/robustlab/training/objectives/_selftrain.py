@@ -74,9 +74,7 @@ def _check_shift_spec(spec: dict[str, Any], owner: str) -> dict[str, Any]:
     check_in_range(spec.get("severity", 1), "severity", 0.0, None, owner=f"{owner} unlabeled")
     if spec.get("n") is not None:
         check_int(spec["n"], "n", 1, None, owner=f"{owner} unlabeled")
-    from ...data._unlabeled import FLAT_KINDS
-
-    if spec["kind"] not in FLAT_KINDS:
+    if spec["kind"] not in ("none", "feature_noise"):  # data.unlabeled_shifted's shifts for any input shape
         from ... import shift
 
         shift.CORRUPTIONS.spec(spec["kind"])  # unknown kind: "Did you mean" + the list
@@ -155,13 +153,13 @@ class RobustSelfTraining(Objective):
             raise InvalidParameterError("robust_self_training: a teacher trained in fit or a shifted pool of the "
                                         "training inputs needs in-memory data (a ClassificationData).")
         if self._shift_spec is not None:
-            from ...data._unlabeled import _shift
+            from ...data import shift_inputs
 
             g = torch.Generator().manual_seed(int(seed) + 11)
             n = self._shift_spec.get("n") or int(x.shape[0])
             idx = torch.randperm(int(x.shape[0]), generator=g)[: min(int(n), int(x.shape[0]))].sort().values
-            self._x_unl = _unlabeled_inputs(_shift(x[idx].detach().cpu().float(), self._shift_spec["kind"],
-                                                   self._shift_spec.get("severity", 1), g))
+            self._x_unl = _unlabeled_inputs(shift_inputs(x[idx].detach().cpu().float(), self._shift_spec["kind"],
+                                                         self._shift_spec.get("severity", 1), g))
             self.num_unlabeled = int(self._x_unl.shape[0])
         if self.teacher is None:
             from ...data import ClassificationData
