@@ -38,7 +38,12 @@ from ._imagefolder import load_imagefolder  # noqa: E402
 
 _PATH_LOADERS["imagefolder"] = load_imagefolder
 
-from ._regression import REGRESSION_DATASETS, RegressionData, load_regression_csv  # noqa: E402  (regression sets)
+from ._regression import (  # noqa: E402  (regression sets)
+    REGRESSION_DATASETS,
+    RegressionData,
+    check_regression_csv_options,
+    load_regression_csv,
+)
 
 __all__ += ["REGRESSION_DATASETS", "RegressionData"]
 from ._segmentation import MASK_CORRUPTIONS, SegmentationData, corrupt_masks, synthetic_segmentation  # noqa: E402  (dense prediction)
@@ -69,6 +74,7 @@ def load(name: str, *, root: str | None = None,
     if name in REGRESSION_DATASETS:
         return REGRESSION_DATASETS.get(name, root=root, **options)
     if prefix == "csv" and "target" in options:
+        check_regression_csv_options(options)
         return load_regression_csv(path, **options)
     generic = pop_load_options(options)  # longtail: every data set takes it
     if sep and prefix in _PATH_LOADERS:

@@ -9,6 +9,7 @@ and left in their units (``meta["target_mean"]``/``["target_std"]`` of the train
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from .._registry import Registry
-from .._validation import check_finite, check_in_range, check_int, check_unit_interval
+from .._validation import InvalidParameterError, check_finite, check_in_range, check_int, check_unit_interval
 
 __all__ = ["REGRESSION_DATASETS", "RegressionData", "friedman", "load_regression_csv", "register_regression_dataset"]
 
@@ -163,3 +164,13 @@ def load_regression_csv(path: str, *, target: str, delimiter: str = ",", test_fr
         raise ValueError(f"csv file '{p}' has no feature column besides the target {target!r}.")
     meta = {"path": str(p), "target_column": target, "feature_columns": [header[j] for j in feats]}
     return _build(f"csv:{p.name}", a[:, feats], a[:, ti], test_fraction, seed, meta)
+
+
+def check_regression_csv_options(options: dict[str, Any]) -> None:
+    """Refuse options :func:`load_regression_csv` does not take, naming them and the accepted ones."""
+    accepted = [k for k in inspect.signature(load_regression_csv).parameters if k != "path"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise InvalidParameterError(
+            f"The csv: regression loader (target=COLUMN) got unknown option(s) {unknown}; it takes {accepted}. "
+            "Classification options (e.g. longtail) do not apply to a regression CSV.")
