@@ -28,7 +28,7 @@ DEFAULT_MAX_MEMORY = 1 << 30
 
 
 def _cr(lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
-    return (upper + lower) / 2, (upper - lower) / 2
+    return (upper + lower).mul_(0.5), (upper - lower).mul_(0.5)  # in place on the fresh sums; = / 2 exactly
 
 
 def _lu(c: torch.Tensor, r: torch.Tensor) -> Bounds:

@@ -88,17 +88,25 @@ def _layers(model: nn.Module) -> list[nn.Module]:
     return [model]
 
 
-def _validate(model: Any, x: Any, eps: Any, norm: Any, method: Any, owner: str, max_memory: Any = None) -> None:
+def _validate(model: Any, x: Any, eps: Any, norm: Any, method: Any, owner: str, max_memory: Any = None
+              ) -> tuple[float, float] | None:
+    """Check the arguments; return ``x``'s (min, max) (``None`` when empty) from one pass and one sync."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"The 'model' parameter of {owner} must be an nn.Module. Got {type(model).__name__}.")
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() < 2:
         raise TypeError(f"The 'x' parameter of {owner} must be a floating-point batch (N, ...). Got {getattr(x, 'shape', type(x))}.")
-    check_finite(x, "x", owner=owner)
+    span = None
+    if x.numel():
+        lo, hi = torch.stack(torch.aminmax(x.detach())).tolist()  # NaN propagates, inf shows: finiteness too
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            check_finite(x, "x", owner=owner)
+        span = (lo, hi)
     check_in_range(eps, "eps", 0.0, None, owner=owner)
     check_option(norm, "norm", NORMS, owner=owner)
     check_option(method, "method", METHODS, owner=owner)
     if max_memory is not None:
         check_int(max_memory, "max_memory", 1, None, owner=owner)
+    return span
 
 
 def _check_y(y: Any, x: torch.Tensor, num_classes: int | None, owner: str) -> torch.Tensor:
@@ -112,7 +120,7 @@ def _check_y(y: Any, x: torch.Tensor, num_classes: int | None, owner: str) -> to
     return y.to(device=x.device, dtype=torch.long)
 
 
-def _check_clip(x: torch.Tensor, clip: Any, norm: str, owner: str) -> None:
+def _check_clip(x: torch.Tensor, clip: Any, norm: str, owner: str, span: tuple[float, float] | None = None) -> None:
     """``clip`` is ``None`` or ``(low, high)``; with an L∞ box, ``x`` must lie inside it.
 
     Otherwise the clipped box ``[x − ε, x + ε] ∩ clip`` would not contain ``x`` and the bounds would not
@@ -125,7 +133,7 @@ def _check_clip(x: torch.Tensor, clip: Any, norm: str, owner: str) -> None:
                          f"Got {clip!r} instead.")
     if norm != "linf" or x.numel() == 0:
         return  # the L2 paths ignore clip
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = span if span is not None else (float(x.min()), float(x.max()))
     if lo < float(clip[0]) - 1e-6 or hi > float(clip[1]) + 1e-6:
         raise ValueError(
             f"'x' of {owner} must lie in clip={tuple(clip)} (got min {lo:.4g}, max {hi:.4g}); put input "
@@ -177,8 +185,8 @@ def interval_bounds(
     ``model.eval()(x)``); Dropout must be in eval mode. ``max_memory`` (bytes, ``None`` = no cap)
     bounds CROWN's working set by chunking the specification rows (same results).
     """
-    _validate(model, x, eps, norm, method, "interval_bounds", max_memory)
-    _check_clip(x, clip, norm, "interval_bounds")
+    span = _validate(model, x, eps, norm, method, "interval_bounds", max_memory)
+    _check_clip(x, clip, norm, "interval_bounds", span)
     layers = _layers(model)
     with _batchnorm_eval(model):
         if not _is_chain(layers, method):
@@ -211,8 +219,8 @@ def margin_bounds(
     class indices of any integer dtype. BatchNorm and ``max_memory`` as in :func:`interval_bounds`.
     """
     owner = "margin_bounds"
-    _validate(model, x, eps, norm, method, owner, max_memory)
-    _check_clip(x, clip, norm, owner)
+    span = _validate(model, x, eps, norm, method, owner, max_memory)
+    _check_clip(x, clip, norm, owner, span)
     y = _check_y(y, x, None, owner)
     layers = _layers(model)
     with _batchnorm_eval(model):
@@ -310,8 +318,8 @@ def verified(
         ok = verified(model, x, y, eps=0.1, method="crown", max_memory=2 << 30, progress=True)
     """
     owner = "verified"
-    _validate(model, x, eps, norm, method, owner, max_memory)
-    _check_clip(x, clip, norm, owner)
+    span = _validate(model, x, eps, norm, method, owner, max_memory)
+    _check_clip(x, clip, norm, owner, span)
     batch_size = check_int(batch_size, "batch_size", 1, None, owner=owner)
     check_progress(progress, owner=owner)
     was = model.training
