@@ -352,16 +352,7 @@ def fit(
                 grad_value = value * (size * ctx.world / global_size)
                 if touched is not None and size:
                     touched[idx] = True
-            opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                grad_value.backward()
-                opt.step()
-            else:
-                scaler.scale(grad_value).backward()
-                scaler.step(opt)
-                scaler.update()
-            if ema_w is not None:
-                ema_w.update()
+            optimizer_step(opt, grad_value, scaler, ema_w)
             losses_seen.append(value.detach())
             for k, v in metrics.items():
                 metrics_seen.setdefault(k, []).append(v.detach())
@@ -440,3 +431,18 @@ def fit(
     if ctx is not None:
         ctx.barrier()  # the files rank 0 writes exist when fit returns on any rank
     return FitResult(model, history)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, value: torch.Tensor, scaler: Any, ema: Any) -> None:
+    """One step on ``value``: zero the gradients, backward (through the fp16 ``GradScaler`` when given), step,
+    then update the weight EMA (``None``: none). Shared by :func:`fit` and ``fit_regression``."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        value.backward()
+        opt.step()
+    else:
+        scaler.scale(value).backward()
+        scaler.step(opt)
+        scaler.update()
+    if ema is not None:
+        ema.update()

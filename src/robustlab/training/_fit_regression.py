@@ -178,7 +178,7 @@ def fit_regression(
         fit_regression(model, d, loss="huber", loss_kw={"delta": 1.0}, epochs=30)
     """
     from ..data import RegressionData
-    from ._fit import FitResult
+    from ._fit import FitResult, optimizer_step
 
     owner = "fit_regression"
     if not isinstance(data, RegressionData):
@@ -265,16 +265,7 @@ def fit_regression(
                 with torch.autocast(dev.type, dtype=amp):
                     pred = model(x[idx]).reshape(-1)
                 value = loss_fn(pred, y[idx].to(pred.dtype))
-            opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                value.backward()
-                opt.step()
-            else:
-                scaler.scale(value).backward()
-                scaler.step(opt)
-                scaler.update()
-            if ema_w is not None:
-                ema_w.update()
+            optimizer_step(opt, value, scaler, ema_w)
             seen.append(value.detach().float())
             sizes.append(int(idx.shape[0]))
             step += 1
