@@ -16,6 +16,7 @@ import json
 
 import torch
 import torch.nn.functional as F
+from exp_corrupted_targets import mean_std  # one mean ± sample std for both regression experiments
 from torch import nn
 
 from robustlab import data
@@ -55,13 +56,6 @@ def iou(model: nn.Module, d: data.SegmentationData) -> float:
     pred = model(d.x_test)[:, 0] > 0
     t = d.y_test.bool()
     return float((pred & t).sum() / (pred | t).sum().clamp_min(1))
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    m = sum(values) / len(values)
-    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return m, sd
 
 
 def main() -> None:

@@ -70,17 +70,11 @@ def resolve_regression_loss(loss: Any, loss_kw: dict[str, Any] | None = None) ->
                     f"Got {type(loss).__name__}.")
 
 
-@torch.no_grad()
 def predict_regression(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Predictions (N,) of a one-output ``model`` on ``x`` in eval mode, batched; restores the model's mode."""
-    was = model.training
-    model.eval()
-    try:
-        dev = next((p.device for p in model.parameters()), x.device)
-        out = [model(x[i:i + batch_size].to(dev)).reshape(-1).float().cpu() for i in range(0, x.shape[0], batch_size)]
-        return torch.cat(out) if out else torch.empty(0)
-    finally:
-        model.train(was)
+    from ._fit import predict_logits
+
+    return predict_logits(model, x, batch_size=batch_size).reshape(-1).float().cpu()
 
 
 def regression_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
