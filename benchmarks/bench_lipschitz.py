@@ -36,6 +36,7 @@ from torch import nn
 
 from robustlab import data, models, training
 from robustlab.certify import lipschitz, lipschitz_bound
+from robustlab.models import _lipschitz
 from robustlab.models._lipschitz import MaxMin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -81,8 +82,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weight-decay", type=float, default=0.0, help="robustlab only (the peer has none)")
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "step"], help="robustlab only")
-    p.add_argument("--conv", default="cayley", choices=["cayley", "soc"])
-    p.add_argument("--linear", default="cayley", choices=["cayley", "bjorck"])
+    p.add_argument("--conv", default="cayley", choices=sorted(_lipschitz.CONVS))
+    p.add_argument("--linear", default="cayley", choices=sorted(_lipschitz.LINEARS))
     p.add_argument("--peer-python", default="/tmp/torchlip/bin/python")
     a = p.parse_args()
     torch.set_num_threads(1)

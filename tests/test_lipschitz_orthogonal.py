@@ -109,8 +109,8 @@ def test_lipschitz_cnn_variants_certify_by_construction(kw):
 
 
 def test_bad_layer_choice_is_refused_naming_it():
-    with pytest.raises(InvalidParameterError, match=r"'conv'.*lipschitz_cnn.*\['cayley', 'soc'\].*'bcop'"):
-        create("lipschitz_cnn", input_shape=(1, 8, 8), num_classes=10, conv="bcop")
+    with pytest.raises(InvalidParameterError, match=r"'conv'.*lipschitz_cnn.*\['bcop', 'cayley', 'soc'\].*'lot'"):
+        create("lipschitz_cnn", input_shape=(1, 8, 8), num_classes=10, conv="lot")
     with pytest.raises(InvalidParameterError, match=r"'linear'.*lipschitz_mlp.*\['bjorck', 'cayley'\].*'spectral'"):
         create("lipschitz_mlp", input_shape=(6,), num_classes=3, linear="spectral")
     with pytest.raises(InvalidParameterError, match="kernel_size"):

@@ -1,6 +1,6 @@
 """Lipschitz-by-construction layers and models: Cayley orthogonal convolution and linear layers, MaxMin/GroupSort.
 
-The skew orthogonal convolution (SOC) and the Björck linear layer live in :mod:`._orthogonal`; ``lipschitz_mlp``
+The skew orthogonal convolution (SOC), the BCOP convolution and the Björck linear layer live in :mod:`._orthogonal`; ``lipschitz_mlp``
 and ``lipschitz_cnn`` select them with ``linear=``/``conv=``.
 
 Every layer here is 1-Lipschitz in L2 (the orthogonal ones are isometries when they do not shrink the
@@ -27,9 +27,9 @@ from .._validation import InvalidParameterError, check_int
 from ._base import register_model
 from ._cnn import image_shape
 from ._mlp import _numel
-from ._orthogonal import BjorckLinear, SOCConv2d
+from ._orthogonal import BCOPConv2d, BjorckLinear, SOCConv2d
 
-__all__ = ["CONVS", "LINEARS", "BjorckLinear", "CayleyConv2d", "CayleyLinear", "GroupSort", "LipschitzSequential",
+__all__ = ["CONVS", "LINEARS", "BCOPConv2d", "BjorckLinear", "CayleyConv2d", "CayleyLinear", "GroupSort", "LipschitzSequential",
            "MaxMin", "SOCConv2d", "cayley", "lipschitz_cnn", "lipschitz_mlp"]
 
 
@@ -200,7 +200,7 @@ _ONE_LIPSCHITZ: dict[type, float] = {nn.Flatten: 1.0, nn.PixelUnshuffle: 1.0, nn
 
 # the orthogonal layer choices of lipschitz_mlp / lipschitz_cnn
 LINEARS: dict[str, type[nn.Linear]] = {"cayley": CayleyLinear, "bjorck": BjorckLinear}
-CONVS: dict[str, type[nn.Module]] = {"cayley": CayleyConv2d, "soc": SOCConv2d}
+CONVS: dict[str, type[nn.Module]] = {"cayley": CayleyConv2d, "soc": SOCConv2d, "bcop": BCOPConv2d}
 
 
 def _choice(value: str, name: str, options: dict[str, type], owner: str) -> type:
@@ -242,7 +242,7 @@ def lipschitz_mlp(*, input_shape: Sequence[int], num_classes: int, hidden: int |
 
 
 @register_model("lipschitz_cnn", tags={"lipschitz", "image", "cnn"},
-                reference="Trockman & Kolter, ICLR 2021 (arXiv:2104.07167); Achour et al., JMLR 2022",
+                reference="Trockman & Kolter, ICLR 2021 (arXiv:2104.07167); Achour et al., JMLR 2022; Li et al., NeurIPS 2019 (BCOP)",
                 example_kwargs={"input_shape": (1, 8, 8), "num_classes": 10, "channels": (8, 16), "hidden": (32,)})
 def lipschitz_cnn(
     *, input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (16, 32),
@@ -250,8 +250,9 @@ def lipschitz_cnn(
 ) -> nn.Module:
     """1-Lipschitz CNN: per stage [orthogonal conv(k) - MaxMin - PixelUnshuffle(2)], then an orthogonal MLP head.
 
-    ``conv``: "cayley" (:class:`CayleyConv2d`, circular padding, exactly orthogonal) or "soc"
-    (:class:`SOCConv2d`, zero padding, odd ``kernel_size``; L = 1 + 1.7e-10 from the Taylor truncation).
+    ``conv``: "cayley" (:class:`CayleyConv2d`, circular padding, exactly orthogonal), "soc"
+    (:class:`SOCConv2d`, zero padding, odd ``kernel_size``; L = 1 + 1.7e-10 from the Taylor truncation) or "bcop"
+    (:class:`BCOPConv2d`, circular padding, Björck-orthonormalised projectors; Li et al. 2019).
     ``linear``: "cayley" or "bjorck". PixelUnshuffle halves H and W (a permutation: orthogonal), so H and W must
     be divisible by ``2 ** len(channels)``. ``model.lipschitz_constant()`` is the product of the layers' constants
     (1 with Cayley layers). Channel and hidden widths must be even.
@@ -270,7 +271,7 @@ def lipschitz_cnn(
     for i, ch in enumerate(channels):
         ch = _even(ch, f"channels[{i}]", owner)
         layer = CayleyConv2d(cin, ch, kernel_size, init_size=(h, w)) if conv_cls is CayleyConv2d else \
-            SOCConv2d(cin, ch, kernel_size)
+            conv_cls(cin, ch, kernel_size)
         layers += [layer, MaxMin(), nn.PixelUnshuffle(2)]
         cin, h, w = 4 * ch, h // 2, w // 2
     layers.append(nn.Flatten())

@@ -1,9 +1,13 @@
-"""Skew orthogonal convolution (SOC) and Björck-orthonormalised linear layers.
+"""Skew orthogonal convolution (SOC), block convolution orthogonal parametrisation (BCOP), Björck linear layers.
 
 ``SOCConv2d``: Singla & Feizi, "Skew Orthogonal Convolutions", ICML 2021 (arXiv:2105.11417). A zero-padded
 "same" convolution whose kernel satisfies ``L[i, j, a, b] = −L[j, i, k−1−a, k−1−b]`` is a skew-symmetric
 operator (its adjoint is the convolution with the transposed, flipped kernel), so ``exp(L)`` is orthogonal;
 the layer evaluates the Taylor series of ``exp(L)x`` to ``terms`` terms.
+
+``BCOPConv2d``: Li, Haque, Anil, Lucas, Grosse & Jacobsen, "Preventing gradient attenuation in Lipschitz
+constrained convolutional networks", NeurIPS 2019 (arXiv:1911.00937): a ``k × k`` orthogonal circular convolution
+composed of an orthogonal 1 × 1 convolution and ``k − 1`` 2 × 2 block convolutions of symmetric projectors.
 
 ``BjorckLinear``: Björck & Bowie, "An iterative algorithm for computing the best estimate of an orthogonal
 matrix", SIAM J. Numer. Anal. 1971, as used by Anil, Lucas & Grosse (ICML 2019) and deel-torchlip:
@@ -19,7 +23,7 @@ from torch import nn
 
 from .._validation import InvalidParameterError, check_in_range, check_int
 
-__all__ = ["BjorckLinear", "SOCConv2d", "bjorck", "taylor_tail"]
+__all__ = ["BCOPConv2d", "BjorckLinear", "SOCConv2d", "bjorck", "taylor_tail"]
 
 
 def taylor_tail(norm: float, terms: int) -> float:
@@ -159,3 +163,106 @@ class BjorckLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", n_iter={self.n_iter}"
+
+
+def _compose(block: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Kernel of ``conv(block) ∘ conv(kernel)`` (cross-correlations, ``block`` applied last): ``C[s] = Σ_p B[p]·A[s − p]``.
+
+    Shape: block ``(c, c, 2, 2)``, kernel ``(c, c, a, b)`` -> ``(c, c, a + 1, b + 1)``.
+    """
+    c, _, a, b = kernel.shape
+    out = kernel.new_zeros(c, c, a + 1, b + 1)
+    for p in range(2):
+        for q in range(2):
+            out[:, :, p:p + a, q:q + b] += torch.einsum("om,mihw->oihw", block[:, :, p, q], kernel)
+    return out
+
+
+class BCOPConv2d(nn.Module):
+    """Block convolution orthogonal parametrisation (BCOP, Li et al., NeurIPS 2019, arXiv:1911.00937).
+
+    A ``k × k`` kernel built from a ``c × c`` orthogonal matrix ``H`` (``c = max(in, out)``) and ``k − 1`` 2 × 2
+    block convolutions ``[[PQ, P(I−Q)], [(I−P)Q, (I−P)(I−Q)]]`` with symmetric projectors ``P = UUᵀ``, ``Q = VVᵀ``
+    (``U``, ``V``: ``c × c//2`` with orthonormal columns). All matrices are Björck-orthonormalised (:func:`bjorck`,
+    ``n_iter`` steps). In the Fourier domain each block is ``(P + e^{-iu}(I−P))(Q + e^{-iv}(I−Q))``, a product of
+    unitaries, so the layer is orthogonal with **circular** padding on any ``H × W ≥ k//2`` input (with zero padding
+    it would not be: Achour et al. 2022); an unconverged Björck step only shrinks (σ ∈ [0, 1]), so it stays
+    1-Lipschitz. ``in < out``: the first ``in`` input columns of the square kernel (an isometry); ``in > out``: its
+    first ``out`` rows (1-Lipschitz). Stride 1, "same" output size; zero initial bias; computed in float32.
+    Cost: one ordinary ``k × k`` convolution per forward (plus building the kernel from ``2k − 1`` small matrices).
+    Shape: ``(N, in, H, W)`` -> ``(N, out, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True, *,
+                 n_iter: int = 20) -> None:
+        super().__init__()
+        owner = "BCOPConv2d"
+        self.in_channels = check_int(in_channels, "in_channels", 1, None, owner=owner)
+        self.out_channels = check_int(out_channels, "out_channels", 1, None, owner=owner)
+        k = check_int(kernel_size, "kernel_size", 1, None, owner=owner)
+        self.kernel_size = (k, k)
+        self.n_iter = check_int(n_iter, "n_iter", 1, None, owner=owner)
+        c = max(self.in_channels, self.out_channels)
+        self.ortho = nn.Parameter(torch.empty(c, c))
+        self.projectors = nn.Parameter(torch.empty(2 * (k - 1), c, c // 2))
+        with torch.no_grad():
+            nn.init.orthogonal_(self.ortho)
+            for u in self.projectors:
+                if u.numel():
+                    nn.init.orthogonal_(u)
+        self.bias = nn.Parameter(torch.zeros(self.out_channels)) if bias else None
+
+    def kernel(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The ``(out, in, k, k)`` kernel of the circular convolution (``dtype``, float32 by default, also under autocast)."""
+        with torch.autocast(self.ortho.device.type, enabled=False):
+            h = bjorck(self.ortho.to(dtype), self.n_iter)
+            kernel = h[:, :, None, None]
+            if self.projectors.shape[0]:
+                c = h.shape[0]
+                eye = torch.eye(c, dtype=dtype, device=h.device)
+                u = self.projectors.to(dtype)
+                if u.shape[-1]:
+                    q = bjorck(u, self.n_iter)
+                    p = q @ q.mT
+                else:  # one channel: the projectors are 0 (each block is a shift)
+                    p = u.new_zeros(u.shape[0], c, c)
+                for j in range(self.kernel_size[0] - 1):
+                    rows = (p[2 * j], eye - p[2 * j])
+                    cols = (p[2 * j + 1], eye - p[2 * j + 1])
+                    block = torch.stack([torch.stack([r @ q for q in cols], -1) for r in rows], -2)
+                    kernel = _compose(block, kernel)
+            return kernel[:self.out_channels, :self.in_channels]
+
+    def _conv(self, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0]
+        lo, hi = (k - 1) // 2, k // 2
+        return nn.functional.conv2d(nn.functional.pad(x, (lo, hi, lo, hi), mode="circular"), kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels or min(x.shape[-2:]) < self.kernel_size[0] // 2:
+            raise InvalidParameterError(f"BCOPConv2d expects inputs of shape (N, {self.in_channels}, H, W) with H, W ≥ "
+                                        f"{self.kernel_size[0] // 2} (circular padding). Got {tuple(x.shape)} instead.")
+        kernel = self.kernel()
+        with torch.autocast(x.device.type, enabled=False):
+            y = self._conv(x.float(), kernel)
+            if self.bias is not None:
+                y = y + self.bias.float()[:, None, None]
+        return y.to(x.dtype)
+
+    def operator_matrix(self, h: int, w: int) -> torch.Tensor:
+        """The dense ``(out·h·w, in·h·w)`` matrix of the bias-free layer on ``h × w`` inputs (float64; small sizes)."""
+        n = self.in_channels * h * w
+        if n > 16384:
+            raise InvalidParameterError(f"BCOPConv2d.operator_matrix: {self.in_channels}x{h}x{w} = {n} inputs is too "
+                                        "large for a dense matrix (at most 16384).")
+        with torch.no_grad():
+            eye = torch.eye(n, dtype=torch.float64).view(n, self.in_channels, h, w)
+            return self._conv(eye, self.kernel(torch.float64)).reshape(n, -1).T
+
+    def lipschitz_constant(self) -> float:
+        """1 (a product of orthogonal / contracting per-frequency matrices)."""
+        return 1.0
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, n_iter={self.n_iter}, "
+                f"bias={self.bias is not None}")
