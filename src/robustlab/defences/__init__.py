@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from ._denoised import DENOISER_METHODS, DenoisedSmoothing, DenoiserFit
 from ._denoised_io import load_denoised, save_denoiser
-from ._rcal import Calibration, RCALResult, calibrate, local_outlier_factor, rcal
+from ._rcal import (
+    Calibration,
+    RCALResult,
+    calibrate,
+    local_outlier_factor,
+    mixed_cross_entropy,
+    mixup_draw,
+    rcal,
+)
 from ._rift import RiFTResult, module_robust_criticality, robust_critical_fine_tuning
 from ._signatures import WeightSignature, extract_signature, patch, patches, unpatch
 from ._smoothing import (
@@ -39,3 +47,4 @@ __all__ += ["DENOISER_METHODS", "DenoisedSmoothing", "DenoiserFit"]
 __all__ += ["load_denoised", "save_denoiser"]
 __all__ += ["RCALResult", "local_outlier_factor", "rcal"]
 __all__ += ["Calibration", "calibrate"]
+__all__ += ["mixed_cross_entropy", "mixup_draw"]

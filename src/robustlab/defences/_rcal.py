@@ -9,19 +9,28 @@ r"""RCAL: representation calibration for noisy labels on long-tailed data (Zhang
    :math:`\hat\Sigma_c = \frac{1}{|S_c|}\sum_{i\in S_c}\Sigma_i + \alpha I`.
 4. Features are sampled from :math:`\mathcal N(\hat\mu_c, \hat\Sigma_c)` until every class has as many
    (kept real + sampled) features as the largest class, and a linear classifier is trained on real and
-   sampled features. With ``finetune=True`` (default, as the paper) the encoder is trained too, under the individual
+   sampled features, optionally with mixup on them (``mixup`` = the Beta parameter; 0 = off, the default).
+   With ``finetune=True`` (default, as the paper) the encoder is trained too, under the individual
    calibration regulariser :math:`\beta\|f(x) - f_0(x)\|^2` that keeps each representation near its
    contrastive one (:math:`f_0`, frozen).
 
-Checked against the paper (its text as quoted in public reading notes; the equations themselves were not
-readable there): steps 1, 2 and 4 and the choice of the borrowed classes in step 3 ("for the tail class k, we
-select top q head classes with the closest Euclidean distance to the mean") are the paper's. The way the
-borrowed statistics are combined is the distribution-calibration rule of Yang et al. (ICLR 2021) that RCAL
-builds on -- the class's own mean averaged with the q head means, the head covariances averaged without the
-class's own, plus :math:`\alpha I` -- and may differ from the paper's equation (e.g. in whether the tail's own
-covariance enters the average). Departures: SimCLR-style pre-training (``training.pretrain``) instead of MoCo
-with a queue and momentum encoder; the paper's second part of the individual calibration, mixup during
-classifier training, is not implemented; "tail" = kept count below ``tail_fraction`` of the largest class.
+What was checked against the paper, and where (search of stored public copies, this session): neither the
+paper's method section nor the authors' code is readable there -- the stored arXiv/ar5iv page of 2211.10955
+holds its abstract and introduction only, no code repository of the paper is indexed, and the equations of
+the one detailed public reading note (zhangtemplar.github.io/noisy-labels) are images. That note's quotes
+confirm: MoCo pre-training; LOF outlier removal per class before the estimates; "for the tail class k, we
+select top q head classes with the closest Euclidean distance to the mean" (step 3's choice); the
+regulariser on the distance to the contrastive representations; and mixup [Zhang et al. 2018] as the second
+part of the individual calibration. Not confirmed: how the borrowed statistics are combined, q, the
+constants and the sampling count. Ours combine them by the distribution-calibration rule of Yang et al.
+(ICLR 2021) that RCAL builds on -- the class's own mean averaged with the q head means, the q head
+covariances averaged without the class's own -- plus :math:`\alpha I`; Yang et al.'s public code adds the
+scalar :math:`\alpha` to every entry of the covariance instead (:math:`+\alpha\mathbf 1\mathbf 1^\top`,
+which widens only the all-ones direction), and uses q = 2, :math:`\alpha` = 0.21 on their features. The
+paper's theory (Assumption 3.1) takes one covariance :math:`\Sigma` shared by all classes. Departures:
+SimCLR-style pre-training (``training.pretrain``) instead of MoCo with a queue and momentum encoder; mixup on
+the classifier's input features (real and sampled, one :math:`\lambda` per step) -- the paper's placement
+(input images or features) was not readable; "tail" = kept count below ``tail_fraction`` of the largest.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from torch import nn
 from .._validation import InvalidParameterError, check_bool, check_in_range, check_int
 from ..data import ClassificationData
 
-__all__ = ["Calibration", "RCALResult", "calibrate", "local_outlier_factor", "rcal"]
+__all__ = ["Calibration", "RCALResult", "calibrate", "local_outlier_factor", "mixed_cross_entropy", "mixup_draw", "rcal"]
 
 
 def local_outlier_factor(x: torch.Tensor, k: int = 10) -> torch.Tensor:
@@ -148,6 +157,28 @@ class Calibration:
         return torch.cat(xs).float(), torch.cat(ys)
 
 
+def mixup_draw(n: int, alpha: float, generator: torch.Generator) -> tuple[torch.Tensor, float]:
+    r"""One mixup draw (Zhang et al., ICLR 2018) for a batch of ``n``: a permutation ``perm`` (n,) on the
+    generator's device and :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)`, both from ``generator``
+    (the Beta variate through a NumPy generator seeded by one draw of it: torch's Beta sampler takes no
+    generator)."""
+    import numpy as np
+
+    dev = generator.device
+    perm = torch.randperm(n, generator=generator, device=dev)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=dev))
+    return perm, float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, lam: float) -> torch.Tensor:
+    r"""The mixed-target cross-entropy, summed over the batch:
+    :math:`\sum_i \lambda\,\mathrm{CE}(s_i, y_i) + (1-\lambda)\,\mathrm{CE}(s_i, y_{\pi(i)})` for the
+    logits :math:`s` of the mixed inputs :math:`\lambda z_i + (1-\lambda) z_{\pi(i)}`."""
+    logits = logits.float()
+    return (lam * F.cross_entropy(logits, y, reduction="sum")
+            + (1.0 - lam) * F.cross_entropy(logits, y[perm], reduction="sum"))
+
+
 def calibrate(f: torch.Tensor, y: torch.Tensor, num_classes: int, *, lof_k: int = 10, lof_threshold: float = 1.5,
               tail_fraction: float = 0.5, n_borrow: int = 2, alpha: float = 0.1,
               allow_empty: bool = False) -> Calibration:
@@ -179,8 +210,8 @@ def rcal(data: ClassificationData, encoder: nn.Module, *, pretrain_epochs: int =
          pretrain_kw: dict[str, Any] | None = None, lof_k: int = 10, lof_threshold: float = 1.5,
          tail_fraction: float = 0.5, n_borrow: int = 2, alpha: float = 0.1, epochs: int = 100, batch_size: int = 256,
          lr: float = 1e-2, weight_decay: float = 5e-4, finetune: bool = True, beta: float = 1.0,
-         seed: int = 0) -> RCALResult:
-    """Train RCAL on ``data`` (its train labels may be noisy and long-tailed); see the module docstring.
+         mixup: float = 0.0, seed: int = 0) -> RCALResult:
+    r"""Train RCAL on ``data`` (its train labels may be noisy and long-tailed); see the module docstring.
 
     ``encoder``: a module mapping inputs to features (copied; the caller's is untouched).
     ``pretrain_epochs``: contrastive pre-training epochs (0: use ``encoder`` as given), ``pretrain_kw``:
@@ -189,6 +220,9 @@ def rcal(data: ClassificationData, encoder: nn.Module, *, pretrain_epochs: int =
     count is below ``tail_fraction`` times the largest; ``n_borrow`` head classes and ``alpha`` calibrate them.
     ``epochs``/``batch_size``/``lr``/``weight_decay``: the classifier's Adam training on real + sampled
     features; ``finetune``/``beta``: train the encoder too, with the representation regulariser.
+    ``mixup``: the Beta(``mixup``, ``mixup``) parameter of mixup on the classifier's input -- each step's real
+    and sampled features mixed with a permutation of themselves, one :math:`\lambda` per step, the loss the
+    mixed-target cross-entropy (:func:`mixed_cross_entropy`); drawn from the run's generator; 0 = off.
     """
     from ..training import encode, pretrain
 
@@ -209,6 +243,7 @@ def rcal(data: ClassificationData, encoder: nn.Module, *, pretrain_epochs: int =
     weight_decay = float(check_in_range(weight_decay, "weight_decay", 0.0, None, owner=owner))
     finetune = check_bool(finetune, "finetune", owner=owner)
     beta = float(check_in_range(beta, "beta", 0.0, None, owner=owner))
+    mixup = float(check_in_range(mixup, "mixup", 0.0, None, owner=owner))
     seed = check_int(seed, "seed", 0, None, owner=owner)
 
     encoder = copy.deepcopy(encoder)
@@ -246,13 +281,16 @@ def rcal(data: ClassificationData, encoder: nn.Module, *, pretrain_epochs: int =
                 reg = beta * ((feats - f0_real[bi]) ** 2).sum(1).mean()
             else:
                 feats, reg = f0_real[bi], torch.zeros(())
-            loss = F.cross_entropy(head(feats), y_real[bi], reduction="sum")
-            count = bi.numel()
-            if perm_s is not None:
-                si = perm_s[step * s_bs:(step + 1) * s_bs]
+            si = perm_s[step * s_bs:(step + 1) * s_bs] if perm_s is not None else perm[:0]
+            count = bi.numel() + si.numel()
+            if mixup > 0:
+                z, yz = torch.cat([feats, s_x[si]]), torch.cat([y_real[bi], s_y[si]])
+                mix, lam = mixup_draw(count, mixup, g)
+                loss = mixed_cross_entropy(head(lam * z + (1.0 - lam) * z[mix]), yz, mix, lam)
+            else:
+                loss = F.cross_entropy(head(feats), y_real[bi], reduction="sum")
                 if si.numel():
                     loss = loss + F.cross_entropy(head(s_x[si]), s_y[si], reduction="sum")
-                    count += si.numel()
             loss = loss / count + reg
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -140,7 +140,10 @@ class RCALObjective(Objective):
     cross-entropy of the last layer on an equal share of the sampled features (``ceil(M / steps_per_epoch)``
     per step, drawn from the run's generator), weighted by their counts, plus ``beta`` x
     :math:`\|f(x) - f_0(x)\|^2` on the kept examples (the individual calibration; ``finetune=False`` freezes
-    the body and drops it). Cost: stage 1 as ``pretrain`` plus one LOF per class; then 1 forward + 1 backward
+    the body and drops it). ``mixup`` > 0: the step's kept and sampled features are mixed with a permutation
+    of themselves (one :math:`\lambda \sim \mathrm{Beta}(` ``mixup``, ``mixup`` :math:`)` per step, drawn
+    from the run's generator) and the head's loss is the mixed-target cross-entropy (RCAL's classifier loss;
+    the run's loss is then not used); 0 (default) = off. Cost: stage 1 as ``pretrain`` plus one LOF per class; then 1 forward + 1 backward
     per step (+ the small last-layer pass on the sampled features).
 
     :func:`robustlab.defences.rcal` is the same method with its own encoder and linear head trained by Adam;
@@ -152,7 +155,7 @@ class RCALObjective(Objective):
     def __init__(self, *, pretrain_epochs: int = 20, pretrain_loss: str = "infonce",
                  pretrain_kw: dict[str, Any] | None = None, lof_k: int = 10, lof_threshold: float = 1.5,
                  tail_fraction: float = 0.5, n_borrow: int = 2, alpha: float = 0.1, beta: float = 1.0,
-                 finetune: bool = True) -> None:
+                 finetune: bool = True, mixup: float = 0.0) -> None:
         owner = "rcal"
         self.pretrain_epochs, self.pretrain_loss, self.pretrain_kw = _check_pretrain(
             owner, pretrain_epochs, pretrain_loss, pretrain_kw)
@@ -163,6 +166,7 @@ class RCALObjective(Objective):
         self.alpha = float(check_in_range(alpha, "alpha", 0.0, None, owner=owner))
         self.beta = float(check_in_range(beta, "beta", 0.0, None, owner=owner))
         self.finetune = check_bool(finetune, "finetune", owner=owner)
+        self.mixup = float(check_in_range(mixup, "mixup", 0.0, None, owner=owner))
         self._split: tuple[nn.Module, nn.Linear] | None = None
         self.tail: list[int] = []
         self.kept_fraction = float("nan")
@@ -196,6 +200,21 @@ class RCALObjective(Objective):
         n_s = int(self._s_x.shape[0]) if self._split is not None else 0
         self._s_batch = math.ceil(n_s / max(1, int(kw["steps_per_epoch"]))) if n_s else 0
 
+    def _mixup_loss(self, head: nn.Linear, feats: torch.Tensor, y: torch.Tensor, j: torch.Tensor | None,
+                    zero: torch.Tensor) -> torch.Tensor:
+        """Mixed-target cross-entropy of the head on the kept features and the sampled ones ``j``, mixed."""
+        from ...defences._rcal import mixed_cross_entropy, mixup_draw
+
+        if j is not None:
+            feats = torch.cat([feats, self._s_x[j].to(feats.dtype)])
+            y = torch.cat([y, self._s_y[j].to(y.device)])
+        n = int(feats.shape[0])
+        if n == 0:
+            return zero
+        mix, lam = mixup_draw(n, self.mixup, self.generator)
+        mix = mix.to(feats.device)
+        return mixed_cross_entropy(head(lam * feats + (1.0 - lam) * feats[mix]), y, mix, lam).to(zero.dtype) / n
+
     def __call__(self, model: nn.Module, batch: Batch, loss: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self._split is None:  # outside fit: the plain loss
             logits = model(batch.x)
@@ -213,15 +232,21 @@ class RCALObjective(Objective):
         keep = self._kept[batch.index]
         n_keep = int(keep.sum())
         zero = logits.sum() * 0.0
-        real = compute_loss(loss, logits[keep], batch.y[keep], batch.index[keep]) if n_keep else zero
-        total, count = real * n_keep, n_keep
+        j = None
         if self._s_batch:
             gen = self.generator
             j = torch.randint(0, self._s_x.shape[0], (self._s_batch,), generator=gen, device=gen.device)
             j = j.to(self._s_x.device)
-            total = total + F.cross_entropy(head(self._s_x[j]).float(), self._s_y[j], reduction="sum").to(total.dtype)
-            count += self._s_batch
-        value = total / max(1, count)
+        if self.mixup > 0:
+            value = self._mixup_loss(head, feats[keep], batch.y[keep], j, zero)
+        else:
+            real = compute_loss(loss, logits[keep], batch.y[keep], batch.index[keep]) if n_keep else zero
+            total, count = real * n_keep, n_keep
+            if j is not None:
+                total = total + F.cross_entropy(head(self._s_x[j]).float(), self._s_y[j],
+                                                reduction="sum").to(total.dtype)
+                count += self._s_batch
+            value = total / max(1, count)
         reg = zero
         if self.finetune and self.beta > 0 and n_keep:
             reg = ((feats[keep] - self._f0[batch.index[keep]]) ** 2).sum(1).mean()
