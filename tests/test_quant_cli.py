@@ -33,7 +33,19 @@ def test_cli_quantize_table_and_json(run_dir, capsys):
     assert main(["shift", "--checkpoint", str(run), "--data", "digits", "--quantize", "4", "--n-test", "50",
                  "--attack", "fgsm", "--eps", "0.1", "--quant-scheme", "per_tensor", "--quant-activations", "-q"]) == 0
     out = capsys.readouterr().out
-    assert "robust" in out and "per_tensor weights, activations quantized" in out
+    assert "robust" in out and "per_tensor symmetric weights, activations quantized" in out
+
+
+def test_cli_quantize_asymmetric(run_dir, capsys):
+    m, d, run = run_dir
+    assert main(["shift", "--checkpoint", str(run), "--data", "digits", "--quantize", "3,2", "--n-test", "100",
+                 "--quant-symmetry", "asymmetric", "--json", "-q"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    want = shift.quantization_error(m, data.load("digits"), bits=[3, 2], n_test=100, symmetry="asymmetric")
+    assert doc["clean"] == {str(b): a for b, a in want.clean.items()} and doc["meta"]["symmetry"] == "asymmetric"
+    assert main(["shift", "--checkpoint", str(run), "--data", "digits", "--quantize", "3",
+                 "--quant-symmetry", "affine"]) == 2
+    assert "--quant-symmetry" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, text", [
@@ -41,6 +53,7 @@ def test_cli_quantize_table_and_json(run_dir, capsys):
     (["--quantize", "eight"], "--quantize must be comma-separated integers"),
     (["--quantize", "8", "--attack", "fgsm"], "--attack needs --eps"),
     (["--attack", "fgsm", "--eps", "0.1"], "go with --quantize"),
+    (["--quant-symmetry", "asymmetric"], "--quant-symmetry and --quant-activations go with --quantize"),
 ])
 def test_cli_quantize_errors(run_dir, capsys, argv, text):
     _, _, run = run_dir

@@ -41,3 +41,15 @@ def test_clean_only_and_bad_attack():
         with pytest.raises(ValueError, match=next(iter(bad))):
             validate_params(Quantization.constraints, {**Quantization.defaults, **bad}, owner="evaluation 'quantization'")
     assert validate_params(Quantization.constraints, {**Quantization.defaults, "attack": None}, owner="q")["attack"] is None
+
+
+def test_symmetry_reaches_quantization_error():
+    res = pipeline.run(_spec(attack=None, symmetry="asymmetric"))
+    got = {n: v for n, v, _ in res.metrics if n.startswith("quant_acc/")}
+    d = data.load("digits").subset(n_train=400, n_test=150)
+    want = shift.quantization_error(res.model.eval(), d, bits=[8, 2], symmetry="asymmetric", n_test=60)
+    sym = shift.quantization_error(res.model.eval(), d, bits=[8, 2], n_test=60)
+    assert got["quant_acc/bits=2"] == pytest.approx(want.clean[2])
+    assert got["quant_acc/bits=2"] != pytest.approx(sym.clean[2])  # the two grids differ on this model
+    with pytest.raises(ValueError, match="symmetry"):
+        pipeline.run(_spec(attack=None, symmetry="affine"))

@@ -34,7 +34,7 @@ def test_weights_take_at_most_2_pow_bits_values(bits, scheme):
     for a, b in zip(_qlayers(m), _qlayers(q)):
         assert not torch.equal(a.weight, b.weight) or bits == 8
         assert torch.equal(a.bias, b.bias)
-    assert q.robustlab_quantization == {"bits": bits, "scheme": scheme, "activations": False}
+    assert q.robustlab_quantization == {"bits": bits, "scheme": scheme, "symmetry": "symmetric", "activations": False}
 
 
 def test_per_channel_keeps_small_channels():

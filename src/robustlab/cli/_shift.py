@@ -3,7 +3,7 @@
 Example::
 
     robustlab shift --checkpoint runs/x --suite common --severities 1,3,5 [--baseline runs/base] [--json]
-    robustlab shift --checkpoint runs/x --quantize 8,6,4,3,2 [--attack pgd --eps 0.1]
+    robustlab shift --checkpoint runs/x --quantize 8,6,4,3,2 [--quant-symmetry asymmetric] [--attack pgd --eps 0.1]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from .._validation import InvalidParameterError
+from ..shift._quantize import QUANT_SCHEMES, QUANT_SYMMETRIES
 from ._inputs import add_inputs, call, emit, load_inputs
 from ._options import add_options
 
@@ -34,8 +35,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quantize", default=None, metavar="BITS",
                    help="instead of corruptions: accuracy after post-training fake quantization at these "
                         "comma-separated bit-widths in 2..16, e.g. 8,6,4,3,2")
-    p.add_argument("--quant-scheme", default="per_channel", choices=["per_channel", "per_tensor"],
+    p.add_argument("--quant-scheme", default="per_channel", choices=list(QUANT_SCHEMES),
                    help="with --quantize: one weight scale per output channel or per layer (default: per_channel)")
+    p.add_argument("--quant-symmetry", default="symmetric", choices=list(QUANT_SYMMETRIES),
+                   help="with --quantize: symmetric grids, or affine ones with a zero point (default: symmetric)")
     p.add_argument("--quant-activations", action="store_true",
                    help="with --quantize: also quantize each layer's input (ranges from 256 training inputs)")
     p.add_argument("--attack", default=None, metavar="NAME",
@@ -75,7 +78,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     if args.attack and args.eps is None:
         raise InvalidParameterError("--attack needs --eps (the perturbation budget), e.g. --eps 0.1.")
     model, ds, ref, label = load_inputs(args)
-    result = call(shift.quantization_error, model, ds, bits=bits, scheme=args.quant_scheme,
+    result = call(shift.quantization_error, model, ds, bits=bits, scheme=args.quant_scheme, symmetry=args.quant_symmetry,
                   activations=args.quant_activations, attack=args.attack, eps=args.eps,
                   batch_size=args.batch_size, seed=args.seed, args=args)
     result.meta.update({"command": "shift --quantize", "model": label, "checkpoint": args.checkpoint, "data": ds.name,
@@ -94,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.quantize is not None:
         return _run_quantize(args)
-    if args.attack or args.eps is not None or args.quant_activations or args.quant_scheme != "per_channel":
-        raise InvalidParameterError("--attack, --eps, --quant-scheme and --quant-activations go with --quantize BITS.")
+    if (args.attack or args.eps is not None or args.quant_activations or args.quant_scheme != "per_channel"
+            or args.quant_symmetry != "symmetric"):
+        raise InvalidParameterError("--attack, --eps, --quant-scheme, --quant-symmetry and --quant-activations go with "
+                                    "--quantize BITS.")
     sevs = _parse_severities(args.severities)
     corruptions: Any = [c.strip() for c in args.corruptions.split(",") if c.strip()] if args.corruptions else args.suite
     names = shift.suite(corruptions) if isinstance(corruptions, str) else corruptions  # validate early

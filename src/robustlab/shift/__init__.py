@@ -7,7 +7,8 @@
   (accuracy grid, mCE and relative mCE against a baseline model); ``mnist_c_accuracy`` at MNIST-C's
   own fixed parameters (``MNIST_C_PARAMS``).
 * Tabular shifts: ``gaussian_feature_noise``, ``feature_dropout``, ``covariate_scaling``, ``prior_shift``.
-* Quantization: ``quantize(model, bits=..., scheme=..., activations=...)`` (post-training fake quantization),
+* Quantization: ``quantize(model, bits=..., scheme=..., symmetry=..., activations=...)`` (post-training fake
+  quantization; ``bits`` one width or one per layer),
   ``quantization_error(model, data, bits=[8, 6, 4, 3, 2], attack=None)`` -> :class:`QuantizationResult`.
 * Diagnostics: ``slab_randomization_auc`` / ``randomize_features`` for the ``slabs`` data set,
   ``memorization_report`` for ``modular``, ``binary_auc``.
@@ -25,7 +26,15 @@ from ._base import CORRUPTIONS, SUITES, Corruption, available, corrupt, register
 from ._diagnostics import SlabAUC, binary_auc, memorization_report, randomize_features, slab_randomization_auc
 from ._evaluate import CorruptionResult, corruption_error, mnist_c_accuracy
 from ._mnist_c import MNIST_C_PARAMS, MNIST_C_SEVERITY
-from ._quantize import QUANT_SCHEMES, QuantizationResult, fake_quantize, quantization_error, quantize
+from ._quantize import (
+    QUANT_SCHEMES,
+    QUANT_SYMMETRIES,
+    QuantizationResult,
+    fake_quantize,
+    quantizable_layers,
+    quantization_error,
+    quantize,
+)
 from ._tabular import covariate_scaling, feature_dropout, gaussian_feature_noise, prior_shift
 
 # The suites, in the benchmarks' own order (make_cifar_c.py dict order; mnist-c CORRUPTIONS).
@@ -46,3 +55,4 @@ __all__ = [
     "register_corruption", "slab_randomization_auc", "suite",
 ]
 __all__ += ["QUANT_SCHEMES", "QuantizationResult", "fake_quantize", "quantization_error", "quantize"]
+__all__ += ["QUANT_SYMMETRIES", "quantizable_layers"]

@@ -1,11 +1,18 @@
 """Post-training fake quantization as a model shift, and accuracy per bit-width.
 
-``quantize(model, bits=4)`` returns a copy whose Conv/Linear weights are rounded to a symmetric uniform
-grid (``2^(b-1) - 1`` steps each side of 0, so at most ``2^b - 1`` distinct values per channel or
-tensor); biases stay in float (as in integer inference, where they are kept at 32 bits).
-``activations=True`` also rounds the input of every Conv/Linear layer to ``2^b`` levels over the range
-observed on a calibration batch (see :func:`quantize`). Rounding uses a straight-through gradient, so
-attacks still get input gradients from a quantized model (no gradient masking by ``round``).
+``quantize(model, bits=4)`` returns a copy whose Conv/Linear weights are rounded to a uniform grid, one scale per
+output channel or per layer (``scheme``) and, after EQ-Net's elastic symmetry (``symmetry``), either
+
+* ``"symmetric"``: ``s·{-(2^(b-1)-1), ..., 2^(b-1)-1}``, ``s = max|w| / (2^(b-1)-1)`` (``2^b - 1`` levels), or
+* ``"asymmetric"`` (affine, with a zero point): ``s·({0, ..., 2^b-1} - z)``, ``s = (max(w,0) - min(w,0)) / (2^b-1)``,
+  ``z = round(-min(w,0) / s)`` (``2^b`` levels; 0 is exactly on the grid, the range ends move by < s/2).
+
+``bits`` is one width for every layer or one per layer (``{layer_name: b}`` or a list in module order: a
+mixed-precision assignment, see :func:`robustlab.shift.mixed_precision_search`). Biases stay in float (as in
+integer inference, where they are kept at 32 bits). ``activations=True`` also rounds the input of every
+Conv/Linear layer over the range observed on a calibration batch (see :func:`quantize`). Rounding uses a
+straight-through gradient, so attacks still get input gradients from a quantized model (no gradient masking by
+``round``).
 
 ``quantization_error(model, data, bits=[8, 6, 4, 3, 2])`` gives clean (and, with ``attack``, robust)
 accuracy per bit-width next to the float model's.
@@ -14,7 +21,7 @@ accuracy per bit-width next to the float model's.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -24,10 +31,11 @@ from torch import nn
 from .._progress import check_progress, progress_bar
 from .._validation import InvalidParameterError, check_bool, check_int, check_option
 
-__all__ = ["BITS_RANGE", "QUANT_LAYERS", "QUANT_SCHEMES", "QuantizationResult", "fake_quantize", "quantization_error",
-           "quantize"]
+__all__ = ["BITS_RANGE", "QUANT_LAYERS", "QUANT_SCHEMES", "QUANT_SYMMETRIES", "QuantizationResult", "fake_quantize",
+           "quantizable_layers", "quantization_error", "quantize"]
 
 QUANT_SCHEMES = ("per_channel", "per_tensor")
+QUANT_SYMMETRIES = ("symmetric", "asymmetric")  # EQ-Net's elastic symmetry: zero point fixed at 0, or affine
 BITS_RANGE = (2, 16)  # 1 bit has no symmetric grid with a zero; above 16 bits fake quantization is the identity
 QUANT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -41,43 +49,79 @@ def check_scheme(scheme: Any, owner: str) -> str:
     return str(check_option(scheme, "scheme", QUANT_SCHEMES, owner=owner))
 
 
-def fake_quantize(w: torch.Tensor, bits: int, *, scheme: str = "per_channel", ste: bool = True) -> torch.Tensor:
-    """Round ``w`` to the symmetric uniform grid ``s·{-(2^(b-1)-1), ..., 2^(b-1)-1}``.
+def check_symmetry(symmetry: Any, owner: str) -> str:
+    return str(check_option(symmetry, "symmetry", QUANT_SYMMETRIES, owner=owner))
 
-    ``s = max|w| / (2^(b-1) - 1)`` per output channel (dim 0) for ``per_channel``, over the whole tensor
-    for ``per_tensor``. With ``ste`` the gradient passes straight through (``w + (q - w).detach()``).
+
+def quantizable_layers(model: nn.Module) -> list[str]:
+    """Names (``model.named_modules()`` order) of the Conv/Linear layers :func:`quantize` rounds.
+
+    The keys of a per-layer ``bits`` dict, and the order of a per-layer ``bits`` list.
+    """
+    return [name for name, m in model.named_modules() if isinstance(m, QUANT_LAYERS)]
+
+
+def _affine_grid(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point of the ``2^b``-level affine grid over ``[min(lo, 0), max(hi, 0)]``."""
+    lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    scale = ((hi - lo) / (2 ** bits - 1)).clamp_min(torch.finfo(lo.dtype).tiny)
+    return scale, torch.round(-lo / scale)
+
+
+def fake_quantize(w: torch.Tensor, bits: int, *, scheme: str = "per_channel", symmetry: str = "symmetric",
+                  ste: bool = True) -> torch.Tensor:
+    """Round ``w`` to a ``bits``-bit uniform grid, one grid per output channel (dim 0) or per tensor.
+
+    ``symmetry="symmetric"``: ``s·{-(2^(b-1)-1), ..., 2^(b-1)-1}`` with ``s = max|w| / (2^(b-1)-1)``.
+    ``"asymmetric"``: ``s·(clamp(round(w/s) + z, 0, 2^b-1) - z)`` with ``s = (max(w,0) - min(w,0)) / (2^b-1)``
+    and the integer zero point ``z = round(-min(w,0) / s)`` (EQ-Net's ``asym_quantize`` with the min-max
+    range). With ``ste`` the gradient passes straight through (``w + (q - w).detach()``).
 
     Example::
 
         q = fake_quantize(torch.randn(4, 3), 2)   # each row takes values in {-s, 0, s}
+        a = fake_quantize(torch.tensor([[-1.0, 0.5, 2.0]]), 2, symmetry="asymmetric")  # grid {-1, 0, 1, 2}
     """
-    levels = 2 ** (bits - 1) - 1
-    if scheme == "per_channel" and w.dim() > 1:
-        amax = w.detach().abs().flatten(1).amax(1).view(-1, *([1] * (w.dim() - 1)))
+    wd = w.detach()
+    per_channel = scheme == "per_channel" and w.dim() > 1
+    shape = (-1, *([1] * (w.dim() - 1)))
+    if symmetry == "asymmetric":
+        if per_channel:
+            lo, hi = wd.flatten(1).aminmax(dim=1)
+            lo, hi = lo.view(shape), hi.view(shape)
+        else:
+            lo, hi = wd.aminmax()
+        scale, zero = _affine_grid(lo, hi, bits)
+        q = (torch.clamp(torch.round(wd / scale) + zero, 0, 2 ** bits - 1) - zero) * scale
     else:
-        amax = w.detach().abs().amax()
-    scale = amax.clamp_min(torch.finfo(w.dtype).tiny) / levels
-    q = torch.clamp(torch.round(w.detach() / scale), -levels, levels) * scale
+        levels = 2 ** (bits - 1) - 1
+        amax = wd.abs().flatten(1).amax(1).view(shape) if per_channel else wd.abs().amax()
+        scale = amax.clamp_min(torch.finfo(w.dtype).tiny) / levels
+        q = torch.clamp(torch.round(wd / scale), -levels, levels) * scale
     return w + (q - w).detach() if ste else q
 
 
 class _InputQuant:
-    """Forward pre-hook rounding a layer's input to ``2^b`` levels over a fixed observed range.
+    """Forward pre-hook rounding a layer's input to ``bits`` bits over a fixed observed range.
 
-    Range ``[0, hi]`` (unsigned grid, ``2^b - 1`` steps) when the calibration inputs were all ≥ 0,
-    else ``[-a, a]`` with ``a = max|x|`` (symmetric grid); values outside are clipped.
+    Range ``[0, hi]`` (unsigned grid, ``2^b`` levels) when the calibration inputs were all ≥ 0; else, for
+    ``symmetric``, ``[-a, a]`` with ``a = max|x|`` (``2^b - 1`` levels), for ``asymmetric`` the affine grid over
+    ``[lo, hi]`` with a zero point (``2^b`` levels). Values outside are clipped.
     """
 
-    def __init__(self, lo: float, hi: float, bits: int) -> None:
-        self.unsigned = lo >= 0.0
-        amax = max(abs(lo), abs(hi), 1e-12)
-        self.levels = 2 ** bits - 1 if self.unsigned else 2 ** (bits - 1) - 1
-        self.scale = (max(hi, 1e-12) if self.unsigned else amax) / self.levels
+    def __init__(self, lo: float, hi: float, bits: int, symmetry: str = "symmetric") -> None:
+        if lo >= 0.0 or symmetry == "asymmetric":
+            scale, zero = _affine_grid(torch.tensor(lo, dtype=torch.float64), torch.tensor(max(hi, 1e-12),
+                                       dtype=torch.float64), bits)
+            self.scale, self.zero, self.lo, self.hi = float(scale), float(zero), 0.0, float(2 ** bits - 1)
+        else:
+            levels = 2 ** (bits - 1) - 1
+            self.scale, self.zero = max(abs(lo), abs(hi), 1e-12) / levels, 0.0
+            self.lo, self.hi = float(-levels), float(levels)
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         x = args[0]
-        lo = 0 if self.unsigned else -self.levels
-        q = torch.clamp(torch.round(x.detach() / self.scale), lo, self.levels) * self.scale
+        q = (torch.clamp(torch.round(x.detach() / self.scale) + self.zero, self.lo, self.hi) - self.zero) * self.scale
         return (x + (q - x).detach(), *args[1:])
 
 
@@ -109,29 +153,53 @@ def _observe_ranges(model: nn.Module, layers: list[nn.Module], x: torch.Tensor) 
     return [(seen[i][0], seen[i][1]) for i in range(len(layers))]
 
 
-def quantize(
-    model: nn.Module, *, bits: int = 8, scheme: str = "per_channel", activations: bool = False,
-    calibration: torch.Tensor | None = None,
-) -> nn.Module:
-    """A fake-quantized copy of ``model`` (post-training, symmetric uniform; ``model`` is left unchanged).
+def layer_bits(model: nn.Module, bits: Any, owner: str) -> dict[str, int]:
+    """``bits`` (one int, ``{layer_name: b}`` for every Conv/Linear layer, or a list in that order) per layer name."""
+    names = quantizable_layers(model)
+    if not names:
+        raise InvalidParameterError(f"The model given to {owner} has no Linear or Conv layer to quantize "
+                                    f"({type(model).__name__}).")
+    if isinstance(bits, Mapping):
+        missing, extra = [n for n in names if n not in bits], [k for k in bits if k not in names]
+        if missing or extra:
+            raise InvalidParameterError(
+                f"The 'bits' dict of {owner} must give a bit-width for exactly the model's Conv/Linear layers "
+                f"{names}. Missing {missing}, unknown {extra}.")
+        return {n: check_bits(bits[n], owner, name=f"bits[{n!r}]") for n in names}
+    if isinstance(bits, Sequence) and not isinstance(bits, str):
+        if len(bits) != len(names):
+            raise InvalidParameterError(
+                f"The 'bits' list of {owner} must give one bit-width per Conv/Linear layer ({len(names)}: {names}). "
+                f"Got {len(bits)}: {list(bits)!r}.")
+        return {n: check_bits(b, owner, name=f"bits[{i}]") for i, (n, b) in enumerate(zip(names, bits))}
+    b = check_bits(bits, owner)
+    return dict.fromkeys(names, b)
 
-    Weights of every ``nn.Linear``/``nn.Conv{1,2,3}d`` go to ``bits`` bits (:func:`fake_quantize`),
-    ``scheme="per_channel"`` with one scale per output channel, ``"per_tensor"`` with one per layer.
-    ``activations=True`` rounds each such layer's input to ``bits`` bits over the range observed on
-    ``calibration`` (a batch of inputs, required then): unsigned ``[0, max]`` if the observed inputs are
-    non-negative (images, post-ReLU), else symmetric ``[-max|x|, max|x|]``. The copy carries
-    ``robustlab_quantization`` (the settings) and keeps ``robustlab_config`` for checkpoints.
+
+def quantize(
+    model: nn.Module, *, bits: int | Mapping[str, int] | Sequence[int] = 8, scheme: str = "per_channel",
+    symmetry: str = "symmetric", activations: bool = False, calibration: torch.Tensor | None = None,
+) -> nn.Module:
+    """A fake-quantized copy of ``model`` (post-training, uniform grids; ``model`` is left unchanged).
+
+    Weights of every ``nn.Linear``/``nn.Conv{1,2,3}d`` go to ``bits`` bits (:func:`fake_quantize`): one int for
+    every layer, or per layer (mixed precision) a dict ``{name: b}`` over :func:`quantizable_layers` or a list
+    in that order. ``scheme="per_channel"`` has one scale per output channel, ``"per_tensor"`` one per layer;
+    ``symmetry`` picks the symmetric grid or the affine one with a zero point. ``activations=True`` rounds each
+    such layer's input to its layer's width over the range observed on ``calibration`` (a batch of inputs,
+    required then): unsigned ``[0, max]`` if the observed inputs are non-negative (images, post-ReLU), else
+    ``[-max|x|, max|x|]`` (symmetric) or ``[min, max]`` with a zero point (asymmetric). The copy carries
+    ``robustlab_quantization`` (the settings; ``bits`` a dict when it was given per layer) and keeps
+    ``robustlab_config`` for checkpoints.
     """
     owner = "quantize"
     if not isinstance(model, nn.Module):
         raise TypeError(f"The 'model' parameter of {owner} must be an nn.Module. Got {type(model).__name__} instead.")
-    bits = check_bits(bits, owner)
+    widths = layer_bits(model, bits, owner)
     scheme = check_scheme(scheme, owner)
+    symmetry = check_symmetry(symmetry, owner)
     check_bool(activations, "activations", owner=owner)
     layers = [m for m in model.modules() if isinstance(m, QUANT_LAYERS)]
-    if not layers:
-        raise InvalidParameterError(f"The model given to {owner} has no Linear or Conv layer to quantize "
-                                    f"({type(model).__name__}).")
     if activations:
         if not isinstance(calibration, torch.Tensor) or not calibration.dtype.is_floating_point or calibration.dim() < 2:
             raise InvalidParameterError(
@@ -146,14 +214,16 @@ def quantize(
         dev = next((p.device for p in model.parameters()), calibration.device)  # type: ignore[union-attr]
         ranges = _observe_ranges(model, layers, calibration.to(dev))  # type: ignore[union-attr]
     out = copy.deepcopy(model)
-    qlayers = [m for m in out.modules() if isinstance(m, QUANT_LAYERS)]
     with torch.no_grad():
-        for i, m in enumerate(qlayers):
+        for i, (name, m) in enumerate((n, x) for n, x in out.named_modules() if isinstance(x, QUANT_LAYERS)):
             w = cast(torch.Tensor, m.weight)
-            w.copy_(fake_quantize(w, bits, scheme=scheme, ste=False))
+            w.copy_(fake_quantize(w, widths[name], scheme=scheme, symmetry=symmetry, ste=False))
             if ranges is not None:
-                m.register_forward_pre_hook(_InputQuant(ranges[i][0], ranges[i][1], bits))
-    out.robustlab_quantization = {"bits": bits, "scheme": scheme, "activations": activations}  # type: ignore[assignment]
+                m.register_forward_pre_hook(_InputQuant(ranges[i][0], ranges[i][1], widths[name], symmetry))
+    uniform = len(set(widths.values())) == 1 and not isinstance(bits, (Mapping, Sequence))
+    out.robustlab_quantization = {  # type: ignore[assignment]
+        "bits": next(iter(widths.values())) if uniform else widths, "scheme": scheme, "symmetry": symmetry,
+        "activations": activations}
     return out
 
 
@@ -188,7 +258,8 @@ class QuantizationResult:
             (str(b), a, None if self.robust is None else self.robust[b]) for b, a in self.clean.items()]
         for name, c, r in rows:
             lines.append(f"{name:>6} {100 * c:7.1f}" + (f" {100 * r:7.1f}" if r is not None else ""))
-        lines.append(f"{self.num_examples} test examples, {self.meta.get('scheme')} weights, "
+        lines.append(f"{self.num_examples} test examples, {self.meta.get('scheme')} "
+                     f"{self.meta.get('symmetry', 'symmetric')} weights, "
                      f"activations {'quantized' if self.meta.get('activations') else 'float'}")
         return "\n".join(lines)
 
@@ -203,12 +274,13 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
 
 def quantization_error(
     model: nn.Module, data: Any, *, bits: Sequence[int] = (8, 6, 4, 3, 2), scheme: str = "per_channel",
-    activations: bool = False, attack: Any = None, eps: float | None = None, norm: str = "linf",
+    symmetry: str = "symmetric", activations: bool = False, attack: Any = None, eps: float | None = None, norm: str = "linf",
     n_test: int | None = None, calibration_size: int = 256, batch_size: int = 512, seed: int = 0,
     progress: bool | None = None,
 ) -> QuantizationResult:
     """Clean (and robust) accuracy of ``quantize(model, bits=b, ...)`` on ``data.x_test`` for each ``b`` in ``bits``.
 
+    ``scheme``, ``symmetry`` and ``activations`` are :func:`quantize`'s.
     ``attack``: ``None`` or anything :func:`robustlab.evaluate.robust_accuracy` accepts (an attack name, a
     suite name, ``(name, options)`` pairs), run at ``eps``/``norm`` against each quantized model itself
     (gradients pass straight through the rounding). The activation grids (``activations=True``) are set on
@@ -222,6 +294,7 @@ def quantization_error(
                                     f"[{BITS_RANGE[0]}, {BITS_RANGE[1]}]. Got {bits!r} instead.")
     widths = [check_bits(b, owner) for b in bits]
     scheme = check_scheme(scheme, owner)
+    symmetry = check_symmetry(symmetry, owner)
     check_bool(activations, "activations", owner=owner)
     check_int(batch_size, "batch_size", 1, None, owner=owner)
     check_int(calibration_size, "calibration_size", 1, None, owner=owner)
@@ -246,7 +319,7 @@ def quantization_error(
     clean: dict[int, float] = {}
     rob: dict[int, float] = {}
     for b in progress_bar(widths, "quantization", progress, total=len(widths), unit="bit-width"):
-        qm = quantize(model, bits=b, scheme=scheme, activations=activations, calibration=calib)
+        qm = quantize(model, bits=b, scheme=scheme, symmetry=symmetry, activations=activations, calibration=calib)
         clean[b] = _accuracy(qm, x, y, batch_size)
         r = robust(qm)
         if r is not None:
@@ -254,6 +327,6 @@ def quantization_error(
     return QuantizationResult(
         clean=clean, float_clean=_accuracy(model, x, y, batch_size), num_examples=int(y.shape[0]),
         robust=rob if attack is not None else None, float_robust=robust(model),
-        meta={"bits": widths, "scheme": scheme, "activations": activations,
+        meta={"bits": widths, "scheme": scheme, "symmetry": symmetry, "activations": activations,
               "attack": attack if attack is None or isinstance(attack, str) else repr(attack),
               "eps": eps, "norm": norm, "seed": seed})
