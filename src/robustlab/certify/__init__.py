@@ -46,3 +46,6 @@ __all__ = [
 from ._regression_bounds import certified_deviation, certified_worst_mse, regression_output_bounds  # noqa: E402  (regression)
 
 __all__ += ["certified_deviation", "certified_worst_mse", "regression_output_bounds"]
+from .lipschitz import orthogonality_penalty  # noqa: E402  (OCNN regulariser, issue 14)
+
+__all__ += ["orthogonality_penalty"]

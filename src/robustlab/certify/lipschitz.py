@@ -12,6 +12,9 @@ power-iteration steps, which converge to σ_max *from below*: sound only once co
 certificate multiplies L by ``1 + tol`` (default 1e-3) to absorb float32 rounding of the orthogonal layers and
 the residual error of a converged power iteration.
 
+``orthogonality_penalty(model)`` is the OCNN orthogonality regulariser (Wang et al. 2020; Achour et al. 2022) for
+training ordinary networks towards orthogonal layers (``lipschitz_margin(orth_weight=λ)``).
+
 Example::
 
     >>> import torch
@@ -34,10 +37,12 @@ from torch import nn
 
 from .._validation import check_finite, check_in_range, check_int, check_labels, check_option
 from ._lipschitz import LipschitzBound, lipschitz_bound
+from ._orth_penalty import conv_orthogonality_penalty, linear_orthogonality_penalty, orthogonality_penalty
 from ._spectral import LayerSpectrum, orthogonality, power_iteration, spectral_norm
 
-__all__ = ["LayerSpectrum", "LipschitzBound", "LipschitzCertificate", "lipschitz", "lipschitz_bound",
-           "orthogonality", "power_iteration", "spectral_norm"]
+__all__ = ["LayerSpectrum", "LipschitzBound", "LipschitzCertificate", "conv_orthogonality_penalty",
+           "linear_orthogonality_penalty", "lipschitz", "lipschitz_bound", "orthogonality", "orthogonality_penalty",
+           "power_iteration", "spectral_norm"]
 
 METHODS = ("svd", "power")
 
