@@ -52,6 +52,10 @@ _BAD_VALUES: dict[str, tuple[Any, ...]] = {
     "scheme": ("per_row", None),
     "wdr_weight": (-0.1, float("nan")),
     "kurtosis_target": (0.5,),
+    "symmetry": ("affine", None, ()),
+    "layerwise": ("yes", 1),
+    "skew_weight": (-1.0,),
+    "kurtosis_weight": (-1.0,),
     "pretrain_epochs": (-1, 1.5, "2"),
     "pretrain_loss": ("bogus", 3),
 }
