@@ -15,10 +15,14 @@ from ._longtail import apply_load_options, longtail, longtail_counts, pop_load_o
 from ._ref import DataRef
 from ._stream import StreamingData, is_streaming, iter_batches
 from ._unlabeled import (
+    UNLABELED_POOL_KEYS,
     GaussianMixtureShift,
     Unlabeled,
+    check_pool_spec,
     gaussian_mixture_shift,
+    holdout_split,
     shift_inputs,
+    split_and_shift,
     unlabeled_shifted,
 )
 
@@ -27,6 +31,7 @@ __all__ += ["StreamingData", "is_streaming", "iter_batches"]
 __all__ += ["gaussian_mixture_shift", "longtail", "longtail_counts", "tail_classes", "unlabeled_shifted",
             "GaussianMixtureShift", "Unlabeled"]
 __all__ += ["shift_inputs"]
+__all__ += ["UNLABELED_POOL_KEYS", "check_pool_spec", "holdout_split", "split_and_shift"]
 
 # "prefix:<path>" loaders, filled by the file-format modules.
 _PATH_LOADERS: dict[str, Any] = {}

@@ -11,13 +11,96 @@ from typing import Any
 
 import torch
 
-from .._validation import InvalidParameterError, check_in_range, check_int
+from .._validation import InvalidParameterError, check_bool, check_in_range, check_int
 from ._base import ClassificationData
 
-__all__ = ["GaussianMixtureShift", "Unlabeled", "gaussian_mixture_shift", "shift_inputs", "unlabeled_shifted"]
+__all__ = ["GaussianMixtureShift", "UNLABELED_POOL_KEYS", "Unlabeled", "check_pool_spec", "gaussian_mixture_shift",
+           "holdout_split", "shift_inputs", "split_and_shift", "unlabeled_shifted"]
 
 #: shift kinds that work on any input shape (the corruptions of ``robustlab.shift`` need images)
 FLAT_KINDS = ("none", "feature_noise")
+#: The keys of an unlabeled pool given as a held-out, shifted part of a training split (the ``unlabeled``
+#: option of ``robust_self_training`` in a spec or ``fit``; :func:`unlabeled_shifted` in Python), declared once:
+#: ``kind``/``severity`` = the shift, ``n`` (count) or ``fraction`` (of the split, default 0.5) = how many
+#: examples are held out (their labels dropped).
+UNLABELED_POOL_KEYS = ("kind", "severity", "n", "fraction")
+
+
+def check_pool_spec(spec: Any, owner: str) -> dict[str, Any]:
+    """Validate a pool spec ``{"kind": str, "severity": number, "n": int | "fraction": (0, 1)}``; returns it
+    with the defaults filled in (``severity`` 1, ``fraction`` 0.5 when neither ``n`` nor ``fraction``)."""
+    accepted = "{'kind': str, 'severity': number >= 0, 'n': int >= 1 or 'fraction': number in (0, 1)}"
+    if not isinstance(spec, dict) or sorted(set(spec) - set(UNLABELED_POOL_KEYS)) or not isinstance(spec.get("kind"),
+                                                                                                    str):
+        raise InvalidParameterError(f"The 'unlabeled' parameter of {owner}, given as a held-out shifted part of the "
+                                    f"training split, takes {accepted}. Got {spec!r}.")
+    out = {"kind": spec["kind"], "severity": check_in_range(spec.get("severity", 1), "severity", 0.0, None,
+                                                            owner=f"{owner} unlabeled")}
+    if spec.get("n") is not None and spec.get("fraction") is not None:
+        raise InvalidParameterError(f"The 'unlabeled' parameter of {owner} takes 'n' or 'fraction', not both. "
+                                    f"Got {spec!r}.")
+    if spec.get("n") is not None:
+        out["n"] = check_int(spec["n"], "n", 1, None, owner=f"{owner} unlabeled")
+    else:
+        out["fraction"] = float(check_in_range(spec.get("fraction", 0.5), "fraction", 0.0, 1.0, closed="neither",
+                                               owner=f"{owner} unlabeled"))
+    if out["kind"] not in FLAT_KINDS:
+        from .. import shift
+
+        shift.CORRUPTIONS.spec(out["kind"])  # unknown kind: "Did you mean" + the list
+    return out
+
+
+def holdout_split(y: torch.Tensor, n: int, generator: torch.Generator, *, stratify: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(kept, held_out)`` of a split of the ``len(y)`` examples with ``n`` held out: disjoint, sorted,
+    together all of them, drawn from ``generator``.
+
+    ``stratify=True``: each class (of the labels ``y``, noisy or not) gives its share of ``n`` (largest
+    remainders, ties to the lower class) and keeps at least one example where it can, so both parts follow
+    the class profile (long tails included). ``stratify=False``: a uniform random subset.
+    """
+    total = int(y.shape[0])
+    if not 0 < n < total:
+        raise InvalidParameterError(f"holdout_split: n must be in [1, {total - 1}] for {total} examples. Got {n}.")
+    if not stratify:
+        perm = torch.randperm(total, generator=generator)
+        return perm[: total - n].sort().values, perm[total - n:].sort().values
+    y = y.detach().cpu().long()
+    classes = torch.unique(y).tolist()
+    counts = {c: int((y == c).sum()) for c in classes}
+    exact = {c: n * counts[c] / total for c in classes}
+    quota = {c: min(math.floor(exact[c]), max(counts[c] - 1, 0)) for c in classes}
+    order = sorted(classes, key=lambda c: (-(exact[c] - math.floor(exact[c])), c))
+    for cap in (1, 0):  # first keep one labelled example per class, then only if n needs it
+        for c in order * total:
+            if sum(quota.values()) == n:
+                break
+            if quota[c] < counts[c] - cap:
+                quota[c] += 1
+    held = []
+    for c in classes:
+        idx = torch.nonzero(y == c).flatten()
+        held.append(idx[torch.randperm(idx.numel(), generator=generator)[: quota[c]]])
+    mask = torch.zeros(total, dtype=torch.bool)
+    mask[torch.cat(held)] = True
+    return torch.nonzero(~mask).flatten(), torch.nonzero(mask).flatten()
+
+
+def split_and_shift(x: torch.Tensor, y: torch.Tensor, spec: dict[str, Any], seed: int, *, stratify: bool = True,
+                    owner: str = "unlabeled_shifted") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The held-out pool of a validated :func:`check_pool_spec` ``spec`` from the split ``(x, y)``:
+    ``(labelled_idx, unlabeled_idx, shifted_inputs)`` -- the split of :func:`holdout_split` and the shift,
+    both from one generator seeded with ``seed``. Shared by :func:`unlabeled_shifted` and the spec route of
+    ``robust_self_training``, so the two give the same pool for the same data, spec and seed."""
+    total = int(x.shape[0])
+    n = spec["n"] if "n" in spec else max(1, round(spec["fraction"] * total))
+    if not 0 < n < total:
+        raise InvalidParameterError(f"The unlabeled pool of {owner} holds out {n} of {total} training examples; "
+                                    f"it must leave both parts non-empty (n in [1, {total - 1}]).")
+    g = torch.Generator().manual_seed(int(seed))
+    lab_idx, unl_idx = holdout_split(y, n, g, stratify=stratify)
+    return lab_idx, unl_idx, _shift(x[unl_idx], spec["kind"], spec["severity"], g)
 
 
 @dataclass
@@ -62,15 +145,18 @@ def shift_inputs(x: torch.Tensor, kind: str, severity: float, generator: torch.G
 
 
 def unlabeled_shifted(d: ClassificationData, *, kind: str = "rotate", severity: float = 3, n: int | None = None,
-                      seed: int = 0) -> tuple[ClassificationData, Unlabeled]:
+                      seed: int = 0, fraction: float | None = None,
+                      stratify: bool = False) -> tuple[ClassificationData, Unlabeled]:
     """Split ``n`` training examples off ``d``, shift their inputs and drop their labels.
 
     Returns ``(labelled, unlabeled)``: ``labelled`` is ``d`` without those examples (disjoint from the
     unlabeled pool); ``unlabeled.x`` are their inputs after the shift ``kind`` at ``severity``: any
     corruption of :mod:`robustlab.shift` (``rotate``, ``translate``, ``gaussian_noise``, ..., severity
     0..5) for images, or ``feature_noise`` (Gaussian noise of std ``0.1 * severity``) / ``none`` (in-domain)
-    for any shape. ``n`` defaults to half of the train split; ``seed`` picks the examples and the shift's
-    random numbers.
+    for any shape. ``n`` (or ``fraction`` of the train split) defaults to half of it; ``seed`` picks the
+    examples and the shift's random numbers; ``stratify=True`` holds out the same share of every class
+    (:func:`holdout_split`) -- the pool that ``robust_self_training`` builds from a spec's
+    ``unlabeled: {kind, severity, n | fraction}`` with the run's seed.
 
     Example::
 
@@ -86,13 +172,17 @@ def unlabeled_shifted(d: ClassificationData, *, kind: str = "rotate", severity: 
         raise InvalidParameterError(f"The 'kind' parameter of {owner} must be a str. Got {kind!r} instead.")
     severity = check_in_range(severity, "severity", 0.0, None, owner=owner)
     total = int(d.x_train.shape[0])
+    if n is not None and fraction is not None:
+        raise InvalidParameterError(f"{owner} takes 'n' or 'fraction', not both. Got n={n!r}, fraction={fraction!r}.")
+    if fraction is not None:
+        fraction = float(check_in_range(fraction, "fraction", 0.0, 1.0, closed="neither", owner=owner))
+        n = max(1, round(fraction * total))
     n = total // 2 if n is None else check_int(n, "n", 1, total - 1, owner=owner)
     seed = check_int(seed, "seed", 0, None, owner=owner)
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(total, generator=g)
-    lab_idx, unl_idx = perm[: total - n].sort().values, perm[total - n:].sort().values
-    x = _shift(d.x_train[unl_idx], kind, severity, g)
-    meta = {"source": d.name, "kind": kind, "severity": severity, "seed": seed}
+    stratify = check_bool(stratify, "stratify", owner=owner)
+    lab_idx, unl_idx, x = split_and_shift(d.x_train, d.y_train, {"kind": kind, "severity": severity, "n": n}, seed,
+                                          stratify=stratify, owner=owner)
+    meta = {"source": d.name, "kind": kind, "severity": severity, "seed": seed, "stratify": stratify}
     labelled = replace(d, x_train=d.x_train[lab_idx], y_train=d.y_train[lab_idx],
                        meta={**d.meta, "unlabeled_split": meta})
     return labelled, Unlabeled(x=x, y_hidden=d.y_train[unl_idx], kind=kind, severity=float(severity), meta=meta)

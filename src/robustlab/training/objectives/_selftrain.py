@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..._validation import InvalidParameterError, check_in_range, check_int
+from ...data._unlabeled import check_pool_spec
 from .._objectives import Batch, Objective, compute_loss, register_objective
 from ._distillation import _load_teacher, _short_repr
 
@@ -66,21 +67,6 @@ def _check_teacher_kw(kw: Any, owner: str) -> dict[str, Any]:
     return dict(kw)
 
 
-def _check_shift_spec(spec: dict[str, Any], owner: str) -> dict[str, Any]:
-    bad = sorted(set(spec) - {"kind", "severity", "n"})
-    if bad or not isinstance(spec.get("kind"), str):
-        raise InvalidParameterError(f"The 'unlabeled' parameter of {owner}, given as a shift of the training inputs, "
-                                    f"takes {{'kind': str, 'severity': number, 'n': int}}. Got {spec!r}.")
-    check_in_range(spec.get("severity", 1), "severity", 0.0, None, owner=f"{owner} unlabeled")
-    if spec.get("n") is not None:
-        check_int(spec["n"], "n", 1, None, owner=f"{owner} unlabeled")
-    if spec["kind"] not in ("none", "feature_noise"):  # data.unlabeled_shifted's shifts for any input shape
-        from ... import shift
-
-        shift.CORRUPTIONS.spec(spec["kind"])  # unknown kind: "Did you mean" + the list
-    return dict(spec)
-
-
 def wrm_perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, gamma: float, steps: int,
                 step_size: float) -> torch.Tensor:
     r""":math:`\arg\max_z \mathrm{CE}(f(z), y) - \gamma\|z - x\|^2` by ``steps`` gradient-ascent steps from ``x``
@@ -106,10 +92,14 @@ class RobustSelfTraining(Objective):
     (a float tensor, a :class:`robustlab.data.Unlabeled` or an ``.npz`` with ``x``) once, at setup.
     From a bench spec or ``robustlab train`` (JSON-able arguments), inside ``fit``'s ``prepare`` hook:
     ``teacher=None`` trains the teacher first -- a copy of the run's freshly initialised model, fitted
-    with cross-entropy on the labelled split (``teacher_kw``: ``fit`` options, default ``{"epochs": 10}``) --
-    and ``unlabeled={"kind": K, "severity": S, "n": N}`` is a shifted copy of ``N`` training inputs (all
-    when ``N`` is absent; labels dropped) under a shift of :func:`robustlab.data.unlabeled_shifted`
-    (``feature_noise``/``none`` for any input, the image corruptions of :mod:`robustlab.shift`).
+    with cross-entropy on the labelled examples (``teacher_kw``: ``fit`` options, default ``{"epochs": 10}``) --
+    and ``unlabeled={"kind": K, "severity": S, "n": N}`` (or ``"fraction": F``, default 0.5) holds ``N``
+    training examples out: a seeded stratified split (:func:`robustlab.data.holdout_split`, the run's seed)
+    into labelled examples and a pool whose labels are dropped and inputs shifted by a shift of
+    :func:`robustlab.data.unlabeled_shifted` (``feature_noise``/``none`` for any input, the image corruptions
+    of :mod:`robustlab.shift`). The two parts are disjoint: the teacher and the labelled loss see only the
+    labelled examples (the pool's rows of each batch are masked out), the pool only enters unlabeled --
+    the same split as ``data.unlabeled_shifted(d, ..., seed=seed, stratify=True)``.
     Each step draws ``unlabeled_batch`` pool samples (default: the labelled batch size) from the run's
     generator. ``gamma`` > 0: dual penalty of the Wasserstein ball (small = a large ball, more robust;
     ``None`` = plain self-training); ``steps``/``step_size``: the inner ascent. The chosen ``loss`` applies
@@ -127,7 +117,8 @@ class RobustSelfTraining(Objective):
         if unlabeled is None:
             raise TypeError(f"{owner} needs 'unlabeled' inputs (a tensor, a data.Unlabeled, an .npz path or a "
                             "shift {'kind': ..., 'severity': ...} of the training inputs).")
-        self._shift_spec = _check_shift_spec(unlabeled, owner) if isinstance(unlabeled, dict) else None
+        self._shift_spec = check_pool_spec(unlabeled, owner) if isinstance(unlabeled, dict) else None
+        self._labelled: torch.Tensor | None = None  # (N,) mask of the labelled rows when the pool is held out
         self._x_unl = torch.empty(0) if self._shift_spec is not None else _unlabeled_inputs(unlabeled)
         self.lam = float(check_in_range(lam, "lam", 0.0, None, owner=owner))
         self.gamma = None if gamma is None else float(check_in_range(gamma, "gamma", 0.0, None, closed="neither",
@@ -153,14 +144,16 @@ class RobustSelfTraining(Objective):
             raise InvalidParameterError("robust_self_training: a teacher trained in fit or a shifted pool of the "
                                         "training inputs needs in-memory data (a ClassificationData).")
         if self._shift_spec is not None:
-            from ...data import shift_inputs
+            from ...data import split_and_shift
 
-            g = torch.Generator().manual_seed(int(seed) + 11)
-            n = self._shift_spec.get("n") or int(x.shape[0])
-            idx = torch.randperm(int(x.shape[0]), generator=g)[: min(int(n), int(x.shape[0]))].sort().values
-            self._x_unl = _unlabeled_inputs(shift_inputs(x[idx].detach().cpu().float(), self._shift_spec["kind"],
-                                                         self._shift_spec.get("severity", 1), g))
+            lab_idx, unl_idx, x_unl = split_and_shift(x.detach().cpu().float(), y.detach().cpu(), self._shift_spec,
+                                                      int(seed), owner="robust_self_training")
+            self._x_unl = _unlabeled_inputs(x_unl)
             self.num_unlabeled = int(self._x_unl.shape[0])
+            mask = torch.zeros(int(x.shape[0]), dtype=torch.bool)
+            mask[lab_idx] = True
+            self._labelled = mask.to(x.device)
+            x, y = x[lab_idx.to(x.device)], y[lab_idx.to(y.device)]
         if self.teacher is None:
             from ...data import ClassificationData
             from .._fit import fit
@@ -198,7 +191,17 @@ class RobustSelfTraining(Objective):
 
     def __call__(self, model: nn.Module, batch: Batch, loss: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = model(batch.x)
-        value = compute_loss(loss, logits, batch.y, batch.index)
+        lab = None
+        if self._labelled is None:
+            value = compute_loss(loss, logits, batch.y, batch.index)
+        else:  # the pool was held out of this split: its rows carry no label here
+            if batch.index is None:
+                raise InvalidParameterError("robust_self_training with a held-out pool needs the batch's data-set "
+                                            "indices (in-memory data).")
+            lab = self._labelled[batch.index.to(self._labelled.device)].to(logits.device)
+            idx = batch.index[lab.to(batch.index.device)]
+            value = (compute_loss(loss, logits[lab], batch.y[lab], idx) if bool(lab.any())
+                     else logits.sum() * 0.0)
         b = self.unlabeled_batch or batch.x.shape[0]
         gen = getattr(self, "generator", None)
         j = torch.randint(0, self.num_unlabeled, (b,), generator=gen, device=gen.device if gen is not None else None)
@@ -214,7 +217,8 @@ class RobustSelfTraining(Objective):
         total = value + self.lam * unl.to(value.dtype)
         metrics = {"unlabeled_loss": unl.detach()}
         if self.track_metrics:
-            metrics["acc"] = (logits.detach().argmax(1) == batch.y).float().mean()
+            hit = (logits.detach().argmax(1) == batch.y).float()
+            metrics["acc"] = hit.mean() if lab is None else hit[lab].sum() / lab.sum().clamp(min=1)
         return total, metrics
 
 
