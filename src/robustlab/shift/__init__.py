@@ -10,6 +10,8 @@
 * Quantization: ``quantize(model, bits=..., scheme=..., symmetry=..., activations=...)`` (post-training fake
   quantization; ``bits`` one width or one per layer),
   ``quantization_error(model, data, bits=[8, 6, 4, 3, 2], attack=None)`` -> :class:`QuantizationResult`.
+  ``mixed_precision_search(model, data, budget=3.0)`` -> :class:`MixedPrecisionResult` (per-layer widths under an
+  average-bit budget, EQ-Net's genetic search).
 * Diagnostics: ``slab_randomization_auc`` / ``randomize_features`` for the ``slabs`` data set,
   ``memorization_report`` for ``modular``, ``binary_auc``.
 
@@ -25,6 +27,7 @@ from . import _common, _mnist_c, _weather  # noqa: F401  (register the corruptio
 from ._base import CORRUPTIONS, SUITES, Corruption, available, corrupt, register_corruption, suite
 from ._diagnostics import SlabAUC, binary_auc, memorization_report, randomize_features, slab_randomization_auc
 from ._evaluate import CorruptionResult, corruption_error, mnist_c_accuracy
+from ._mixed import MixedPrecisionResult, average_bits, mixed_precision_search
 from ._mnist_c import MNIST_C_PARAMS, MNIST_C_SEVERITY
 from ._quantize import (
     QUANT_SCHEMES,
@@ -56,3 +59,4 @@ __all__ = [
 ]
 __all__ += ["QUANT_SCHEMES", "QuantizationResult", "fake_quantize", "quantization_error", "quantize"]
 __all__ += ["QUANT_SYMMETRIES", "quantizable_layers"]
+__all__ += ["MixedPrecisionResult", "average_bits", "mixed_precision_search"]
