@@ -116,3 +116,11 @@ def test_a_pool_as_large_as_the_split_is_refused_when_the_split_is_known():
     obj = training.OBJECTIVES.get("robust_self_training", unlabeled={"kind": "none", "n": 100})
     with pytest.raises(InvalidParameterError, match="holds out 100 of 100 training examples"):
         obj.prepare(model=_mlp(d), x=d.x_train, y=d.y_train, num_classes=10, seed=0)
+
+
+def test_the_shift_sweep_spec_holds_every_pool_out_and_grows_the_shift():
+    runs = expand(load_spec("repr-selftrain"))
+    assert len(runs) == 60  # 10 objective rows x clean/noisy x 3 seeds
+    kws = [rc.config["objective"]["kwargs"] for rc in runs if rc.config["objective"]["name"] == "robust_self_training"]
+    assert all(k["unlabeled"]["fraction"] == 0.5 for k in kws)
+    assert {k["unlabeled"]["severity"] for k in kws} == {0, 2, 4, 8}
