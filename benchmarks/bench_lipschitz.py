@@ -8,7 +8,9 @@ first ``--n-train`` training points), with the same multiclass hinge loss (margi
 learning rate without weight decay (the peer's loop; ``--weight-decay``/``--schedule`` change robustlab's side only:
 ``fit``'s defaults 5e-4 and "cosine" cost 0.03 certified accuracy at 36/255), batch size and epochs, one torch
 thread each, one after the other. robustlab: ``fit(objective="lipschitz_margin", mode="hinge")`` on Cayley layers
-(exactly orthogonal; ``--conv soc``/``--linear bjorck`` for the SOC convolution / Björck linear layers); deel-torchlip: SpectralConv2d/SpectralLinear (spectral
+(exactly orthogonal; ``--conv soc``/``--conv bcop``/``--linear bjorck`` for the SOC or BCOP convolution / Björck
+linear layers — ``--conv bcop --linear bjorck`` is the parametrisation closest to the peer's: Björck-orthonormalised
+matrices from an orthogonal initialisation); deel-torchlip: SpectralConv2d/SpectralLinear (spectral
 normalisation + Björck) with ``HingeMulticlassLoss``. Printed: wall and CPU (process) seconds per epoch (ratios
 ours/peer; on a shared machine the CPU figure is the one to read), clean and
 certified L2 accuracy at ε = 36/255, 0.5, 1.0 with radius margin/(√2·L): for robustlab L = 1 by construction
@@ -17,7 +19,7 @@ per-layer bound (``certify.lipschitz_bound``, exact SVD / FFT) on torchlip's exp
 
 The peer runs in its own environment (``--peer-python``, default ``/tmp/torchlip/bin/python``; install with
 ``python -m venv /tmp/torchlip && /tmp/torchlip/bin/pip install -c constraints.txt deel-torchlip``); when it
-is absent the script runs robustlab alone and says so.
+is absent (or ``--peer-python none``) the script runs robustlab alone and says so.
 """
 
 from __future__ import annotations
