@@ -1,7 +1,7 @@
 """Noisy long-tailed digits: CE vs GCE vs LDR-KL vs RCAL, overall and tail-class test accuracy.
 
     python benchmarks/repr_longtail.py [--quick] [--seeds 3] [--rho 0.1 0.01] [--epochs 20] [--lr 0.05]
-        [--optimizer sgd] [--q 0.7] [--methods ce gce ldr_kl rcal] [--name longtail] [--out docs/results/repr]
+        [--optimizer sgd] [--q 0.7] [--methods ce gce ldr_kl rcal] [--name longtail] [--rcal-mixup 0] [--out docs/results/repr]
 
 Digits (UCI optdigits, 8x8) with the train split long-tailed (imbalance ratio rho, exponential profile, class
 0 the head) and symmetric label noise at 20% and 40% applied after subsampling; the test split stays
@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--q", type=float, default=0.7, help="GCE's q (default 0.7, the paper's)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--name", default="longtail", help="output file stem (default longtail)")
+    p.add_argument("--rcal-mixup", type=float, default=0.0,
+                   help="RCAL's mixup Beta parameter in its classifier stage (default 0: off, the earlier tables)")
     args = p.parse_args()
     t0 = setup(args)
     rates = [0.4] if args.quick else [0.2, 0.4]
@@ -60,7 +62,7 @@ def main() -> None:
                         enc = models.create("mlp", input_shape=d.input_shape, num_classes=64)
                         rc = defences.rcal(dn, enc, pretrain_epochs=pre_epochs,
                                            pretrain_kw={"batch_size": 128, "loss_kw": {"temperature": 0.3}},
-                                           epochs=100, seed=seed)
+                                           epochs=100, mixup=args.rcal_mixup, seed=seed)
                         r["all"].append(rc.accuracy(d.x_test, d.y_test))
                         r["tail"].append(rc.accuracy(d.x_test, d.y_test, tail))
                         continue
