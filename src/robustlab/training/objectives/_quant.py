@@ -12,7 +12,7 @@ or affine with a zero point), runs the forward pass with fake-quantized weights 
   (kurt − 1.8)²`` of the standardised weights, averaged over the layers;
 * with ``guidance_weight`` λ > 0, group progressive guidance (GPG-Loss): the sandwich chain widest → drawn →
   narrowest width is run, the widest on the labels, each next one on ``ℓ + λ·KL(stopgrad p_prev ‖ p)`` with
-  ``p_prev`` the previous network of the chain.
+  ``p_prev`` the previous network of the chain; the terms are averaged over the chain.
 
 Checked against the authors' code (github.com/xuke225/EQ-Net, ``runner/criterion.py``, ``runner/trainer.py``,
 ``configs/train-supernet.yaml``, ``module/qat_model.py``): WDR is their ``KurtosisLoss`` (target 1.8) and
@@ -21,7 +21,10 @@ moment (unbiased std), weighted 0.015 and 1.0 (``kurt_rate``, ``skew_rate``): ou
 the first layer, which their sub-networks keep at 8 bits; here every layer is quantized at the drawn width, so
 every layer is regularised. GPG in their trainer is the chain biggest → random → smallest sub-network
 (``num_subnet: 3``), each guided by the previous one's detached logits with ``0.5·KL + 0.5·CE``
-(``KLLossSoft``, ``alpha=0.5``): λ = 1 here gives the same ratio (twice the scale). Their scales are learned
+(``KLLossSoft``, ``alpha=0.5``): λ = 1 here gives the same ratio (twice the scale). They sum the chain's losses
+under Adam, where the scale hardly matters; under SGD (``fit``'s default) the sum multiplies the step by the
+chain's length, and on MNIST LeNet (5 epochs, lr 0.05, bits {8, 4, 3, 2}, both granularities and symmetries)
+the summed form ended at 86.5 % clean accuracy and 7 % PGD accuracy, the mean at 94.7 % and 78 %. Their scales are learned
 (LSQ, MSE-initialised); ours are the min/max scales of ``shift.quantize``, so the trained network is exactly
 the one ``shift.quantize`` gives at test time.
 """
@@ -90,8 +93,8 @@ class ElasticQuantization(Objective):
     single option is not drawn), computes ``L(f_{Q_{b,g,s}(W)}(x), y) + wdr_weight · WDR(W)`` where
     ``Q_{b,g,s}`` is :func:`robustlab.shift.fake_quantize` applied to every Conv/Linear weight (biases stay float)
     with a straight-through gradient, and ``WDR`` is :func:`weight_distribution_loss`. With ``guidance_weight``
-    λ > 0 (GPG): ``L(f_{b_max}, y) + Σ_k [L(f_{b_k}, y) + λ·KL(stopgrad p_{b_{k-1}} ‖ p_{b_k})]`` over the chain
-    ``b_max → b → b_min`` (widths equal to their predecessor are skipped). At test time
+    λ > 0 (GPG): the mean of ``L(f_{b_max}, y)`` and ``L(f_{b_k}, y) + λ·KL(stopgrad p_{b_{k-1}} ‖ p_{b_k})``
+    over the chain ``b_max → b → b_min`` (widths equal to their predecessor are skipped). At test time
     ``shift.quantize(model, bits=b, scheme=g, symmetry=s)`` gives exactly the network trained at ``(b, g, s)``.
     Activations are not quantized in training. Metrics: ``acc`` (at the drawn width), ``bits`` (its mean over
     layers), ``wdr``; ``per_tensor`` / ``asymmetric`` (1 when drawn) with several options; ``guidance`` (the
@@ -168,7 +171,8 @@ class ElasticQuantization(Objective):
         mean_bits = float(b) if isinstance(b, int) else sum(b.values()) / max(len(b), 1)
         if self.guidance_weight > 0 and len(set(self.bits)) > 1:
             value, logits, kl, prev = None, None, None, None
-            for width in self.chain(b):
+            chain = self.chain(b)
+            for width in chain:
                 out = self._forward(model, batch.x, width, scheme, symmetry)
                 term = compute_loss(loss, out, batch.y, batch.index)
                 if prev is not None:
@@ -180,6 +184,7 @@ class ElasticQuantization(Objective):
                 if width == b:
                     logits = out
             assert value is not None and logits is not None
+            value = value / len(chain)  # a mean: the step size of one pass under SGD (the authors sum, under Adam)
         else:
             logits = self._forward(model, batch.x, b, scheme, symmetry)
             value, kl = compute_loss(loss, logits, batch.y, batch.index), None
