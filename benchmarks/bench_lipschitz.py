@@ -142,6 +142,11 @@ def main() -> None:
         peer_s = sum(peer["epoch_s"]) / len(peer["epoch_s"])
         peer_cpu = sum(peer["epoch_cpu_s"]) / len(peer["epoch_cpu_s"])
         claimed = _cert(peer["logits"], yte, 1.0)
+        bad = [k for k, v in peer["state"].items() if not bool(torch.isfinite(v).all())]
+        if bad or not bool(torch.isfinite(peer["logits"]).all()):
+            print(f"{'deel-torchlip ' + str(peer['version']) + ' diverged':40s} {peer_s:7.1f}  {peer_cpu:8.1f}  "
+                  f"non-finite weights after training ({', '.join(bad) or 'logits'}): no certificate")
+            return
         vanilla = _rebuild(peer["state"], a.arch, tuple(d.input_shape), d.num_classes, channels, hidden)
         bound = lipschitz_bound(vanilla, tuple(d.input_shape))
         with torch.no_grad():
