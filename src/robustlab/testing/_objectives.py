@@ -58,6 +58,7 @@ _BAD_VALUES: dict[str, tuple[Any, ...]] = {
     "kurtosis_weight": (-1.0,),
     "pretrain_epochs": (-1, 1.5, "2"),
     "pretrain_loss": ("bogus", 3),
+    "mixup": (-0.1, float("nan"), "1"),
 }
 
 
@@ -270,3 +271,31 @@ def check_eps_schedule(spec: Spec[Any]) -> None:
                 num_train=data.x_train.shape[0], generator=torch.Generator().manual_seed(0))
     const.on_epoch_start(0)
     assert const.progress(const._step) == 1.0
+
+
+@check()
+def check_a_pool_from_the_training_split_is_held_out(spec: Spec[Any]) -> None:
+    """Objectives tagged ``unlabeled`` that take their pool as a spec of the training split
+    (``unlabeled={"kind": ..., "fraction": ...}``, :func:`robustlab.data.check_pool_spec`) hold it out: after
+    ``prepare`` the labels of the pool's rows (:func:`robustlab.data.split_and_shift`, the run's seed) never
+    change the objective's value -- the labelled and the unlabeled examples are disjoint."""
+    if "unlabeled" not in spec.tags or "unlabeled" not in inspect.signature(spec.factory).parameters:
+        return
+    from ..data import check_pool_spec, split_and_shift
+    from ..losses import get
+    from ..training import Batch
+
+    data, model = _fixture()
+    pool = {"kind": "none", "fraction": 0.5}
+    obj = spec.create(**{**_kwargs(spec, data), "unlabeled": pool})
+    obj.prepare(model=model, x=data.x_train, y=data.y_train, num_classes=data.num_classes, seed=3)
+    _, held, _ = split_and_shift(data.x_train, data.y_train, check_pool_spec(pool, spec.name), 3)
+    assert 0 < held.numel() < data.x_train.shape[0]
+    y_other = data.y_train.clone()
+    y_other[held] = (y_other[held] + 1) % data.num_classes
+    values = []
+    for y in (data.y_train, y_other):
+        _setup(obj, model, data, 5)
+        values.append(obj(model, Batch(data.x_train, y, torch.arange(y.shape[0])), get("ce"))[0].detach())
+    assert torch.equal(values[0], values[1]), (
+        f"{spec.name}: the labels of the held-out pool's rows change the loss ({values[0]} vs {values[1]})")
