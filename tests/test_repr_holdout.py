@@ -124,3 +124,11 @@ def test_the_shift_sweep_spec_holds_every_pool_out_and_grows_the_shift():
     kws = [rc.config["objective"]["kwargs"] for rc in runs if rc.config["objective"]["name"] == "robust_self_training"]
     assert all(k["unlabeled"]["fraction"] == 0.5 for k in kws)
     assert {k["unlabeled"]["severity"] for k in kws} == {0, 2, 4, 8}
+
+
+@pytest.mark.parametrize("kw, match", [({"n": 10, "fraction": 0.5}, "'n' or 'fraction', not both"),
+                                       ({"fraction": 0.0}, "'fraction' parameter of unlabeled_shifted"),
+                                       ({"stratify": "yes"}, "'stratify' parameter of unlabeled_shifted")])
+def test_unlabeled_shifted_refuses_bad_split_arguments_by_name(kw, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        data.unlabeled_shifted(data.load("digits"), kind="none", **kw)
