@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..._validation import InvalidParameterError, check_in_range, check_int
-from ...data._unlabeled import check_pool_spec
+from ...data import check_pool_spec
 from .._objectives import Batch, Objective, compute_loss, register_objective
 from ._distillation import _load_teacher, _short_repr
 
@@ -116,7 +116,8 @@ class RobustSelfTraining(Objective):
         self.teacher_kw = _check_teacher_kw(teacher_kw, owner)
         if unlabeled is None:
             raise TypeError(f"{owner} needs 'unlabeled' inputs (a tensor, a data.Unlabeled, an .npz path or a "
-                            "shift {'kind': ..., 'severity': ...} of the training inputs).")
+                            "held-out shifted part {'kind': ..., 'severity': ..., 'fraction': ...} of the training "
+                            "split).")
         self._shift_spec = check_pool_spec(unlabeled, owner) if isinstance(unlabeled, dict) else None
         self._labelled: torch.Tensor | None = None  # (N,) mask of the labelled rows when the pool is held out
         self._x_unl = torch.empty(0) if self._shift_spec is not None else _unlabeled_inputs(unlabeled)
