@@ -48,12 +48,33 @@ def test_cli_quantize_asymmetric(run_dir, capsys):
     assert "--quant-symmetry" in capsys.readouterr().err
 
 
+def test_cli_mixed_precision_search(run_dir, capsys):
+    m, d, run = run_dir
+    argv = ["shift", "--checkpoint", str(run), "--data", "digits", "--quantize", "8,4,2", "--mixed-budget", "3",
+            "--n-holdout", "200", "--n-test", "100", "-q"]
+    assert main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    full = data.load("digits")
+    want = shift.mixed_precision_search(m, full, budget=3.0, bits=[8, 4, 2], n_holdout=200, seed=0)
+    assert doc["bits"] == want.bits and doc["accuracy"] == want.accuracy and doc["average_bits"] <= 3.0
+    with torch.no_grad():
+        acc = float((shift.quantize(m, bits=want.bits)(full.x_test[:100]).argmax(1) == full.y_test[:100]).double().mean())
+    assert doc["test_accuracy"]["mixed"] == pytest.approx(acc) and doc["num_test"] == 100
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "uniform 2-bit" in out and "held out only if" in out
+    assert main([*argv, "--mixed-budget", "1"]) == 2
+    assert "'budget' parameter of mixed_precision_search" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, text", [
     (["--quantize", "8,1"], "--quantize must be comma-separated integers in 2..16"),
     (["--quantize", "eight"], "--quantize must be comma-separated integers"),
     (["--quantize", "8", "--attack", "fgsm"], "--attack needs --eps"),
     (["--attack", "fgsm", "--eps", "0.1"], "go with --quantize"),
-    (["--quant-symmetry", "asymmetric"], "--quant-symmetry and --quant-activations go with --quantize"),
+    (["--quant-symmetry", "asymmetric"], "--quant-activations and --mixed-budget go with --quantize"),
+    (["--mixed-budget", "3"], "--mixed-budget go with --quantize"),
+    (["--quantize", "8,2", "--mixed-budget", "3", "--attack", "fgsm", "--eps", "0.1"], "does not take --attack"),
 ])
 def test_cli_quantize_errors(run_dir, capsys, argv, text):
     _, _, run = run_dir

@@ -4,6 +4,7 @@ Example::
 
     robustlab shift --checkpoint runs/x --suite common --severities 1,3,5 [--baseline runs/base] [--json]
     robustlab shift --checkpoint runs/x --quantize 8,6,4,3,2 [--quant-symmetry asymmetric] [--attack pgd --eps 0.1]
+    robustlab shift --checkpoint runs/x --quantize 8,6,4,3,2 --mixed-budget 3 [--n-holdout 1000]
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def add_parser(sub: Any) -> None:
                    help="with --quantize: one weight scale per output channel or per layer (default: per_channel)")
     p.add_argument("--quant-symmetry", default="symmetric", choices=list(QUANT_SYMMETRIES),
                    help="with --quantize: symmetric grids, or affine ones with a zero point (default: symmetric)")
+    p.add_argument("--mixed-budget", type=float, default=None, metavar="BITS",
+                   help="with --quantize: search per-layer widths among the --quantize widths with an average "
+                        "(weighted by layer size) of at most BITS (EQ-Net's genetic search), scored on the last "
+                        "--n-holdout training examples; prints the assignment and its test accuracy next to uniform")
+    p.add_argument("--n-holdout", type=int, default=1000,
+                   help="with --mixed-budget: training examples (the last ones) the search scores on (default 1000)")
     p.add_argument("--quant-activations", action="store_true",
                    help="with --quantize: also quantize each layer's input (ranges from 256 training inputs)")
     p.add_argument("--attack", default=None, metavar="NAME",
@@ -71,6 +78,32 @@ def _parse_bits(text: str) -> list[int]:
     return bits
 
 
+def _run_mixed(args: argparse.Namespace, bits: list[int], model: Any, ds: Any, ref: Any, label: str) -> int:
+    from .. import shift
+    from ..shift._quantize import _accuracy
+
+    if args.attack or args.quant_activations:
+        raise InvalidParameterError("--mixed-budget searches weight widths on clean accuracy: it does not take "
+                                    "--attack or --quant-activations.")
+    res = call(shift.mixed_precision_search, model, ds, budget=args.mixed_budget, bits=bits, scheme=args.quant_scheme,
+               symmetry=args.quant_symmetry, n_holdout=args.n_holdout, seed=args.seed, batch_size=args.batch_size,
+               args=args)
+    x, y = (ds.x_test, ds.y_test) if args.n_test is None else (ds.x_test[:args.n_test], ds.y_test[:args.n_test])
+    kw = {"scheme": args.quant_scheme, "symmetry": args.quant_symmetry}
+    test = {"mixed": _accuracy(shift.quantize(model, bits=res.bits, **kw), x, y, args.batch_size),
+            "uniform": _accuracy(shift.quantize(model, bits=res.uniform_at_budget, **kw), x, y, args.batch_size)}
+    doc = {**res.to_dict(), "test_accuracy": test, "num_test": int(y.shape[0])}
+    doc["meta"].update({"command": "shift --quantize --mixed-budget", "model": label, "checkpoint": args.checkpoint,
+                        "data": ds.name, "data_ref": ref.to_config()})
+    lines = [f"data set {ds.name}, model {label}, mixed-precision search over widths {','.join(map(str, bits))}",
+             res.table(),
+             f"test accuracy ({y.shape[0]} examples): mixed {100 * test['mixed']:.1f} %, uniform "
+             f"{res.uniform_at_budget}-bit {100 * test['uniform']:.1f} %",
+             "the search scores on the last training examples: held out only if the model was not trained on them"]
+    emit(args, doc, lines)
+    return 0
+
+
 def _run_quantize(args: argparse.Namespace) -> int:
     from .. import shift
 
@@ -78,6 +111,8 @@ def _run_quantize(args: argparse.Namespace) -> int:
     if args.attack and args.eps is None:
         raise InvalidParameterError("--attack needs --eps (the perturbation budget), e.g. --eps 0.1.")
     model, ds, ref, label = load_inputs(args)
+    if args.mixed_budget is not None:
+        return _run_mixed(args, bits, model, ds, ref, label)
     result = call(shift.quantization_error, model, ds, bits=bits, scheme=args.quant_scheme, symmetry=args.quant_symmetry,
                   activations=args.quant_activations, attack=args.attack, eps=args.eps,
                   batch_size=args.batch_size, seed=args.seed, args=args)
@@ -98,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
     if args.quantize is not None:
         return _run_quantize(args)
     if (args.attack or args.eps is not None or args.quant_activations or args.quant_scheme != "per_channel"
-            or args.quant_symmetry != "symmetric"):
-        raise InvalidParameterError("--attack, --eps, --quant-scheme, --quant-symmetry and --quant-activations go with "
-                                    "--quantize BITS.")
+            or args.quant_symmetry != "symmetric" or args.mixed_budget is not None):
+        raise InvalidParameterError("--attack, --eps, --quant-scheme, --quant-symmetry, --quant-activations and "
+                                    "--mixed-budget go with --quantize BITS.")
     sevs = _parse_severities(args.severities)
     corruptions: Any = [c.strip() for c in args.corruptions.split(",") if c.strip()] if args.corruptions else args.suite
     names = shift.suite(corruptions) if isinstance(corruptions, str) else corruptions  # validate early
