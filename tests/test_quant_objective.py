@@ -200,3 +200,25 @@ def test_layerwise_draws_one_width_per_layer():
     assert mixed >= 5
     with pytest.raises(ValueError, match="'layerwise'"):
         get("elastic_quant", layerwise="yes")
+
+
+def test_layerwise_with_guidance_runs_the_chain_around_the_drawn_mix():
+    torch.manual_seed(0)
+    m = models.create("mlp", input_shape=(6,), num_classes=3, hidden=(8,))
+    obj = get("elastic_quant", bits=[8, 4, 2], layerwise=True, guidance_weight=1.0, wdr_weight=0.0)
+    obj.setup(model=m, epochs=1, steps_per_epoch=1, num_classes=3, num_train=8, generator=torch.Generator().manual_seed(0))
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    ce = nn.CrossEntropyLoss()
+    state = obj.generator.get_state()
+    widths = obj._draw_layers(shift.quantizable_layers(m))
+    obj.generator.set_state(state)
+    value, metrics = obj(m, Batch(x, y, torch.arange(8)), ce)
+    assert obj.chain(widths) == [8, widths, 2]
+    with torch.no_grad():
+        out = [shift.quantize(m, bits=b)(x) for b in (8, widths, 2)]
+        kl = [nn.functional.kl_div(q.log_softmax(1), p.log_softmax(1), log_target=True, reduction="batchmean")
+              for p, q in zip(out, out[1:])]
+        want = (ce(out[0], y) + ce(out[1], y) + kl[0] + ce(out[2], y) + kl[1]) / 3
+    torch.testing.assert_close(value.detach(), want)
+    value.backward()
+    assert all(p.grad is not None for p in m.parameters())

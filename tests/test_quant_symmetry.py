@@ -134,3 +134,17 @@ def test_bad_per_layer_bits():
                        ({**dict.fromkeys(names, 4), names[1]: 17}, re.escape("'bits['3']' parameter of quantize must be an int in [2, 16]. Got 17"))):
         with pytest.raises(InvalidParameterError, match=text):
             shift.quantize(m, bits=bits)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_low_precision_weights_and_all_zero_rows(dtype):
+    w = torch.randn(4, 6, dtype=dtype, requires_grad=True)
+    for symmetry in ("symmetric", "asymmetric"):
+        for scheme in ("per_channel", "per_tensor"):
+            q = shift.fake_quantize(w, 3, scheme=scheme, symmetry=symmetry)
+            q.sum().backward()
+            assert q.dtype == dtype and w.grad.dtype == dtype and bool(torch.isfinite(q).all())
+            w.grad = None
+    zero = torch.zeros(3, 4, dtype=dtype)  # a zero range: no division by zero, zeros stay zeros
+    assert bool((shift.fake_quantize(zero, 2, symmetry="asymmetric", ste=False) == 0).all())
+    assert bool((shift.fake_quantize(zero, 2, ste=False) == 0).all())
