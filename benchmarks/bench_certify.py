@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["smoothing", "ibp", "lirpa"], default=None, help="run one part only")
     ap.add_argument("--lirpa-python", default=None, help="interpreter with auto_LiRPA (default /tmp/lirpa/bin/python)")
     ap.add_argument("--save-peer", action="store_true", help="store the live auto_LiRPA figures beside the script")
+    ap.add_argument("--rounds", type=int, default=None, help="bounds vs auto_LiRPA: timed rounds per case "
+                    "(interleaved; default 3, 2 with --quick)")
     ap.add_argument("--cases", default=None, help="bounds vs auto_LiRPA: only these model/norm/method cases, comma-separated "
                     "(e.g. cnn/linf/CROWN,rescnn/linf/CROWN)")
     args = ap.parse_args()
@@ -67,7 +69,7 @@ def main() -> None:
     if args.only in (None, "lirpa") and dev.type == "cpu":
         from _bounds_vs_lirpa import run as run_lirpa
 
-        run_lirpa(threads=args.threads, quick=args.quick, rounds=2 if args.quick else 3,
+        run_lirpa(threads=args.threads, quick=args.quick, rounds=args.rounds or (2 if args.quick else 3),
                   lirpa_python=args.lirpa_python, save_peer=args.save_peer, cases=args.cases)
     if args.only == "lirpa":
         return

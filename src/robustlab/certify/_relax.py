@@ -85,13 +85,15 @@ def apply_relaxation(lam: torch.Tensor, relax: Relaxation) -> tuple[torch.Tensor
     ``lam_in = Λ⁺ s_lo + Λ⁻ s_up = Λ s_lo + Λ⁻ (s_up − s_lo)`` (one fused multiply-add), ``bias = Λ⁺ t_lo + Λ⁻ t_up``
     (batched matrix-vector products; the ``t_lo`` term is skipped when it is 0, as for ReLU). Where the two
     lines coincide (stable ReLUs) the coefficient is only scaled; the sign split is computed on the other
-    neurons only (their union over the batch) when they are fewer than half.
+    neurons only (their union over the batch) when they are fewer than half. ``lam`` may have a batch
+    dimension of 1 (rows shared by all samples); the result has the relaxation's batch size.
     """
-    n, s = lam.shape[:2]
+    n = relax[0].shape[0]
+    s = lam.shape[1]
     shape = lam.shape[2:]
     s_lo, t_lo, s_up, t_up = (r.reshape(n, -1) for r in relax)
     split = ((s_lo != s_up) | (t_lo != 0) | (t_up != 0)).any(0).nonzero().squeeze(1)
-    lam_f = lam.reshape(n, s, -1)
+    lam_f = lam.reshape(lam.shape[0], s, -1)
     if split.numel() * 2 > lam_f.shape[-1]:  # mostly split: the dense form is cheaper
         return _split(lam_f, s_lo, t_lo, s_up, t_up, (n, s, *shape))
     out = lam_f * s_up.unsqueeze(1)
@@ -99,18 +101,33 @@ def apply_relaxation(lam: torch.Tensor, relax: Relaxation) -> tuple[torch.Tensor
         return out.view(n, s, *shape), lam.new_zeros(n, s)
     sub = lam_f.index_select(2, split)
     p_lo, q_lo, p_up, q_up = (r.index_select(1, split) for r in (s_lo, t_lo, s_up, t_up))
-    coef, bias = _split(sub, p_lo, q_lo, p_up, q_up, sub.shape)
-    return out.index_copy(2, split, coef).view(n, s, *shape), bias
+    coef, bias = _split(sub, p_lo, q_lo, p_up, q_up, (n, s, split.numel()))
+    return out.index_copy_(2, split, coef).view(n, s, *shape), bias
+
+
+def _bmv(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Row-wise products ``a[n] @ v[n]`` (N, S) of ``a`` (N or 1, S, K) and ``v`` (N, K)."""
+    if a.shape[0] == 1 and v.shape[0] != 1:
+        return F.linear(v, a[0])
+    return torch.bmm(a, v.unsqueeze(-1)).squeeze(-1)
 
 
 def _split(lam: torch.Tensor, s_lo: torch.Tensor, t_lo: torch.Tensor, s_up: torch.Tensor, t_up: torch.Tensor,
            shape: tuple[int, ...] | torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Λ⁺ s_lo + Λ⁻ s_up, Λ⁺ t_lo + Λ⁻ t_up)`` for ``lam`` (N, S, K) and line parameters (N, K)."""
+    """``(Λ⁺ s_lo + Λ⁻ s_up, Λ⁺ t_lo + Λ⁻ t_up)`` for ``lam`` (N or 1, S, K) and line parameters (N, K).
+
+    Without autograd the coefficients are built in the buffer of ``Λ⁻`` (one allocation instead of three).
+    """
     neg = lam.clamp(max=0)
-    out = torch.addcmul(lam * s_lo.unsqueeze(1), neg, (s_up - s_lo).unsqueeze(1))
-    bias = torch.bmm(neg, t_up.unsqueeze(-1)).squeeze(-1)
+    bias = _bmv(neg, t_up)
     if bool(t_lo.any()):
-        bias = bias + torch.bmm(lam - neg, t_lo.unsqueeze(-1)).squeeze(-1)
+        bias = bias + _bmv(lam, t_lo) - _bmv(neg, t_lo)  # Λ⁺ t_lo = Λ t_lo − Λ⁻ t_lo
+    d = (s_up - s_lo).unsqueeze(1)
+    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (lam, s_lo, s_up, t_lo, t_up)))
+    if inplace:  # rows shared by all samples (batch 1) take the batch size in the product
+        out = (neg.mul_(d) if neg.shape[0] == d.shape[0] else neg * d).addcmul_(lam, s_lo.unsqueeze(1))
+    else:
+        out = torch.addcmul(lam * s_lo.unsqueeze(1), neg, d)
     return out.view(shape), bias
 
 
