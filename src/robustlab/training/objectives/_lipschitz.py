@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..._validation import check_in_range, check_option
-from ...certify._orth_penalty import orthogonality_penalty
+from ...certify.lipschitz import orthogonality_penalty
 from .._objectives import Batch, Objective, register_objective
 
 __all__ = ["LipschitzMargin", "lipschitz_margin_loss"]
