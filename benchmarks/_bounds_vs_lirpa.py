@@ -38,6 +38,21 @@ CASES = [
 ]
 
 
+def _count_ops(fn) -> int:
+    """Number of aten ops one call of ``fn`` dispatches from Python (torch.profiler, CPU; ops called inside
+    another aten op, such as a convolution's per-sample loop, are not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+
+    def top(e) -> bool:
+        p = e.cpu_parent
+        return p is None or not p.name.startswith("aten::")
+
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and top(e))
+
+
 def _key(model: str, norm: str, eps: float, method: str, batch: int) -> str:
     return f"{model}/{norm}/{eps:g}/{method}/{batch}"
 
@@ -70,10 +85,11 @@ class _Peer:
 
 
 def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, save_peer: bool,
-        cases: str | None = None) -> None:
+        cases: str | None = None, ops: bool = False) -> None:
     """Print one line per case: time (ours, peer), time ratio, width ratio, largest bound difference.
 
     ``cases``: comma-separated ``model/norm/method`` names (e.g. ``cnn/linf/CROWN,rescnn/linf/CROWN``); all by default.
+    ``ops``: also the number of aten ops of one call on each side (torch.profiler; robust to machine load).
     """
     wanted = None if not cases else {c.strip() for c in cases.split(",") if c.strip()}
     python = lirpa_python or "/tmp/lirpa/bin/python"
@@ -88,7 +104,7 @@ def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, sav
     src = "live, same run" if live else f"stored in {STORED.name} ({stored.get('_meta', {}).get('when', '?')})"
     print(f"\n== bounds vs auto_LiRPA 0.3 ({src}); goal: time ratio <= 1.0 ==")
     print(f"{'model':<8}{'norm':<6}{'method':<11}{'batch':>6}{'ours ms':>10}{'peer ms':>10}{'time x':>8}"
-          f"{'width x':>9}{'max |diff|':>12}")
+          f"{'width x':>9}{'max |diff|':>12}" + (f"{'ours ops':>10}{'peer ops':>10}" if ops else ""))
     new: dict[str, object] = {"_meta": {"when": time.strftime("%Y-%m-%d"), "threads": threads,
                                         "torch": torch.__version__}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,8 +148,12 @@ def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, sav
                 else:
                     t_peer, width_peer, diff = float("nan"), float("nan"), float("nan")
                 width = float((up - lo).mean())
+                counts = ""
+                if ops:
+                    theirs = peer.ask(**req, ops=True)["ops"] if peer is not None else float("nan")
+                    counts = f"{_count_ops(ours):>10}{theirs:>10}"
                 print(f"{model:<8}{norm:<6}{method:<11}{b:>6}{1e3 * t_ours:>10.2f}{1e3 * t_peer:>10.2f}"
-                      f"{t_ours / t_peer:>8.2f}{width / width_peer:>9.3f}{diff:>12.2e}", flush=True)
+                      f"{t_ours / t_peer:>8.2f}{width / width_peer:>9.3f}{diff:>12.2e}{counts}", flush=True)
         finally:
             if peer is not None:
                 peer.close()

@@ -4,7 +4,7 @@
 
 ``DIR`` holds ``<model>.pt`` (state dicts) and ``x.pt`` (inputs). Each request
 ``{"model", "norm", "eps", "method", "batch"}`` is answered with ``{"time_s", "lower", "upper"}`` (bounds as
-lists) after one timed ``compute_bounds`` call. auto_LiRPA 0.3 (the PyPI release) predates torch 2; three
+lists) after one timed ``compute_bounds`` call, or with ``{"ops"}`` (aten ops of one call) when it has ``"ops": true``. auto_LiRPA 0.3 (the PyPI release) predates torch 2; three
 shims below restore the torch internals it calls.
 """
 
@@ -58,10 +58,30 @@ def main() -> None:
         else:
             ptb = PerturbationLpNorm(norm=2, eps=eps)
         with torch.no_grad():
+            if req.get("ops"):  # count the aten ops of one call (robust to machine load, unlike times)
+                call = bounded[name].compute_bounds
+                print(json.dumps({"ops": count_ops(lambda c=call, t=BoundedTensor(x, ptb), how=req["method"]:
+                                                   c(x=(t,), method=how))}), flush=True)
+                continue
             t0 = time.perf_counter()
             lb, ub = bounded[name].compute_bounds(x=(BoundedTensor(x, ptb),), method=req["method"])
             dt = time.perf_counter() - t0
         print(json.dumps({"time_s": dt, "lower": lb.tolist(), "upper": ub.tolist()}), flush=True)
+
+
+def count_ops(fn) -> int:
+    """Number of aten ops one call of ``fn`` dispatches from Python (torch.profiler, CPU; ops called inside
+    another aten op, such as a convolution's per-sample loop, are not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+
+    def top(e) -> bool:
+        p = e.cpu_parent
+        return p is None or not p.name.startswith("aten::")
+
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and top(e))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--save-peer", action="store_true", help="store the live auto_LiRPA figures beside the script")
     ap.add_argument("--rounds", type=int, default=None, help="bounds vs auto_LiRPA: timed rounds per case "
                     "(interleaved; default 3, 2 with --quick)")
+    ap.add_argument("--ops", action="store_true", help="bounds vs auto_LiRPA: also count the aten ops of one call "
+                    "on each side (torch.profiler; robust to machine load)")
     ap.add_argument("--cases", default=None, help="bounds vs auto_LiRPA: only these model/norm/method cases, comma-separated "
                     "(e.g. cnn/linf/CROWN,rescnn/linf/CROWN)")
     args = ap.parse_args()
@@ -70,7 +72,8 @@ def main() -> None:
         from _bounds_vs_lirpa import run as run_lirpa
 
         run_lirpa(threads=args.threads, quick=args.quick, rounds=args.rounds or (2 if args.quick else 3),
-                  lirpa_python=args.lirpa_python, save_peer=args.save_peer, cases=args.cases)
+                  lirpa_python=args.lirpa_python, save_peer=args.save_peer, cases=args.cases,
+                  ops=args.ops)
     if args.only == "lirpa":
         return
     print("\n== interval bounds: cost as a multiple of one forward pass (goal: IBP <= 3x) ==")

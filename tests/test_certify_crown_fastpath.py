@@ -189,3 +189,41 @@ def test_in_place_relaxation_equals_the_autograd_path_and_the_definition(shared)
         torch.testing.assert_close(got_b, want_b, rtol=1e-6, atol=1e-6)
     slow.sum().backward()  # the autograd path keeps a differentiable graph
     assert lam_g.grad is not None and torch.isfinite(lam_g.grad).all()
+
+
+class _Res(nn.Module):
+    """A residual CNN with its own forward (bounded through the fx graph interpreter)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.c0, self.c1 = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 6 * 6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c0(x))
+        h = torch.relu(h + self.c1(h))
+        return self.fc(torch.flatten(h, 1))
+
+
+def test_graph_sample_blocks_give_the_same_bounds(monkeypatch):
+    from robustlab.certify import _graph_crown
+
+    model, x = _Res().eval(), _x(5)
+    with torch.no_grad():
+        whole = [interval_bounds(model, x, eps=0.05, method=m) for m in ("crown_ibp", "crown")]
+    calls = []
+    real = _graph_crown.backward
+
+    def spy(t, start, lam, x_, *args, **kw):
+        calls.append(x_.shape[0])
+        return real(t, start, lam, x_, *args, **kw)
+
+    monkeypatch.setattr(_graph_crown, "backward", spy)
+    monkeypatch.setattr(_crown, "BLOCK_BYTES", 1)
+    with torch.no_grad():
+        blocked = [interval_bounds(model, x, eps=0.05, method=m) for m in ("crown_ibp", "crown")]
+    assert calls and max(calls) == 1
+    for (a, b), (c, d) in zip(whole, blocked):
+        torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(b, d, rtol=1e-6, atol=1e-6)

@@ -16,12 +16,13 @@ import torch.fx as fx
 from torch import nn
 
 from ..models import MoEConv2d, Normalize
-from . import _patches, _relax
+from . import _crown, _patches, _relax
 from ._crown import (
     _affine_vjp,
     _conv2d_backward,
     _row_bytes,
     _row_chunks,
+    both_signs,
     concretize,
     identity_rows,
     identity_spec,
@@ -31,6 +32,7 @@ from ._graph import (
     _AFFINE_FNS,
     _NONLINEAR_MODULES,
     NONLINEAR,
+    Box,
     Trace,
     _call,
     _map,
@@ -263,9 +265,34 @@ def backward_chunked(t: Trace, start: fx.Node, lam: torch.Tensor, x: torch.Tenso
     """:func:`backward` over chunks of the specification rows that keep the working set under ``max_memory``."""
     s = lam.shape[1]
     step = _row_chunks(s, x.shape[0], _row_bytes(_records(t, start), x), max_memory)
-    if step >= s:
+    return torch.cat([backward_blocks(t, start, lam[:, i:i + step], x, eps, norm, clip) for i in range(0, s, step)], 1)
+
+
+def backward_blocks(t: Trace, start: fx.Node, lam: torch.Tensor | Patches, x: torch.Tensor, eps: float, norm: str,
+                    clip: tuple[float, float] | None) -> torch.Tensor:
+    """:func:`backward` over blocks of samples of about ``_crown.BLOCK_BYTES`` of coefficients (same bounds)."""
+    n = x.shape[0]
+    widest = max([math.prod(lo.shape[1:]) for lo, _ in _records(t, start)] or [math.prod(x.shape[1:])])
+    step = max(1, _crown.BLOCK_BYTES // max(1, lam.shape[1] * widest * x.element_size()))
+    if step >= n:
         return backward(t, start, lam, x, eps, norm, clip)
-    return torch.cat([backward(t, start, lam[:, i:i + step], x, eps, norm, clip) for i in range(0, s, step)], 1)
+    out = []
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        lam_b = lam.with_data(lam.data[a:b]) if isinstance(lam, Patches) else lam[a:b]
+        out.append(backward(_samples(t, a, b), start, lam_b, x[a:b], eps, norm, clip))
+    return torch.cat(out)
+
+
+def _samples(t: Trace, a: int, b: int) -> Trace:
+    """The trace of samples ``a:b`` (bounds and cached relaxations sliced; constants shared)."""
+    boxes = {k: Box(v.lower[a:b], v.upper[a:b]) for k, v in t.boxes.items()}
+    relax = {}
+    for node, (box, lines) in t.relax.items():
+        src = next((k for k, v in t.boxes.items() if v is box), None)
+        if src is not None and lines is not None:
+            relax[node] = (boxes[src], tuple(r[a:b] for r in lines))
+    return Trace(t.gm, t.nodes, boxes, t.values, t.output, relax)
 
 
 def bounds_at(t: Trace, node: fx.Node, x: torch.Tensor, eps: float, norm: str, clip: tuple[float, float] | None,
@@ -277,12 +304,13 @@ def bounds_at(t: Trace, node: fx.Node, x: torch.Tensor, eps: float, norm: str, c
     shape = t.boxes[node].shape[1:]
     k, n = math.prod(shape), x.shape[0]
     idx = identity_rows(need, k)
-    step = _row_chunks(max(1, idx.numel()), n, _row_bytes(_records(t, node), x), max_memory)
+    step = _row_chunks(max(1, idx.numel()), n, 2 * _row_bytes(_records(t, node), x), max_memory)
     los, ups = [], []
-    for i in range(0, idx.numel(), step):
-        spec = identity_spec(idx[i:i + step], shape, n, x)
-        los.append(backward(t, node, spec, x, eps, norm, clip))
-        ups.append(-backward(t, node, -spec, x, eps, norm, clip))
+    for i in range(0, idx.numel(), step):  # lower and upper bounds from one pass over the rows [I; -I]
+        rows = idx[i:i + step]
+        got = backward_blocks(t, node, both_signs(identity_spec(rows, shape, n, x)), x, eps, norm, clip)
+        los.append(got[:, :rows.numel()])
+        ups.append(got[:, rows.numel():].neg())
     lo, up = scatter_rows(n, k, idx, los, ups, x)
     return lo.view(n, *shape), up.view(n, *shape)
 
