@@ -227,3 +227,18 @@ def test_graph_sample_blocks_give_the_same_bounds(monkeypatch):
     for (a, b), (c, d) in zip(whole, blocked):
         torch.testing.assert_close(a, c, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(b, d, rtol=1e-6, atol=1e-6)
+
+
+def test_sample_blocks_keep_the_gradients_of_certified_training(monkeypatch):
+    model, x = _mlp(), _x(6)
+    y = torch.arange(6) % 5
+
+    def grads() -> list[torch.Tensor]:
+        model.zero_grad()
+        margin_bounds(model, x, y, eps=0.05, method="crown_ibp").sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    whole = grads()
+    monkeypatch.setattr(_crown, "BLOCK_BYTES", 1)
+    for a, b in zip(whole, grads()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
