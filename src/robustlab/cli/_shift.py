@@ -79,8 +79,14 @@ def _parse_bits(text: str) -> list[int]:
 
 
 def _run_mixed(args: argparse.Namespace, bits: list[int], model: Any, ds: Any, ref: Any, label: str) -> int:
+    import torch
+
     from .. import shift
-    from ..shift._quantize import _accuracy
+    from ..training import predict_logits
+
+    def accuracy(m: Any, x: Any, y: Any) -> float:
+        with torch.no_grad():
+            return float((predict_logits(m, x, batch_size=args.batch_size).argmax(1).cpu() == y).double().mean())
 
     if args.attack or args.quant_activations:
         raise InvalidParameterError("--mixed-budget searches weight widths on clean accuracy: it does not take "
@@ -90,8 +96,8 @@ def _run_mixed(args: argparse.Namespace, bits: list[int], model: Any, ds: Any, r
                args=args)
     x, y = (ds.x_test, ds.y_test) if args.n_test is None else (ds.x_test[:args.n_test], ds.y_test[:args.n_test])
     kw = {"scheme": args.quant_scheme, "symmetry": args.quant_symmetry}
-    test = {"mixed": _accuracy(shift.quantize(model, bits=res.bits, **kw), x, y, args.batch_size),
-            "uniform": _accuracy(shift.quantize(model, bits=res.uniform_at_budget, **kw), x, y, args.batch_size)}
+    test = {"mixed": accuracy(shift.quantize(model, bits=res.bits, **kw), x, y),
+            "uniform": accuracy(shift.quantize(model, bits=res.uniform_at_budget, **kw), x, y)}
     doc = {**res.to_dict(), "test_accuracy": test, "num_test": int(y.shape[0])}
     doc["meta"].update({"command": "shift --quantize --mixed-budget", "model": label, "checkpoint": args.checkpoint,
                         "data": ds.name, "data_ref": ref.to_config()})
