@@ -74,6 +74,19 @@ def test_free_objective_options_map_to_constructor(recording_objective, capsys):
                                         "random_start": False, "norm": "l2"}
 
 
+def test_objective_option_that_prefixes_a_command_option(monkeypatch, capsys):
+    """``--mode`` is an objective option, not an abbreviation of ``--model`` (argparse's prefix matching is off)."""
+
+    class _Mode(_Recording):
+        def __init__(self, *, mode: str = "ce"):
+            type(self).last = {"mode": mode}
+
+    monkeypatch.setitem(OBJECTIVES._specs, "cli_test_mode", Spec(name="cli_test_mode", factory=_Mode,
+                                                                   reference="test", doc="test objective"))
+    assert main(["train", *TINY, "--objective", "cli_test_mode", "--mode", "hinge"]) == 0
+    assert _Mode.last == {"mode": "hinge"}
+
+
 def test_unknown_objective_option_names_accepted(recording_objective, capsys):
     rc = main(["train", *TINY, "--objective", "cli_test_recording", "--beta", "6"])
     err = capsys.readouterr().err

@@ -19,7 +19,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = ["main", "build_parser"]
 
@@ -27,6 +27,11 @@ _COMMANDS = ("list", "train", "attack", "evaluate", "certify", "denoise", "confo
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # no prefix matching: an objective's free option (``--mode``) must not be read as ``--model``
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:  # argparse's default is terse; keep its exit code 2
         self.print_usage(sys.stderr)
         m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
