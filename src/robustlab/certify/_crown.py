@@ -238,11 +238,12 @@ def _crown_backward_chunked(
 
 
 #: Bytes of coefficients (samples × rows × widest layer) back-substituted at once: the batch is cut into blocks
-#: of samples of this size, so that the per-layer temporaries stay under glibc's largest mmap threshold (32 MB)
-#: and reuse freed heap memory instead of page-faulting fresh memory in on every op (measured on 1 CPU thread:
-#: 137k -> 60-120k minor faults per call and about 0.8x the CPU time for the CNN of CROWN-IBP at 256 points,
-#: 0.85x for full CROWN on the MLP at 32 points).
-BLOCK_BYTES = 16 << 20
+#: of samples of this size, so that the per-layer temporaries stay small and reuse freed heap memory instead of
+#: page-faulting fresh memory in on every op (a (256, 20, 3136) float tensor is 64 MB, above glibc's largest
+#: mmap threshold). CPU time per call on 1 thread, before blocks -> with 4 MB blocks: CNN of CROWN-IBP at
+#: 256 points 700 -> 570 ms (78k -> 55k minor faults), MLP full CROWN at 32 points 200 -> 64-75 ms
+#: (with the folded rows); 16 MB blocks were slower on the CNN (710-800 ms).
+BLOCK_BYTES = 4 << 20
 
 
 def _relaxations(layers: list[nn.Module], records: list[Bounds]) -> dict[int, Any]:
@@ -260,8 +261,7 @@ def _backward_blocks(
     ``cache`` holds the relaxations of the whole batch (:func:`_relaxations`), sliced per block.
     """
     n = x.shape[0]
-    widest = max([math.prod(lo.shape[1:]) for lo, _ in records[:len(layers)]] or [math.prod(x.shape[1:])])
-    step = max(1, BLOCK_BYTES // max(1, lam.shape[1] * widest * x.element_size()))
+    step = max(1, BLOCK_BYTES // max(1, lam.shape[1] * _widest(records[:len(layers)], x) * x.element_size()))
     if step >= n:
         return _crown_backward(layers, records, lam, x, eps, norm, clip, relax_cache=cache, bias=bias)
     out = []
@@ -331,8 +331,9 @@ def _crown_bounds_at(
     The identity specification (one row per output neuron; only the neurons ``need`` (N, *out_shape)
     marks for some sample when given, the others get infinite bounds) is bounded in chunks of rows that
     keep the working set under ``max_memory`` bytes; each row's bound does not depend on the others.
-    Lower and upper bounds come from one backward pass over the rows ``[I; −I]``; when the last layer is
-    a Linear, those rows are folded into it (``±W``, shared by all samples: no identity matrix is built).
+    Lower and upper bounds come from one backward pass over the rows ``[I; −I]`` (two passes, one per sign,
+    when the coefficients of the batch exceed :data:`BLOCK_BYTES`); when the last layer is a Linear, those
+    rows are folded into it (``±W``, shared by all samples: no identity matrix is built).
     """
     k = math.prod(out_shape)
     n = x.shape[0]
@@ -343,14 +344,18 @@ def _crown_bounds_at(
     cache = _relaxations(layers, records) if idx.numel() else {}
     for i in range(0, idx.numel(), step):
         rows = idx[i:i + step]
+        r = rows.numel()
         if fold:
-            lam, bias = _folded_rows(layers[-1], rows)
-            got = _backward_blocks(layers[:-1], records, lam, x, eps, norm, clip, cache, bias)
+            body, (lam, bias) = layers[:-1], _folded_rows(layers[-1], rows)
         else:
-            got = _backward_blocks(layers, records, both_signs(identity_spec(rows, out_shape, n, x)), x, eps, norm,
-                                   clip, cache)
-        los.append(got[:, :rows.numel()])
-        ups.append(got[:, rows.numel():].neg())
+            body, lam, bias = layers, both_signs(identity_spec(rows, out_shape, n, x)), None
+        if n * 2 * r * _widest(records[:len(body)], x) * x.element_size() <= BLOCK_BYTES:
+            got = _backward_blocks(body, records, lam, x, eps, norm, clip, cache, bias)
+        else:  # large coefficients: the two signs in separate passes keep each temporary half as big
+            got = torch.cat([_backward_blocks(body, records, _row_slice(lam, a, a + r), x, eps, norm, clip, cache,
+                                              None if bias is None else bias[:, a:a + r]) for a in (0, r)], 1)
+        los.append(got[:, :r])
+        ups.append(got[:, r:].neg())
     lo, up = scatter_rows(n, k, idx, los, ups, x)
     return lo.view(n, *out_shape), up.view(n, *out_shape)
 
@@ -364,6 +369,18 @@ def _folded_rows(last: Any, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         return lam, w.new_zeros(1, 2 * j.numel())
     b = last.bias.index_select(0, j)
     return lam, torch.cat([b, -b]).unsqueeze(0)
+
+
+def _row_slice(lam: torch.Tensor | Patches, a: int, b: int) -> torch.Tensor | Patches:
+    """Rows ``a:b`` of a coefficient tensor (dense or patches)."""
+    if isinstance(lam, Patches):
+        return Patches(lam.data[:, a:b], lam.oi[a:b], lam.oj[a:b], lam.stride, lam.pad, lam.hw, lam.grid)
+    return lam[:, a:b]
+
+
+def _widest(records: list[Bounds], x: torch.Tensor) -> int:
+    """The largest per-sample width among ``records`` (the input's when there are none)."""
+    return max([math.prod(lo.shape[1:]) for lo, _ in records] or [math.prod(x.shape[1:])])
 
 
 def both_signs(spec: torch.Tensor | Patches) -> torch.Tensor | Patches:
