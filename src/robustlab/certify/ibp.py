@@ -30,6 +30,7 @@ results are identical with and without chunking.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import torch
@@ -192,13 +193,68 @@ def interval_bounds(
         if not _is_chain(layers, method):
             from ._graph_crown import graph_interval_bounds
 
-            return graph_interval_bounds(model, x, float(eps), norm, method, clip, max_memory)
+            return _in_blocks(model, x, method, lambda xb: graph_interval_bounds(
+                model, xb, float(eps), norm, method, clip, max_memory))
+        if method == "ibp":
+            return _in_blocks(model, x, method, lambda xb: _ibp_forward(layers, xb, float(eps), norm, clip)[0])
         (lower, upper), records = _ibp_forward(layers, x, float(eps), norm, clip, crown=method == "crown",
                                                max_memory=max_memory)
-        if method == "ibp":
-            return lower, upper
         lo, up = _crown_bounds_at(layers, records, x, float(eps), norm, clip, lower.shape[1:], max_memory)
     return torch.maximum(lo, lower), torch.minimum(up, upper)
+
+
+#: Bytes of the widest interval bound that IBP propagates at once on the CPU: the batch is cut into blocks of
+#: samples of this size, so each layer's temporaries stay in cache and reuse freed heap memory instead of
+#: page-faulting fresh memory in. In-process A/B (256 MNIST points, 1 thread, min of 30 rounds): CROWN-IBP's
+#: CNN 22 -> 17 ms, the residual CNN of benchmarks/_certify_models.py 83 -> 63 ms, the MLP unchanged (one block).
+IBP_BLOCK_BYTES = 1 << 20
+
+
+_WIDEST: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], int]] = weakref.WeakKeyDictionary()
+
+
+def _widest_activation(model: nn.Module, x1: torch.Tensor) -> int:
+    """Entries of the widest module output for the one sample ``x1`` (a plain forward pass with hooks, once per
+    model and input shape: it only sets the block size)."""
+    shape = tuple(x1.shape[1:])
+    known = _WIDEST.setdefault(model, {})
+    if shape not in known:
+        known[shape] = _measure_widest(model, x1)
+    return known[shape]
+
+
+def _measure_widest(model: nn.Module, x1: torch.Tensor) -> int:
+    widest = x1.numel()
+
+    def hook(m: nn.Module, args: Any, out: Any) -> None:
+        nonlocal widest
+        if isinstance(out, torch.Tensor):
+            widest = max(widest, out.numel())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.children(), None) is None]
+    try:
+        with torch.no_grad():
+            model(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    return widest
+
+
+def _in_blocks(model: nn.Module, x: torch.Tensor, method: str, fn: Any, *more: torch.Tensor) -> Any:
+    """``fn(x, *more)`` for IBP, over blocks of samples of about :data:`IBP_BLOCK_BYTES` on the CPU (each
+    sample's bounds depend on that sample only; the outputs, a tensor or a tuple of them, are concatenated).
+    CROWN cuts its own blocks; an accelerator gets the whole batch."""
+    n = x.shape[0]
+    if method != "ibp" or x.device.type != "cpu" or n < 2 or n * x[0].numel() * x.element_size() <= IBP_BLOCK_BYTES // 8:
+        return fn(x, *more)
+    step = max(1, IBP_BLOCK_BYTES // (_widest_activation(model, x[:1]) * x.element_size()))
+    if step >= n:
+        return fn(x, *more)
+    outs = [fn(x[a:a + step], *(t[a:a + step] for t in more)) for a in range(0, n, step)]
+    if isinstance(outs[0], torch.Tensor):
+        return torch.cat(outs)
+    return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
 def _spec_matrix(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
@@ -224,7 +280,8 @@ def margin_bounds(
     y = _check_y(y, x, None, owner)
     layers = _layers(model)
     with _batchnorm_eval(model):
-        return _margin_bounds(model, layers, x, y, float(eps), norm, method, clip, max_memory)
+        return _in_blocks(model, x, method, lambda xb, yb: _margin_bounds(model, layers, xb, yb, float(eps), norm,
+                                                                         method, clip, max_memory), y)
 
 
 def _margin_bounds(
