@@ -246,6 +246,12 @@ def _crown_backward_chunked(
 BLOCK_BYTES = 4 << 20
 
 
+def block_bytes(x: torch.Tensor) -> int:
+    """:data:`BLOCK_BYTES` on the CPU; an accelerator (caching allocator, kernels that want large batches)
+    gets the whole batch as one block."""
+    return BLOCK_BYTES if x.device.type == "cpu" else 1 << 62
+
+
 def _relaxations(layers: list[nn.Module], records: list[Bounds]) -> dict[int, Any]:
     """The ReLU relaxations of ``layers`` on ``records`` (a relaxation cache for :func:`_crown_backward`)."""
     return {i: (records[i], relu_relaxation(*records[i])) for i, m in enumerate(layers) if isinstance(m, nn.ReLU)}
@@ -261,7 +267,7 @@ def _backward_blocks(
     ``cache`` holds the relaxations of the whole batch (:func:`_relaxations`), sliced per block.
     """
     n = x.shape[0]
-    step = max(1, BLOCK_BYTES // max(1, lam.shape[1] * _widest(records[:len(layers)], x) * x.element_size()))
+    step = max(1, block_bytes(x) // max(1, lam.shape[1] * _widest(records[:len(layers)], x) * x.element_size()))
     if step >= n:
         return _crown_backward(layers, records, lam, x, eps, norm, clip, relax_cache=cache, bias=bias)
     out = []

@@ -279,7 +279,7 @@ def backward_blocks(t: Trace, start: fx.Node, lam: torch.Tensor | Patches, x: to
     """
     n = x.shape[0]
     per = lam.shape[1] * _widest(_records(t, start), x) * x.element_size()
-    step = max(1, 4 * _crown.BLOCK_BYTES // max(1, per))
+    step = max(1, 4 * _crown.block_bytes(x) // max(1, per))
     if step >= n:
         return backward(t, start, lam, x, eps, norm, clip)
     out = []
