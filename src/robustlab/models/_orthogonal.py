@@ -17,6 +17,7 @@ matrix", SIAM J. Numer. Anal. 1971, as used by Anil, Lucas & Grosse (ICML 2019) 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,18 @@ def taylor_tail(norm: float, terms: int) -> float:
     partial = sum(norm ** k / math.factorial(k) for k in range(terms + 1))
     return max(0.0, math.exp(norm) - partial)
 
+
+
+def _operator_matrix(layer: nn.Module, h: int, w: int, apply: Any) -> torch.Tensor:
+    """The dense matrix of a bias-free convolution ``apply`` (float64 ``(n, in, h, w)`` identity batch in, the
+    outputs out) on ``h × w`` inputs: ``(out·h·w, in·h·w)``, at most 16384 inputs."""
+    c = layer.in_channels
+    n = c * h * w
+    if n > 16384:
+        raise InvalidParameterError(f"{type(layer).__name__}.operator_matrix: {c}x{h}x{w} = {n} inputs is too "
+                                    "large for a dense matrix (at most 16384).")
+    with torch.no_grad():
+        return apply(torch.eye(n, dtype=torch.float64).view(n, c, h, w)).reshape(n, -1).T
 
 class SOCConv2d(nn.Module):
     """Skew orthogonal convolution (Singla & Feizi 2021): ``y = Σ_{k≤K} Lᵏx/k! + b`` with ``L`` skew-symmetric.
@@ -95,16 +108,10 @@ class SOCConv2d(nn.Module):
 
     def operator_matrix(self, h: int, w: int) -> torch.Tensor:
         """The dense ``(out·h·w, in·h·w)`` matrix of the bias-free layer on ``h × w`` inputs (float64; small sizes)."""
-        n = self.in_channels * h * w
-        if n > 16384:
-            raise InvalidParameterError(f"SOCConv2d.operator_matrix: {self.in_channels}x{h}x{w} = {n} inputs is too "
-                                        "large for a dense matrix (at most 16384).")
-        with torch.no_grad():
-            eye = torch.eye(n, dtype=torch.float64).view(n, self.in_channels, h, w)
-            kernel = self.skew_kernel().double()
-            if self.out_channels > self.in_channels:
-                eye = nn.functional.pad(eye, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
-            return self._exp(eye, kernel)[:, :self.out_channels].reshape(n, -1).T
+        pad = (0, 0, 0, 0, 0, self.out_channels - self.in_channels)
+        return _operator_matrix(self, h, w, lambda eye: self._exp(
+            nn.functional.pad(eye, pad) if self.out_channels > self.in_channels else eye,
+            self.skew_kernel().double())[:, :self.out_channels])
 
     def lipschitz_constant(self) -> float:
         """``1 + taylor_tail(max_norm, terms)``: ``exp(L)`` is orthogonal, the truncation adds at most the tail."""
@@ -257,13 +264,7 @@ class BCOPConv2d(nn.Module):
 
     def operator_matrix(self, h: int, w: int) -> torch.Tensor:
         """The dense ``(out·h·w, in·h·w)`` matrix of the bias-free layer on ``h × w`` inputs (float64; small sizes)."""
-        n = self.in_channels * h * w
-        if n > 16384:
-            raise InvalidParameterError(f"BCOPConv2d.operator_matrix: {self.in_channels}x{h}x{w} = {n} inputs is too "
-                                        "large for a dense matrix (at most 16384).")
-        with torch.no_grad():
-            eye = torch.eye(n, dtype=torch.float64).view(n, self.in_channels, h, w)
-            return self._conv(eye, self.kernel(torch.float64)).reshape(n, -1).T
+        return _operator_matrix(self, h, w, lambda eye: self._conv(eye, self.kernel(torch.float64)))
 
     def lipschitz_constant(self) -> float:
         """1 (a product of orthogonal / contracting per-frequency matrices)."""
