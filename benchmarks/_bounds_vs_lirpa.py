@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _certify_models import build  # noqa: E402
+from _certify_models import build, count_ops  # noqa: E402
 
 from robustlab.certify import interval_bounds  # noqa: E402
 
@@ -36,21 +36,6 @@ CASES = [
     ("rescnn", "linf", 0.01, "CROWN", 1, 1),
     ("cnn", "l2", 0.3, "IBP", 256, 64), ("cnn", "l2", 0.3, "CROWN-IBP", 256, 64),
 ]
-
-
-def _count_ops(fn) -> int:
-    """Number of aten ops one call of ``fn`` dispatches from Python (torch.profiler, CPU; ops called inside
-    another aten op, such as a convolution's per-sample loop, are not counted)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-
-    def top(e) -> bool:
-        p = e.cpu_parent
-        return p is None or not p.name.startswith("aten::")
-
-    return sum(1 for e in prof.events() if e.name.startswith("aten::") and top(e))
 
 
 def _key(model: str, norm: str, eps: float, method: str, batch: int) -> str:
@@ -151,7 +136,7 @@ def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, sav
                 counts = ""
                 if ops:
                     theirs = peer.ask(**req, ops=True)["ops"] if peer is not None else float("nan")
-                    counts = f"{_count_ops(ours):>10}{theirs:>10}"
+                    counts = f"{count_ops(ours):>10}{theirs:>10}"
                 print(f"{model:<8}{norm:<6}{method:<11}{b:>6}{1e3 * t_ours:>10.2f}{1e3 * t_peer:>10.2f}"
                       f"{t_ours / t_peer:>8.2f}{width / width_peer:>9.3f}{diff:>12.2e}{counts}", flush=True)
         finally:

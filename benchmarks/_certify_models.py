@@ -43,3 +43,18 @@ def build(name: str) -> nn.Module:
     if name == "rescnn":
         return ResCNN()
     raise ValueError(f"unknown benchmark model {name!r}")
+
+
+def count_ops(fn) -> int:
+    """Number of aten ops one call of ``fn`` dispatches from Python (torch.profiler, CPU; ops called inside
+    another aten op, such as a convolution's per-sample loop, are not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+
+    def top(e) -> bool:
+        p = e.cpu_parent
+        return p is None or not p.name.startswith("aten::")
+
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and top(e))

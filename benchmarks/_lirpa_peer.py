@@ -18,7 +18,7 @@ import torch
 import torch.onnx.symbolic_helper as _sh
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _certify_models import build  # noqa: E402
+from _certify_models import build, count_ops  # noqa: E402
 
 try:  # shims for auto_LiRPA 0.3 on torch >= 2
     from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
@@ -67,21 +67,6 @@ def main() -> None:
             lb, ub = bounded[name].compute_bounds(x=(BoundedTensor(x, ptb),), method=req["method"])
             dt = time.perf_counter() - t0
         print(json.dumps({"time_s": dt, "lower": lb.tolist(), "upper": ub.tolist()}), flush=True)
-
-
-def count_ops(fn) -> int:
-    """Number of aten ops one call of ``fn`` dispatches from Python (torch.profiler, CPU; ops called inside
-    another aten op, such as a convolution's per-sample loop, are not counted)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-
-    def top(e) -> bool:
-        p = e.cpu_parent
-        return p is None or not p.name.startswith("aten::")
-
-    return sum(1 for e in prof.events() if e.name.startswith("aten::") and top(e))
 
 
 if __name__ == "__main__":
