@@ -53,8 +53,9 @@ def _cert(logits: torch.Tensor, y: torch.Tensor, lip: float) -> list[float]:
     return [float((radius > 0).double().mean())] + [float((radius > e).double().mean()) for e in EPS]
 
 
-def _rebuild(state: dict, arch: str, input_shape, num_classes: int, channels, hidden) -> nn.Module:
-    """torchlip's exported model as plain layers (same GroupSort2 = MaxMin pairing, same PixelUnshuffle)."""
+def plain_layout(arch: str, input_shape, num_classes: int, channels, hidden) -> nn.Sequential:
+    """``lipschitz_cnn`` / ``lipschitz_mlp``'s layout with plain Conv2d / Linear layers (torch's initialisation):
+    conv 3x3 - MaxMin - PixelUnshuffle(2) per channel width (``arch="cnn"``), then Linear - MaxMin, then the head."""
     c, h, w = input_shape
     layers: list[nn.Module] = []
     if arch == "cnn":
@@ -67,7 +68,12 @@ def _rebuild(state: dict, arch: str, input_shape, num_classes: int, channels, hi
         layers += [nn.Linear(d, units), MaxMin()]
         d = units
     layers.append(nn.Linear(d, num_classes))
-    model = nn.Sequential(*layers)
+    return nn.Sequential(*layers)
+
+
+def _rebuild(state: dict, arch: str, input_shape, num_classes: int, channels, hidden) -> nn.Module:
+    """torchlip's exported model as plain layers (same GroupSort2 = MaxMin pairing, same PixelUnshuffle)."""
+    model = plain_layout(arch, input_shape, num_classes, channels, hidden)
     model.load_state_dict(state)
     return model.eval()
 

@@ -19,11 +19,11 @@ import os
 import time
 
 import torch
+from bench_lipschitz import plain_layout  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from torch import nn
 
 from robustlab import data, training
 from robustlab.certify import lipschitz, lipschitz_bound, orthogonality_penalty
-from robustlab.models._lipschitz import MaxMin
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MNIST = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "datasets", "mnist-t10k"))
@@ -32,18 +32,7 @@ EPS = (36 / 255, 0.5, 1.0)
 
 def plain_cnn(input_shape: tuple[int, int, int], num_classes: int, channels=(16, 32), hidden=(256,)) -> nn.Module:
     """``lipschitz_cnn``'s layout with unconstrained Conv2d / Linear layers (torch's default initialisation)."""
-    c, h, w = input_shape
-    layers: list[nn.Module] = []
-    for ch in channels:
-        layers += [nn.Conv2d(c, ch, 3, padding=1), MaxMin(), nn.PixelUnshuffle(2)]
-        c, h, w = 4 * ch, h // 2, w // 2
-    layers.append(nn.Flatten())
-    d = c * h * w
-    for units in hidden:
-        layers += [nn.Linear(d, units), MaxMin()]
-        d = units
-    layers.append(nn.Linear(d, num_classes))
-    return nn.Sequential(*layers)
+    return plain_layout("cnn", input_shape, num_classes, channels, hidden)
 
 
 def main() -> None:
