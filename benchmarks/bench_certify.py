@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=["smoothing", "ibp", "lirpa"], default=None, help="run one part only")
+    ap.add_argument("--only", choices=["smoothing", "ibp", "lirpa", "blocks"], default=None, help="run one part only")
     ap.add_argument("--lirpa-python", default=None, help="interpreter with auto_LiRPA (default /tmp/lirpa/bin/python)")
     ap.add_argument("--save-peer", action="store_true", help="store the live auto_LiRPA figures beside the script")
     ap.add_argument("--rounds", type=int, default=None, help="bounds vs auto_LiRPA: timed rounds per case "
@@ -75,6 +75,12 @@ def main() -> None:
                   lirpa_python=args.lirpa_python, save_peer=args.save_peer, cases=args.cases,
                   ops=args.ops)
     if args.only == "lirpa":
+        return
+    if args.only in (None, "blocks") and dev.type == "cpu":
+        from _ibp_blocks import run as run_blocks
+
+        run_blocks(rounds=args.rounds or (10 if args.quick else 40))
+    if args.only == "blocks":
         return
     print("\n== interval bounds: cost as a multiple of one forward pass (goal: IBP <= 3x) ==")
     print(f"{'model':<22}{'batch':>6}{'forward ms':>12}{'IBP ms':>9}{'IBP x':>7}{'margins ms':>12}{'x':>6}{'CROWN-IBP ms':>14}{'x':>7}")

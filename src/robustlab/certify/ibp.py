@@ -244,9 +244,11 @@ def _measure_widest(model: nn.Module, x1: torch.Tensor) -> int:
 def _in_blocks(model: nn.Module, x: torch.Tensor, method: str, fn: Any, *more: torch.Tensor) -> Any:
     """``fn(x, *more)`` for IBP, over blocks of samples of about :data:`IBP_BLOCK_BYTES` on the CPU (each
     sample's bounds depend on that sample only; the outputs, a tensor or a tuple of them, are concatenated).
-    CROWN cuts its own blocks; an accelerator gets the whole batch."""
+    Only without autograd (certification, evaluation): certified training keeps its batch whole. CROWN cuts
+    its own blocks; an accelerator gets the whole batch."""
     n = x.shape[0]
-    if method != "ibp" or x.device.type != "cpu" or n < 2 or n * x[0].numel() * x.element_size() <= IBP_BLOCK_BYTES // 8:
+    small = n * x[0].numel() * x.element_size() <= IBP_BLOCK_BYTES // 8
+    if method != "ibp" or torch.is_grad_enabled() or x.device.type != "cpu" or n < 2 or small:
         return fn(x, *more)
     step = max(1, IBP_BLOCK_BYTES // (_widest_activation(model, x[:1]) * x.element_size()))
     if step >= n:
