@@ -8,6 +8,7 @@ have rules ``(fn, args, kwargs) -> (lower, upper)`` in the same table (see :mod:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -70,19 +71,63 @@ def _sequential_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds
     return lower, upper
 
 
+#: While a bound computation runs (:func:`_batchnorm_eval`): ``id(layer) -> (layer, value)``, tensors the no-grad
+#: rules derive from a layer's weights once per call (the weights cannot change within one computation; an
+#: optimizer step between two calls is never seen by a stale entry). ``None`` outside.
+_CALL_MEMO: contextvars.ContextVar[dict[int, tuple[Any, Any]] | None] = contextvars.ContextVar(
+    "robustlab_ibp_call_memo", default=None)
+
+
+def _memo(m: nn.Module, make: Callable[[], Any], *weights: torch.Tensor | None) -> Any:
+    """``make()`` (without autograd) once per bound computation for layer ``m``; ``None`` outside one or when
+    autograd records one of ``weights`` (certified training recomputes them on every call)."""
+    memo = _CALL_MEMO.get()
+    if memo is None or (torch.is_grad_enabled() and any(w is not None and w.requires_grad for w in weights)):
+        return None
+    hit = memo.get(id(m))
+    if hit is None or hit[0] is not m:
+        with torch.no_grad():
+            hit = memo[id(m)] = (m, make())
+    return hit[1]
+
+
+def _halves(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(W/2, |W|/2)`` of ``m.weight`` once per bound computation (see :func:`_memo`).
+
+    Scaling by 2⁻¹ is exact, so ``W/2 · (u + l) = W · (u + l)/2`` bit for bit: the rules below give the same
+    bounds with two fewer passes over the activations and one ``|W|`` per call instead of one per sample block.
+    """
+    def make() -> tuple[torch.Tensor, torch.Tensor]:
+        half = m.weight * 0.5
+        return half, half.abs()
+
+    return _memo(m, make, m.weight)
+
+
 @register_ibp_rule(nn.Linear)
 def _linear_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
-    c, r = _cr(lower, upper)
-    return _lu(F.linear(c, m.weight, m.bias), F.linear(r, m.weight.abs()))
+    if lower.dim() == 2 and m.bias is not None:
+        w_abs = _memo(m, m.weight.abs, m.weight, m.bias)
+        if w_abs is not None:  # addmm's alpha = 1/2 halves exactly (as above), with no halved weight
+            return _lu(torch.addmm(m.bias, upper + lower, m.weight.t(), alpha=0.5),
+                       torch.addmm(m.bias, upper - lower, w_abs.t(), beta=0.0, alpha=0.5))  # beta 0: no bias
+    halves = _halves(m)
+    if halves is None:
+        c, r = _cr(lower, upper)
+        return _lu(F.linear(c, m.weight, m.bias), F.linear(r, m.weight.abs()))
+    return _lu(F.linear(upper + lower, halves[0], m.bias), F.linear(upper - lower, halves[1]))
 
 
 @register_ibp_rule(nn.Conv2d)
 def _conv2d_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     if m.padding_mode != "zeros":
         raise TypeError(f"The IBP rule for Conv2d supports padding_mode='zeros' only. Got {m.padding_mode!r}.")
-    c, r = _cr(lower, upper)
     kw = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
-    return _lu(F.conv2d(c, m.weight, m.bias, **kw), F.conv2d(r, m.weight.abs(), None, **kw))
+    halves = _halves(m)
+    if halves is None:
+        c, r = _cr(lower, upper)
+        return _lu(F.conv2d(c, m.weight, m.bias, **kw), F.conv2d(r, m.weight.abs(), None, **kw))
+    return _lu(F.conv2d(upper + lower, halves[0], m.bias, **kw), F.conv2d(upper - lower, halves[1], None, **kw))
 
 
 def _monotone(fn: Callable[[Any, torch.Tensor], torch.Tensor]) -> Rule:
@@ -131,6 +176,14 @@ def _bn_affine(m: Any, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 @register_ibp_rule(nn.BatchNorm1d, nn.BatchNorm2d)
 def _batchnorm_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
     """The affine map of the running statistics (eval mode), whatever the module's mode."""
+    def make() -> tuple[torch.Tensor, ...]:
+        scale, shift = _bn_affine(m, lower)
+        return scale * 0.5, shift, scale.abs().mul_(0.5)
+
+    got = _memo(m, make, m.weight, m.bias)
+    if got is not None and got[0].dim() == lower.dim():
+        half, shift, half_abs = got
+        return _lu((upper + lower).mul_(half).add_(shift), (upper - lower).mul_(half_abs))
     c, r = _cr(lower, upper)
     scale, shift = _bn_affine(m, c)
     return _lu(c * scale + shift, r * scale.abs())
@@ -142,12 +195,14 @@ def _batchnorm_eval(model: nn.Module) -> Iterator[None]:
 
     Every bound path (IBP rules, CROWN's vector-Jacobian products, tightness) then sees the same
     eval-mode affine map; the modes are restored afterwards. A BatchNorm without running statistics raises.
+    For the duration the no-grad rules also reuse what they derive from the weights (:data:`_CALL_MEMO`).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in bns:
         if m.running_mean is None or m.running_var is None:
             _bn_affine(m, torch.zeros(1, 1))  # raises the track_running_stats message
     modes = [m.training for m in bns]
+    token = _CALL_MEMO.set({}) if _CALL_MEMO.get() is None else None
     try:
         for m in bns:
             m.training = False
@@ -155,6 +210,8 @@ def _batchnorm_eval(model: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in zip(bns, modes):
             m.training = mode
+        if token is not None:
+            _CALL_MEMO.reset(token)
 
 
 def _residual_rule(m: Any, lower: torch.Tensor, upper: torch.Tensor) -> Bounds:
