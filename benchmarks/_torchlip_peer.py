@@ -7,6 +7,10 @@ tensors. Trains the same architecture as robustlab's ``lipschitz_cnn``/``lipschi
 layers (SpectralConv2d / SpectralLinear: spectral normalisation + Björck, GroupSort2, InvertibleDownSampling) with
 torchlip's ``HingeMulticlassLoss``, and writes ``DIR/result.pt``: wall and CPU seconds per epoch, test logits of the exported
 (vanilla) model and its state dict (plain Conv2d/Linear weights, for an independent bound).
+
+Ablation keys of the request (defaults: torchlip's own): ``eps_bjorck_conv``/``eps_bjorck_linear`` (the Björck
+stopping tolerance on ``‖W_k − W_{k−1}‖_F`` of the convolutions / linear layers, 1e-3) and ``bjorck_detach``
+(torchlip's ``DEFAULT_BJORK_DETACH``, 4: the iterations after the first 4 take no gradient through their cubic term).
 """
 
 import json
@@ -16,21 +20,24 @@ import time
 
 import torch
 from deel import torchlip as tl
+from deel.torchlip import normalizers
 
 
-def build(arch: str, input_shape, num_classes: int, channels, hidden) -> torch.nn.Module:
+def build(arch: str, input_shape, num_classes: int, channels, hidden, eps_conv: float = 1e-3,
+          eps_linear: float = 1e-3) -> torch.nn.Module:
     c, h, w = input_shape
     layers = []
     if arch == "cnn":
         for ch in channels:
-            layers += [tl.SpectralConv2d(c, ch, 3, padding=1), tl.GroupSort2(), tl.InvertibleDownSampling(2)]
+            layers += [tl.SpectralConv2d(c, ch, 3, padding=1, eps_bjorck=eps_conv), tl.GroupSort2(),
+                       tl.InvertibleDownSampling(2)]
             c, h, w = 4 * ch, h // 2, w // 2
     layers.append(torch.nn.Flatten())
     d = c * h * w
     for units in hidden:
-        layers += [tl.SpectralLinear(d, units), tl.GroupSort2()]
+        layers += [tl.SpectralLinear(d, units, eps_bjorck=eps_linear), tl.GroupSort2()]
         d = units
-    layers.append(tl.SpectralLinear(d, num_classes))
+    layers.append(tl.SpectralLinear(d, num_classes, eps_bjorck=eps_linear))
     return tl.Sequential(*layers)
 
 
@@ -40,8 +47,11 @@ def main() -> None:
         req = json.load(fh)
     torch.set_num_threads(req["threads"])
     d = torch.load(os.path.join(folder, "data.pt"))
+    normalizers.DEFAULT_BJORK_DETACH = req.get("bjorck_detach", normalizers.DEFAULT_BJORK_DETACH)
     torch.manual_seed(req["seed"])
-    model = build(req["arch"], tuple(d["x_train"].shape[1:]), req["num_classes"], req["channels"], req["hidden"])
+    model = build(req["arch"], tuple(d["x_train"].shape[1:]), req["num_classes"], req["channels"], req["hidden"],
+                  req.get("eps_bjorck_conv", normalizers.DEFAULT_EPS_BJORCK),
+                  req.get("eps_bjorck_linear", normalizers.DEFAULT_EPS_BJORCK))
     opt = torch.optim.Adam(model.parameters(), lr=req["lr"])
     loss_fn = tl.HingeMulticlassLoss(min_margin=req["margin"])
     g = torch.Generator().manual_seed(req["seed"])

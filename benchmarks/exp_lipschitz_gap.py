@@ -48,22 +48,6 @@ class ReshapedBjorckConv2d(nn.Conv2d):
         return 1.0
 
 
-def spectral_bjorck(w: torch.Tensor, n_iter: int = 15) -> torch.Tensor:
-    """:func:`bjorck` started from ``W/σ_max(W)`` (deel-torchlip's spectral normalisation, exact and differentiable)
-    instead of ``W/‖(WᵀW)²‖_F^{1/4}``; the same coupled Newton–Schulz iteration on the Gram side."""
-    if w.shape[-2] < w.shape[-1]:
-        return spectral_bjorck(w.mT, n_iter).mT
-    gram = w.mT @ w
-    top = torch.linalg.eigvalsh(gram)[..., -1].clamp_min(1e-30)
-    y = gram / top[..., None, None]
-    eye = torch.eye(y.shape[-1], dtype=w.dtype, device=w.device)
-    z = eye.expand_as(y)
-    for _ in range(n_iter):
-        t = 1.5 * eye - 0.5 * z @ y
-        y, z = y @ t, t @ z
-    return (w / top.sqrt()[..., None, None]) @ z
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--mnist-root", default=DEFAULT_MNIST)
@@ -72,13 +56,22 @@ def main() -> None:
     p.add_argument("--conv", default="reshaped")
     p.add_argument("--linear", default="bjorck")
     p.add_argument("--prescale", default="frobenius", choices=["frobenius", "spectral"],
-                   help="what Björck starts from: W/‖(WᵀW)²‖^¼ (robustlab) or W/σ_max (deel-torchlip's spectral norm)")
+                   help="what every Björck iteration (conv and linear) starts from: W/‖(WᵀW)²‖^¼ (robustlab) or "
+                        "W/σ_max (deel-torchlip's spectral norm)")
+    p.add_argument("--tol", type=float, default=None,
+                   help="BjorckLinear: stop at ‖W_k − W_k-1‖_F < tol (deel-torchlip: 1e-3)")
+    p.add_argument("--start", default="frobenius", choices=["frobenius", "spectral"], help="BjorckLinear's start")
+    p.add_argument("--grad-iters", type=int, default=None,
+                   help="BjorckLinear: differentiate only the first N steps (deel-torchlip: 4)")
+    p.add_argument("--n-iter", type=int, default=15, help="BjorckLinear: at most N steps")
     a = p.parse_args()
     torch.set_num_threads(1)
     _lipschitz.CONVS["reshaped"] = ReshapedBjorckConv2d
     if a.prescale == "spectral":
-        _orthogonal.bjorck = spectral_bjorck
+        plain_bjorck = _orthogonal.bjorck
+        _orthogonal.bjorck = lambda w, n_iter=15, **kw: plain_bjorck(w, n_iter, **{**kw, "start": "spectral"})
     print(f"# exp_lipschitz_gap: conv {a.conv}, linear {a.linear}, Björck prescale {a.prescale}, hinge margin {a.margin}; "
+          f"BjorckLinear n_iter {a.n_iter}, tol {a.tol}, start {a.start}, grad_iters {a.grad_iters}; "
           "bench_lipschitz's protocol")
     print("seed  clean   ε=0.141  ε=0.5    ε=1      sound L")
     for seed in a.seeds:
@@ -86,6 +79,9 @@ def main() -> None:
         torch.manual_seed(seed)
         model = models.create("lipschitz_cnn", input_shape=d.input_shape, num_classes=d.num_classes,
                               channels=(16, 32), hidden=(256,), conv=a.conv, linear=a.linear)
+        for m in model.modules():
+            if isinstance(m, _orthogonal.BjorckLinear):
+                m.n_iter, m.tol, m.start, m.grad_iters = a.n_iter, a.tol, a.start, a.grad_iters
         training.fit(model, d.subset(n_train=4000), objective="lipschitz_margin",
                      objective_kw={"mode": "hinge", "margin": a.margin}, epochs=2, batch_size=128, optimizer="adam",
                      lr=3e-3, weight_decay=0.0, schedule="constant", progress=False, seed=seed, eval_every=0)

@@ -17,8 +17,10 @@ exist for circular padding); Anil, Lucas & Grosse, "Sorting out Lipschitz functi
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -210,6 +212,17 @@ def _choice(value: str, name: str, options: dict[str, type], owner: str) -> type
     return options[value]
 
 
+def _layer_options(options: Mapping[str, Any] | None, cls: type, owner: str) -> dict[str, Any]:
+    """``linear_options`` checked against the keyword-only options of the chosen linear layer class."""
+    if options is None:
+        return {}
+    accepted = [n for n, p in inspect.signature(cls.__init__).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    if not isinstance(options, Mapping) or any(k not in accepted for k in options):
+        raise InvalidParameterError(f"The 'linear_options' parameter of {owner} must be a dict with keys among "
+                                    f"{accepted or '(none)'} (the options of {cls.__name__}). Got {options!r} instead.")
+    return dict(options)
+
+
 def _even(value: int, name: str, owner: str) -> int:
     check_int(value, name, 2, None, owner=owner)
     if value % 2:
@@ -222,22 +235,24 @@ def _even(value: int, name: str, owner: str) -> int:
                 reference="Trockman & Kolter, ICLR 2021 (arXiv:2104.07167); Anil et al., ICML 2019 (GroupSort)",
                 example_kwargs={"input_shape": (1, 8, 8), "num_classes": 10, "hidden": (32, 32)})
 def lipschitz_mlp(*, input_shape: Sequence[int], num_classes: int, hidden: int | Sequence[int] = (256, 256),
-                  linear: str = "cayley") -> nn.Module:
+                  linear: str = "cayley", linear_options: Mapping[str, Any] | None = None) -> nn.Module:
     """1-Lipschitz MLP: Flatten, ``len(hidden)`` [orthogonal linear - MaxMin] layers, then an orthogonal linear head.
 
-    ``linear``: "cayley" (:class:`CayleyLinear`) or "bjorck" (:class:`BjorckLinear`).
+    ``linear``: "cayley" (:class:`CayleyLinear`) or "bjorck" (:class:`BjorckLinear`); ``linear_options``: keyword
+    options of that class, e.g. ``{"tol": 1e-3, "start": "spectral", "grad_iters": 4}`` (deel-torchlip's Björck).
     ``model.lipschitz_constant() == 1``: certified L2 radius ``margin/√2`` (see :func:`robustlab.certify.lipschitz`).
     Hidden widths must be even (MaxMin).
     """
     lin = _choice(linear, "linear", LINEARS, "lipschitz_mlp")
+    opts = _layer_options(linear_options, lin, "lipschitz_mlp")
     layers: list[nn.Module] = [nn.Flatten()]
     d = _numel(input_shape)
     widths: Sequence[int] = (hidden,) if isinstance(hidden, int) else hidden
     for i, h in enumerate(widths):
         h = _even(h, f"hidden[{i}]", "lipschitz_mlp")
-        layers += [lin(d, h), MaxMin()]
+        layers += [lin(d, h, **opts), MaxMin()]
         d = h
-    layers.append(lin(d, num_classes))
+    layers.append(lin(d, num_classes, **opts))
     return LipschitzSequential(*layers)
 
 
@@ -247,19 +262,21 @@ def lipschitz_mlp(*, input_shape: Sequence[int], num_classes: int, hidden: int |
 def lipschitz_cnn(
     *, input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (16, 32),
     hidden: Sequence[int] = (256,), kernel_size: int = 3, conv: str = "cayley", linear: str = "cayley",
+    linear_options: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """1-Lipschitz CNN: per stage [orthogonal conv(k) - MaxMin - PixelUnshuffle(2)], then an orthogonal MLP head.
 
     ``conv``: "cayley" (:class:`CayleyConv2d`, circular padding, exactly orthogonal), "soc"
     (:class:`SOCConv2d`, zero padding, odd ``kernel_size``; L = 1 + 1.7e-10 from the Taylor truncation) or "bcop"
     (:class:`BCOPConv2d`, circular padding, Björck-orthonormalised projectors; Li et al. 2019).
-    ``linear``: "cayley" or "bjorck". PixelUnshuffle halves H and W (a permutation: orthogonal), so H and W must
+    ``linear``: "cayley" or "bjorck", ``linear_options`` its keyword options (see :func:`lipschitz_mlp`). PixelUnshuffle halves H and W (a permutation: orthogonal), so H and W must
     be divisible by ``2 ** len(channels)``. ``model.lipschitz_constant()`` is the product of the layers' constants
     (1 with Cayley layers). Channel and hidden widths must be even.
     """
     owner = "lipschitz_cnn"
     conv_cls = _choice(conv, "conv", CONVS, owner)
     lin = _choice(linear, "linear", LINEARS, owner)
+    opts = _layer_options(linear_options, lin, owner)
     stages = len(channels)
     c, h, w = image_shape(input_shape, owner, min_size=2 ** max(stages, 1))
     if h % 2 ** stages or w % 2 ** stages:
@@ -278,7 +295,7 @@ def lipschitz_cnn(
     d = cin * h * w
     for i, units in enumerate(hidden):
         units = _even(units, f"hidden[{i}]", owner)
-        layers += [lin(d, units), MaxMin()]
+        layers += [lin(d, units, **opts), MaxMin()]
         d = units
-    layers.append(lin(d, num_classes))
+    layers.append(lin(d, num_classes, **opts))
     return LipschitzSequential(*layers)

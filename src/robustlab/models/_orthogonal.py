@@ -24,7 +24,7 @@ from torch import nn
 
 from .._validation import InvalidParameterError, check_in_range, check_int
 
-__all__ = ["BCOPConv2d", "BjorckLinear", "SOCConv2d", "bjorck", "taylor_tail"]
+__all__ = ["BJORCK_STARTS", "BCOPConv2d", "BjorckLinear", "SOCConv2d", "bjorck", "taylor_tail"]
 
 
 def taylor_tail(norm: float, terms: int) -> float:
@@ -122,40 +122,88 @@ class SOCConv2d(nn.Module):
                 f"max_norm={self.max_norm}, bias={self.bias is not None}")
 
 
-def bjorck(w: torch.Tensor, n_iter: int = 15) -> torch.Tensor:
-    """Björck–Bowie orthonormalisation of ``(out, in)`` matrices: ``n_iter`` steps of ``W ← W(3/2·I − 1/2·WᵀW)``.
+BJORCK_STARTS = ("frobenius", "spectral")
 
-    Starts from ``W₀ = W / ‖(WᵀW)²‖_F^{1/4}`` (an upper bound on σ_max, so every σ ≤ 1); the step maps [0, 1] into
-    [0, 1] and each σ to 1 (quadratically once near), so the result is 1-Lipschitz at every step. Every iterate is
+
+def bjorck(w: torch.Tensor, n_iter: int = 15, *, tol: float | None = None, start: str = "frobenius",
+           grad_iters: int | None = None) -> torch.Tensor:
+    """Björck–Bowie orthonormalisation of ``(out, in)`` matrices: up to ``n_iter`` steps of ``W ← W(3/2·I − 1/2·WᵀW)``.
+
+    ``start``: ``W₀ = W / ‖(WᵀW)²‖_F^{1/4}`` ("frobenius", an upper bound on σ_max) or ``W / σ_max(W)`` ("spectral",
+    exact, deel-torchlip's spectral normalisation). Every σ of ``W₀`` is then ≤ 1 (up to rounding); the step maps
+    [0, 2) into [0, 1] and each σ to 1 (quadratically once near), so every iterate is 1-Lipschitz. ``tol``: stop
+    once ``‖W_k − W_{k−1}‖_F < tol`` (deel-torchlip's criterion, its default 1e-3; at least one step). ``grad_iters``:
+    only the first ``grad_iters`` steps are differentiated, later ones pass the gradient on as their linear term
+    ``3/2·W`` (deel-torchlip detaches the cubic term after 4 steps); the values are the same. Every iterate is
     ``W₀·Zₙ`` with ``Zₙ`` a polynomial in the Gram matrix ``G = W₀ᵀW₀`` of the smaller side, so the iteration runs on
     small square matrices in the stable coupled Newton–Schulz form (``T = 3/2·I − 1/2·ZY``, ``Y ← YT``, ``Z ← TZ``,
     ``Y₀ = G``, ``Z₀ = I``; Higham 2008) and ``W₀`` is multiplied once: the same iterates as the plain recursion (to
     1e-15 in float64) at 1/6 of its cost for a 6272 × 256 weight. Shape: ``(..., out, in)`` -> same.
     """
     if w.shape[-2] < w.shape[-1]:
-        return bjorck(w.transpose(-2, -1), n_iter).transpose(-2, -1)
+        return bjorck(w.transpose(-2, -1), n_iter, tol=tol, start=start, grad_iters=grad_iters).transpose(-2, -1)
     gram = w.mT @ w
-    scale = torch.linalg.matrix_norm(gram @ gram).clamp_min(1e-30) ** 0.25
+    if start == "spectral":
+        scale = torch.linalg.eigvalsh(gram)[..., -1].clamp_min(1e-30).sqrt()
+    else:
+        scale = torch.linalg.matrix_norm(gram @ gram).clamp_min(1e-30) ** 0.25
     y = gram / (scale * scale)[..., None, None]
     eye = torch.eye(y.shape[-1], dtype=w.dtype, device=w.device)
     z = eye.expand_as(y)
-    for _ in range(n_iter):
-        t = 1.5 * eye - 0.5 * z @ y
-        y, z = y @ t, t @ z
-    return (w / scale[..., None, None]) @ z
+    w0, g0 = w / scale[..., None, None], y.detach()
+    limit = n_iter if grad_iters is None else min(n_iter, grad_iters)
+    done, steps = 0, 0
+    while done < n_iter:
+        if done == limit:  # the rest without a graph; the gradient goes on as (3/2)^steps through the last iterate
+            with torch.no_grad():
+                z_g, y, z = z, y.detach(), z.detach()
+                while done < n_iter:
+                    z_prev, (y, z) = z, _bjorck_step(y, z, eye)
+                    done, steps = done + 1, steps + 1
+                    if tol is not None and _step_size(g0, z, z_prev) < tol:
+                        break
+            out = w0 @ z_g
+            return (w0.detach() @ z) + 1.5 ** steps * (out - out.detach())
+        z_prev, (y, z) = z, _bjorck_step(y, z, eye)
+        done += 1
+        if tol is not None and _step_size(g0, z.detach(), z_prev.detach()) < tol:
+            break
+    return w0 @ z
+
+
+def _bjorck_step(y: torch.Tensor, z: torch.Tensor, eye: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One coupled Newton–Schulz step of :func:`bjorck`: ``T = 3/2·I − 1/2·ZY``, ``(Y, Z) ← (YT, TZ)``."""
+    t = 1.5 * eye - 0.5 * z @ y
+    return y @ t, t @ z
+
+
+def _step_size(gram: torch.Tensor, z: torch.Tensor, z_prev: torch.Tensor) -> float:
+    """``max ‖W₀Z − W₀Z_prev‖_F`` over the batch, as ``√tr(ΔZᵀ G ΔZ)`` with ``G = W₀ᵀW₀`` (on the small side)."""
+    dz = z - z_prev
+    return float((gram @ dz * dz).sum((-2, -1)).clamp_min(0).sqrt().max())
 
 
 class BjorckLinear(nn.Linear):
-    """Linear layer with the weight orthonormalised by ``n_iter`` Björck–Bowie steps (:func:`bjorck`).
+    """Linear layer with the weight orthonormalised by up to ``n_iter`` Björck–Bowie steps (:func:`bjorck`).
 
     Orthogonal initialisation, zero bias; ``σ(Q) ≤ 1`` at every step, all σ → 1 (``QᵀQ = I`` when out ≥ in, ``QQᵀ = I``
-    otherwise, up to the iteration's convergence). Cost: ``2·n_iter`` products with the ``min(in, out)``-square
-    Gram matrix per forward (more than :class:`~robustlab.models._lipschitz.CayleyLinear` for wide layers).
+    otherwise, up to the iteration's convergence). ``tol``, ``start``, ``grad_iters``: see :func:`bjorck`
+    (``tol=1e-3, start="spectral", grad_iters=4`` is deel-torchlip's ``SpectralLinear``). Cost: ``2·n_iter``
+    products with the ``min(in, out)``-square Gram matrix per forward (more than
+    :class:`~robustlab.models._lipschitz.CayleyLinear` for wide layers).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_iter: int = 15) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, n_iter: int = 15,
+                 tol: float | None = None, start: str = "frobenius", grad_iters: int | None = None) -> None:
         super().__init__(in_features, out_features, bias=bias)
-        self.n_iter = check_int(n_iter, "n_iter", 1, None, owner="BjorckLinear")
+        owner = "BjorckLinear"
+        self.n_iter = check_int(n_iter, "n_iter", 1, None, owner=owner)
+        self.tol = None if tol is None else float(check_in_range(tol, "tol", 0.0, None, closed="neither", owner=owner))
+        if start not in BJORCK_STARTS:
+            raise InvalidParameterError(f"The 'start' parameter of {owner} must be one of {list(BJORCK_STARTS)}. "
+                                        f"Got {start!r} instead.")
+        self.start = start
+        self.grad_iters = None if grad_iters is None else check_int(grad_iters, "grad_iters", 0, None, owner=owner)
         with torch.no_grad():
             nn.init.orthogonal_(self.weight)
             if self.bias is not None:
@@ -164,7 +212,7 @@ class BjorckLinear(nn.Linear):
     def orthogonal_weight(self) -> torch.Tensor:
         """The ``(out, in)`` orthonormalised matrix used by ``forward`` (float32, also under autocast)."""
         with torch.autocast(self.weight.device.type, enabled=False):
-            return bjorck(self.weight.float(), self.n_iter)
+            return bjorck(self.weight.float(), self.n_iter, tol=self.tol, start=self.start, grad_iters=self.grad_iters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = self.orthogonal_weight().to(x.dtype)
@@ -175,7 +223,9 @@ class BjorckLinear(nn.Linear):
         return 1.0
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", n_iter={self.n_iter}"
+        extra = "".join(f", {k}={v!r}" for k, v in (("tol", self.tol), ("start", self.start),
+                                                     ("grad_iters", self.grad_iters)) if v not in (None, "frobenius"))
+        return super().extra_repr() + f", n_iter={self.n_iter}" + extra
 
 
 def _compose(block: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
