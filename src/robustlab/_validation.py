@@ -133,10 +133,12 @@ def check_labels(y: torch.Tensor, num_classes: int, name: str = "y", *, owner: s
         )
 
 
-def check_classification_inputs(logits: torch.Tensor, target: torch.Tensor, *, owner: str | None = None) -> None:
+def check_classification_inputs(logits: torch.Tensor, target: torch.Tensor, *, owner: str | None = None,
+                                check_range: bool = True) -> None:
     """Check ``logits`` is (N, C) floating and ``target`` is (N,) integer class indices.
 
-    Range checks on ``target`` need a device sync, which is cheap on CPU and acceptable at this boundary.
+    Range checks on ``target`` need a device sync, which is cheap on CPU and acceptable at this boundary;
+    ``check_range=False`` leaves them to the caller (:func:`check_target_range`, e.g. in a sync it shares).
     """
     if not isinstance(logits, torch.Tensor) or not logits.dtype.is_floating_point:
         raise TypeError(f"logits{_where(owner)} must be a floating-point tensor. Got {getattr(logits, 'dtype', type(logits))}.")
@@ -152,14 +154,9 @@ def check_classification_inputs(logits: torch.Tensor, target: torch.Tensor, *, o
         )
     if target.dtype.is_floating_point or target.dtype == torch.bool or target.is_complex():
         raise TypeError(f"target{_where(owner)} must hold integer class indices. Got dtype {target.dtype}.")
-    c = logits.shape[1]
-    if target.numel():
+    if check_range and target.numel():
         lo, hi = torch.stack(torch.aminmax(target)).tolist()  # one pass, one sync
-        if lo < 0 or hi >= c:
-            raise ValueError(
-                f"target{_where(owner)} holds class indices outside [0, {c}) for logits with {c} classes: "
-                f"min {lo}, max {hi}."
-            )
+        check_target_range(lo, hi, logits.shape[1], owner=owner)
 
 
 def check_image_batch(x: torch.Tensor, name: str = "x", *, owner: str | None = None, unit_range: bool = True) -> None:
@@ -175,3 +172,14 @@ def check_image_batch(x: torch.Tensor, name: str = "x", *, owner: str | None = N
                 f"'{name}'{_where(owner)} must lie in [0, 1] (got min {lo:.4g}, max {hi:.4g}); "
                 "put input normalization inside the model (robustlab.models.Normalize)."
             )
+
+
+def check_target_range(lo: int, hi: int, num_classes: int, *, owner: str | None = None) -> None:
+    """The class-index range check of :func:`check_classification_inputs`, from the target's min ``lo`` and
+    max ``hi`` already read (so a caller can read them in the same device sync as other checks)."""
+    if lo < 0 or hi >= num_classes:
+        c = num_classes
+        raise ValueError(
+            f"target{_where(owner)} holds class indices outside [0, {c}) for logits with {c} classes: "
+            f"min {lo}, max {hi}."
+        )

@@ -18,7 +18,7 @@ from torch import nn
 
 from .._constraints import Constraint, validate_param, validate_params
 from .._registry import Registry
-from .._validation import check_reduction
+from .._validation import check_classification_inputs, check_reduction, check_target_range
 
 __all__ = ["LOSSES", "HALF_DTYPES", "IndexedLoss", "Loss", "as_long_target", "loss_function", "reduce_loss",
            "register_loss"]
@@ -175,7 +175,34 @@ class IndexedLoss(Loss):
         return int(logits.shape[0])
 
     def _rows(self, index: torch.Tensor | None, n: int) -> torch.Tensor:
-        """Validate the data-set indices of a batch of ``n`` samples and return them on the state's device."""
+        """Validate the data-set indices of a batch of ``n`` samples and return them."""
+        self._index_structure(index)
+        if index.numel():  # type: ignore[union-attr]
+            self._index_range(*torch.stack(torch.aminmax(index)).tolist())  # one sync
+        self._index_length(index, n)  # type: ignore[arg-type]
+        return index  # type: ignore[return-value]
+
+    def _rows_and_target(self, logits: torch.Tensor, target: Any, index: torch.Tensor | None, owner: str, *,
+                         check_ranges: bool = True) -> torch.Tensor:
+        """:meth:`_rows` and :func:`~robustlab._validation.check_classification_inputs` (as ``owner``) for one
+        batch, with both range checks read in one device sync (:meth:`_check_ranges`; ``check_ranges=False``
+        leaves them to the caller); returns the indices."""
+        n = self._batch_size(logits)
+        self._index_structure(index)
+        self._index_length(index, n)  # type: ignore[arg-type]
+        check_classification_inputs(logits, target, owner=owner, check_range=False)
+        if check_ranges:
+            self._check_ranges(logits, target, index, owner)  # type: ignore[arg-type]
+        return index  # type: ignore[return-value]
+
+    def _check_ranges(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor, owner: str) -> None:
+        """The index and class-index range checks (index first), read in one device sync."""
+        if index.numel():
+            lo, hi, t_lo, t_hi = torch.stack([*torch.aminmax(index), *torch.aminmax(target)]).tolist()
+            self._index_range(lo, hi)
+            check_target_range(t_lo, t_hi, logits.shape[1], owner=owner)
+
+    def _index_structure(self, index: Any) -> None:
         owner = type(self).__name__
         if index is None:
             raise ValueError(
@@ -188,13 +215,14 @@ class IndexedLoss(Loss):
                             f"Got {getattr(index, 'dtype', type(index).__name__)}.")
         if index.dim() != 1:
             raise ValueError(f"index of {owner} must have shape (N,). Got shape {tuple(index.shape)}.")
-        if index.numel():
-            lo, hi = torch.stack(torch.aminmax(index)).tolist()  # one sync
-            if lo < 0 or hi >= self.num_samples:
-                raise ValueError(
-                    f"index of {owner} holds data-set indices outside [0, {self.num_samples}) (num_samples): "
-                    f"min {lo}, max {hi}."
-                )
+
+    def _index_range(self, lo: int, hi: int) -> None:
+        if lo < 0 or hi >= self.num_samples:
+            raise ValueError(
+                f"index of {type(self).__name__} holds data-set indices outside [0, {self.num_samples}) "
+                f"(num_samples): min {lo}, max {hi}."
+            )
+
+    def _index_length(self, index: torch.Tensor, n: int) -> None:
         if index.shape[0] != n:
-            raise ValueError(f"index of {owner} has {index.shape[0]} entries for a batch of {n} samples.")
-        return index
+            raise ValueError(f"index of {type(self).__name__} has {index.shape[0]} entries for a batch of {n} samples.")

@@ -13,6 +13,7 @@ from torch.autograd.function import once_differentiable
 from .._constraints import Interval, Options
 from .._validation import InvalidParameterError, check_reduction
 from ._base import loss_function, reduce_loss
+from ._fn_aldr import ALDRKL, aldr_lambda, small_cpu
 from ._fn_prob import NONNEG, POSITIVE, _check, _log_py, _min_classes
 
 __all__ = ["aldr_kl", "comp_sum", "cs", "ensloss", "ldr_kl", "ww", "zloss"]
@@ -151,12 +152,6 @@ def normalize_logits(logits: torch.Tensor, normalize: str | None) -> torch.Tenso
     return g / den.clamp_min(torch.finfo(logits.dtype).tiny)
 
 
-def _small_cpu(f: torch.Tensor) -> bool:
-    """Few classes on CPU: the fused softmax kernels pay a per-row overhead that a handful of elementwise
-    ops over the whole (N, K) block avoid (measured ~3x faster at K = 10)."""
-    return f.device.type == "cpu" and f.shape[1] <= 64
-
-
 class _LDRKL(torch.autograd.Function):
     """Fused LDR-KL: one softmax of u = (f + c (1 - e_y))/lam, gradient ``p* - e_y`` with p* = softmax(u).
 
@@ -186,7 +181,7 @@ class _LDRKL(torch.autograd.Function):
             u = torch.div(f, div, out=u_out)
         else:
             u = f
-        if _small_cpu(f):
+        if small_cpu(f):
             us = u.sub_(u.amax(1, keepdim=True)) if u is not f else u - u.amax(1, keepdim=True)
             e = torch.exp(us, out=e_out)
             s = e.sum(1)
@@ -241,90 +236,18 @@ def aldr_kl_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
     :math:`q_i = \mathrm{softmax}(\tilde f_i/\lambda_i)` (normalised logits ``f``, current ``lam``),
     clamped to :math:`[\lambda_0(1-1/\alpha), \lambda_0]`; no gradient."""
     with torch.no_grad():
-        return _aldr_lambda(f, lam.to(f.dtype).unsqueeze(1), lam0, alpha)[0].squeeze(1)
-
-
-def _aldr_lambda(f: torch.Tensor, lam: torch.Tensor, lam0: float, alpha: float
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The update (N, 1), the shifted logits z = (f - max f)/lam (kept for the loss) and a free (N, C) buffer.
-
-    KL(q||u) = d/s - log s + log K with e = exp(z), s = sum e, d = sum e z (z <= 0, max 0): one exp pass and
-    no softmax normalisation pass; d is taken in e's buffer, z is left intact. Call without grad; ``lam`` an
-    (N, 1) column in f's dtype (every per-row quantity is a column: no reshapes).
-    """
-    logk = math.log(f.shape[1])
-    k = lam0 / (alpha * logk)
-    z = torch.sub(f, f.amax(1, keepdim=True)).div_(lam)
-    e = torch.exp(z)
-    s = e.sum(1, keepdim=True)
-    d = e.mul_(z).sum(1, keepdim=True)
-    # new = lam0 - k KL; the KL in [0, log K] maps onto exactly [lam0 (1 - 1/alpha), lam0]: one clamp.
-    new = torch.addcdiv(s.log().mul_(k).add_(lam0 - k * logk), d, s, value=-k)
-    return new.clamp_(lam0 * (1.0 - 1.0 / alpha), lam0), z, e
-
-
-class _ALDRKL(torch.autograd.Function):
-    """ALDR-KL in one autograd node: the temperature update, then the value at the new temperature ``lam``.
-
-    From the update's z = (f - m)/lam_old (m = max f): u - shift = z * lam_old/lam with c/lam taken off the
-    target entry (shift (m + c)/lam >= max u puts every entry <= 0 and the largest >= -c/lam; re-shifted
-    exactly where that could underflow), one exp pass and a row sum: log p*_y = (u - shift)_y - log s, value
-    -lam (log p*_y + log K) - penalty, reduced here; gradient p* - e_y as :class:`_LDRKL`'s. Reuses the
-    update's two buffers: the gradient is the third and last N x C allocation. ``lam_old`` (N, 1); returns
-    (value, lam (N, 1)).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, f: torch.Tensor, target: torch.Tensor, lam_old: torch.Tensor, lam0: float,
-                alpha: float, margin: float, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
-        logk = math.log(f.shape[1])
-        lam, z, e = _aldr_lambda(f, lam_old, lam0, alpha)
-        il = lam.reciprocal()
-        t = target.unsqueeze(1)
-        us = z.mul_(torch.mul(lam_old, il))
-        uy = us.gather(1, t)
-        if margin:
-            us.scatter_(1, t, uy.sub_(il.mul_(margin)))
-            # exp(-c/lam) underflows float32 near c/lam = 87: re-shift exactly long before (a hyper-parameter test)
-            if margin / (lam0 * (1.0 - 1.0 / alpha)) > 30.0:
-                us.sub_(us.amax(1, keepdim=True))
-                uy = us.gather(1, t)
-        torch.exp(us, out=e)
-        s = e.sum(1, keepdim=True)
-        w = s.reciprocal()
-        ls_y = uy.sub_(s.log_())
-        # minus the penalty (alpha log K / (2 lam0)) (lam - lam0)^2
-        v = torch.addcmul((lam - lam0).square_().mul_(-alpha * logk / (2.0 * lam0)), lam, ls_y + logk, value=-1.0)
-        ctx.save_for_backward(e, t, w, ls_y)
-        ctx.scale = None if reduction == "none" else 1.0 / max(f.shape[0], 1) if reduction == "mean" else 1.0
-        ctx.mark_non_differentiable(lam)
-        ctx.set_materialize_grads(False)  # no zero gradient built for lam
-        return (v.squeeze(1) if reduction == "none" else v.mean() if reduction == "mean" else v.sum()), lam
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, ...]:
-        if grad is None:
-            return None, None, None, None, None, None, None
-        e, t, w, ls_y = ctx.saved_tensors
-        # a reduced value has a 0-dim gradient, the same for every row; per-sample values a (N,) one
-        grad = grad.unsqueeze(1) if ctx.scale is None else grad * ctx.scale
-        g = e * (w * grad)
-        g.scatter_(1, t, torch.expm1(ls_y).mul_(grad))
-        return g, None, None, None, None, None, None
+        return aldr_lambda(f, lam.to(f.dtype).unsqueeze(1), lam0, alpha)[0].squeeze(1)
 
 
 def _aldr(logits: torch.Tensor, target: torch.Tensor, lam: torch.Tensor | None, lam0: float, alpha: float,
           margin: float, normalize: str | None, reduction: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
-    """ALDR-KL reduced by ``reduction`` and the updated temperatures (N,)."""
+    """ALDR-KL reduced by ``reduction`` and the updated temperatures (N,) (``lam`` (N,) or None: lam0)."""
     f = normalize_logits(logits, normalize)
     if lam is None:
-        lam = torch.full((f.shape[0], 1), lam0, dtype=f.dtype, device=f.device)
-    else:
-        lam = (lam if lam.dtype == f.dtype and lam.device == f.device
-               else lam.to(device=f.device, dtype=f.dtype)).unsqueeze(1)
-    v, new = _ALDRKL.apply(f, target, lam, lam0, alpha, margin, reduction)
-    return v, new.squeeze(1)
+        lam = torch.full((f.shape[0],), lam0, dtype=f.dtype, device=f.device)
+    elif lam.dtype != f.dtype or lam.device != f.device:
+        lam = lam.to(device=f.device, dtype=f.dtype)
+    return ALDRKL.apply(f, target, lam, lam0, alpha, margin, reduction)
 
 
 @loss_function(lam0=POSITIVE, alpha=Interval(Real, 1, None, closed="neither"), margin=MARGIN,

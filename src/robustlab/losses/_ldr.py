@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 
-from .._validation import check_classification_inputs
 from . import _fn_margin as M
 from ._base import HALF_DTYPES, IndexedLoss, Loss, as_long_target, register_loss
 from ._robust import NUM_SAMPLES
@@ -76,16 +75,30 @@ class AdaptiveLDRKLLoss(IndexedLoss):
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None, reduction: str
               ) -> torch.Tensor:
-        idx = self._rows(index, self._batch_size(logits)).to(device=self.lam.device, dtype=torch.long)
         target = as_long_target(target)
-        check_classification_inputs(logits, target, owner="aldr_kl")
+        lam = self.lam
+        # On CPU the index and gather kernels bound-check the indices and labels themselves: the ranges are read
+        # (for the clear error) only when one of them fails, which saves a sync per call; elsewhere an
+        # out-of-range index is a device-side assert, so they are read first.
+        lazy = isinstance(logits, torch.Tensor) and logits.device.type == "cpu" and lam.device.type == "cpu"
+        idx = self._rows_and_target(logits, target, index, "aldr_kl", check_ranges=not lazy)
         M._min_classes(logits, 2, "aldr_kl")
+        if idx.dtype != torch.long or idx.device != lam.device:
+            idx = idx.to(device=lam.device, dtype=torch.long)
         f = logits.float() if logits.dtype in HALF_DTYPES else logits  # as every functional: half -> float32
-        v, new = M._aldr(f, target, self.lam.index_select(0, idx).to(logits.device), self.lam0, self.alpha,
-                         self.margin, self.normalize, reduction)
+        try:
+            v, new = M._aldr(f, target, lam.index_select(0, idx), self.lam0, self.alpha, self.margin,
+                             self.normalize, reduction)
+        except (IndexError, RuntimeError):
+            if lazy:
+                try:
+                    self._check_ranges(logits, target, idx, "aldr_kl")
+                except ValueError as bad:
+                    raise bad from None  # the clear error alone, not the kernel's
+            raise
         if self.training:
-            self.lam.index_copy_(0, idx, new.to(self.lam))
-        return v.to(logits.dtype)
+            lam.index_copy_(0, idx, new if new.dtype == lam.dtype and new.device == lam.device else new.to(lam))
+        return v if v.dtype == logits.dtype else v.to(logits.dtype)
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         return self._loss(logits, target, index, "none")
