@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import tempfile
 import time
@@ -88,6 +89,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--margin", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="several seeds, one after the other, then the mean per column and the paired difference "
+                        "ours − peer (mean ± standard error over the seeds where both train)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="robustlab only (the peer has none)")
     p.add_argument("--schedule", default="constant", choices=["constant", "cosine", "step"], help="robustlab only")
     p.add_argument("--conv", default="cayley", choices=sorted(_lipschitz.CONVS))
@@ -102,10 +106,43 @@ def main() -> None:
                         "15 = exact gradient of its 15 iterations)")
     p.add_argument("--skip-ours", action="store_true", help="train the peer only (peer ablations)")
     a = p.parse_args()
+    torch.set_num_threads(1)
+    rows = {seed: run_seed(a, seed) for seed in (a.seeds or [a.seed])}
+    if len(rows) > 1:
+        summarise(rows)
+
+
+def summarise(rows: dict[int, tuple[list[float] | None, list[float] | None]]) -> None:
+    """Mean per column of each side, and the paired difference ours − peer over the seeds where both trained."""
+    certified = [s for s, (_, q) in rows.items() if q is not None]
+    both = [s for s in certified if rows[s][0] is not None]
+    print(f"# {len(rows)} seeds {sorted(rows)}; the peer certified on {len(certified)} of them {certified}")
+    for i, col in enumerate(["clean"] + [f"ε={e:.3g}" for e in EPS]):
+        parts = []
+        ours = [o[i] for o, _ in rows.values() if o is not None]
+        if ours:
+            parts.append(f"robustlab mean {statistics.fmean(ours):.3f} (sd {_sd(ours):.3f})")
+        if certified:
+            peer = [rows[s][1][i] for s in certified]
+            parts.append(f"peer mean {statistics.fmean(peer):.3f} (sd {_sd(peer):.3f})")
+        if both:
+            diff = [rows[s][0][i] - rows[s][1][i] for s in both]
+            parts.append(f"ours − peer on the same seeds {statistics.fmean(diff):+.3f} ± "
+                         f"{_sd(diff) / math.sqrt(len(diff)):.3f} (s.e.), ours ahead on {sum(x > 0 for x in diff)}/"
+                         f"{len(diff)}")
+        print(f"# {col:8s} " + "; ".join(parts))
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def run_seed(a: argparse.Namespace, seed: int) -> tuple[list[float] | None, list[float] | None]:
+    """Train and certify both sides at one seed; print the rows; return (ours, peer at L = 1), None where absent."""
     eps_conv = a.peer_eps_bjorck if a.peer_eps_bjorck_conv is None else a.peer_eps_bjorck_conv
     eps_linear = a.peer_eps_bjorck if a.peer_eps_bjorck_linear is None else a.peer_eps_bjorck_linear
-    torch.set_num_threads(1)
-    d = data.load("mnist", root=a.mnist_root, use_test_split_as_train=0.8, seed=a.seed)
+    ours = None
+    d = data.load("mnist", root=a.mnist_root, use_test_split_as_train=0.8, seed=seed)
     xtr, ytr, xte, yte = d.x_train[:a.n_train], d.y_train[:a.n_train], d.x_test, d.y_test
     channels, hidden = (16, 32), (256,)
     name, kw = ("lipschitz_cnn", {"channels": channels, "hidden": hidden, "conv": a.conv, "linear": a.linear}) \
@@ -114,18 +151,18 @@ def main() -> None:
         channels, hidden = (), (512, 256)
     print(f"# bench_lipschitz: {a.arch}, MNIST t10k split, {xtr.shape[0]} train / {xte.shape[0]} test, "
           f"{a.epochs} epochs, batch {a.batch_size}, Adam lr {a.lr} ({a.schedule}, weight decay {a.weight_decay}), "
-          f"hinge margin {a.margin}, seed {a.seed}, conv {a.conv}, linear {a.linear}; peer Björck eps "
+          f"hinge margin {a.margin}, seed {seed}, conv {a.conv}, linear {a.linear}; peer Björck eps "
           f"{eps_conv:g} (conv) {eps_linear:g} (linear), detach after {a.peer_bjorck_detach}; "
           f"torch {torch.__version__}, {platform.machine()}, 1 thread")
 
     if not a.skip_ours:
-        torch.manual_seed(a.seed)
+        torch.manual_seed(seed)
         model = models.create(name, input_shape=d.input_shape, num_classes=d.num_classes, **kw)
         sub = d.subset(n_train=a.n_train)
         t0, c0 = time.perf_counter(), time.process_time()
         training.fit(model, sub, objective="lipschitz_margin", objective_kw={"mode": "hinge", "margin": a.margin},
                      epochs=a.epochs, batch_size=a.batch_size, optimizer="adam", lr=a.lr, weight_decay=a.weight_decay,
-                     schedule=a.schedule, progress=False, seed=a.seed, eval_every=0)
+                     schedule=a.schedule, progress=False, seed=seed, eval_every=0)
         ours_s = (time.perf_counter() - t0) / a.epochs  # fit's wall time, set-up included
         ours_cpu = (time.process_time() - c0) / a.epochs
         cert = lipschitz(model.eval(), xte, yte)
@@ -136,8 +173,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             torch.save({"x_train": xtr, "y_train": ytr, "x_test": xte}, os.path.join(tmp, "data.pt"))
             req = {"arch": a.arch, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "margin": a.margin,
-                   "seed": a.seed, "threads": 1, "num_classes": d.num_classes, "channels": list(channels),
-                   "hidden": list(hidden), "eps_bjorck_conv": eps_conv, "eps_bjorck_linear": eps_linear, "bjorck_detach": a.peer_bjorck_detach}
+                   "seed": seed, "threads": 1, "num_classes": d.num_classes, "channels": list(channels),
+                   "hidden": list(hidden), "eps_bjorck_conv": eps_conv, "eps_bjorck_linear": eps_linear,
+                   "bjorck_detach": a.peer_bjorck_detach}
             with open(os.path.join(tmp, "request.json"), "w") as fh:
                 json.dump(req, fh)
             t0 = time.perf_counter()
@@ -165,7 +203,7 @@ def main() -> None:
         if bad or not bool(torch.isfinite(peer["logits"]).all()):
             print(f"{'deel-torchlip ' + str(peer['version']) + ' diverged':40s} {peer_s:7.1f}  {peer_cpu:8.1f}  "
                   f"non-finite weights after training ({', '.join(bad) or 'logits'}): no certificate")
-            return
+            return ours, None
         vanilla = _rebuild(peer["state"], a.arch, tuple(d.input_shape), d.num_classes, channels, hidden)
         bound = lipschitz_bound(vanilla, tuple(d.input_shape))
         with torch.no_grad():
@@ -176,10 +214,11 @@ def main() -> None:
         label = f"deel-torchlip (L={bound.value:.4f}, robustlab bound)"
         print(f"{label:40s} {'':7s}  {'':8s}  "
               + "  ".join(f"{v:7.3f}" for v in sound))
-        if a.skip_ours:
-            return
-        print(f"# time ratio ours/peer: wall {ours_s / peer_s:.2f}, CPU {ours_cpu / peer_cpu:.2f}; rebuilt peer model agrees with its logits on "
-              f"{100 * agree:.1f}% of the test points")
+        if not a.skip_ours:
+            print(f"# time ratio ours/peer: wall {ours_s / peer_s:.2f}, CPU {ours_cpu / peer_cpu:.2f}; rebuilt peer "
+                  f"model agrees with its logits on {100 * agree:.1f}% of the test points")
+        return ours, claimed
+    return ours, None
 
 
 if __name__ == "__main__":
