@@ -108,6 +108,8 @@ def test_bjorck_linear_refuses_bad_options_naming_them():
         BjorckLinear(4, 4, start="power")
     with pytest.raises(InvalidParameterError, match=r"'grad_iters'.*BjorckLinear"):
         BjorckLinear(4, 4, grad_iters=-1)
+    with pytest.raises(InvalidParameterError, match=r"'start'.*bjorck.*'power'"):
+        bjorck(torch.eye(3), 2, start="power")
     assert "tol=0.001, start='spectral', grad_iters=4" in repr(BjorckLinear(4, 4, tol=1e-3, start="spectral",
                                                                           grad_iters=4))
 

@@ -130,8 +130,9 @@ def bjorck(w: torch.Tensor, n_iter: int = 15, *, tol: float | None = None, start
     """Björck–Bowie orthonormalisation of ``(out, in)`` matrices: up to ``n_iter`` steps of ``W ← W(3/2·I − 1/2·WᵀW)``.
 
     ``start``: ``W₀ = W / ‖(WᵀW)²‖_F^{1/4}`` ("frobenius", an upper bound on σ_max) or ``W / σ_max(W)`` ("spectral",
-    exact, deel-torchlip's spectral normalisation). Every σ of ``W₀`` is then ≤ 1 (up to rounding); the step maps
-    [0, 2) into [0, 1] and each σ to 1 (quadratically once near), so every iterate is 1-Lipschitz. ``tol``: stop
+    exact, deel-torchlip's spectral normalisation). Every σ of ``W₀`` is then ≤ 1 (up to rounding: the step maps any
+    σ < 2 to a singular value ≤ 1); the step maps [0, 1] into itself and each σ to 1 (quadratically once near), so
+    every iterate is 1-Lipschitz. ``tol``: stop
     once ``‖W_k − W_{k−1}‖_F < tol`` (deel-torchlip's criterion, its default 1e-3; at least one step). ``grad_iters``:
     only the first ``grad_iters`` steps are differentiated, later ones pass the gradient on as their linear term
     ``3/2·W`` (deel-torchlip detaches the cubic term after 4 steps); the values are the same. Every iterate is
@@ -140,6 +141,9 @@ def bjorck(w: torch.Tensor, n_iter: int = 15, *, tol: float | None = None, start
     ``Y₀ = G``, ``Z₀ = I``; Higham 2008) and ``W₀`` is multiplied once: the same iterates as the plain recursion (to
     1e-15 in float64) at 1/6 of its cost for a 6272 × 256 weight. Shape: ``(..., out, in)`` -> same.
     """
+    if start not in BJORCK_STARTS:
+        raise InvalidParameterError(f"The 'start' parameter of bjorck must be one of {list(BJORCK_STARTS)}. "
+                                    f"Got {start!r} instead.")
     if w.shape[-2] < w.shape[-1]:
         return bjorck(w.transpose(-2, -1), n_iter, tol=tol, start=start, grad_iters=grad_iters).transpose(-2, -1)
     gram = w.mT @ w
