@@ -1,47 +1,60 @@
-"""IBP over sample blocks against the whole batch, in one process (``bench_certify.py --only blocks``).
+"""Two IBP speed-ups, each against its own absence in one process (``bench_certify.py --only blocks``).
 
 ``certify.interval_bounds`` (IBP, L∞ ε = 0.02, 256 MNIST-shaped points, no gradient) on the benchmark models of
-``_certify_models.py``, timed in paired rounds that alternate their order: blocks of ``IBP_BLOCK_BYTES`` (the
-default) against one block (``IBP_BLOCK_BYTES`` set huge). Prints the minimum and median time of each and the
-median of the per-round ratios, and the largest bound difference between the two.
+``_certify_models.py``, timed in paired rounds that alternate their order:
+
+1. sample blocks of ``IBP_BLOCK_BYTES`` (the default) against one block (``IBP_BLOCK_BYTES`` set huge);
+2. the rules' per-call memo (``W/2``, ``|W|/2`` and BatchNorm's halved map derived once per call, halving through
+   addmm's alpha) against the rules that recompute ``|W|`` and halve centre and radius on every layer call.
+
+Prints the minimum and median time of each and the median of the per-round ratios, and the largest bound
+difference between the two.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from _certify_models import build
 
+from robustlab.certify import _rules, interval_bounds
 from robustlab.certify import ibp as I
-from robustlab.certify import interval_bounds
+
+
+def _paired(title: str, off: str, on: str, switch: Callable[[bool], None], rounds: int, x: torch.Tensor) -> None:
+    print(f"\n== {title}, {rounds} paired rounds ==")
+    print(f"{'model':<8}{off + ' min ms':>16}{'med':>8}{on + ' min ms':>16}{'med':>8}{'ratio':>8}{'max |diff|':>12}")
+    for name in ("mlp", "cnn", "rescnn"):
+        model = build(name).eval()
+        times: dict[bool, list[float]] = {True: [], False: []}
+        with torch.no_grad():
+            out = {}
+            for flag in (True, False):
+                switch(flag)
+                out[flag] = interval_bounds(model, x, eps=0.02)  # warm-up (and the fx trace)
+            for r in range(rounds):
+                for flag in ((True, False) if r % 2 else (False, True)):
+                    switch(flag)
+                    t0 = time.perf_counter()
+                    interval_bounds(model, x, eps=0.02)
+                    times[flag].append(time.perf_counter() - t0)
+        diff = max(float((a - b).abs().max()) for a, b in zip(out[True], out[False]))
+        ratio = statistics.median(a / b for a, b in zip(times[True], times[False]))
+        print(f"{name:<8}{1e3 * min(times[False]):>16.1f}{1e3 * statistics.median(times[False]):>8.1f}"
+              f"{1e3 * min(times[True]):>16.1f}{1e3 * statistics.median(times[True]):>8.1f}{ratio:>8.3f}"
+              f"{diff:>12.2e}", flush=True)
 
 
 def run(rounds: int = 40) -> None:
     x = torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    blocks = I.IBP_BLOCK_BYTES
-    print(f"\n== IBP sample blocks ({blocks >> 10} KB) vs the whole batch, {rounds} paired rounds ==")
-    print(f"{'model':<8}{'whole min ms':>14}{'med':>8}{'blocks min ms':>15}{'med':>8}{'ratio':>8}{'max |diff|':>12}")
+    blocks, memo = I.IBP_BLOCK_BYTES, _rules._memo
     try:
-        for name in ("mlp", "cnn", "rescnn"):
-            model = build(name).eval()
-            times: dict[bool, list[float]] = {True: [], False: []}
-            with torch.no_grad():
-                out = {}
-                for cut in (True, False):
-                    I.IBP_BLOCK_BYTES = blocks if cut else 1 << 62
-                    out[cut] = interval_bounds(model, x, eps=0.02)  # warm-up (and the fx trace)
-                for r in range(rounds):
-                    for cut in ((True, False) if r % 2 else (False, True)):
-                        I.IBP_BLOCK_BYTES = blocks if cut else 1 << 62
-                        t0 = time.perf_counter()
-                        interval_bounds(model, x, eps=0.02)
-                        times[cut].append(time.perf_counter() - t0)
-            diff = max(float((a - b).abs().max()) for a, b in zip(out[True], out[False]))
-            ratio = statistics.median(a / b for a, b in zip(times[True], times[False]))
-            print(f"{name:<8}{1e3 * min(times[False]):>14.1f}{1e3 * statistics.median(times[False]):>8.1f}"
-                  f"{1e3 * min(times[True]):>15.1f}{1e3 * statistics.median(times[True]):>8.1f}{ratio:>8.3f}"
-                  f"{diff:>12.2e}", flush=True)
+        _paired(f"IBP sample blocks ({blocks >> 10} KB) vs the whole batch", "whole", "blocks",
+                lambda cut: setattr(I, "IBP_BLOCK_BYTES", blocks if cut else 1 << 62), rounds, x)
+        _paired("IBP rules with the per-call memo vs recomputing per layer call", "per call", "memo",
+                lambda on: setattr(_rules, "_memo", memo if on else (lambda *a: None)), rounds, x)
     finally:
-        I.IBP_BLOCK_BYTES = blocks
+        I.IBP_BLOCK_BYTES, _rules._memo = blocks, memo

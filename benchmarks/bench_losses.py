@@ -64,7 +64,7 @@ def run(n: int, c: int, repeats: int, block: int, only: list[str] | None = None
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=40)  # paired medians at 15 rounds swung by ±0.2x at (512, 10)
     ap.add_argument("--block", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--losses", nargs="*", default=None, help="subset to time (CE is always included)")
