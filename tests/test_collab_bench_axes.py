@@ -123,13 +123,11 @@ def test_rebuild_from_the_run_files_alone_gives_the_collab_labels(done, tmp_path
 
 
 def test_collab_report_counts_completed_runs_per_seed(done, tmp_path, capsys, monkeypatch):
-    import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "collab_report.py"
-    spec = importlib.util.spec_from_file_location("collab_report", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from _helpers import load_script
+
+    mod = load_script("benchmarks/collab_report.py", "collab_report")
     from robustlab.bench import report
 
     rd = report.load_report_data(done)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _helpers import load_script
 
 import robustlab
 from robustlab.cli import build_parser
@@ -44,10 +45,7 @@ def nav(config) -> list[str]:
 
 @pytest.fixture(scope="module")
 def gen_cli():
-    spec = importlib.util.spec_from_file_location("robustlab_docs_gen_cli", DOCS / "gen_cli.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DOCS / "gen_cli.py", "robustlab_docs_gen_cli")
 
 
 def test_every_nav_page_exists(nav):
@@ -202,10 +200,7 @@ def test_python_examples_run(page, code, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def rst():
-    spec = importlib.util.spec_from_file_location("robustlab_docs_griffe_rst", DOCS / "griffe_rst.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.rst_to_markdown
+    return load_script(DOCS / "griffe_rst.py", "robustlab_docs_griffe_rst").rst_to_markdown
 
 
 def test_docstring_rst_becomes_markdown(rst):

@@ -1,20 +1,14 @@
 """benchmarks/exp_moe.py: the MAC count (k of E active experts) and the robustness / routing-change numbers."""
 
-import importlib.util
-import pathlib
 
 import torch
+from _helpers import load_script
 
 from robustlab import models
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "exp_moe.py"
-
 
 def _exp():
-    spec = importlib.util.spec_from_file_location("exp_moe", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/exp_moe.py", "exp_moe")
 
 
 def test_forward_macs_counts_k_active_experts_and_the_router():

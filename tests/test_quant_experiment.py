@@ -1,21 +1,15 @@
 """benchmarks/exp_quantization.py: ``--seeds`` parsing, the mean ± std cells and one run over two seeds."""
 
 import argparse
-import importlib.util
 import json
-import pathlib
 import sys
 
 import pytest
-
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "exp_quantization.py"
+from _helpers import load_script
 
 
 def _exp():
-    spec = importlib.util.spec_from_file_location("exp_quantization", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/exp_quantization.py", "exp_quantization")
 
 
 def test_parse_seeds_accepts_a_comma_list_and_names_bad_values():
