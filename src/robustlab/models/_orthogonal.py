@@ -141,9 +141,7 @@ def bjorck(w: torch.Tensor, n_iter: int = 15, *, tol: float | None = None, start
     ``Y₀ = G``, ``Z₀ = I``; Higham 2008) and ``W₀`` is multiplied once: the same iterates as the plain recursion (to
     1e-15 in float64) at 1/6 of its cost for a 6272 × 256 weight. Shape: ``(..., out, in)`` -> same.
     """
-    if start not in BJORCK_STARTS:
-        raise InvalidParameterError(f"The 'start' parameter of bjorck must be one of {list(BJORCK_STARTS)}. "
-                                    f"Got {start!r} instead.")
+    _check_start(start, "bjorck")
     if w.shape[-2] < w.shape[-1]:
         return bjorck(w.transpose(-2, -1), n_iter, tol=tol, start=start, grad_iters=grad_iters).transpose(-2, -1)
     gram = w.mT @ w
@@ -175,6 +173,13 @@ def bjorck(w: torch.Tensor, n_iter: int = 15, *, tol: float | None = None, start
     return w0 @ z
 
 
+def _check_start(start: str, owner: str) -> str:
+    if start not in BJORCK_STARTS:
+        raise InvalidParameterError(f"The 'start' parameter of {owner} must be one of {list(BJORCK_STARTS)}. "
+                                    f"Got {start!r} instead.")
+    return start
+
+
 def _bjorck_step(y: torch.Tensor, z: torch.Tensor, eye: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One coupled Newton–Schulz step of :func:`bjorck`: ``T = 3/2·I − 1/2·ZY``, ``(Y, Z) ← (YT, TZ)``."""
     t = 1.5 * eye - 0.5 * z @ y
@@ -203,10 +208,7 @@ class BjorckLinear(nn.Linear):
         owner = "BjorckLinear"
         self.n_iter = check_int(n_iter, "n_iter", 1, None, owner=owner)
         self.tol = None if tol is None else float(check_in_range(tol, "tol", 0.0, None, closed="neither", owner=owner))
-        if start not in BJORCK_STARTS:
-            raise InvalidParameterError(f"The 'start' parameter of {owner} must be one of {list(BJORCK_STARTS)}. "
-                                        f"Got {start!r} instead.")
-        self.start = start
+        self.start = _check_start(start, owner)
         self.grad_iters = None if grad_iters is None else check_int(grad_iters, "grad_iters", 0, None, owner=owner)
         with torch.no_grad():
             nn.init.orthogonal_(self.weight)
