@@ -1,11 +1,13 @@
-"""Two IBP speed-ups, each against its own absence in one process (``bench_certify.py --only blocks``).
+"""Three IBP speed-ups, each against its own absence in one process (``bench_certify.py --only blocks``).
 
 ``certify.interval_bounds`` (IBP, L∞ ε = 0.02, 256 MNIST-shaped points, no gradient) on the benchmark models of
 ``_certify_models.py``, timed in paired rounds that alternate their order:
 
 1. sample blocks of ``IBP_BLOCK_BYTES`` (the default) against one block (``IBP_BLOCK_BYTES`` set huge);
 2. the rules' per-call memo (``W/2``, ``|W|/2`` and BatchNorm's halved map derived once per call, halving through
-   addmm's alpha) against the rules that recompute ``|W|`` and halve centre and radius on every layer call.
+   addmm's alpha) against the rules that recompute ``|W|`` and halve centre and radius on every layer call;
+3. layers that overwrite the input bounds they alone hold (``_rules.propagate_owned`` in chains, ``_graph._Owned``
+   in fx graphs) against the rules that allocate every output.
 
 Prints the minimum and median time of each and the median of the per-round ratios, and the largest bound
 difference between the two.
@@ -20,7 +22,7 @@ from collections.abc import Callable
 import torch
 from _certify_models import build
 
-from robustlab.certify import _rules, interval_bounds
+from robustlab.certify import _graph, _rules, interval_bounds
 from robustlab.certify import ibp as I
 
 
@@ -50,11 +52,19 @@ def _paired(title: str, off: str, on: str, switch: Callable[[bool], None], round
 
 def run(rounds: int = 40) -> None:
     x = torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    blocks, memo = I.IBP_BLOCK_BYTES, _rules._memo
+    blocks, memo, twin, sole = I.IBP_BLOCK_BYTES, _rules._memo, _rules.owned_twin, _graph._Owned.sole_input
+
+    def in_place(on: bool) -> None:
+        _rules.owned_twin = twin if on else (lambda m: None)
+        _graph._Owned.sole_input = sole if on else (lambda self, node, env: False)  # type: ignore[method-assign]
+
     try:
         _paired(f"IBP sample blocks ({blocks >> 10} KB) vs the whole batch", "whole", "blocks",
                 lambda cut: setattr(I, "IBP_BLOCK_BYTES", blocks if cut else 1 << 62), rounds, x)
         _paired("IBP rules with the per-call memo vs recomputing per layer call", "per call", "memo",
                 lambda on: setattr(_rules, "_memo", memo if on else (lambda *a: None)), rounds, x)
+        _paired("IBP layers overwriting the inputs they alone hold vs allocating every output", "allocating",
+                "in place", in_place, rounds, x)
     finally:
         I.IBP_BLOCK_BYTES, _rules._memo = blocks, memo
+        in_place(True)

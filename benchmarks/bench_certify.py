@@ -47,6 +47,8 @@ def main() -> None:
                     "(interleaved; default 3, 2 with --quick)")
     ap.add_argument("--ops", action="store_true", help="bounds vs auto_LiRPA: also count the aten ops of one call "
                     "on each side (torch.profiler; robust to machine load)")
+    ap.add_argument("--default-malloc", action="store_true", help="bounds vs auto_LiRPA: keep each process's "
+                    "glibc malloc thresholds (by default both sides run with the same fixed ones)")
     ap.add_argument("--cases", default=None, help="bounds vs auto_LiRPA: only these model/norm/method cases, comma-separated "
                     "(e.g. cnn/linf/CROWN,rescnn/linf/CROWN)")
     args = ap.parse_args()
@@ -73,7 +75,7 @@ def main() -> None:
 
         run_lirpa(threads=args.threads, quick=args.quick, rounds=args.rounds or (2 if args.quick else 3),
                   lirpa_python=args.lirpa_python, save_peer=args.save_peer, cases=args.cases,
-                  ops=args.ops)
+                  ops=args.ops, default_malloc=args.default_malloc)
     if args.only == "lirpa":
         return
     if args.only in (None, "blocks") and dev.type == "cpu":

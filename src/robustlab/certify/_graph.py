@@ -204,14 +204,52 @@ def output_node(gm: fx.GraphModule) -> fx.Node:
     return res
 
 
+class _Owned:
+    """Pure IBP without autograd: which nodes' bounds are fresh tensors that only the graph holds, so that
+    their one user may overwrite them, as :func:`._rules.propagate_owned` does in a chain (the bounds stay
+    referenced until the end of the pass: releasing them early made glibc return and page in more memory).
+    ``module_kind(m)`` is ``._rules.out_kind``."""
+
+    FRESH_FNS = frozenset(("relu", "tanh", "sigmoid", "max_pool2d", "avg_pool2d", "leaky_relu", "cat", "sum", "add",
+                           "sub", "mul", "div", "neg", "linear"))
+    VIEW_FNS = frozenset(("reshape", "getitem", "permute"))
+
+    def __init__(self, module_kind: Callable[[nn.Module], str]) -> None:
+        self.module_kind = module_kind
+        self.owned: set[fx.Node] = set()
+
+    def sole_input(self, node: fx.Node, env: dict[fx.Node, Any]) -> bool:
+        """Whether ``node`` has one bounded input, used once, owned, and by ``node`` only."""
+        ins = [a for a in node.all_input_nodes if isinstance(env.get(a), (Box, Ball))]
+        return (len(ins) == 1 and ins[0] in self.owned and len(ins[0].users) == 1
+                and sum(1 for v in _leaves((node.args, node.kwargs)) if v is ins[0]) == 1)
+
+    def after(self, gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any], sole: bool, builtin_fn: bool) -> None:
+        """Record whether ``node``'s bounds are owned (``sole``: its one input was, and only it used that)."""
+        if isinstance(env[node], Box):
+            if node.op == "placeholder":
+                kind = "fresh"
+            elif node.op == "call_module":
+                kind = self.module_kind(gm.get_submodule(str(node.target)))
+            else:
+                name = op_name(node)
+                kind = "other" if not builtin_fn else "fresh" if name in self.FRESH_FNS else \
+                    "view" if name in self.VIEW_FNS else "other"
+            if kind == "fresh" or (kind == "view" and sole):
+                self.owned.add(node)
+
+
 def forward(
     gm: fx.GraphModule, x: torch.Tensor, eps: float, norm: str, clip: tuple[float, float] | None,
     module_rule: Callable[[nn.Module], Any], fn_rule: Callable[[fx.Node], Any], *,
     stop: fx.Node | None = None, tighten: Callable[[Trace, fx.Node], Bounds] | None = None,
+    in_place: tuple[Callable[[nn.Module], Any], Callable[[nn.Module], str]] | None = None,
 ) -> Trace:
     """Interval bounds of every node up to ``stop`` (default: the output).
 
     ``tighten(trace, node)`` (full CROWN) returns tighter bounds for every node that feeds a relaxation.
+    ``in_place=(owned_twin, out_kind)`` (pure IBP, no autograd): only the bounds of ``stop`` are kept in the
+    trace, and a node that alone uses an owned input overwrites it (same bounds, bit for bit).
     """
     out = output_node(gm)
     stop = out if stop is None else stop
@@ -221,18 +259,27 @@ def forward(
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise TypeError(f"Bounds need a model with one input tensor; its forward takes {len(placeholders)} inputs.")
+    owner = None if in_place is None or tighten is not None else _Owned(in_place[1])
     for node in nodes:
         if node.op == "output":
             break
+        sole = False
         if node.op == "placeholder":
             if norm == "linf":
                 env[node] = Box(*_input_box(x, eps, clip))
             else:
                 env[node] = Ball(x, eps, norm)
         else:
-            env[node] = _forward_node(gm, node, env, module_rule, fn_rule)
+            sole = owner is not None and owner.sole_input(node, env)
+            env[node] = _forward_node(gm, node, env, module_rule, fn_rule, in_place[0] if sole else None)  # type: ignore[index]
         val = env[node]
         t.nodes.append(node)
+        if owner is not None:
+            builtin = node.op in ("call_function", "call_method") and isinstance(val, Box) and \
+                fn_rule(node) is FUNCTION_RULES.get(op_name(node))
+            owner.after(gm, node, env, sole, builtin)
+            if node is not stop:
+                continue
         if isinstance(val, (Box, Ball)):
             box = val if isinstance(val, Box) else val.box()
             t.boxes[node] = box
@@ -259,7 +306,9 @@ def _feeds_relaxation(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 
 def _forward_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any],
-                  module_rule: Callable[[nn.Module], Any], fn_rule: Callable[[fx.Node], Any]) -> Any:
+                  module_rule: Callable[[nn.Module], Any], fn_rule: Callable[[fx.Node], Any],
+                  twin_of: Callable[[nn.Module], Any] | None = None) -> Any:
+    """Bounds (or the value) of ``node``; with ``twin_of`` its one bounded input may be overwritten."""
     args = _map(node.args, lambda a: env[a] if isinstance(a, fx.Node) else a)
     kwargs = _map(dict(node.kwargs), lambda a: env[a] if isinstance(a, fx.Node) else a)
     bounded = [v for v in _leaves((args, kwargs)) if isinstance(v, (Box, Ball))]
@@ -287,8 +336,9 @@ def _forward_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any],
             rule = module_rule(m)
         except TypeError as e:
             raise TypeError(f"{e} (fx node '{node.name}', module '{node.target}')") from None
-        lo, up = rule(m, a.lower, a.upper)
-        return Box(lo, up)
+        twin = twin_of(m) if twin_of is not None else None
+        got = twin(m, a.lower, a.upper) if twin is not None else None
+        return Box(*got) if got is not None else Box(*rule(m, a.lower, a.upper))
     name = op_name(node)
     if len(bounded) == 1 and isinstance(bounded[0], Ball) and name in ("reshape", "linear"):
         a = bounded[0]
@@ -301,6 +351,8 @@ def _forward_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any],
     args = _map(args, lambda v: v.box() if isinstance(v, Ball) else v)
     kwargs = _map(kwargs, lambda v: v.box() if isinstance(v, Ball) else v)
     rule = fn_rule(node)
+    if twin_of is not None and name == "relu" and rule is FUNCTION_RULES["relu"] and len(args) == 1 and not kwargs:
+        return Box(args[0].lower.relu_(), args[0].upper.relu_())
 
     def fn(*a: Any, **k: Any) -> Any:
         return _call(gm, node, a, k)

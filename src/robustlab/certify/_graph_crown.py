@@ -366,8 +366,13 @@ def _relu_only(t: Trace, node: fx.Node) -> bool:
 # Entry points used by certify.ibp for models that are not plain chains of layers
 # ----------------------------------------------------------------------------------------------
 def graph_forward(model: nn.Module, x: torch.Tensor, eps: float, norm: str, method: str,
-                  clip: tuple[float, float] | None, max_memory: int | None, *, stop_before_output: bool = False) -> Trace:
-    """Trace ``model`` and bound every node (``method='crown'``: CROWN bounds before every relaxation)."""
+                  clip: tuple[float, float] | None, max_memory: int | None, *, stop_before_output: bool = False,
+                  keep_boxes: bool = True) -> Trace:
+    """Trace ``model`` and bound every node (``method='crown'``: CROWN bounds before every relaxation).
+
+    ``keep_boxes=False`` with ``method='ibp'`` and no autograd: only the last node's bounds are kept, the
+    layers overwrite their inputs where they alone use them (``_graph.forward``'s ``in_place``).
+    """
     from ._rules import _graph_rules
 
     has_rule, module_rule, fn_rule = _graph_rules()
@@ -385,8 +390,11 @@ def graph_forward(model: nn.Module, x: torch.Tensor, eps: float, norm: str, meth
         need = (box.lower < 0) & (box.upper > 0) if _relu_only(tr, node) else None
         return bounds_at(tr, node, x, eps, norm, clip, max_memory, need)
 
+    from ._rules import out_kind, owned_twin
+
+    pure = method == "ibp" and not keep_boxes and not torch.is_grad_enabled()
     t = forward(gm, x, eps, norm, clip, module_rule, fn_rule, stop=stop,
-                tighten=tighten if method == "crown" else None)
+                tighten=tighten if method == "crown" else None, in_place=(owned_twin, out_kind) if pure else None)
     t.output = t.nodes[-1]
     return t
 
@@ -394,7 +402,7 @@ def graph_forward(model: nn.Module, x: torch.Tensor, eps: float, norm: str, meth
 def graph_interval_bounds(model: nn.Module, x: torch.Tensor, eps: float, norm: str, method: str,
                           clip: tuple[float, float] | None, max_memory: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``interval_bounds`` for a traced graph."""
-    t = graph_forward(model, x, eps, norm, method, clip, max_memory)
+    t = graph_forward(model, x, eps, norm, method, clip, max_memory, keep_boxes=method != "ibp")
     box = t.boxes[t.output]
     if method == "ibp":
         return box.lower, box.upper
@@ -407,7 +415,8 @@ def graph_margin_bounds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps:
     """``margin_bounds`` for a traced graph: the last Linear is folded into the specification as for chains."""
     from .ibp import _check_y, _elided_margin, _spec_matrix
 
-    t = graph_forward(model, x, eps, norm, method, clip, max_memory, stop_before_output=True)
+    t = graph_forward(model, x, eps, norm, method, clip, max_memory, stop_before_output=True,
+                      keep_boxes=method != "ibp")
     out = output_node(t.gm)
     box = t.boxes[t.output]
     if t.output is not out:  # stopped before a final Linear

@@ -56,6 +56,7 @@ from ._rules import (
     _batchnorm_eval,
     _is_chain,
     _propagate,
+    propagate_owned,
     register_ibp_rule,
     supported_layers,
 )
@@ -143,13 +144,15 @@ def _check_clip(x: torch.Tensor, clip: Any, norm: str, owner: str, span: tuple[f
 
 def _ibp_forward(
     layers: list[nn.Module], x: torch.Tensor, eps: float, norm: str, clip: tuple[float, float] | None,
-    *, crown: bool = False, max_memory: int | None = None,
+    *, crown: bool = False, max_memory: int | None = None, records_needed: bool = True,
 ) -> tuple[Bounds, list[Bounds]]:
     """IBP through ``layers``; ``records[i]`` = input bounds of layer ``i``.
 
     With ``crown=True`` the input bounds of every ReLU are tightened by a CROWN backward pass
     (full CROWN, rows chunked under ``max_memory`` bytes) before the ReLU is applied: for the neurons
     unstable under IBP (the only ones whose relaxation depends on the bounds), unless IBP is exact there.
+    With ``records_needed=False`` and no autograd, the layers overwrite their fresh input bounds
+    (:func:`propagate_owned`, same bounds) and ``records`` is empty.
     """
     start = 0
     box = _input_box(x, eps, clip if norm == "linf" else None)
@@ -160,6 +163,8 @@ def _ibp_forward(
         if got is not None:
             start, (lower, upper) = got
             records = [box] * start  # not used by CROWN's backward before the first linear layer
+    if not (records_needed or crown or torch.is_grad_enabled()):
+        return propagate_owned(layers[start:], lower, upper), []
     for i in range(start, len(layers)):
         m = layers[i]
         if crown and isinstance(m, nn.ReLU) and i > 0 and not ibp_exact(layers[:i], norm):
@@ -196,7 +201,8 @@ def interval_bounds(
             return _in_blocks(model, x, method, lambda xb: graph_interval_bounds(
                 model, xb, float(eps), norm, method, clip, max_memory))
         if method == "ibp":
-            return _in_blocks(model, x, method, lambda xb: _ibp_forward(layers, xb, float(eps), norm, clip)[0])
+            return _in_blocks(model, x, method, lambda xb: _ibp_forward(layers, xb, float(eps), norm, clip,
+                                                                        records_needed=False)[0])
         (lower, upper), records = _ibp_forward(layers, x, float(eps), norm, clip, crown=method == "crown",
                                                max_memory=max_memory)
         lo, up = _crown_bounds_at(layers, records, x, float(eps), norm, clip, lower.shape[1:], max_memory)
@@ -301,7 +307,8 @@ def _margin_bounds(
     last: Any = layers[-1]
     elide = isinstance(last, nn.Linear)  # a bare Linear too: its body is empty and the input box is used
     body = layers[:-1] if elide else layers
-    (lower, upper), records = _ibp_forward(body, x, eps, norm, clip, crown=method == "crown", max_memory=max_memory)
+    (lower, upper), records = _ibp_forward(body, x, eps, norm, clip, crown=method == "crown", max_memory=max_memory,
+                                           records_needed=method != "ibp")
     if elide:
         num_classes = last.weight.shape[0]
         lb = _elided_margin(last, lower, upper, y, x)
