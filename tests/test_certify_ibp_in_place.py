@@ -100,15 +100,16 @@ class _Fixed(nn.Module):
         return torch.zeros(x.shape[0], 5)
 
 
-_rules.register_ibp_rule(_Fixed)(lambda m, lower, upper: (m.lo.expand(lower.shape[0], -1), m.hi.expand(lower.shape[0], -1)))
-
-
 def test_bounds_that_alias_module_state_or_the_input_are_never_overwritten() -> None:
     torch.manual_seed(0)
     m = nn.Sequential(nn.Flatten(), nn.Linear(16, 5), _Fixed(), nn.ReLU(), nn.Identity(), nn.Linear(5, 3)).eval()
     x = torch.rand(4, 1, 4, 4)
     x0 = x.clone()
-    lo, up = _bounds(m, x, 0.0, clip=None)
+    _rules.register_ibp_rule(_Fixed)(lambda m, lower, upper: (m.lo.expand(len(lower), -1), m.hi.expand(len(lower), -1)))
+    try:
+        lo, up = _bounds(m, x, 0.0, clip=None)
+    finally:
+        _rules.IBP_RULES.pop(_Fixed)
     fixed = m[2]
     assert torch.equal(fixed.lo, -torch.ones(1, 5)) and torch.equal(fixed.hi, torch.ones(1, 5))
     assert torch.equal(x, x0)

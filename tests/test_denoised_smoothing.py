@@ -29,11 +29,13 @@ def _parts(seed: int = 0):
     return den, ae
 
 
-def _noisy_acc(model, d, sigma, n=300):
+def _noisy_acc(model, d, sigma, n=300, draws=1):
+    """Accuracy on the first ``n`` test points under ``draws`` gaussian draws each (one fixed generator)."""
     g = torch.Generator().manual_seed(5)
     x, y = d.x_test[:n], d.y_test[:n]
     with torch.no_grad():
-        return float((model(x + sigma * torch.randn(x.shape, generator=g)).argmax(1) == y).float().mean())
+        return sum(float((model(x + sigma * torch.randn(x.shape, generator=g)).argmax(1) == y).float().mean())
+                   for _ in range(draws)) / draws
 
 
 def test_forward_is_base_of_denoiser_and_base_stays_frozen(digits_base):
@@ -65,12 +67,14 @@ def test_fo_denoiser_restores_accuracy_under_noise(digits_base):
     ds = DenoisedSmoothing(base, den, sigma)
     g = torch.Generator().manual_seed(0)
     ds.fit(d.x_train, method="mse", epochs=3, batch_size=64, lr=3e-3, generator=g)
-    mse_only = _noisy_acc(ds, d, sigma)
+    acc = {"mse": _noisy_acc(ds, d, sigma, n=450, draws=4), "base": _noisy_acc(base, d, sigma, n=450, draws=4)}
     fit = ds.fit(d.x_train, method="fo", epochs=4, batch_size=64, lr=3e-3, generator=g)
     assert fit.queries == 0 and fit.steps == 4 * 22 and len(fit.history) == 4
     assert fit.history[-1] < fit.history[0]
-    # on 8x8 digits at sigma = 0.5: base 62%, MSE denoiser 56%, then FO (stability) 67%
-    assert _noisy_acc(ds, d, sigma) > max(mse_only + 0.05, _noisy_acc(base, d, sigma) + 0.02)
+    ds.fit(d.x_train, method="fo", epochs=4, batch_size=64, lr=1e-3, generator=g)  # after 4 epochs at 3e-3 alone the
+    # accuracy still swung by 12 points between seeds; on 450 test points x 4 draws at sigma = 0.5 (seeds 0-3 of
+    # this setup): base 55 %, MSE denoiser 52 %, FO (stability) 62-64 %
+    assert _noisy_acc(ds, d, sigma, n=450, draws=4) > max(acc["mse"] + 0.05, acc["base"] + 0.04)
 
 
 def test_zo_trains_a_black_box_within_its_query_budget(digits_base):
