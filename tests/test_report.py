@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from robustlab.bench import ResultStore
 from robustlab.bench.evaluations import declared_metrics
@@ -68,7 +69,8 @@ def make_db(out) -> dict:
                                     (name("corr_acc/mean"), acc - 0.1, -1)]
                     status = "failed" if (loss, rate, seed) == ("gce", 0.4, 2) else "completed"
                     result = {"status": status, "metrics": metrics, "timings": {"total_s": 1.0},
-                              "env": {"robustlab": "0.1.0", "torch": "2.x", "git_commit": "abc123", "host": "h"}}
+                              "env": {"robustlab": "0.1.0", "torch": "2.x", "git_commit": "abc123", "host": "h",
+                                      "cpu": "Some CPU (AVX2)"}}
                     if status == "failed":
                         result.update(error="ValueError: boom <script>", traceback="Traceback ...\nValueError: boom")
                     st.finish(rid, result)
@@ -147,7 +149,7 @@ def test_markdown_summary_and_write_report_from_db_only(db):
     assert md.startswith("# robustlab benchmark report: synthetic")
     assert "completed 26" in md and "failed 1" in md
     assert "## Failed runs" in md and "ValueError: boom" in md
-    assert "- torch: 2.x" in md and "- git commit: abc123" in md
+    assert "- torch: 2.x" in md and "- git commit: abc123" in md and "- cpu: Some CPU (AVX2)" in md
     assert "single seed" not in md  # every group has >= 2 seeds
     (md_path,) = write_report(out, out / "sub" / "summary.md")
     assert md_path.read_text() == md.replace(
@@ -199,3 +201,12 @@ def test_runs_with_the_same_labels_but_different_configs_are_not_pooled_as_seeds
     stats = sorted(g.stat("acc/clean") for g in rd.groups)
     assert [(round(m, 3), n) for m, _, n in stats] == [(0.505, 2), (0.905, 2)]
     assert any("different configurations" in w for w in to_markdown(rd).split("\n") if "label combination" in w)
+
+
+def test_runs_record_the_cpu_model_and_vector_extension():
+    from robustlab.bench._worker import environment
+
+    cpu = environment()["cpu"]
+    assert isinstance(cpu, str) and cpu and cpu != "unknown ()"
+    cap = torch.backends.cpu.get_cpu_capability()
+    assert cpu.endswith(f"({cap})")

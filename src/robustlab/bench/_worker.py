@@ -33,9 +33,28 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_name(),
         "host": socket.gethostname(),
         "git_commit": git_commit(),
     }
+
+
+def cpu_name() -> str:
+    """The CPU model and the vector extension torch's kernels use (e.g. ``AMD EPYC (AVX512)``): float32 results of
+    the same code and seed can differ between CPU types, whose BLAS and convolution kernels sum in other orders."""
+    name = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cap = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        cap = ""
+    return f"{name or 'unknown'}" + (f" ({cap})" if cap else "")
 
 
 def git_commit() -> str | None:

@@ -316,6 +316,7 @@ def _environment(rd: ReportData) -> dict[str, str]:
         "git commit": ", ".join(c[:12] for c in distinct("git_commit").split(", ")),
         "python": env("python"),
         "platform": env("platform"),
+        "cpu": env("cpu"),
         "hosts": distinct("host"),
         "executors": distinct("executor"),
         "torch threads per run": env("threads"),
