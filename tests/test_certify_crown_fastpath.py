@@ -242,3 +242,18 @@ def test_sample_blocks_keep_the_gradients_of_certified_training(monkeypatch):
     monkeypatch.setattr(_crown, "BLOCK_BYTES", 1)
     for a, b in zip(whole, grads()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(7, 3, 11), (1, 4, 9), (5, 1, 6)])
+def test_bmv_row_products_match_float64(shape: tuple[int, int, int]) -> None:
+    from robustlab.certify._relax import bmv
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(shape, generator=g)
+    v = torch.randn(5 if shape[0] == 1 else shape[0], shape[2], generator=g)
+    got = bmv(a, v)
+    ref = torch.einsum("nsk,nk->ns", a.double().expand(v.shape[0], -1, -1), v.double())
+    assert got.shape == (v.shape[0], shape[1]) and torch.allclose(got.double(), ref, rtol=1e-6, atol=1e-6)
+    a.requires_grad_(True)
+    bmv(a, v).sum().backward()  # the gradient reaches the coefficients (certified training differentiates them)
+    assert a.grad is not None and a.grad.shape == a.shape

@@ -19,7 +19,7 @@ from torch import nn
 from ..models import Normalize
 from . import _patches
 from ._patches import Patches
-from ._relax import Relaxation, apply_relaxation, relu_relaxation
+from ._relax import Relaxation, apply_relaxation, bmv, relu_relaxation
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
 
@@ -112,13 +112,6 @@ def _at_input(layers: list[nn.Module]) -> bool:
                for m in layers)
 
 
-def bmv(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Row-wise products ``a[n] @ v[n]`` (N, S) of ``a`` (N or 1, S, K) and ``v`` (N, K)."""
-    if a.shape[0] == 1 and v.shape[0] != 1:
-        return F.linear(v, a[0])  # rows shared by all samples: one matrix product
-    return torch.bmm(a, v.unsqueeze(-1)).squeeze(-1)
-
-
 def _no_grad_needed(*ts: torch.Tensor) -> bool:
     """True when no autograd graph is recorded through ``ts`` (in-place updates are then safe)."""
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
@@ -177,7 +170,7 @@ def concretize(lam: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, eps: floa
         return bias + (flat * x.flatten(1).unsqueeze(1)).sum(-1) - eps * dual
     c, r = _cr(*_input_box(x, eps, clip))
     # Λ⁺ l + Λ⁻ u = Λ c − |Λ| r, as two batched matrix-vector products
-    return bias + (flat @ c.flatten(1).unsqueeze(-1)).squeeze(-1) - (flat.abs() @ r.flatten(1).unsqueeze(-1)).squeeze(-1)
+    return bias + bmv(flat, c.flatten(1)) - bmv(flat.abs(), r.flatten(1))
 
 
 def _conv2d_backward(m: Any, lam: torch.Tensor, in_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:

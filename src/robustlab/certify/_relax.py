@@ -105,11 +105,15 @@ def apply_relaxation(lam: torch.Tensor, relax: Relaxation) -> tuple[torch.Tensor
     return out.index_copy_(2, split, coef).view(n, s, *shape), bias
 
 
-def _bmv(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Row-wise products ``a[n] @ v[n]`` (N, S) of ``a`` (N or 1, S, K) and ``v`` (N, K)."""
+def bmv(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Row-wise products ``a[n] @ v[n]`` (N, S) of ``a`` (N or 1, S, K) and ``v`` (N, K).
+
+    Taken as ``v[n]ᵀ a[n]ᵀ``, one (1, K) × (K, S) product per sample: faster than ``bmm(a, v[..., None])``, whose
+    (S, K) × (K, 1) shape takes a slow batched path (CROWN-IBP A/B: ``benchmarks/bench_certify.py --only blocks``).
+    """
     if a.shape[0] == 1 and v.shape[0] != 1:
-        return F.linear(v, a[0])
-    return torch.bmm(a, v.unsqueeze(-1)).squeeze(-1)
+        return F.linear(v, a[0])  # rows shared by all samples: one matrix product
+    return torch.matmul(v.unsqueeze(1), a.transpose(1, 2)).squeeze(1)
 
 
 def _split(lam: torch.Tensor, s_lo: torch.Tensor, t_lo: torch.Tensor, s_up: torch.Tensor, t_up: torch.Tensor,
@@ -119,9 +123,9 @@ def _split(lam: torch.Tensor, s_lo: torch.Tensor, t_lo: torch.Tensor, s_up: torc
     Without autograd the coefficients are built in the buffer of ``Λ⁻`` (one allocation instead of three).
     """
     neg = lam.clamp(max=0)
-    bias = _bmv(neg, t_up)
+    bias = bmv(neg, t_up)
     if bool(t_lo.any()):
-        bias = bias + _bmv(lam, t_lo) - _bmv(neg, t_lo)  # Λ⁺ t_lo = Λ t_lo − Λ⁻ t_lo
+        bias = bias + bmv(lam, t_lo) - bmv(neg, t_lo)  # Λ⁺ t_lo = Λ t_lo − Λ⁻ t_lo
     d = (s_up - s_lo).unsqueeze(1)
     inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (lam, s_lo, s_up, t_lo, t_up)))
     if inplace:  # rows shared by all samples (batch 1) take the batch size in the product

@@ -30,7 +30,7 @@ from ._graph import (
     output_node,
     trace,
 )
-from ._relax import maxpool_params
+from ._relax import bmv, maxpool_params
 from ._rules import _batchnorm_eval, _graph_rules
 from .ibp import _check_y, _spec_matrix, _validate
 
@@ -80,7 +80,7 @@ def _tightness(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, eps: f
         rows, r = spec @ w, radius[out.args[0]]  # type: ignore[index]
     else:
         rows, r = spec, radius[out]
-    ibp = (rows.abs() @ r.flatten(1).unsqueeze(-1)).squeeze(-1)
+    ibp = bmv(rows.abs(), r.flatten(1))
     optimal = eps * _jacobian_rows(gm, x, spec).abs().flatten(2).sum(-1)
     keep = ibp > 0
     if y is not None:
