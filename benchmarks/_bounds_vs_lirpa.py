@@ -137,7 +137,9 @@ def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, sav
 
                 t0 = time.perf_counter()
                 lo, up = ours()  # warm-up (and the fx trace of the residual model)
-                reps = rounds if time.perf_counter() - t0 < 2.0 else 1  # slow cases: one timed round each
+                took = time.perf_counter() - t0
+                # slow cases: one timed round each; fast ones: at least ~0.5 s of calls per side (up to 30 rounds)
+                reps = 1 if took >= 2.0 else max(rounds, min(30, int(0.5 / max(took, 1e-3))))
                 times_ours, times_peer, peer_lo, peer_up = [], [], None, None
                 if peer is not None:
                     req = dict(model=model, norm=norm, eps=eps, method=method, batch=b)
