@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,10 @@ def _fix_malloc() -> bool:
         return False
 
 
+def _median(xs: list[int]) -> str:
+    return str(int(statistics.median(xs))) if xs else "-"
+
+
 def _key(model: str, norm: str, eps: float, method: str, batch: int) -> str:
     return f"{model}/{norm}/{eps:g}/{method}/{batch}"
 
@@ -90,7 +95,8 @@ class _Peer:
 
 def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, save_peer: bool,
         cases: str | None = None, ops: bool = False, default_malloc: bool = False) -> None:
-    """Print one line per case: median time (ours, peer), time ratio, width ratio, largest bound difference.
+    """Print one line per case: median time (ours, peer), time ratio, width ratio, largest bound difference,
+    median minor page faults per call on each side.
 
     Each round times one call on each side, the side that goes first alternating; the time ratio is the median
     over rounds of the paired ratios (ours / peer of the same round), so drifts in the machine's load cancel.
@@ -114,8 +120,9 @@ def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, sav
     print(f"\n== bounds vs auto_LiRPA 0.3 ({src}); goal: time ratio <= 1.0 ==")
     print("(time x: median over rounds of the paired ratio; malloc: "
           + ("same fixed thresholds in both processes)" if fixed else "each process's default)"))
+    print("(faults: median minor page faults per call, getrusage in each process)")
     print(f"{'model':<8}{'norm':<6}{'method':<11}{'batch':>6}{'ours ms':>10}{'peer ms':>10}{'time x':>8}"
-          f"{'width x':>9}{'max |diff|':>12}" + (f"{'ours ops':>10}{'peer ops':>10}" if ops else ""))
+          f"{'width x':>9}{'max |diff|':>12}{'faults':>8}{'peer':>7}" + (f"{'ours ops':>10}{'peer ops':>10}" if ops else ""))
     new: dict[str, object] = {"_meta": {"when": time.strftime("%Y-%m-%d"), "threads": threads,
                                         "torch": torch.__version__}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,21 +145,25 @@ def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, sav
                 t0 = time.perf_counter()
                 lo, up = ours()  # warm-up (and the fx trace of the residual model)
                 took = time.perf_counter() - t0
-                # slow cases: one timed round each; fast ones: at least ~0.5 s of calls per side (up to 30 rounds)
-                reps = 1 if took >= 2.0 else max(rounds, min(30, int(0.5 / max(took, 1e-3))))
+                # slow cases: one timed round each; fast ones: at least ~2 s of calls per side (up to 30 rounds)
+                reps = 1 if took >= 2.0 else max(rounds, min(30, int(2.0 / max(took, 1e-3))))
                 times_ours, times_peer, peer_lo, peer_up = [], [], None, None
+                faults: dict[str, list[int]] = {"ours": [], "peer": []}
                 if peer is not None:
                     req = dict(model=model, norm=norm, eps=eps, method=method, batch=b)
                     peer.ask(**req)  # warm-up (BoundedModule built on first use)
                 for r in range(reps):  # interleaved, the side that goes first alternating: both see the same load
                     for side in ((0, 1) if r % 2 == 0 else (1, 0)):
                         if side == 0:
+                            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                             t0 = time.perf_counter()
                             ours()
                             times_ours.append(time.perf_counter() - t0)
+                            faults["ours"].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
                         elif peer is not None:
                             got = peer.ask(**req)
                             times_peer.append(got["time_s"])
+                            faults["peer"].append(got.get("faults", -1))
                             peer_lo, peer_up = torch.tensor(got["lower"]), torch.tensor(got["upper"])
                 t_ours = statistics.median(times_ours)
                 if peer is not None:
@@ -173,7 +184,8 @@ def run(*, threads: int, quick: bool, rounds: int, lirpa_python: str | None, sav
                     theirs = peer.ask(**req, ops=True)["ops"] if peer is not None else float("nan")
                     counts = f"{count_ops(ours):>10}{theirs:>10}"
                 print(f"{model:<8}{norm:<6}{method:<11}{b:>6}{1e3 * t_ours:>10.2f}{1e3 * t_peer:>10.2f}"
-                      f"{ratio:>8.2f}{width / width_peer:>9.3f}{diff:>12.2e}{counts}", flush=True)
+                      f"{ratio:>8.2f}{width / width_peer:>9.3f}{diff:>12.2e}{_median(faults['ours']):>8}"
+                      f"{_median(faults['peer']):>7}{counts}", flush=True)
         finally:
             if peer is not None:
                 peer.close()

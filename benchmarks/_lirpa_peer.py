@@ -3,14 +3,15 @@
     /tmp/lirpa/bin/python benchmarks/_lirpa_peer.py DIR THREADS
 
 ``DIR`` holds ``<model>.pt`` (state dicts) and ``x.pt`` (inputs). Each request
-``{"model", "norm", "eps", "method", "batch"}`` is answered with ``{"time_s", "lower", "upper"}`` (bounds as
-lists) after one timed ``compute_bounds`` call, or with ``{"ops"}`` (aten ops of one call) when it has ``"ops": true``. auto_LiRPA 0.3 (the PyPI release) predates torch 2; three
+``{"model", "norm", "eps", "method", "batch"}`` is answered with ``{"time_s", "faults", "lower", "upper"}`` (minor
+page faults of the call, bounds as lists) after one timed ``compute_bounds`` call, or with ``{"ops"}`` (aten ops of one call) when it has ``"ops": true``. auto_LiRPA 0.3 (the PyPI release) predates torch 2; three
 shims below restore the torch internals it calls.
 """
 
 import json
 import math
 import os
+import resource
 import sys
 import time
 
@@ -65,10 +66,12 @@ def main() -> None:
             if req.get("ops"):  # count the aten ops of one call (robust to machine load, unlike times)
                 print(json.dumps({"ops": count_ops(call)}), flush=True)
                 continue
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             lb, ub = call()
             dt = time.perf_counter() - t0
-        print(json.dumps({"time_s": dt, "lower": lb.tolist(), "upper": ub.tolist()}), flush=True)
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+        print(json.dumps({"time_s": dt, "faults": faults, "lower": lb.tolist(), "upper": ub.tolist()}), flush=True)
 
 
 if __name__ == "__main__":

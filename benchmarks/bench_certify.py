@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--lirpa-python", default=None, help="interpreter with auto_LiRPA (default /tmp/lirpa/bin/python)")
     ap.add_argument("--save-peer", action="store_true", help="store the live auto_LiRPA figures beside the script")
     ap.add_argument("--rounds", type=int, default=None, help="bounds vs auto_LiRPA: timed rounds per case "
-                    "(interleaved; default 3, 2 with --quick; cases faster than 2 s get at least ~0.5 s of calls, up to 30)")
+                    "(interleaved; default 3, 2 with --quick; cases faster than 2 s get at least ~2 s of calls, up to 30)")
     ap.add_argument("--ops", action="store_true", help="bounds vs auto_LiRPA: also count the aten ops of one call "
                     "on each side (torch.profiler; robust to machine load)")
     ap.add_argument("--default-malloc", action="store_true", help="bounds vs auto_LiRPA: keep each process's "
