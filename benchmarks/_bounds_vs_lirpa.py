@@ -42,8 +42,8 @@ CASES = [
 
 
 #: glibc's malloc hands freed heap memory back to the OS once the free top of the heap passes a threshold that each
-#: process derives from its own history, and the next call page-faults it back in (for the CNN's IBP, ~13 MB and
-#: about 8 ms a call). So both processes run with the same fixed thresholds: freed memory is kept, and only
+#: process derives from its own history, and the next call page-faults it back in (the faults columns show how
+#: many per call). So both processes run with the same fixed thresholds: freed memory is kept, and only
 #: blocks over 32 MiB are mapped on their own. ``--default-malloc`` keeps each process's default instead.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
